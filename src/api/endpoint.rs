@@ -1,0 +1,407 @@
+//! `/api/v1/app/{app_id}/endpoint`: endpoints, their secret and headers.
+//!
+//! Extension: `retryPolicy` (`{"schedule": [seconds…], "success": "2xx" |
+//! "200", "timeout": seconds}`) on create, update and patch; `null` or
+//! absent means the server default (seed 004's exponential schedule).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::error::Checks;
+use super::extract::{Principal, QueryParams, SvixJson, Validate, double_option};
+use super::pagination::ListResponse;
+use super::{ApiError, ApiResult, ApiState};
+use crate::domain::id;
+use crate::domain::model::{Endpoint, EndpointPatch, EndpointSpec, Headers, Metadata, NameSet};
+use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
+use crate::domain::{signing, validate};
+use crate::store::Order;
+
+pub fn routes() -> Router<ApiState> {
+    let ep = "/api/v1/app/{app_id}/endpoint/{endpoint_id}";
+    Router::new()
+        .route("/api/v1/app/{app_id}/endpoint", get(list).post(create))
+        .route(ep, get(read).put(upsert).patch(patch).delete(remove))
+        .route(&format!("{ep}/secret"), get(secret))
+        .route(&format!("{ep}/headers"), get(headers).put(put_headers).patch(patch_headers))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EndpointIn {
+    url: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default, alias = "filterTypes")]
+    event_types: Option<NameSet>,
+    #[serde(default)]
+    channels: Option<NameSet>,
+    #[serde(default)]
+    metadata: Option<Metadata>,
+    #[serde(default)]
+    headers: Option<Headers>,
+    #[serde(default, alias = "rateLimit")]
+    throttle_rate: Option<u16>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    retry_policy: Option<RetryPolicyJson>,
+}
+
+/// Field rules shared by create, update and patch.
+#[derive(Default)]
+struct EndpointChecks(Checks);
+
+impl EndpointChecks {
+    fn url(&mut self, url: Option<&str>) -> &mut Self {
+        if let Some(url) = url {
+            self.0.check(&["body", "url"], validate::endpoint_url(url));
+        }
+        self
+    }
+    fn names(&mut self, event_types: Option<&NameSet>, channels: Option<&NameSet>) -> &mut Self {
+        if let Some(t) = event_types {
+            self.0.check(&["body", "eventTypes"], validate::name_set(t, validate::EVENT_TYPE_MAX, 1000));
+        }
+        if let Some(ch) = channels {
+            self.0.check(&["body", "channels"], validate::name_set(ch, validate::CHANNEL_MAX, 10));
+        }
+        self
+    }
+    fn uid(&mut self, uid: Option<&str>) -> &mut Self {
+        self.0.uid(uid);
+        self
+    }
+    fn rate(&mut self, rate: Option<u16>) -> &mut Self {
+        self.0.rate(rate);
+        self
+    }
+    fn headers(&mut self, headers: Option<&Headers>) -> &mut Self {
+        if let Some(h) = headers {
+            self.0.check(&["body", "headers"], validate::custom_headers(h));
+        }
+        self
+    }
+    fn policy(&mut self, policy: Option<&RetryPolicyJson>) -> &mut Self {
+        if let Some(p) = policy {
+            self.0.check(&["body", "retryPolicy"], RetryPolicy::from(p.clone()).validate());
+        }
+        self
+    }
+    fn secret(&mut self, secret: Option<&str>) -> &mut Self {
+        if let Some(s) = secret {
+            self.0.check(
+                &["body", "secret"],
+                signing::normalize_secret(s).map(|_| ()).map_err(|e| e.to_string()),
+            );
+        }
+        self
+    }
+}
+
+impl Validate for EndpointIn {
+    fn validate(&self) -> ApiResult<()> {
+        let mut c = EndpointChecks::default();
+        c.url(Some(&self.url))
+            .names(self.event_types.as_ref(), self.channels.as_ref())
+            .uid(self.uid.as_deref())
+            .rate(self.throttle_rate)
+            .headers(self.headers.as_ref())
+            .policy(self.retry_policy.as_ref())
+            .secret(self.secret.as_deref());
+        c.0.finish()
+    }
+}
+
+impl EndpointIn {
+    fn into_spec(self) -> EndpointSpec {
+        EndpointSpec {
+            uid: self.uid,
+            url: self.url,
+            description: self.description.unwrap_or_default(),
+            disabled: self.disabled.unwrap_or(false),
+            event_types: self.event_types,
+            channels: self.channels,
+            metadata: self.metadata.unwrap_or_default(),
+            headers: self.headers.unwrap_or_default(),
+            throttle_rate: self.throttle_rate,
+            // Validated above, so normalizing cannot fail here.
+            secret: self.secret.and_then(|s| signing::normalize_secret(&s).ok()),
+            retry_policy: self.retry_policy.map(RetryPolicy::from),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EndpointPatchIn {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default, alias = "filterTypes", deserialize_with = "double_option")]
+    event_types: Option<Option<NameSet>>,
+    #[serde(default, deserialize_with = "double_option")]
+    channels: Option<Option<NameSet>>,
+    #[serde(default)]
+    metadata: Option<Metadata>,
+    #[serde(default, alias = "rateLimit", deserialize_with = "double_option")]
+    throttle_rate: Option<Option<u16>>,
+    #[serde(default, deserialize_with = "double_option")]
+    uid: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    retry_policy: Option<Option<RetryPolicyJson>>,
+}
+
+impl Validate for EndpointPatchIn {
+    fn validate(&self) -> ApiResult<()> {
+        let mut c = EndpointChecks::default();
+        c.url(self.url.as_deref())
+            .names(
+                self.event_types.as_ref().and_then(Option::as_ref),
+                self.channels.as_ref().and_then(Option::as_ref),
+            )
+            .uid(self.uid.as_ref().and_then(Option::as_deref))
+            .rate(self.throttle_rate.flatten())
+            .policy(self.retry_policy.as_ref().and_then(Option::as_ref));
+        c.0.finish()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointOut {
+    id: String,
+    uid: Option<String>,
+    url: String,
+    description: String,
+    disabled: bool,
+    event_types: Option<NameSet>,
+    /// The same list under the name older Svix clients read.
+    filter_types: Option<NameSet>,
+    channels: Option<NameSet>,
+    metadata: Metadata,
+    throttle_rate: Option<u16>,
+    /// Hookline extension; `null` means the server default.
+    retry_policy: Option<RetryPolicyJson>,
+    /// Always 1; required by Svix v1 clients.
+    version: u32,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<Endpoint> for EndpointOut {
+    fn from(e: Endpoint) -> Self {
+        EndpointOut {
+            id: e.id,
+            uid: e.uid,
+            url: e.url,
+            description: e.description,
+            disabled: e.disabled,
+            filter_types: e.event_types.clone(),
+            event_types: e.event_types,
+            channels: e.channels,
+            metadata: e.metadata,
+            throttle_rate: e.throttle_rate,
+            retry_policy: e.retry_policy.as_ref().map(RetryPolicyJson::from),
+            version: 1,
+            created_at: e.created_at.to_rfc3339(),
+            updated_at: e.updated_at.to_rfc3339(),
+        }
+    }
+}
+
+async fn list(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(app_ref): Path<String>,
+    q: QueryParams,
+) -> ApiResult<Json<ListResponse<EndpointOut>>> {
+    let app = s.app(&who, &app_ref).await?;
+    let page = s.service.store.list_endpoints(&app.id, &q.page(Order::Ascending)?).await?;
+    Ok(Json(ListResponse::from_page(page, |e| e.id.clone(), EndpointOut::from)))
+}
+
+async fn create(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(app_ref): Path<String>,
+    SvixJson(body): SvixJson<EndpointIn>,
+) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
+    let app = s.app(&who, &app_ref).await?;
+    let ep = s.service.create_endpoint(&app.id, body.into_spec()).await?;
+    Ok((StatusCode::CREATED, Json(ep.into())))
+}
+
+async fn read(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((app_ref, ep_ref)): Path<(String, String)>,
+) -> ApiResult<Json<EndpointOut>> {
+    let app = s.app(&who, &app_ref).await?;
+    Ok(Json(s.endpoint(&app, &ep_ref).await?.into()))
+}
+
+/// PUT: replace, or create with the path as uid when it does not exist.
+async fn upsert(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((app_ref, ep_ref)): Path<(String, String)>,
+    SvixJson(body): SvixJson<EndpointIn>,
+) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
+    let app = s.app(&who, &app_ref).await?;
+    let headers = body.headers.clone();
+    let mut spec = body.into_spec();
+    match s.service.store.get_endpoint(&app.id, &ep_ref).await? {
+        Some(ep) => {
+            let mut patch = EndpointPatch::replace_all(spec);
+            patch.headers = headers;
+            let ep = s.service.update_endpoint(&app.id, &ep.id, patch).await?;
+            Ok((StatusCode::OK, Json(ep.into())))
+        }
+        None => {
+            if id::has_prefix(&ep_ref, id::ENDPOINT) || validate::name(&ep_ref, validate::UID_MAX).is_err() {
+                return Err(ApiError::not_found("Endpoint"));
+            }
+            spec.uid.get_or_insert(ep_ref);
+            let ep = s.service.create_endpoint(&app.id, spec).await?;
+            Ok((StatusCode::CREATED, Json(ep.into())))
+        }
+    }
+}
+
+async fn patch(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((app_ref, ep_ref)): Path<(String, String)>,
+    SvixJson(body): SvixJson<EndpointPatchIn>,
+) -> ApiResult<Json<EndpointOut>> {
+    let app = s.app(&who, &app_ref).await?;
+    let ep = s.endpoint(&app, &ep_ref).await?;
+    let patch = EndpointPatch {
+        uid: body.uid,
+        url: body.url,
+        description: body.description,
+        disabled: body.disabled,
+        event_types: body.event_types,
+        channels: body.channels,
+        metadata: body.metadata,
+        headers: None,
+        throttle_rate: body.throttle_rate,
+        retry_policy: body.retry_policy.map(|p| p.map(RetryPolicy::from)),
+    };
+    Ok(Json(s.service.update_endpoint(&app.id, &ep.id, patch).await?.into()))
+}
+
+async fn remove(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((app_ref, ep_ref)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let app = s.app(&who, &app_ref).await?;
+    let ep = s.endpoint(&app, &ep_ref).await?;
+    s.service.delete_endpoint(&app.id, &ep.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct SecretOut {
+    key: String,
+}
+
+async fn secret(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((app_ref, ep_ref)): Path<(String, String)>,
+) -> ApiResult<Json<SecretOut>> {
+    let app = s.app(&who, &app_ref).await?;
+    let ep = s.endpoint(&app, &ep_ref).await?;
+    Ok(Json(SecretOut { key: ep.secret }))
+}
+
+#[derive(Serialize)]
+struct HeadersOut {
+    headers: Headers,
+    /// Names whose values are not shown (credentials).
+    sensitive: Vec<String>,
+}
+
+fn is_sensitive(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(n.as_str(), "authorization" | "proxy-authorization" | "cookie")
+        || ["secret", "token", "api-key", "apikey", "password"].iter().any(|w| n.contains(w))
+}
+
+async fn headers(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((app_ref, ep_ref)): Path<(String, String)>,
+) -> ApiResult<Json<HeadersOut>> {
+    let app = s.app(&who, &app_ref).await?;
+    let ep = s.endpoint(&app, &ep_ref).await?;
+    let (sensitive, shown): (Headers, Headers) = ep.headers.into_iter().partition(|(k, _)| is_sensitive(k));
+    Ok(Json(HeadersOut { headers: shown, sensitive: sensitive.into_keys().collect() }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeadersIn {
+    headers: Headers,
+    #[serde(default)]
+    delete_headers: Option<Vec<String>>,
+}
+
+impl Validate for HeadersIn {
+    fn validate(&self) -> ApiResult<()> {
+        let mut c = Checks::default();
+        c.check(&["body", "headers"], validate::custom_headers(&self.headers));
+        c.finish()
+    }
+}
+
+async fn put_headers(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(path): Path<(String, String)>,
+    SvixJson(body): SvixJson<HeadersIn>,
+) -> ApiResult<StatusCode> {
+    write_headers(s, who, path, body, true).await
+}
+
+async fn patch_headers(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(path): Path<(String, String)>,
+    SvixJson(body): SvixJson<HeadersIn>,
+) -> ApiResult<StatusCode> {
+    write_headers(s, who, path, body, false).await
+}
+
+/// PUT replaces the custom headers; PATCH merges and deletes by name.
+async fn write_headers(
+    s: ApiState,
+    who: Principal,
+    (app_ref, ep_ref): (String, String),
+    body: HeadersIn,
+    replace: bool,
+) -> ApiResult<StatusCode> {
+    let app = s.app(&who, &app_ref).await?;
+    let ep = s.endpoint(&app, &ep_ref).await?;
+    let mut headers = if replace { Headers::new() } else { ep.headers };
+    headers.extend(body.headers);
+    for name in body.delete_headers.unwrap_or_default() {
+        headers.retain(|k, _| !k.eq_ignore_ascii_case(&name));
+    }
+    let patch = EndpointPatch { headers: Some(headers), ..Default::default() };
+    s.service.update_endpoint(&app.id, &ep.id, patch).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,159 @@
+//! Errors in Svix's shapes: `{"code", "detail"}` for most statuses and
+//! `{"detail": [{"loc", "msg", "type"}]}` for 422 validation errors.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ValidationItem {
+    pub loc: Vec<String>,
+    pub msg: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+}
+
+impl ValidationItem {
+    pub fn new(loc: &[&str], msg: impl Into<String>) -> Self {
+        ValidationItem {
+            loc: loc.iter().map(|s| s.to_string()).collect(),
+            msg: msg.into(),
+            ty: "value_error".into(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ApiError {
+    Http { status: StatusCode, code: &'static str, detail: String },
+    Validation(Vec<ValidationItem>),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    fn http(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::Http { status, code, detail: detail.into() }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::http(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::http(
+            StatusCode::UNAUTHORIZED,
+            "authentication_failed",
+            "Incorrect authentication credentials: send `Authorization: Bearer <token>`",
+        )
+    }
+
+    pub fn forbidden() -> Self {
+        Self::http(
+            StatusCode::FORBIDDEN,
+            "insufficient_access",
+            "Insufficient access for the given operation",
+        )
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::http(StatusCode::CONFLICT, "conflict", detail)
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::http(StatusCode::BAD_REQUEST, "bad_request", detail)
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::http(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::http(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed on this path")
+    }
+
+    pub fn internal() -> Self {
+        Self::http(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "Internal server error")
+    }
+
+    pub fn invalid(loc: &[&str], msg: impl Into<String>) -> Self {
+        ApiError::Validation(vec![ValidationItem::new(loc, msg)])
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::not_found("Entity"),
+            StoreError::Conflict(detail) => ApiError::conflict(detail),
+            StoreError::Backend(detail) => {
+                tracing::error!(error = %detail, "storage failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HttpBody<'a> {
+    code: &'a str,
+    detail: &'a str,
+}
+
+#[derive(Serialize)]
+struct ValidationBody<'a> {
+    detail: &'a [ValidationItem],
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Http { status, code, detail } => {
+                (*status, Json(HttpBody { code, detail })).into_response()
+            }
+            ApiError::Validation(items) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, Json(ValidationBody { detail: items })).into_response()
+            }
+        }
+    }
+}
+
+/// Collects validation failures so a request reports all of them at once.
+#[derive(Default)]
+pub struct Checks(Vec<ValidationItem>);
+
+impl Checks {
+    pub fn check(&mut self, loc: &[&str], result: Result<(), String>) {
+        if let Err(msg) = result {
+            self.0.push(ValidationItem::new(loc, msg));
+        }
+    }
+
+    /// An optional `uid` follows the name rules.
+    pub fn uid(&mut self, uid: Option<&str>) {
+        if let Some(uid) = uid {
+            self.check(
+                &["body", "uid"],
+                crate::domain::validate::name(uid, crate::domain::validate::UID_MAX),
+            );
+        }
+    }
+
+    /// `throttleRate`, when given, is at least 1 message per second.
+    pub fn rate(&mut self, rate: Option<u16>) {
+        if rate == Some(0) {
+            self.check(&["body", "throttleRate"], Err("must be at least 1".into()));
+        }
+    }
+
+    pub fn finish(self) -> ApiResult<()> {
+        if self.0.is_empty() { Ok(()) } else { Err(ApiError::Validation(self.0)) }
+    }
+}

@@ -1,0 +1,23 @@
+//! `GET /api/v1/health`: 204 while the store answers. Unauthenticated, so
+//! load balancers and orchestrators can probe it.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+use super::{ApiResult, ApiState};
+use crate::store::{Order, PageRequest};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new().route("/api/v1/health", get(health)).route("/api/v1/health/ping", get(ping))
+}
+
+async fn health(State(s): State<ApiState>) -> ApiResult<StatusCode> {
+    s.service.store.list_apps(&PageRequest::first(1, Order::Ascending)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn ping() -> StatusCode {
+    StatusCode::NO_CONTENT
+}

@@ -1,0 +1,174 @@
+//! `/api/v1/app/{app_id}/msg`: sending and reading messages.
+//!
+//! The payload is kept as the exact JSON bytes the client sent (whitespace
+//! and key order included): that is what receivers get and what they verify
+//! signatures against.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::application::ApplicationIn;
+use super::error::Checks;
+use super::extract::{Principal, QueryParams, SvixJson, Validate};
+use super::pagination::ListResponse;
+use super::{ApiError, ApiResult, ApiState};
+use crate::domain::model::{Message, NameSet, NewMessage, Scope};
+use crate::domain::time::Timestamp;
+use crate::domain::validate;
+use crate::store::{MessageFilter, Order};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/app/{app_id}/msg", get(list).post(create))
+        .route("/api/v1/app/{app_id}/msg/{msg_id}", get(read))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageIn {
+    event_type: String,
+    payload: Box<RawValue>,
+    #[serde(default)]
+    event_id: Option<String>,
+    #[serde(default)]
+    channels: Option<NameSet>,
+    #[serde(default)]
+    tags: Option<NameSet>,
+    #[serde(default)]
+    application: Option<ApplicationIn>,
+    #[serde(default)]
+    deliver_at: Option<DateTime<Utc>>,
+}
+
+impl Validate for MessageIn {
+    fn validate(&self) -> ApiResult<()> {
+        let payload = self.payload.get();
+        if payload.len() > super::payload_limit() {
+            return Err(ApiError::payload_too_large(super::payload_limit()));
+        }
+        let mut c = Checks::default();
+        c.check(&["body", "eventType"], validate::name(&self.event_type, validate::EVENT_TYPE_MAX));
+        if !payload.trim_start().starts_with('{') {
+            c.check(&["body", "payload"], Err("must be a JSON object".into()));
+        }
+        if let Some(id) = &self.event_id {
+            c.check(&["body", "eventId"], validate::name(id, validate::UID_MAX));
+        }
+        if let Some(ch) = &self.channels {
+            c.check(&["body", "channels"], validate::name_set(ch, validate::CHANNEL_MAX, 5));
+        }
+        if let Some(tags) = &self.tags {
+            c.check(&["body", "tags"], validate::name_set(tags, validate::CHANNEL_MAX, 5));
+        }
+        c.finish()?;
+        if let Some(app) = &self.application {
+            app.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// A message as Svix renders it; shared with the attempt listings.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageOut {
+    id: String,
+    event_type: String,
+    event_id: Option<String>,
+    payload: Box<RawValue>,
+    channels: Option<NameSet>,
+    tags: Option<NameSet>,
+    timestamp: String,
+    deliver_at: Option<String>,
+}
+
+impl MessageOut {
+    /// `with_content = false` renders the payload as `{}` (Svix does the
+    /// same; the SDKs ask for that by default on listings).
+    pub fn new(m: Message, with_content: bool) -> Self {
+        let payload = match (&m.payload, with_content) {
+            (Some(bytes), true) => raw_json(bytes),
+            _ => raw_json(&Bytes::from_static(b"{}")),
+        };
+        MessageOut {
+            id: m.id,
+            event_type: m.event_type,
+            event_id: m.event_id,
+            payload,
+            channels: m.channels,
+            tags: m.tags,
+            timestamp: m.created_at.to_rfc3339(),
+            deliver_at: m.deliver_at.map(Timestamp::to_rfc3339),
+        }
+    }
+}
+
+fn raw_json(bytes: &Bytes) -> Box<RawValue> {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    RawValue::from_string(text).unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"))
+}
+
+async fn create(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(app_ref): Path<String>,
+    q: QueryParams,
+    SvixJson(body): SvixJson<MessageIn>,
+) -> ApiResult<(StatusCode, Json<MessageOut>)> {
+    // Admin tokens skip the pre-read: the store resolves the app in the
+    // same transaction as the insert.
+    if who.0 != Scope::Admin {
+        s.app(&who, &app_ref).await?;
+    }
+    let with_content = q.bool("with_content", true)?;
+    let new = NewMessage {
+        event_type: body.event_type,
+        event_id: body.event_id,
+        channels: body.channels,
+        tags: body.tags,
+        payload: Bytes::from(body.payload.get().to_owned()),
+        deliver_at: body.deliver_at.map(Timestamp::from_datetime),
+        create_app: body.application.map(ApplicationIn::into_spec),
+    };
+    let msg = s.service.create_message(&app_ref, new).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound => ApiError::not_found("Application"),
+        other => other.into(),
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(MessageOut::new((*msg).clone(), with_content))))
+}
+
+async fn list(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path(app_ref): Path<String>,
+    q: QueryParams,
+) -> ApiResult<Json<ListResponse<MessageOut>>> {
+    let app = s.app(&who, &app_ref).await?;
+    let filter = MessageFilter {
+        event_types: q.list("event_types"),
+        channel: q.string("channel"),
+        tag: q.string("tag"),
+        before: q.timestamp("before")?,
+        after: q.timestamp("after")?,
+    };
+    let with_content = q.bool("with_content", true)?;
+    let page = s.service.store.list_messages(&app.id, &filter, &q.page(Order::Descending)?).await?;
+    Ok(Json(ListResponse::from_page(page, |m| m.id.clone(), |m| MessageOut::new(m, with_content))))
+}
+
+async fn read(
+    State(s): State<ApiState>,
+    who: Principal,
+    Path((app_ref, msg_ref)): Path<(String, String)>,
+    q: QueryParams,
+) -> ApiResult<Json<MessageOut>> {
+    let app = s.app(&who, &app_ref).await?;
+    let msg = s.message(&app, &msg_ref).await?;
+    Ok(Json(MessageOut::new(msg, q.bool("with_content", true)?)))
+}

@@ -1,0 +1,91 @@
+//! The HTTP API: Svix v1 paths, shapes, status codes and errors.
+//!
+//! One file per resource. Handlers parse and validate input, check the
+//! caller's scope, call the [`Service`] (or the store, for reads) and render
+//! Svix's JSON. Paths work with and without a trailing slash.
+
+mod application;
+mod attempt;
+mod endpoint;
+mod error;
+mod extract;
+mod health;
+mod message;
+mod pagination;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use self::error::{ApiError, ApiResult};
+use self::extract::Principal;
+use crate::domain::model::{App, Endpoint, Message};
+use crate::service::Service;
+
+/// Largest message payload accepted (bytes); the whole body may carry a
+/// little more for the other fields.
+static PAYLOAD_LIMIT: AtomicUsize = AtomicUsize::new(1024 * 1024);
+const ENVELOPE_ALLOWANCE: usize = 64 * 1024;
+
+pub fn payload_limit() -> usize {
+    PAYLOAD_LIMIT.load(Ordering::Relaxed)
+}
+
+pub fn body_limit() -> usize {
+    payload_limit() + ENVELOPE_ALLOWANCE
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub service: Arc<Service>,
+}
+
+/// The `/api/v1` router. `max_payload` bounds message payloads (413 above).
+pub fn router(service: Arc<Service>, max_payload: usize) -> Router {
+    PAYLOAD_LIMIT.store(max_payload, Ordering::Relaxed);
+    let state = ApiState { service };
+    Router::new()
+        .merge(health::routes())
+        .merge(application::routes())
+        .merge(endpoint::routes())
+        .merge(message::routes())
+        .merge(attempt::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit()))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response()))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    ApiError::not_found("Path").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::method_not_allowed().into_response()
+}
+
+impl ApiState {
+    /// The application behind `app_ref` (id or uid) if the caller may see it.
+    pub async fn app(&self, who: &Principal, app_ref: &str) -> ApiResult<App> {
+        let app =
+            self.service.store.get_app(app_ref).await?.ok_or_else(|| ApiError::not_found("Application"))?;
+        if !who.0.allows_app(&app.id) {
+            // Do not reveal whether another tenant's application exists.
+            return Err(ApiError::not_found("Application"));
+        }
+        Ok(app)
+    }
+
+    pub async fn endpoint(&self, app: &App, ep_ref: &str) -> ApiResult<Endpoint> {
+        self.service.store.get_endpoint(&app.id, ep_ref).await?.ok_or_else(|| ApiError::not_found("Endpoint"))
+    }
+
+    pub async fn message(&self, app: &App, msg_ref: &str) -> ApiResult<Message> {
+        self.service.store.get_message(&app.id, msg_ref).await?.ok_or_else(|| ApiError::not_found("Message"))
+    }
+}

@@ -1,0 +1,189 @@
+//! Command line: `hookline serve | migrate | token create`.
+//! Every flag can also be set with its `HOOKLINE_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_MAX_PAYLOAD, ServerConfig};
+use crate::dispatch::DispatchConfig;
+use crate::dispatch::ssrf::TargetPolicy;
+use crate::domain::model::Scope;
+use crate::server::Server;
+use crate::service;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+#[derive(Parser, Debug)]
+#[command(name = "hookline", version, about = "Webhook delivery with a Svix-compatible API")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing's env-filter syntax), e.g. `info` or `hookline=debug`.
+    #[arg(long, global = true, env = "HOOKLINE_LOG", default_value = "info")]
+    pub log: String,
+    #[arg(long, global = true, env = "HOOKLINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the API and the delivery workers.
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate(DataArgs),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token and print it (it is not shown again).
+    Create {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Scope the token to one application (id); admin otherwise.
+        #[arg(long)]
+        app: Option<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Directory of the embedded store.
+    #[arg(long, env = "HOOKLINE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HOOKLINE_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Use this admin token (created if missing) instead of a random one.
+    #[arg(long, env = "HOOKLINE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Allow webhooks to loopback, private and link-local addresses
+    /// (local development only).
+    #[arg(long, env = "HOOKLINE_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: bool,
+    /// Allow webhooks to this internal subnet (repeatable, or comma-separated).
+    #[arg(long = "allow-subnet", env = "HOOKLINE_ALLOW_SUBNETS", value_delimiter = ',')]
+    pub allow_subnets: Vec<IpNet>,
+    /// Largest message payload accepted, in bytes.
+    #[arg(long, env = "HOOKLINE_MAX_PAYLOAD_BYTES", default_value_t = DEFAULT_MAX_PAYLOAD)]
+    pub max_payload_bytes: usize,
+    /// Attempts in flight at once per endpoint.
+    #[arg(long, env = "HOOKLINE_ENDPOINT_CONCURRENCY", default_value_t = 64)]
+    pub endpoint_concurrency: usize,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> ServerConfig {
+        let mut cfg = ServerConfig::new(self.data.data_dir.clone());
+        cfg.listen = self.listen;
+        cfg.admin_token = self.admin_token.clone();
+        cfg.max_payload_bytes = self.max_payload_bytes;
+        cfg.dispatch = DispatchConfig {
+            endpoint_concurrency: self.endpoint_concurrency,
+            targets: TargetPolicy {
+                allow_private: self.allow_private_targets,
+                allowed: self.allow_subnets.clone(),
+            },
+            ..DispatchConfig::default()
+        };
+        cfg
+    }
+}
+
+pub fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(data) => {
+            SqliteStore::open(&data.data_dir)?;
+            println!("schema of {} is up to date", data.data_dir.display());
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create { data, app }) => {
+            let store = SqliteStore::open(&data.data_dir)?;
+            let scope = match app {
+                None => Scope::Admin,
+                Some(app_ref) => {
+                    let app = store
+                        .get_app(&app_ref)
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("no application {app_ref}"))?;
+                    Scope::App(app.id)
+                }
+            };
+            let token = service::create_token(&store, &scope, SystemClock.now()).await?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let server = Server::start(args.config(), Arc::new(SystemClock)).await?;
+    let url = server.url();
+    println!(
+        "Hookline {} listening on {url} (data in {})",
+        env!("CARGO_PKG_VERSION"),
+        args.data.data_dir.display()
+    );
+    match &server.new_admin_token {
+        Some(token) => {
+            println!("Admin API token (shown once, keep it): {token}");
+            println!("Try: curl -H 'Authorization: Bearer {token}' {url}/api/v1/app");
+        }
+        None if args.admin_token.is_some() => println!("Admin API token: the one given by --admin-token"),
+        None => println!(
+            "Admin token: printed at first start; create another with `hookline token create --data-dir {}`",
+            args.data.data_dir.display()
+        ),
+    }
+    if args.allow_private_targets {
+        println!("Warning: --allow-private-targets lets webhooks reach this machine's network");
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

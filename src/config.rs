@@ -1,0 +1,40 @@
+//! Server settings, independent of where they came from (CLI flags and
+//! `HOOKLINE_*` variables in `cli`, or code in tests).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::dispatch::DispatchConfig;
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Where the embedded store keeps its files.
+    pub data_dir: PathBuf,
+    /// Make sure this token exists as an admin token (instead of creating a
+    /// random one on first start).
+    pub admin_token: Option<String>,
+    /// Largest message payload accepted, in bytes (413 above).
+    pub max_payload_bytes: usize,
+    pub dispatch: DispatchConfig,
+    /// How long in-flight attempts get to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8071";
+pub const DEFAULT_DATA_DIR: &str = "./hookline-data";
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            data_dir: data_dir.into(),
+            admin_token: None,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD,
+            dispatch: DispatchConfig::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

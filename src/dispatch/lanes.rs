@@ -1,0 +1,234 @@
+//! Per-endpoint lanes: at most `concurrency` attempts in flight per
+//! endpoint, and a bounded queue behind them.
+//!
+//! This is what keeps one slow or dead endpoint from delaying the others:
+//! its attempts wait in its own lane, never in a shared queue. When a lane's
+//! queue is full, new work for it stays in the store (the scheduler skips
+//! that endpoint) instead of piling up in memory.
+//!
+//! Plain data, no I/O and no locking: the dispatcher wraps it in a mutex
+//! that is never held across an await.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::domain::model::Trigger;
+use crate::store::{DeliveryKey, DeliveryTask};
+
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub task: DeliveryTask,
+    pub trigger: Trigger,
+}
+
+impl Job {
+    fn key(&self) -> Option<DeliveryKey> {
+        // Manual attempts are extra; only scheduled ones are deduplicated.
+        (self.trigger == Trigger::Scheduled).then(|| self.task.key())
+    }
+}
+
+#[derive(Debug)]
+pub enum Admission {
+    /// Start it now; the caller owns one slot of the lane until `finish`.
+    Run(Job),
+    Queued,
+    /// The lane is full (or the dispatcher is shutting down).
+    Busy(Job),
+    /// This delivery is already queued or in flight here.
+    AlreadyHeld,
+}
+
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<Job>,
+    in_flight: usize,
+}
+
+pub struct Lanes {
+    lanes: HashMap<String, Lane>,
+    held: HashSet<DeliveryKey>,
+    concurrency: usize,
+    queue_cap: usize,
+    closed: bool,
+}
+
+impl Lanes {
+    pub fn new(concurrency: usize, queue_cap: usize) -> Self {
+        Lanes {
+            lanes: HashMap::new(),
+            held: HashSet::new(),
+            concurrency: concurrency.max(1),
+            queue_cap,
+            closed: false,
+        }
+    }
+
+    /// `force` queues past the cap (manual retries are never refused).
+    pub fn admit(&mut self, job: Job, force: bool) -> Admission {
+        if self.closed {
+            return Admission::Busy(job);
+        }
+        let key = job.key();
+        if key.as_ref().is_some_and(|k| self.held.contains(k)) {
+            return Admission::AlreadyHeld;
+        }
+        let lane = self.lanes.entry(job.task.endpoint.id.clone()).or_default();
+        let admission = if lane.in_flight < self.concurrency {
+            lane.in_flight += 1;
+            Admission::Run(job)
+        } else if force || lane.queue.len() < self.queue_cap {
+            lane.queue.push_back(job);
+            Admission::Queued
+        } else {
+            return Admission::Busy(job);
+        };
+        if let Some(k) = key {
+            self.held.insert(k);
+        }
+        admission
+    }
+
+    /// A running job is done. Returns the next job to run in its slot, and
+    /// whether its lane just stopped being full.
+    pub fn finish(&mut self, done: &Job) -> (Option<Job>, bool) {
+        if let Some(k) = done.key() {
+            self.held.remove(&k);
+        }
+        let endpoint_id = &done.task.endpoint.id;
+        let Some(lane) = self.lanes.get_mut(endpoint_id) else {
+            return (None, false);
+        };
+        let was_full = lane.queue.len() >= self.queue_cap;
+        lane.in_flight = lane.in_flight.saturating_sub(1);
+        let next = if self.closed { None } else { lane.queue.pop_front() };
+        if next.is_some() {
+            lane.in_flight += 1;
+        }
+        let freed = was_full && lane.queue.len() < self.queue_cap;
+        if lane.in_flight == 0 && lane.queue.is_empty() {
+            self.lanes.remove(endpoint_id);
+        }
+        (next, freed)
+    }
+
+    /// Endpoints whose queue is full: the scheduler leaves their work in
+    /// the store for now.
+    pub fn full_endpoints(&self) -> Vec<String> {
+        self.lanes.iter().filter(|(_, l)| l.queue.len() >= self.queue_cap).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Drop what is queued for an endpoint (it was disabled or deleted).
+    pub fn drop_queued(&mut self, endpoint_id: &str) -> Vec<Job> {
+        let Some(lane) = self.lanes.get_mut(endpoint_id) else {
+            return Vec::new();
+        };
+        let dropped: Vec<Job> = lane.queue.drain(..).collect();
+        if lane.in_flight == 0 {
+            self.lanes.remove(endpoint_id);
+        }
+        for job in &dropped {
+            if let Some(k) = job.key() {
+                self.held.remove(&k);
+            }
+        }
+        dropped
+    }
+
+    /// Stop admitting; hand back everything queued.
+    pub fn close(&mut self) -> Vec<Job> {
+        self.closed = true;
+        let ids: Vec<String> = self.lanes.keys().cloned().collect();
+        ids.iter().flat_map(|id| self.drop_queued(id)).collect()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.lanes.values().map(|l| l.in_flight).sum()
+    }
+
+    pub fn queued(&self) -> usize {
+        self.lanes.values().map(|l| l.queue.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::fixtures;
+
+    fn job(ep: &str, msg: &str, trigger: Trigger) -> Job {
+        let task = DeliveryTask {
+            message: Arc::new(fixtures::message(msg)),
+            endpoint: Arc::new(fixtures::endpoint(ep)),
+        };
+        Job { task, trigger }
+    }
+
+    fn run(a: Admission) -> Job {
+        match a {
+            Admission::Run(j) => j,
+            other => panic!("expected Run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn concurrency_per_endpoint_then_queue_then_busy() {
+        let mut lanes = Lanes::new(2, 1);
+        let a = run(lanes.admit(job("slow", "m1", Trigger::Scheduled), false));
+        let _b = run(lanes.admit(job("slow", "m2", Trigger::Scheduled), false));
+        assert!(matches!(lanes.admit(job("slow", "m3", Trigger::Scheduled), false), Admission::Queued));
+        assert!(matches!(lanes.admit(job("slow", "m4", Trigger::Scheduled), false), Admission::Busy(_)));
+        assert_eq!(lanes.full_endpoints(), vec!["slow".to_string()]);
+
+        // Another endpoint is unaffected by the slow one.
+        run(lanes.admit(job("fast", "m1", Trigger::Scheduled), false));
+
+        // Manual retries are queued even past the cap.
+        assert!(matches!(lanes.admit(job("slow", "m9", Trigger::Manual), true), Admission::Queued));
+
+        let (next, freed) = lanes.finish(&a);
+        assert_eq!(next.unwrap().task.message.id, "m3");
+        assert!(!freed, "still has the manual retry queued");
+        assert_eq!(lanes.in_flight(), 3);
+    }
+
+    #[test]
+    fn duplicates_are_refused_and_released_on_finish() {
+        let mut lanes = Lanes::new(4, 10);
+        let a = run(lanes.admit(job("e", "m", Trigger::Scheduled), false));
+        assert!(matches!(lanes.admit(job("e", "m", Trigger::Scheduled), false), Admission::AlreadyHeld));
+        // A manual resend of the same delivery is allowed alongside.
+        run(lanes.admit(job("e", "m", Trigger::Manual), true));
+        lanes.finish(&a);
+        run(lanes.admit(job("e", "m", Trigger::Scheduled), false));
+    }
+
+    #[test]
+    fn finishing_a_full_lane_reports_freed_and_idle_lanes_vanish() {
+        let mut lanes = Lanes::new(1, 1);
+        let a = run(lanes.admit(job("e", "m1", Trigger::Scheduled), false));
+        lanes.admit(job("e", "m2", Trigger::Scheduled), false);
+        let (next, freed) = lanes.finish(&a);
+        assert!(freed);
+        let b = next.unwrap();
+        let (next, _) = lanes.finish(&b);
+        assert!(next.is_none());
+        assert!(lanes.lanes.is_empty());
+        assert!(lanes.held.is_empty());
+    }
+
+    #[test]
+    fn drop_and_close() {
+        let mut lanes = Lanes::new(1, 10);
+        let a = run(lanes.admit(job("e", "m1", Trigger::Scheduled), false));
+        lanes.admit(job("e", "m2", Trigger::Scheduled), false);
+        lanes.admit(job("e", "m3", Trigger::Scheduled), false);
+        assert_eq!(lanes.drop_queued("e").len(), 2);
+        assert_eq!(lanes.queued(), 0);
+        lanes.admit(job("e", "m4", Trigger::Scheduled), false);
+        assert_eq!(lanes.close().len(), 1);
+        assert!(matches!(lanes.admit(job("x", "m5", Trigger::Scheduled), false), Admission::Busy(_)));
+        assert!(lanes.finish(&a).0.is_none());
+    }
+}

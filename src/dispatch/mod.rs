@@ -1,0 +1,278 @@
+//! Delivery: turning stored deliveries into HTTP requests and recording
+//! what happened.
+//!
+//! Two ways in:
+//! - the fast path: a freshly ingested message's deliveries, already leased
+//!   to this node by the same transaction that stored them, are offered
+//!   straight to the lanes ([`Dispatcher::offer`]);
+//! - the [`scheduler`]: wakes when the earliest delivery falls due (retries,
+//!   delayed messages, leases that expired) and claims batches from the store.
+//!
+//! Either way an attempt runs in a per-endpoint [`lanes`] slot, is made by
+//! the [`sender`], and is recorded through `Store::record_attempt`, which
+//! also advances the delivery's state.
+
+pub mod lanes;
+mod scheduler;
+pub mod sender;
+pub mod ssrf;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio_util::task::TaskTracker;
+
+use self::lanes::{Admission, Job, Lanes};
+use self::sender::Sender;
+use self::ssrf::TargetPolicy;
+use crate::clock::SharedClock;
+use crate::domain::delivery::Outcome;
+use crate::domain::id;
+use crate::domain::model::{Attempt, Trigger};
+use crate::domain::retry::RetryPolicy;
+use crate::domain::time::Timestamp;
+use crate::store::{AttemptRecord, DeliveryKey, DeliveryTask, Lease, SharedStore};
+
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    /// Identifies this node's leases.
+    pub node_id: String,
+    /// Attempts in flight at once per endpoint.
+    pub endpoint_concurrency: usize,
+    /// Attempts queued in memory per endpoint beyond those in flight.
+    pub endpoint_queue: usize,
+    /// How long a claim keeps other nodes off a delivery. Longer than the
+    /// largest attempt timeout plus queueing.
+    pub lease: Duration,
+    /// Deliveries claimed per store round trip.
+    pub claim_batch: usize,
+    /// Policy for endpoints that do not set their own.
+    pub default_policy: RetryPolicy,
+    pub targets: TargetPolicy,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            node_id: "node".into(),
+            endpoint_concurrency: 64,
+            endpoint_queue: 1024,
+            lease: Duration::from_secs(600),
+            claim_batch: 512,
+            default_policy: RetryPolicy::default(),
+            targets: TargetPolicy::default(),
+        }
+    }
+}
+
+/// Handle to the delivery machinery; cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: SharedStore,
+    clock: SharedClock,
+    cfg: DispatchConfig,
+    sender: Sender,
+    lanes: Mutex<Lanes>,
+    /// Wakes the scheduler early (see [`Dispatcher::wake_at`]).
+    wake: Notify,
+    /// When the scheduler plans to look next, in ms; `i64::MAX` while it is
+    /// recomputing, so no hint is dropped in between.
+    planned_wake: AtomicI64,
+    shutdown: watch::Sender<bool>,
+    workers: TaskTracker,
+}
+
+impl Dispatcher {
+    /// Start the scheduler; returns at once.
+    pub fn start(store: SharedStore, clock: SharedClock, cfg: DispatchConfig) -> Dispatcher {
+        let inner = Arc::new(Inner {
+            sender: Sender::new(cfg.targets.clone()),
+            lanes: Mutex::new(Lanes::new(cfg.endpoint_concurrency, cfg.endpoint_queue)),
+            store,
+            clock,
+            cfg,
+            wake: Notify::new(),
+            planned_wake: AtomicI64::new(i64::MAX),
+            shutdown: watch::Sender::new(false),
+            workers: TaskTracker::new(),
+        });
+        inner.workers.spawn(scheduler::run(Arc::clone(&inner)));
+        Dispatcher { inner }
+    }
+
+    /// The lease to put on deliveries this node will send right away.
+    pub fn fresh_lease(&self) -> Lease {
+        self.inner.lease(self.inner.clock.now())
+    }
+
+    /// Send deliveries already leased to this node. Those a full lane cannot
+    /// take are handed back to the store, due now, for the scheduler.
+    pub async fn offer(&self, tasks: Vec<DeliveryTask>) {
+        let busy =
+            self.inner.admit_all(tasks.into_iter().map(|task| Job { task, trigger: Trigger::Scheduled }));
+        self.inner.give_back(busy).await;
+    }
+
+    /// A manual attempt (retry / resend): queued behind the endpoint's
+    /// in-flight attempts but never refused, and not counted by the schedule.
+    pub fn resend(&self, task: DeliveryTask) {
+        let job = Job { task, trigger: Trigger::Manual };
+        let admission = self.inner.lock_lanes().admit(job, true);
+        if let Admission::Run(job) = admission {
+            self.inner.spawn_worker(job);
+        }
+    }
+
+    /// Something became due at `at` (a retry, a delayed message, released
+    /// work): make sure the scheduler looks no later than that.
+    pub fn wake_at(&self, at: Timestamp) {
+        self.inner.wake_at(at);
+    }
+
+    /// The endpoint was disabled or deleted: forget what is queued for it.
+    /// (The store has already settled its pending deliveries.)
+    pub fn endpoint_stopped(&self, endpoint_id: &str) {
+        let dropped = self.inner.lock_lanes().drop_queued(endpoint_id);
+        if !dropped.is_empty() {
+            tracing::debug!(endpoint_id, dropped = dropped.len(), "dropped queued attempts");
+        }
+    }
+
+    /// Attempts in flight and queued in memory.
+    pub fn load(&self) -> (usize, usize) {
+        let lanes = self.inner.lock_lanes();
+        (lanes.in_flight(), lanes.queued())
+    }
+
+    /// Stop: no new claims, queued work handed back to the store, in-flight
+    /// attempts given up to `grace` to finish (their leases cover the rest).
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.inner.shutdown.send(true);
+        let queued: Vec<Job> = self.inner.lock_lanes().close();
+        self.inner.give_back(queued).await;
+        self.inner.workers.close();
+        if tokio::time::timeout(grace, self.inner.workers.wait()).await.is_err() {
+            tracing::warn!("in-flight attempts still running at shutdown; their leases will expire");
+        }
+    }
+}
+
+impl Inner {
+    fn lock_lanes(&self) -> MutexGuard<'_, Lanes> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lease(&self, now: Timestamp) -> Lease {
+        Lease { owner: self.cfg.node_id.clone(), until: now.plus(self.cfg.lease) }
+    }
+
+    fn wake_at(&self, at: Timestamp) {
+        if at.as_millis() < self.planned_wake.load(Ordering::Acquire) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Admit jobs; start those that may run, return those refused.
+    fn admit_all(self: &Arc<Self>, jobs: impl Iterator<Item = Job>) -> Vec<Job> {
+        let mut busy = Vec::new();
+        let mut start = Vec::new();
+        {
+            let mut lanes = self.lock_lanes();
+            for job in jobs {
+                match lanes.admit(job, false) {
+                    Admission::Run(job) => start.push(job),
+                    Admission::Busy(job) => busy.push(job),
+                    Admission::Queued | Admission::AlreadyHeld => {}
+                }
+            }
+        }
+        for job in start {
+            self.spawn_worker(job);
+        }
+        busy
+    }
+
+    /// Return leased-but-unsent deliveries to the store, due now.
+    async fn give_back(&self, jobs: Vec<Job>) {
+        let keys: Vec<DeliveryKey> =
+            jobs.iter().filter(|j| j.trigger == Trigger::Scheduled).map(|j| j.task.key()).collect();
+        if keys.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        match self.store.release(&keys, now).await {
+            Ok(()) => self.wake_at(now),
+            Err(e) => tracing::error!(error = %e, "could not release leases; they will expire"),
+        }
+    }
+
+    /// A worker owns one lane slot: it runs its job, then whatever the lane
+    /// queued behind it, so a busy endpoint costs no extra task spawns.
+    fn spawn_worker(self: &Arc<Self>, first: Job) {
+        let inner = Arc::clone(self);
+        self.workers.spawn(async move {
+            let mut job = first;
+            loop {
+                inner.attempt(&job).await;
+                let (next, freed) = inner.lock_lanes().finish(&job);
+                if freed {
+                    // The scheduler skipped this endpoint while its lane was full.
+                    inner.wake.notify_one();
+                }
+                match next {
+                    Some(n) => job = n,
+                    None => break,
+                }
+            }
+        });
+    }
+
+    async fn attempt(&self, job: &Job) {
+        let task = &job.task;
+        let policy = task.endpoint.retry_policy.clone().unwrap_or_else(|| self.cfg.default_policy.clone());
+        let started = self.clock.now();
+        let sent = self.sender.send(&*self.clock, task, &policy, started).await;
+        let finished_at = self.clock.now();
+        let outcome = Outcome::classify(&policy, sent.status);
+        let attempt = Attempt {
+            id: id::new_id(id::ATTEMPT, started),
+            msg_id: task.message.id.clone(),
+            endpoint_id: task.endpoint.id.clone(),
+            app_id: task.message.app_id.clone(),
+            url: task.endpoint.url.clone(),
+            status: outcome.attempt_status(),
+            status_code: sent.status.unwrap_or(0),
+            response: sent.body,
+            duration_ms: sent.duration_ms,
+            trigger: job.trigger,
+            error: sent.error,
+            created_at: started,
+        };
+        tracing::debug!(
+            msg_id = %attempt.msg_id,
+            endpoint_id = %attempt.endpoint_id,
+            status_code = attempt.status_code,
+            ok = outcome == Outcome::Delivered,
+            "attempt"
+        );
+        match self.store.record_attempt(AttemptRecord { attempt, outcome, policy, finished_at }).await {
+            Ok(state) => {
+                if let Some(next) = state.next_attempt {
+                    self.wake_at(next);
+                }
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                msg_id = %task.message.id,
+                endpoint_id = %task.endpoint.id,
+                "could not record attempt; the delivery will be retried when its lease expires"
+            ),
+        }
+    }
+}

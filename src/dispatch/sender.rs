@@ -1,0 +1,155 @@
+//! Making one HTTP attempt: sign, POST, wait at most the policy's timeout,
+//! keep the first 64 KiB of the answer.
+
+use std::error::Error as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use super::ssrf::{GuardedResolver, Refused, TargetPolicy};
+use crate::clock::Clock;
+use crate::domain::retry::RetryPolicy;
+use crate::domain::signing;
+use crate::domain::time::Timestamp;
+use crate::store::DeliveryTask;
+
+/// Response bodies are cut here before storing; the rest is never read.
+pub const RESPONSE_LIMIT: usize = 64 * 1024;
+
+/// What came back from one attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sent {
+    /// `None` when no HTTP response arrived.
+    pub status: Option<u16>,
+    pub body: String,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
+
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    targets: Arc<TargetPolicy>,
+}
+
+impl Sender {
+    pub fn new(targets: TargetPolicy) -> Self {
+        let targets = Arc::new(targets);
+        let client = reqwest::Client::builder()
+            // A redirect is an answer, not an instruction: 3xx is recorded as
+            // a failure, and following it would sidestep the target policy.
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver { policy: Arc::clone(&targets) }))
+            .user_agent(concat!("Hookline/", env!("CARGO_PKG_VERSION")))
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("static reqwest configuration is valid");
+        Sender { client, targets }
+    }
+
+    /// Deliver `task` once. `started` stamps the signature; the attempt is
+    /// abandoned once the clock passes `started + policy.timeout`.
+    pub async fn send(
+        &self,
+        clock: &dyn Clock,
+        task: &DeliveryTask,
+        policy: &RetryPolicy,
+        started: Timestamp,
+    ) -> Sent {
+        let timer = Instant::now();
+        let deadline = clock.sleep_until(started.plus(policy.timeout));
+        let result = tokio::select! {
+            r = self.exchange(task, started) => r,
+            _ = deadline => Err(format!("timed out after {} s without a complete response", policy.timeout.as_secs())),
+        };
+        let duration_ms = timer.elapsed().as_millis() as i64;
+        match result {
+            Ok((status, body)) => Sent { status: Some(status), body, error: None, duration_ms },
+            Err(error) => Sent { status: None, body: String::new(), error: Some(error), duration_ms },
+        }
+    }
+
+    async fn exchange(&self, task: &DeliveryTask, started: Timestamp) -> Result<(u16, String), String> {
+        let ep = &task.endpoint;
+        let msg = &task.message;
+        let Some(payload) = msg.payload.clone() else {
+            return Err("the message payload was expunged; nothing to send".into());
+        };
+        let url = reqwest::Url::parse(&ep.url).map_err(|e| format!("invalid URL: {e}"))?;
+        if let Some(ip) = literal_ip(&url)
+            && !self.targets.permits(ip)
+        {
+            let host = url.host_str().unwrap_or_default().to_owned();
+            return Err(Refused { host, addr: ip }.to_string());
+        }
+        let key = signing::decode_key(&ep.secret).map_err(|e| e.to_string())?;
+        let ts = started.as_secs();
+        let signature = signing::sign(&key, &msg.id, ts, &payload);
+
+        let mut headers = HeaderMap::with_capacity(8 + ep.headers.len());
+        for (name, value) in &ep.headers {
+            if let (Ok(n), Ok(v)) =
+                (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str()))
+            {
+                headers.insert(n, v);
+            }
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let id = HeaderValue::try_from(msg.id.as_str()).map_err(|e| e.to_string())?;
+        let ts = HeaderValue::from(ts);
+        let sig = HeaderValue::try_from(signature).map_err(|e| e.to_string())?;
+        for prefix in ["webhook", "svix"] {
+            headers.insert(header(prefix, "id"), id.clone());
+            headers.insert(header(prefix, "timestamp"), ts.clone());
+            headers.insert(header(prefix, "signature"), sig.clone());
+        }
+
+        let mut resp =
+            self.client.post(url).headers(headers).body(payload).send().await.map_err(|e| describe(&e))?;
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        // A broken body after the status line still leaves us an answer.
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            let room = RESPONSE_LIMIT - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= RESPONSE_LIMIT {
+                break;
+            }
+        }
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+fn header(prefix: &str, name: &str) -> HeaderName {
+    HeaderName::try_from(format!("{prefix}-{name}")).expect("static header names are valid")
+}
+
+fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// reqwest's top-level message is vague ("error sending request for url
+/// …"); the causes below it say what happened (connection refused, TLS,
+/// refused target).
+fn describe(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source = e.source();
+    if source.is_none() {
+        parts.push(e.to_string());
+    }
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}

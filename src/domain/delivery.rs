@@ -1,0 +1,260 @@
+//! The delivery state machine: what an attempt's result does to a delivery.
+//!
+//! ```text
+//!             scheduled failure, schedule left
+//!               ┌──────────────┐
+//!               ▼              │
+//!   new ──▶ pending ──(attempt)┴──▶ success        (policy accepts status)
+//!               │
+//!               └──(scheduled failure, schedule exhausted
+//!                   or endpoint disabled/deleted)──▶ fail
+//! ```
+//! Manual attempts (retry/resend) never consume the schedule: a manual
+//! success finishes the delivery (and cancels pending retries); a manual
+//! failure leaves pending retries alone, and otherwise marks it `fail`.
+//!
+//! Stores apply [`after_attempt`] inside the same transaction that records
+//! the attempt, against the state as stored, so concurrent attempts of one
+//! delivery (say a manual retry racing a scheduled one) cannot lose updates.
+
+use super::model::{DeliveryStatus, Trigger};
+use super::retry::RetryPolicy;
+use super::time::Timestamp;
+
+/// Whether an attempt delivered the message, by the endpoint's policy.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    Failed,
+}
+
+impl Outcome {
+    /// `status` is `None` when no HTTP response arrived (timeout, connection
+    /// or TLS error, refused target).
+    pub fn classify(policy: &RetryPolicy, status: Option<u16>) -> Outcome {
+        match status {
+            Some(code) if policy.success.accepts(code) => Outcome::Delivered,
+            _ => Outcome::Failed,
+        }
+    }
+
+    pub fn attempt_status(self) -> DeliveryStatus {
+        match self {
+            Outcome::Delivered => DeliveryStatus::Success,
+            Outcome::Failed => DeliveryStatus::Fail,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryState {
+    pub status: DeliveryStatus,
+    /// Scheduled attempts made.
+    pub attempts: u32,
+    /// When the next scheduled attempt is due; `None` when none is.
+    pub next_attempt: Option<Timestamp>,
+}
+
+impl DeliveryState {
+    /// A delivery waiting for its first attempt at `first_at`.
+    pub fn new(first_at: Timestamp) -> Self {
+        DeliveryState { status: DeliveryStatus::Pending, attempts: 0, next_attempt: Some(first_at) }
+    }
+
+    /// A delivery that has never been scheduled (a manual resend to an
+    /// endpoint that did not exist when the message was sent).
+    pub fn unscheduled() -> Self {
+        DeliveryState { status: DeliveryStatus::Fail, attempts: 0, next_attempt: None }
+    }
+
+    /// Retries still to come?
+    pub fn is_pending(&self) -> bool {
+        self.status == DeliveryStatus::Pending && self.next_attempt.is_some()
+    }
+}
+
+/// Everything [`after_attempt`] needs to know about the attempt just made.
+#[derive(Clone, Debug)]
+pub struct AttemptResult<'a> {
+    pub trigger: Trigger,
+    pub outcome: Outcome,
+    pub policy: &'a RetryPolicy,
+    /// False once the endpoint is disabled or deleted: no more retries.
+    pub endpoint_active: bool,
+    /// When the attempt finished; retry delays count from here.
+    pub finished_at: Timestamp,
+}
+
+/// The delivery's state after an attempt.
+pub fn after_attempt(prev: &DeliveryState, r: &AttemptResult<'_>) -> DeliveryState {
+    match (r.trigger, r.outcome) {
+        // A scheduled attempt raced something that already settled the
+        // delivery (a manual success, the endpoint being disabled): a late
+        // failure must not bring retries back.
+        (Trigger::Scheduled, Outcome::Failed) if prev.next_attempt.is_none() => {
+            DeliveryState { attempts: prev.attempts + 1, ..prev.clone() }
+        }
+        (Trigger::Scheduled, Outcome::Delivered) => {
+            DeliveryState { status: DeliveryStatus::Success, attempts: prev.attempts + 1, next_attempt: None }
+        }
+        (Trigger::Scheduled, Outcome::Failed) => {
+            let attempts = prev.attempts + 1;
+            let delay = r.policy.delay_after(attempts).filter(|_| r.endpoint_active);
+            match delay {
+                Some(d) => DeliveryState {
+                    status: DeliveryStatus::Pending,
+                    attempts,
+                    next_attempt: Some(r.finished_at.plus(d)),
+                },
+                None => DeliveryState { status: DeliveryStatus::Fail, attempts, next_attempt: None },
+            }
+        }
+        (Trigger::Manual, Outcome::Delivered) => {
+            DeliveryState { status: DeliveryStatus::Success, attempts: prev.attempts, next_attempt: None }
+        }
+        (Trigger::Manual, Outcome::Failed) if prev.is_pending() && r.endpoint_active => prev.clone(),
+        (Trigger::Manual, Outcome::Failed) => {
+            DeliveryState { status: DeliveryStatus::Fail, attempts: prev.attempts, next_attempt: None }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_millis(secs * 1000)
+    }
+
+    fn run(
+        prev: &DeliveryState,
+        trigger: Trigger,
+        outcome: Outcome,
+        policy: &RetryPolicy,
+        at: Timestamp,
+    ) -> DeliveryState {
+        after_attempt(
+            prev,
+            &AttemptResult { trigger, outcome, policy, endpoint_active: true, finished_at: at },
+        )
+    }
+
+    /// Drive a policy with every attempt failing; return attempt times.
+    fn all_failures(policy: &RetryPolicy) -> Vec<i64> {
+        let mut state = DeliveryState::new(t(0));
+        let mut times = vec![];
+        while let Some(at) = state.next_attempt {
+            times.push(at.as_secs());
+            state = run(&state, Trigger::Scheduled, Outcome::Failed, policy, at);
+        }
+        assert_eq!(state.status, DeliveryStatus::Fail);
+        assert_eq!(state.attempts, policy.max_attempts());
+        times
+    }
+
+    #[test]
+    fn default_schedule_attempt_offsets() {
+        let times = all_failures(&RetryPolicy::exponential());
+        // immediately, +5 s, +5 min, +30 min, +2 h, +5 h, +10 h, +10 h
+        let expected = [0, 5, 305, 2105, 9305, 27305, 63305, 99305];
+        assert_eq!(times, expected);
+    }
+
+    #[test]
+    fn seed_004_example_three_failures_then_success_at_35m5s() {
+        let p = RetryPolicy::exponential();
+        let mut state = DeliveryState::new(t(0));
+        for _ in 0..3 {
+            let at = state.next_attempt.unwrap();
+            state = run(&state, Trigger::Scheduled, Outcome::Failed, &p, at);
+        }
+        let fourth = state.next_attempt.unwrap();
+        assert_eq!(fourth, t(35 * 60 + 5));
+        state = run(&state, Trigger::Scheduled, Outcome::Delivered, &p, fourth);
+        assert_eq!(state.status, DeliveryStatus::Success);
+        assert_eq!(state.attempts, 4);
+        assert_eq!(state.next_attempt, None);
+    }
+
+    #[test]
+    fn fixed_policy_four_attempts_two_minutes_apart() {
+        assert_eq!(all_failures(&RetryPolicy::fixed_two_minutes()), [0, 120, 240, 360]);
+    }
+
+    #[test]
+    fn classification_follows_policy() {
+        let fixed = RetryPolicy::fixed_two_minutes();
+        let default = RetryPolicy::default();
+        assert_eq!(Outcome::classify(&fixed, Some(201)), Outcome::Failed);
+        assert_eq!(Outcome::classify(&fixed, Some(200)), Outcome::Delivered);
+        assert_eq!(Outcome::classify(&default, Some(201)), Outcome::Delivered);
+        assert_eq!(Outcome::classify(&default, None), Outcome::Failed);
+        assert_eq!(Outcome::classify(&default, Some(500)), Outcome::Failed);
+    }
+
+    #[test]
+    fn retry_delay_counts_from_the_end_of_a_slow_attempt() {
+        let p = RetryPolicy::default();
+        let s = run(&DeliveryState::new(t(0)), Trigger::Scheduled, Outcome::Failed, &p, t(30));
+        assert_eq!(s.next_attempt, Some(t(35)));
+    }
+
+    #[test]
+    fn disabled_endpoint_stops_retries() {
+        let p = RetryPolicy::default();
+        let s = after_attempt(
+            &DeliveryState::new(t(0)),
+            &AttemptResult {
+                trigger: Trigger::Scheduled,
+                outcome: Outcome::Failed,
+                policy: &p,
+                endpoint_active: false,
+                finished_at: t(0),
+            },
+        );
+        assert_eq!(s.status, DeliveryStatus::Fail);
+        assert_eq!(s.next_attempt, None);
+    }
+
+    #[test]
+    fn manual_attempts_do_not_consume_the_schedule() {
+        let p = RetryPolicy::default();
+        let pending = run(&DeliveryState::new(t(0)), Trigger::Scheduled, Outcome::Failed, &p, t(0));
+        assert_eq!(pending.attempts, 1);
+
+        // A failing manual retry leaves the pending schedule untouched.
+        let after_manual_fail = run(&pending, Trigger::Manual, Outcome::Failed, &p, t(1));
+        assert_eq!(after_manual_fail, pending);
+
+        // A successful manual retry finishes the delivery, counts unchanged.
+        let done = run(&pending, Trigger::Manual, Outcome::Delivered, &p, t(2));
+        assert_eq!(done.status, DeliveryStatus::Success);
+        assert_eq!(done.attempts, 1);
+        assert_eq!(done.next_attempt, None);
+
+        // Resending a succeeded message that now fails marks it failed,
+        // without starting a new schedule.
+        let resent = run(&done, Trigger::Manual, Outcome::Failed, &p, t(3));
+        assert_eq!(resent.status, DeliveryStatus::Fail);
+        assert_eq!(resent.next_attempt, None);
+        assert_eq!(resent.attempts, 1);
+    }
+
+    #[test]
+    fn late_scheduled_failure_does_not_revive_a_settled_delivery() {
+        let p = RetryPolicy::default();
+        let pending = DeliveryState::new(t(0));
+        let done = run(&pending, Trigger::Manual, Outcome::Delivered, &p, t(1));
+        let late = run(&done, Trigger::Scheduled, Outcome::Failed, &p, t(2));
+        assert_eq!(late.status, DeliveryStatus::Success);
+        assert_eq!(late.next_attempt, None);
+        assert_eq!(late.attempts, 1);
+    }
+
+    #[test]
+    fn empty_schedule_means_one_attempt() {
+        let p = RetryPolicy { schedule: vec![], ..Default::default() };
+        assert_eq!(all_failures(&p), [0]);
+    }
+}

@@ -1,0 +1,17 @@
+//! The domain core: ids, models, retry policy, the delivery state machine,
+//! signatures and filters.
+//!
+//! Everything here is pure: no I/O, no clocks read, no async. Callers pass the
+//! current time in. That is what lets whole retry schedules be unit-tested in
+//! microseconds and lets both store implementations share one set of rules.
+
+pub mod delivery;
+pub mod filter;
+#[cfg(test)]
+pub(crate) mod fixtures;
+pub mod id;
+pub mod model;
+pub mod retry;
+pub mod signing;
+pub mod time;
+pub mod validate;

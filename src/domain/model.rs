@@ -1,0 +1,291 @@
+//! The things Hookline stores: applications, endpoints, messages, deliveries
+//! (one message × one endpoint) and attempts (one HTTP request of a delivery).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use super::retry::RetryPolicy;
+use super::time::Timestamp;
+
+pub type Metadata = BTreeMap<String, String>;
+
+/// A patch field: `Some` replaces the value, `None` leaves it.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+pub type Headers = BTreeMap<String, String>;
+pub type NameSet = BTreeSet<String>;
+
+/// A tenant: one of our user's customers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct App {
+    pub id: String,
+    pub uid: Option<String>,
+    pub name: String,
+    pub metadata: Metadata,
+    pub throttle_rate: Option<u16>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Fields of an application that callers set (create, PUT).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppSpec {
+    pub uid: Option<String>,
+    pub name: String,
+    pub metadata: Metadata,
+    pub throttle_rate: Option<u16>,
+}
+
+/// A partial update (PATCH): `None` leaves a field alone; for nullable fields
+/// `Some(None)` clears it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppPatch {
+    pub uid: Option<Option<String>>,
+    pub name: Option<String>,
+    pub metadata: Option<Metadata>,
+    pub throttle_rate: Option<Option<u16>>,
+}
+
+impl AppPatch {
+    /// A PUT is a patch that sets every field.
+    pub fn replace_all(spec: AppSpec) -> Self {
+        AppPatch {
+            uid: Some(spec.uid),
+            name: Some(spec.name),
+            metadata: Some(spec.metadata),
+            throttle_rate: Some(spec.throttle_rate),
+        }
+    }
+
+    pub fn apply(self, app: &mut App, now: Timestamp) {
+        set(&mut app.uid, self.uid);
+        set(&mut app.name, self.name);
+        set(&mut app.metadata, self.metadata);
+        set(&mut app.throttle_rate, self.throttle_rate);
+        app.updated_at = now;
+    }
+}
+
+/// A URL of an application that receives messages.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub id: String,
+    pub app_id: String,
+    pub uid: Option<String>,
+    pub url: String,
+    pub description: String,
+    pub disabled: bool,
+    /// Event types it wants; `None` means all.
+    pub event_types: Option<NameSet>,
+    /// Channels it listens to; `None` means all messages.
+    pub channels: Option<NameSet>,
+    pub metadata: Metadata,
+    /// Extra headers sent with every request.
+    pub headers: Headers,
+    pub throttle_rate: Option<u16>,
+    /// `whsec_…` signing secret.
+    pub secret: String,
+    /// `None` falls back to the server default.
+    pub retry_policy: Option<RetryPolicy>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EndpointSpec {
+    pub uid: Option<String>,
+    pub url: String,
+    pub description: String,
+    pub disabled: bool,
+    pub event_types: Option<NameSet>,
+    pub channels: Option<NameSet>,
+    pub metadata: Metadata,
+    pub headers: Headers,
+    pub throttle_rate: Option<u16>,
+    /// `None` generates a fresh secret.
+    pub secret: Option<String>,
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EndpointPatch {
+    pub uid: Option<Option<String>>,
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub disabled: Option<bool>,
+    pub event_types: Option<Option<NameSet>>,
+    pub channels: Option<Option<NameSet>>,
+    pub metadata: Option<Metadata>,
+    pub headers: Option<Headers>,
+    pub throttle_rate: Option<Option<u16>>,
+    pub retry_policy: Option<Option<RetryPolicy>>,
+}
+
+impl EndpointPatch {
+    /// A PUT: every field the update body carries is replaced. Headers and
+    /// the secret are not part of Svix's update body, so they are kept.
+    pub fn replace_all(spec: EndpointSpec) -> Self {
+        EndpointPatch {
+            uid: Some(spec.uid),
+            url: Some(spec.url),
+            description: Some(spec.description),
+            disabled: Some(spec.disabled),
+            event_types: Some(spec.event_types),
+            channels: Some(spec.channels),
+            metadata: Some(spec.metadata),
+            headers: None,
+            throttle_rate: Some(spec.throttle_rate),
+            retry_policy: Some(spec.retry_policy),
+        }
+    }
+
+    pub fn apply(self, ep: &mut Endpoint, now: Timestamp) {
+        set(&mut ep.uid, self.uid);
+        set(&mut ep.url, self.url);
+        set(&mut ep.description, self.description);
+        set(&mut ep.disabled, self.disabled);
+        set(&mut ep.event_types, self.event_types);
+        set(&mut ep.channels, self.channels);
+        set(&mut ep.metadata, self.metadata);
+        set(&mut ep.headers, self.headers);
+        set(&mut ep.throttle_rate, self.throttle_rate);
+        set(&mut ep.retry_policy, self.retry_policy);
+        ep.updated_at = now;
+    }
+}
+
+/// One event sent to an application.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub id: String,
+    pub app_id: String,
+    pub event_type: String,
+    pub event_id: Option<String>,
+    pub channels: Option<NameSet>,
+    pub tags: Option<NameSet>,
+    /// The payload's JSON bytes exactly as received; `None` once expunged.
+    pub payload: Option<Bytes>,
+    pub created_at: Timestamp,
+    /// Delayed delivery: the first attempt is not made before this time.
+    pub deliver_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewMessage {
+    pub event_type: String,
+    pub event_id: Option<String>,
+    pub channels: Option<NameSet>,
+    pub tags: Option<NameSet>,
+    pub payload: Bytes,
+    pub deliver_at: Option<Timestamp>,
+    /// Create this application if the path's id/uid does not exist yet.
+    pub create_app: Option<AppSpec>,
+}
+
+/// Status of a delivery, numbered as Svix's `MessageStatus`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    Success = 0,
+    Pending = 1,
+    Fail = 2,
+    Sending = 3,
+}
+
+impl DeliveryStatus {
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => DeliveryStatus::Success,
+            1 => DeliveryStatus::Pending,
+            2 => DeliveryStatus::Fail,
+            3 => DeliveryStatus::Sending,
+            _ => return None,
+        })
+    }
+
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Success => "success",
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Fail => "fail",
+            DeliveryStatus::Sending => "sending",
+        }
+    }
+}
+
+/// Why an attempt was made, numbered as Svix's `MessageAttemptTriggerType`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    Scheduled = 0,
+    Manual = 1,
+}
+
+impl Trigger {
+    pub fn from_code(code: i64) -> Self {
+        if code == 1 { Trigger::Manual } else { Trigger::Scheduled }
+    }
+
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+}
+
+/// One message × one endpoint, as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    pub msg_id: String,
+    pub endpoint_id: String,
+    pub app_id: String,
+    /// `Sending` is reported while a dispatcher holds a lease on it.
+    pub status: DeliveryStatus,
+    /// Scheduled attempts made so far (manual ones are not counted).
+    pub attempts: u32,
+    pub next_attempt: Option<Timestamp>,
+    pub updated_at: Timestamp,
+}
+
+/// One HTTP request of a delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub id: String,
+    pub msg_id: String,
+    pub endpoint_id: String,
+    pub app_id: String,
+    pub url: String,
+    /// `Success` or `Fail`.
+    pub status: DeliveryStatus,
+    /// 0 when there was no HTTP response.
+    pub status_code: u16,
+    /// The first 64 KiB of the response body (lossy UTF-8).
+    pub response: String,
+    pub duration_ms: i64,
+    pub trigger: Trigger,
+    /// Timeouts, connection and TLS failures, refused targets.
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// Who is calling the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every application.
+    Admin,
+    /// One application, by id.
+    App(String),
+}
+
+impl Scope {
+    pub fn allows_app(&self, app_id: &str) -> bool {
+        match self {
+            Scope::Admin => true,
+            Scope::App(id) => id == app_id,
+        }
+    }
+}

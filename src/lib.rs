@@ -1,0 +1,14 @@
+//! Hookline: a webhook delivery service with a Svix-compatible API.
+//!
+//! Data flows one way: `api` → `service` → `store` → `dispatch` → endpoint →
+//! `store` → `api`. See `ARCHITECTURE.md` for the map and the invariants.
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod dispatch;
+pub mod domain;
+pub mod server;
+pub mod service;
+pub mod store;

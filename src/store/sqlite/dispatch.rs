@@ -1,0 +1,209 @@
+//! The dispatcher's side of the store: claiming due deliveries under a lease
+//! and recording attempts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rows::{self, ATTEMPT_COLS, ENDPOINT_COLS, MESSAGE_COLS, opt_ts_value};
+use super::sql::Select;
+use crate::domain::delivery::{AttemptResult, DeliveryState, after_attempt};
+use crate::domain::model::{DeliveryStatus, Endpoint, Message, Trigger};
+use crate::domain::time::Timestamp;
+use crate::store::{AttemptRecord, DeliveryKey, DeliveryTask, Lease, StoreResult};
+
+pub fn claim_due(
+    c: &Connection,
+    now: Timestamp,
+    lease: &Lease,
+    limit: usize,
+    skip_endpoints: &[String],
+) -> StoreResult<Vec<DeliveryTask>> {
+    let mut q = Select::new("SELECT d.msg_id, d.endpoint_id FROM deliveries d");
+    q.and("d.due_at IS NOT NULL AND d.due_at <= ?", [Value::Integer(now.as_millis())]);
+    q.not_in("d.endpoint_id", skip_endpoints);
+    let keys = q.rows_with_suffix(c, " ORDER BY d.due_at LIMIT ?", limit, |r| {
+        Ok(DeliveryKey { msg_id: r.get(0)?, endpoint_id: r.get(1)? })
+    })?;
+
+    let mut messages: HashMap<String, Option<Arc<Message>>> = HashMap::new();
+    let mut endpoints: HashMap<String, Option<Arc<Endpoint>>> = HashMap::new();
+    let mut take = c.prepare_cached(
+        "UPDATE deliveries SET due_at = ?, lease_owner = ? WHERE msg_id = ? AND endpoint_id = ?",
+    )?;
+    let mut tasks = Vec::with_capacity(keys.len());
+    for key in keys {
+        let message = match messages.get(&key.msg_id) {
+            Some(m) => m.clone(),
+            None => {
+                let m = load_message(c, &key.msg_id)?.map(Arc::new);
+                messages.insert(key.msg_id.clone(), m.clone());
+                m
+            }
+        };
+        let endpoint = match endpoints.get(&key.endpoint_id) {
+            Some(e) => e.clone(),
+            None => {
+                let e = load_endpoint(c, &key.endpoint_id)?.map(Arc::new);
+                endpoints.insert(key.endpoint_id.clone(), e.clone());
+                e
+            }
+        };
+        match (message, endpoint) {
+            (Some(message), Some(endpoint)) if !endpoint.disabled => {
+                take.execute(params![lease.until.as_millis(), lease.owner, key.msg_id, key.endpoint_id])?;
+                tasks.push(DeliveryTask { message, endpoint });
+            }
+            // Its endpoint or message is gone or disabled: nothing to send, ever.
+            _ => settle_failed(c, &key, now)?,
+        }
+    }
+    Ok(tasks)
+}
+
+fn load_message(c: &Connection, id: &str) -> StoreResult<Option<Message>> {
+    let sql = format!("SELECT {MESSAGE_COLS} FROM messages m WHERE m.id = ?");
+    Ok(c.prepare_cached(&sql)?.query_row([id], |r| rows::message(r, 0)).optional()?)
+}
+
+fn load_endpoint(c: &Connection, id: &str) -> StoreResult<Option<Endpoint>> {
+    let sql = format!("SELECT {ENDPOINT_COLS} FROM endpoints e WHERE e.id = ?");
+    Ok(c.prepare_cached(&sql)?.query_row([id], |r| rows::endpoint(r, 0)).optional()?)
+}
+
+fn settle_failed(c: &Connection, key: &DeliveryKey, now: Timestamp) -> StoreResult<()> {
+    c.prepare_cached(
+        "UPDATE deliveries SET status = ?, next_attempt = NULL, due_at = NULL, lease_owner = NULL,
+            updated_at = ?
+         WHERE msg_id = ? AND endpoint_id = ?",
+    )?
+    .execute(params![DeliveryStatus::Fail.code(), now.as_millis(), key.msg_id, key.endpoint_id])?;
+    Ok(())
+}
+
+pub fn next_due(c: &Connection, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>> {
+    let mut q = Select::new("SELECT MIN(d.due_at) FROM deliveries d");
+    q.and("d.due_at IS NOT NULL", []);
+    q.not_in("d.endpoint_id", skip_endpoints);
+    let min: Vec<Option<i64>> = q.rows(c, |r| r.get(0))?;
+    Ok(min.into_iter().flatten().next().map(Timestamp::from_millis))
+}
+
+pub fn release(c: &Connection, keys: &[DeliveryKey], due: Timestamp) -> StoreResult<()> {
+    let mut stmt = c.prepare_cached(
+        "UPDATE deliveries SET due_at = ?, lease_owner = NULL
+         WHERE msg_id = ? AND endpoint_id = ? AND status = ? AND lease_owner IS NOT NULL",
+    )?;
+    for k in keys {
+        stmt.execute(params![due.as_millis(), k.msg_id, k.endpoint_id, DeliveryStatus::Pending.code()])?;
+    }
+    Ok(())
+}
+
+pub fn release_all(c: &Connection, owner: Option<&str>) -> StoreResult<u64> {
+    // The attempt a lease was taken for is still owed: due at its original time.
+    let n = match owner {
+        Some(o) => c
+            .prepare_cached(
+                "UPDATE deliveries SET due_at = COALESCE(next_attempt, due_at), lease_owner = NULL
+                 WHERE lease_owner = ?",
+            )?
+            .execute([o])?,
+        None => c
+            .prepare_cached(
+                "UPDATE deliveries SET due_at = COALESCE(next_attempt, due_at), lease_owner = NULL
+                 WHERE lease_owner IS NOT NULL",
+            )?
+            .execute([])?,
+    };
+    Ok(n as u64)
+}
+
+pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<DeliveryState> {
+    let a = &rec.attempt;
+    let endpoint_disabled: Option<bool> = c
+        .prepare_cached("SELECT disabled FROM endpoints WHERE id = ?")?
+        .query_row([&a.endpoint_id], |r| r.get(0))
+        .optional()?;
+    let stored: Option<(DeliveryState, Option<i64>, Option<String>)> = c
+        .prepare_cached(
+            "SELECT status, attempts, next_attempt, due_at, lease_owner FROM deliveries
+             WHERE msg_id = ? AND endpoint_id = ?",
+        )?
+        .query_row([&a.msg_id, &a.endpoint_id], |r| {
+            let status = DeliveryStatus::from_code(r.get(0)?).unwrap_or(DeliveryStatus::Pending);
+            let state = DeliveryState {
+                status,
+                attempts: r.get(1)?,
+                next_attempt: r.get::<_, Option<i64>>(2)?.map(Timestamp::from_millis),
+            };
+            Ok((state, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+
+    let (prev, due_at, lease_owner) = stored.unwrap_or((DeliveryState::unscheduled(), None, None));
+    let next = after_attempt(
+        &prev,
+        &AttemptResult {
+            trigger: a.trigger,
+            outcome: rec.outcome,
+            policy: &rec.policy,
+            endpoint_active: endpoint_disabled == Some(false),
+            finished_at: rec.finished_at,
+        },
+    );
+    // A scheduled attempt ends its lease. A manual one leaves any lease and
+    // schedule alone unless it settled the delivery.
+    let (due_at, lease_owner) = match (a.trigger, next.next_attempt) {
+        (Trigger::Scheduled, next_at) => (next_at, None),
+        (Trigger::Manual, None) => (None, None),
+        (Trigger::Manual, Some(_)) => (due_at.map(Timestamp::from_millis), lease_owner),
+    };
+
+    // A deleted endpoint keeps its attempt history but gets no delivery row.
+    if endpoint_disabled.is_some() {
+        c.prepare_cached(
+            "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, next_attempt, due_at,
+                lease_owner, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = ?4, attempts = ?5,
+                next_attempt = ?6, due_at = ?7, lease_owner = ?8, updated_at = ?9",
+        )?
+        .execute(params![
+            a.msg_id,
+            a.endpoint_id,
+            a.app_id,
+            next.status.code(),
+            next.attempts,
+            opt_ts_value(next.next_attempt),
+            opt_ts_value(due_at),
+            lease_owner,
+            a.created_at.as_millis(),
+        ])?;
+    }
+    insert_attempt(c, &rec)?;
+    Ok(next)
+}
+
+fn insert_attempt(c: &Connection, rec: &AttemptRecord) -> StoreResult<()> {
+    let a = &rec.attempt;
+    let cols = ATTEMPT_COLS.replace("t.", "");
+    c.prepare_cached(&format!("INSERT INTO attempts ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))?
+        .execute(params![
+            a.id,
+            a.msg_id,
+            a.endpoint_id,
+            a.app_id,
+            a.url,
+            a.status.code(),
+            a.status_code,
+            a.response,
+            a.duration_ms,
+            a.trigger.code(),
+            a.error,
+            a.created_at.as_millis(),
+        ])?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! Messages, their deliveries and attempts: ingest and the read side.
+
+use std::sync::Arc;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rows::{
+    self, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_NCOLS, ENDPOINT_COLS, MESSAGE_COLS, opt_json, opt_ts_value,
+};
+use super::sql::Select;
+use super::tenants;
+use crate::domain::filter;
+use crate::domain::model::{Attempt, Delivery, DeliveryStatus, Endpoint, Message};
+use crate::store::{
+    AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, MessageFilter, Page, PageRequest,
+    StoreError, StoreResult,
+};
+
+pub fn create_message(c: &Connection, req: CreateMessage) -> StoreResult<CreatedMessage> {
+    let CreateMessage { app_ref, new_app, mut message, lease } = req;
+    let app = match tenants::get_app(c, &app_ref)? {
+        Some(app) => app,
+        None => {
+            let app = new_app.ok_or(StoreError::NotFound)?;
+            tenants::insert_app(c, &app)?;
+            app
+        }
+    };
+    message.app_id = app.id;
+
+    if let Some(event_id) = &message.event_id {
+        let taken: bool = c
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE app_id = ? AND event_id = ?)")?
+            .query_row([&message.app_id, event_id], |r| r.get(0))?;
+        if taken {
+            return Err(StoreError::Conflict(format!("a message with eventId '{event_id}' already exists")));
+        }
+    }
+
+    c.prepare_cached(
+        "INSERT INTO messages (id, app_id, event_type, event_id, channels, tags, payload, created_at, deliver_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        message.id,
+        message.app_id,
+        message.event_type,
+        message.event_id,
+        opt_json(&message.channels),
+        opt_json(&message.tags),
+        message.payload.as_deref().map(|b| std::str::from_utf8(b).unwrap_or("{}")),
+        message.created_at.as_millis(),
+        opt_ts_value(message.deliver_at),
+    ])?;
+
+    let endpoints: Vec<Arc<Endpoint>> = tenants::enabled_endpoints(c, &message.app_id)?
+        .into_iter()
+        .filter(|ep| filter::wants(ep, &message.event_type, message.channels.as_ref()))
+        .map(Arc::new)
+        .collect();
+
+    let first_at = message.deliver_at.unwrap_or(message.created_at).max(message.created_at);
+    let lease = lease.filter(|_| first_at <= message.created_at);
+    let (due_at, owner) = match &lease {
+        Some(l) => (l.until, Some(l.owner.as_str())),
+        None => (first_at, None),
+    };
+    let mut insert = c.prepare_cached(
+        "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, next_attempt, due_at,
+            lease_owner, updated_at)
+         VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
+    )?;
+    for ep in &endpoints {
+        insert.execute(params![
+            message.id,
+            ep.id,
+            message.app_id,
+            DeliveryStatus::Pending.code(),
+            first_at.as_millis(),
+            due_at.as_millis(),
+            owner,
+            message.created_at.as_millis(),
+        ])?;
+    }
+    Ok(CreatedMessage { message: Arc::new(message), endpoints, leased: lease.is_some() })
+}
+
+pub fn get_message(c: &Connection, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
+    for col in ["id", "event_id"] {
+        let sql = format!("SELECT {MESSAGE_COLS} FROM messages m WHERE m.app_id = ? AND m.{col} = ?");
+        let found = c
+            .prepare_cached(&sql)?
+            .query_row([app_id, id_or_event_id], |r| rows::message(r, 0))
+            .optional()?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+/// Filters on the message columns shared by several listings.
+fn message_filters(q: &mut Select, event_types: &Option<Vec<String>>, channel: &Option<String>) {
+    if let Some(types) = event_types.as_ref().filter(|t| !t.is_empty()) {
+        q.in_list("m.event_type", types);
+    }
+    if let Some(ch) = channel {
+        q.json_contains("m.channels", ch);
+    }
+}
+
+pub fn list_messages(
+    c: &Connection,
+    app_id: &str,
+    f: &MessageFilter,
+    page: &PageRequest,
+) -> StoreResult<Page<Message>> {
+    let mut q = Select::new(format!("SELECT {MESSAGE_COLS} FROM messages m"));
+    q.eq("m.app_id", app_id.to_owned());
+    message_filters(&mut q, &f.event_types, &f.channel);
+    if let Some(tag) = &f.tag {
+        q.json_contains("m.tags", tag);
+    }
+    q.time_range("m.created_at", f.before, f.after);
+    q.page(c, "m.id", page, |r| rows::message(r, 0))
+}
+
+pub fn get_delivery(c: &Connection, msg_id: &str, endpoint_id: &str) -> StoreResult<Option<Delivery>> {
+    let sql = format!("SELECT {DELIVERY_COLS} FROM deliveries d WHERE d.msg_id = ? AND d.endpoint_id = ?");
+    Ok(c.prepare_cached(&sql)?.query_row([msg_id, endpoint_id], |r| rows::delivery(r, 0)).optional()?)
+}
+
+pub fn list_message_deliveries(
+    c: &Connection,
+    app_id: &str,
+    msg_id: &str,
+    page: &PageRequest,
+) -> StoreResult<Page<(Delivery, Endpoint)>> {
+    let mut q = Select::new(format!(
+        "SELECT {DELIVERY_COLS}, {ENDPOINT_COLS} FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id"
+    ));
+    q.eq("d.app_id", app_id.to_owned()).eq("d.msg_id", msg_id.to_owned());
+    q.page(c, "d.endpoint_id", page, |r| Ok((rows::delivery(r, 0)?, rows::endpoint(r, DELIVERY_NCOLS)?)))
+}
+
+pub fn list_endpoint_deliveries(
+    c: &Connection,
+    app_id: &str,
+    endpoint_id: &str,
+    f: &DeliveryFilter,
+    page: &PageRequest,
+) -> StoreResult<Page<(Delivery, Message)>> {
+    let mut q = Select::new(format!(
+        "SELECT {DELIVERY_COLS}, {MESSAGE_COLS} FROM deliveries d JOIN messages m ON m.id = d.msg_id"
+    ));
+    q.eq("d.app_id", app_id.to_owned()).eq("d.endpoint_id", endpoint_id.to_owned());
+    status_filter(&mut q, f.status);
+    message_filters(&mut q, &f.event_types, &f.channel);
+    q.time_range("m.created_at", f.before, f.after);
+    q.page(c, "d.msg_id", page, |r| Ok((rows::delivery(r, 0)?, rows::message(r, DELIVERY_NCOLS)?)))
+}
+
+/// Delivery status filter; `Sending` is a pending delivery under lease.
+fn status_filter(q: &mut Select, status: Option<DeliveryStatus>) {
+    match status {
+        None => {}
+        Some(DeliveryStatus::Sending) => {
+            q.eq("d.status", DeliveryStatus::Pending.code()).and("d.lease_owner IS NOT NULL", []);
+        }
+        Some(DeliveryStatus::Pending) => {
+            q.eq("d.status", DeliveryStatus::Pending.code()).and("d.lease_owner IS NULL", []);
+        }
+        Some(s) => {
+            q.eq("d.status", s.code());
+        }
+    }
+}
+
+pub fn list_attempts(
+    c: &Connection,
+    app_id: &str,
+    f: &AttemptFilter,
+    page: &PageRequest,
+) -> StoreResult<Page<Attempt>> {
+    let needs_message = f.event_types.is_some() || f.channel.is_some();
+    let join = if needs_message { " JOIN messages m ON m.id = t.msg_id" } else { "" };
+    let mut q = Select::new(format!("SELECT {ATTEMPT_COLS} FROM attempts t{join}"));
+    q.eq("t.app_id", app_id.to_owned());
+    if let Some(id) = &f.msg_id {
+        q.eq("t.msg_id", id.clone());
+    }
+    if let Some(id) = &f.endpoint_id {
+        q.eq("t.endpoint_id", id.clone());
+    }
+    if let Some(s) = f.status {
+        q.eq("t.status", s.code());
+    }
+    match f.status_code_class {
+        None => {}
+        Some(0) => {
+            q.eq("t.status_code", 0);
+        }
+        Some(class) => {
+            let lo = i64::from(class);
+            q.and("t.status_code >= ? AND t.status_code < ?", [Value::Integer(lo), Value::Integer(lo + 100)]);
+        }
+    }
+    message_filters(&mut q, &f.event_types, &f.channel);
+    q.time_range("t.created_at", f.before, f.after);
+    q.page(c, "t.id", page, |r| rows::attempt(r, 0))
+}
+
+pub fn get_attempt(c: &Connection, app_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>> {
+    let sql = format!("SELECT {ATTEMPT_COLS} FROM attempts t WHERE t.app_id = ? AND t.id = ?");
+    Ok(c.prepare_cached(&sql)?.query_row([app_id, attempt_id], |r| rows::attempt(r, 0)).optional()?)
+}

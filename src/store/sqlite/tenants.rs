@@ -1,0 +1,231 @@
+//! Tokens, applications and endpoints: the slowly changing configuration.
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rows::{self, APP_COLS, ENDPOINT_COLS, opt_json, retry_policy_value, to_json};
+use super::sql::Select;
+use crate::domain::model::{App, AppPatch, DeliveryStatus, Endpoint, EndpointPatch, Scope};
+use crate::domain::time::Timestamp;
+use crate::store::{Page, PageRequest, StoreError, StoreResult};
+
+pub fn insert_token(c: &Connection, hash: &str, scope: &Scope, now: Timestamp) -> StoreResult<()> {
+    let app_id = match scope {
+        Scope::Admin => None,
+        Scope::App(id) => Some(id.as_str()),
+    };
+    c.prepare_cached("INSERT INTO tokens (hash, app_id, created_at) VALUES (?, ?, ?)")?.execute(params![
+        hash,
+        app_id,
+        now.as_millis()
+    ])?;
+    Ok(())
+}
+
+pub fn find_token(c: &Connection, hash: &str) -> StoreResult<Option<Scope>> {
+    let row: Option<Option<String>> = c
+        .prepare_cached("SELECT app_id FROM tokens WHERE hash = ?")?
+        .query_row([hash], |r| r.get(0))
+        .optional()?;
+    Ok(row.map(|app| app.map_or(Scope::Admin, Scope::App)))
+}
+
+pub fn has_admin_token(c: &Connection) -> StoreResult<bool> {
+    Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE app_id IS NULL)")?
+        .query_row([], |r| r.get(0))?)
+}
+
+fn app_uid_taken(c: &Connection, uid: &str, except_id: &str) -> StoreResult<bool> {
+    Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM apps WHERE uid = ? AND id != ?)")?
+        .query_row([uid, except_id], |r| r.get(0))?)
+}
+
+fn check_app_uid(c: &Connection, app: &App) -> StoreResult<()> {
+    if let Some(uid) = &app.uid
+        && app_uid_taken(c, uid, &app.id)?
+    {
+        return Err(StoreError::Conflict(format!("an application with uid '{uid}' already exists")));
+    }
+    Ok(())
+}
+
+pub fn insert_app(c: &Connection, app: &App) -> StoreResult<()> {
+    check_app_uid(c, app)?;
+    c.prepare_cached(
+        "INSERT INTO apps (id, uid, name, metadata, throttle_rate, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        app.id,
+        app.uid,
+        app.name,
+        to_json(&app.metadata),
+        app.throttle_rate,
+        app.created_at.as_millis(),
+        app.updated_at.as_millis()
+    ])?;
+    Ok(())
+}
+
+pub fn get_app(c: &Connection, id_or_uid: &str) -> StoreResult<Option<App>> {
+    for col in ["id", "uid"] {
+        let sql = format!("SELECT {APP_COLS} FROM apps a WHERE a.{col} = ?");
+        let found = c.prepare_cached(&sql)?.query_row([id_or_uid], |r| rows::app(r, 0)).optional()?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+pub fn list_apps(c: &Connection, page: &PageRequest) -> StoreResult<Page<App>> {
+    Select::new(format!("SELECT {APP_COLS} FROM apps a")).page(c, "a.id", page, |r| rows::app(r, 0))
+}
+
+pub fn update_app(c: &Connection, id: &str, patch: AppPatch, now: Timestamp) -> StoreResult<App> {
+    let mut app = get_app(c, id)?.filter(|a| a.id == id).ok_or(StoreError::NotFound)?;
+    patch.apply(&mut app, now);
+    check_app_uid(c, &app)?;
+    c.prepare_cached(
+        "UPDATE apps SET uid = ?, name = ?, metadata = ?, throttle_rate = ?, updated_at = ? WHERE id = ?",
+    )?
+    .execute(params![
+        app.uid,
+        app.name,
+        to_json(&app.metadata),
+        app.throttle_rate,
+        app.updated_at.as_millis(),
+        app.id
+    ])?;
+    Ok(app)
+}
+
+pub fn delete_app(c: &Connection, id: &str) -> StoreResult<()> {
+    let n = c.prepare_cached("DELETE FROM apps WHERE id = ?")?.execute([id])?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    for table in ["endpoints", "deliveries", "attempts", "messages", "tokens"] {
+        c.prepare_cached(&format!("DELETE FROM {table} WHERE app_id = ?"))?.execute([id])?;
+    }
+    Ok(())
+}
+
+fn endpoint_uid_taken(c: &Connection, app_id: &str, uid: &str, except_id: &str) -> StoreResult<bool> {
+    Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM endpoints WHERE app_id = ? AND uid = ? AND id != ?)")?
+        .query_row([app_id, uid, except_id], |r| r.get(0))?)
+}
+
+fn check_endpoint_uid(c: &Connection, ep: &Endpoint) -> StoreResult<()> {
+    if let Some(uid) = &ep.uid
+        && endpoint_uid_taken(c, &ep.app_id, uid, &ep.id)?
+    {
+        return Err(StoreError::Conflict(format!("an endpoint with uid '{uid}' already exists")));
+    }
+    Ok(())
+}
+
+fn endpoint_values(ep: &Endpoint) -> [Value; 15] {
+    [
+        Value::Text(ep.id.clone()),
+        Value::Text(ep.app_id.clone()),
+        ep.uid.clone().map_or(Value::Null, Value::Text),
+        Value::Text(ep.url.clone()),
+        Value::Text(ep.description.clone()),
+        Value::Integer(ep.disabled as i64),
+        opt_json(&ep.event_types),
+        opt_json(&ep.channels),
+        Value::Text(to_json(&ep.metadata)),
+        Value::Text(to_json(&ep.headers)),
+        ep.throttle_rate.map_or(Value::Null, |r| Value::Integer(r.into())),
+        Value::Text(ep.secret.clone()),
+        retry_policy_value(&ep.retry_policy),
+        Value::Integer(ep.created_at.as_millis()),
+        Value::Integer(ep.updated_at.as_millis()),
+    ]
+}
+
+pub fn insert_endpoint(c: &Connection, ep: &Endpoint) -> StoreResult<()> {
+    check_endpoint_uid(c, ep)?;
+    c.prepare_cached(
+        "INSERT INTO endpoints (id, app_id, uid, url, description, disabled, event_types, channels,
+            metadata, headers, throttle_rate, secret, retry_policy, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(rusqlite::params_from_iter(endpoint_values(ep)))?;
+    Ok(())
+}
+
+pub fn get_endpoint(c: &Connection, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
+    for col in ["id", "uid"] {
+        let sql = format!("SELECT {ENDPOINT_COLS} FROM endpoints e WHERE e.app_id = ? AND e.{col} = ?");
+        let found =
+            c.prepare_cached(&sql)?.query_row([app_id, id_or_uid], |r| rows::endpoint(r, 0)).optional()?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+pub fn list_endpoints(c: &Connection, app_id: &str, page: &PageRequest) -> StoreResult<Page<Endpoint>> {
+    let mut q = Select::new(format!("SELECT {ENDPOINT_COLS} FROM endpoints e"));
+    q.eq("e.app_id", app_id.to_owned());
+    q.page(c, "e.id", page, |r| rows::endpoint(r, 0))
+}
+
+/// All enabled endpoints of an application (fan-out at ingest).
+pub fn enabled_endpoints(c: &Connection, app_id: &str) -> StoreResult<Vec<Endpoint>> {
+    let mut q = Select::new(format!("SELECT {ENDPOINT_COLS} FROM endpoints e"));
+    q.eq("e.app_id", app_id.to_owned()).eq("e.disabled", 0);
+    q.rows(c, |r| rows::endpoint(r, 0))
+}
+
+pub fn update_endpoint(
+    c: &Connection,
+    app_id: &str,
+    id: &str,
+    patch: EndpointPatch,
+    now: Timestamp,
+) -> StoreResult<Endpoint> {
+    let mut ep = get_endpoint(c, app_id, id)?.filter(|e| e.id == id).ok_or(StoreError::NotFound)?;
+    let was_disabled = ep.disabled;
+    patch.apply(&mut ep, now);
+    check_endpoint_uid(c, &ep)?;
+    c.prepare_cached(
+        "UPDATE endpoints SET id = ?1, app_id = ?2, uid = ?3, url = ?4, description = ?5,
+            disabled = ?6, event_types = ?7, channels = ?8, metadata = ?9, headers = ?10,
+            throttle_rate = ?11, secret = ?12, retry_policy = ?13, created_at = ?14, updated_at = ?15
+         WHERE id = ?1",
+    )?
+    .execute(rusqlite::params_from_iter(endpoint_values(&ep)))?;
+    if ep.disabled && !was_disabled {
+        settle_pending(c, &ep.id, now)?;
+    }
+    Ok(ep)
+}
+
+/// No more attempts for the endpoint's pending deliveries: they fail now.
+fn settle_pending(c: &Connection, endpoint_id: &str, now: Timestamp) -> StoreResult<()> {
+    c.prepare_cached(
+        "UPDATE deliveries SET status = ?, next_attempt = NULL, due_at = NULL, lease_owner = NULL,
+            updated_at = ?
+         WHERE endpoint_id = ? AND status = ?",
+    )?
+    .execute(params![
+        DeliveryStatus::Fail.code(),
+        now.as_millis(),
+        endpoint_id,
+        DeliveryStatus::Pending.code()
+    ])?;
+    Ok(())
+}
+
+pub fn delete_endpoint(c: &Connection, app_id: &str, id: &str) -> StoreResult<()> {
+    let n = c.prepare_cached("DELETE FROM endpoints WHERE app_id = ? AND id = ?")?.execute([app_id, id])?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    c.prepare_cached("DELETE FROM deliveries WHERE endpoint_id = ?")?.execute([id])?;
+    Ok(())
+}

@@ -1,0 +1,413 @@
+//! The Svix-compatible API through the official `svix` client: shapes,
+//! signatures, lookups by uid, pagination, and every kind of bad input.
+
+use std::collections::BTreeSet;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use svix::api::{MessageAttemptListByMsgOptions, MessageListOptions};
+use svix::error::Error as SvixError;
+use svix::models::{ApplicationIn, ApplicationPatch, EndpointIn, EndpointPatch, MessageIn, MessageStatus};
+
+use crate::common::{Receiver, Reply, TOKEN, TestServer, svix_client};
+
+fn status_of(e: SvixError) -> u16 {
+    match e {
+        SvixError::Http(h) => h.status.as_u16(),
+        SvixError::Validation(v) => v.status.as_u16(),
+        other => panic!("expected an HTTP error, got {other:?}"),
+    }
+}
+
+/// Acceptance 1: create app + endpoint, send, the receiver gets it, and the
+/// signature verifies with the secret from the API.
+#[tokio::test]
+async fn svix_client_round_trip_and_signature_verifies() {
+    let t = TestServer::start().await;
+    let rx = Receiver::start(Reply::Status(200, "thanks")).await;
+
+    let app = t
+        .svix
+        .application()
+        .create(ApplicationIn { uid: Some("acme".into()), ..ApplicationIn::new("Acme".into()) }, None)
+        .await
+        .unwrap();
+    assert!(app.id.starts_with("app_"));
+    assert_eq!(app.uid.as_deref(), Some("acme"));
+
+    let ep = t
+        .svix
+        .endpoint()
+        .create(
+            "acme".into(),
+            EndpointIn {
+                event_types: Some(BTreeSet::from(["invoice.paid".to_string()])),
+                ..EndpointIn::new(rx.url.clone())
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ep.url, rx.url);
+    let secret = t.svix.endpoint().get_secret(app.id.clone(), ep.id.clone()).await.unwrap().key;
+    assert!(secret.starts_with("whsec_"));
+
+    let payload = json!({"invoice": "in_1", "amount": 4200, "nested": {"a": [1, 2]}});
+    let msg = t
+        .svix
+        .message()
+        .create(app.id.clone(), MessageIn::new("invoice.paid".into(), payload.clone()), None)
+        .await
+        .unwrap();
+    // An event type the endpoint filters out goes nowhere.
+    t.svix
+        .message()
+        .create(app.id.clone(), MessageIn::new("invoice.created".into(), json!({})), None)
+        .await
+        .unwrap();
+
+    let got = rx.wait_for(1).await;
+    let req = &got[0];
+    assert_eq!(req.header("webhook-id"), msg.id);
+    assert_eq!(req.header("content-type"), "application/json");
+    assert_eq!(req.header("svix-id"), msg.id);
+    assert_eq!(req.header("svix-signature"), req.header("webhook-signature"));
+    assert!(req.header("user-agent").starts_with("Hookline/"));
+    assert_eq!(serde_json::from_slice::<Value>(&req.body).unwrap(), payload);
+
+    // Verified by both the Standard Webhooks library and Svix's own.
+    standardwebhooks::Webhook::new(&secret).unwrap().verify(&req.body, &req.headers).unwrap();
+    svix::webhooks::Webhook::new(&secret).unwrap().verify(&req.body, &req.headers).unwrap();
+    // A different secret does not verify.
+    let other =
+        t.svix.endpoint().create(app.id.clone(), EndpointIn::new(rx.url.clone()), None).await.unwrap();
+    let other_secret = t.svix.endpoint().get_secret(app.id.clone(), other.id).await.unwrap().key;
+    assert!(standardwebhooks::Webhook::new(&other_secret).unwrap().verify(&req.body, &req.headers).is_err());
+
+    // The attempt is on record, readable through the client.
+    let attempts = crate::common::eventually("the attempt to be recorded", || async {
+        let list = t
+            .svix
+            .message_attempt()
+            .list_by_msg(
+                app.id.clone(),
+                msg.id.clone(),
+                Some(MessageAttemptListByMsgOptions { with_content: Some(true), ..Default::default() }),
+            )
+            .await
+            .unwrap();
+        (!list.data.is_empty()).then_some(list)
+    })
+    .await;
+    let a = &attempts.data[0];
+    assert_eq!(a.response_status_code, 200);
+    assert_eq!(a.response, "thanks");
+    assert_eq!(a.status, MessageStatus::Success);
+    assert_eq!(a.endpoint_id, ep.id);
+    let one = t.svix.message_attempt().get(app.id.clone(), msg.id.clone(), a.id.clone(), None).await.unwrap();
+    assert_eq!(one.id, a.id);
+
+    // The message reads back with its exact payload.
+    let back = t
+        .svix
+        .message()
+        .get(app.id.clone(), msg.id.clone(), Some(svix::api::MessageGetOptions { with_content: Some(true) }))
+        .await
+        .unwrap();
+    assert_eq!(back.payload, payload);
+    assert_eq!(back.event_type, "invoice.paid");
+}
+
+#[tokio::test]
+async fn payload_bytes_are_delivered_exactly_as_sent() {
+    let t = TestServer::start().await;
+    let rx = Receiver::start(Reply::Status(204, "")).await;
+    let (app, _) = t.app_with_endpoint(&rx.url, json!({})).await;
+    let body = r#"{"eventType":"t.x","payload":{ "z": 1,   "a": "ü\u00e9", "n": 1.50 }}"#;
+    let resp = t
+        .http
+        .post(t.url(&format!("/api/v1/app/{app}/msg")))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let got = rx.wait_for(1).await;
+    assert_eq!(&got[0].body[..], r#"{ "z": 1,   "a": "ü\u00e9", "n": 1.50 }"#.as_bytes());
+}
+
+#[tokio::test]
+async fn crud_through_the_client_with_uids() {
+    let t = TestServer::start().await;
+    let app = t
+        .svix
+        .application()
+        .create(ApplicationIn { uid: Some("tenant-1".into()), ..ApplicationIn::new("One".into()) }, None)
+        .await
+        .unwrap();
+    assert_eq!(t.svix.application().get("tenant-1".into()).await.unwrap().id, app.id);
+
+    let patched = t
+        .svix
+        .application()
+        .patch("tenant-1".into(), ApplicationPatch { name: Some("Renamed".into()), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(patched.name, "Renamed");
+    assert_eq!(patched.uid.as_deref(), Some("tenant-1"));
+
+    // PUT to an unknown uid creates (upsert).
+    let upserted =
+        t.svix.application().upsert("tenant-2".into(), ApplicationIn::new("Two".into())).await.unwrap();
+    assert_eq!(upserted.uid.as_deref(), Some("tenant-2"));
+
+    let ep = t
+        .svix
+        .endpoint()
+        .create(
+            app.id.clone(),
+            EndpointIn { uid: Some("primary".into()), ..EndpointIn::new("https://example.com/hook".into()) },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.svix.endpoint().get("tenant-1".into(), "primary".into()).await.unwrap().id, ep.id);
+    let disabled = t
+        .svix
+        .endpoint()
+        .patch(app.id.clone(), "primary".into(), EndpointPatch { disabled: Some(true), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(disabled.disabled, Some(true));
+    let list = t.svix.endpoint().list(app.id.clone(), None).await.unwrap();
+    assert_eq!(list.data.len(), 1);
+    assert!(list.done);
+
+    // Messages are found by eventId too.
+    let msg = t
+        .svix
+        .message()
+        .create(
+            app.id.clone(),
+            MessageIn { event_id: Some("evt-42".into()), ..MessageIn::new("a.b".into(), json!({"k": 1})) },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.svix.message().get(app.id.clone(), "evt-42".into(), None).await.unwrap().id, msg.id);
+
+    t.svix.endpoint().delete(app.id.clone(), ep.id.clone()).await.unwrap();
+    assert_eq!(status_of(t.svix.endpoint().get(app.id.clone(), ep.id).await.unwrap_err()), 404);
+    t.svix.application().delete(app.id.clone()).await.unwrap();
+    assert_eq!(status_of(t.svix.application().get(app.id).await.unwrap_err()), 404);
+}
+
+#[tokio::test]
+async fn pagination_walks_every_message_once_in_both_directions() {
+    let t = TestServer::start().await;
+    let app = t.svix.application().create(ApplicationIn::new("p".into()), None).await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..7 {
+        let event = if i % 2 == 0 { "even" } else { "odd" };
+        let m = t
+            .svix
+            .message()
+            .create(app.id.clone(), MessageIn::new(event.into(), json!({"i": i})), None)
+            .await
+            .unwrap();
+        sent.push(m.id);
+    }
+    let mut seen = Vec::new();
+    let mut iterator = None;
+    loop {
+        let page = t
+            .svix
+            .message()
+            .list(app.id.clone(), Some(MessageListOptions { limit: Some(3), iterator, ..Default::default() }))
+            .await
+            .unwrap();
+        assert!(page.data.len() <= 3);
+        seen.extend(page.data.iter().map(|m| m.id.clone()));
+        if page.done {
+            break;
+        }
+        iterator = page.iterator;
+    }
+    let newest_first: Vec<String> = sent.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+
+    // prevIterator of the second page leads back to the first page.
+    let first = t.get(&format!("/api/v1/app/{}/msg?limit=3", app.id)).await;
+    let second = t
+        .get(&format!("/api/v1/app/{}/msg?limit=3&iterator={}", app.id, first["iterator"].as_str().unwrap()))
+        .await;
+    let back = t
+        .get(&format!(
+            "/api/v1/app/{}/msg?limit=3&iterator={}",
+            app.id,
+            second["prevIterator"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(back["data"], first["data"]);
+
+    // Filters: event type, comma-joined like the SDK sends.
+    let odd = t
+        .svix
+        .message()
+        .list(
+            app.id.clone(),
+            Some(MessageListOptions {
+                event_types: Some(BTreeSet::from(["odd".to_string()])),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(odd.data.len(), 3);
+    let both = t.get(&format!("/api/v1/app/{}/msg?event_types=odd,even", app.id)).await;
+    assert_eq!(both["data"].as_array().unwrap().len(), 7);
+}
+
+#[tokio::test]
+async fn paths_work_with_and_without_trailing_slash() {
+    let t = TestServer::start().await;
+    assert_eq!(t.get("/api/v1/app/").await["done"], true);
+    assert_eq!(t.get("/api/v1/app").await["done"], true);
+    let (status, _) = t.call(Method::GET, "/api/v1/health/", None).await;
+    assert_eq!(status, 204);
+}
+
+/// Acceptance 6: clear 4xx errors in Svix's shape, never a 500.
+#[tokio::test]
+async fn bad_input_gets_svix_shaped_4xx() {
+    let t = TestServer::start().await;
+    let (app, ep) = t.app_with_endpoint("https://example.com/hook", json!({})).await;
+
+    // Missing and wrong tokens.
+    let resp = t.http.get(t.url("/api/v1/app")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "authentication_failed");
+    assert!(body["detail"].is_string());
+    let wrong = svix_client(&t.server.url(), "hl_not_a_real_token");
+    assert_eq!(status_of(wrong.application().list(None).await.unwrap_err()), 401);
+    let resp =
+        t.http.get(t.url("/api/v1/app")).header("authorization", "Basic Zm9vOmJhcg==").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // Unknown things: 404 with a code.
+    assert_eq!(status_of(t.svix.application().get("app_nope".into()).await.unwrap_err()), 404);
+    assert_eq!(status_of(t.svix.endpoint().get(app.clone(), "ep_nope".into()).await.unwrap_err()), 404);
+    assert_eq!(status_of(t.svix.message().get(app.clone(), "msg_nope".into(), None).await.unwrap_err()), 404);
+    assert_eq!(
+        status_of(
+            t.svix
+                .message_attempt()
+                .resend(app.clone(), "msg_nope".into(), ep.clone(), None)
+                .await
+                .unwrap_err()
+        ),
+        404
+    );
+    let (status, body) =
+        t.call(Method::GET, &format!("/api/v1/app/{app}/msg/msg_x/attempt/atmpt_x"), None).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (404, Some("not_found")));
+    let (status, body) = t.call(Method::GET, "/api/v1/no/such/path", None).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (404, Some("not_found")));
+    let (status, _) =
+        t.call(Method::POST, "/api/v1/app/nope/msg", Some(json!({"eventType": "a", "payload": {}}))).await;
+    assert_eq!(status, 404);
+
+    // Malformed JSON and wrong types: 422 with the field's location.
+    let raw = |body: &'static str| {
+        t.http
+            .post(t.url("/api/v1/app"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let resp = raw("{not json").await.unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["detail"][0]["loc"][0], "body");
+    let resp = raw(r#"{"name": 5}"#).await.unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["detail"][0]["loc"], json!(["body", "name"]));
+    assert_eq!(raw("").await.unwrap().status(), 422);
+    assert_eq!(raw("[]").await.unwrap().status(), 422);
+
+    // Invalid URL, through the client: a validation error.
+    let err =
+        t.svix.endpoint().create(app.clone(), EndpointIn::new("not a url".into()), None).await.unwrap_err();
+    match err {
+        SvixError::Validation(v) => {
+            assert_eq!(v.status.as_u16(), 422);
+            assert_eq!(v.payload.unwrap().detail[0].loc, vec!["body", "url"]);
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+    for bad in [
+        json!({"url": "ftp://example.com/"}),
+        json!({"url": "https://example.com/", "uid": "has spaces"}),
+        json!({"url": "https://example.com/", "secret": "short"}),
+        json!({"url": "https://example.com/", "channels": []}),
+        json!({"url": "https://example.com/", "headers": {"webhook-signature": "x"}}),
+        json!({"url": "https://example.com/", "retryPolicy": {"schedule": [1], "success": "3xx"}}),
+        json!({"url": "https://example.com/", "retryPolicy": {"schedule": [1], "timeout": 0}}),
+        json!({"url": "https://example.com/", "throttleRate": 0}),
+        json!({"url": 12}),
+        json!({}),
+    ] {
+        let (status, body) = t.post(&format!("/api/v1/app/{app}/endpoint"), bad.clone()).await;
+        assert_eq!(status, 422, "{bad} → {body}");
+        assert!(body["detail"].is_array(), "{body}");
+    }
+    for bad in [
+        json!({"eventType": "bad type!", "payload": {}}),
+        json!({"eventType": "a", "payload": [1, 2]}),
+        json!({"eventType": "a", "payload": "text"}),
+        json!({"eventType": "a"}),
+        json!({"eventType": "a", "payload": {}, "channels": ["a b"]}),
+        json!({"eventType": "a", "payload": {}, "deliverAt": "yesterday"}),
+    ] {
+        let (status, body) = t.post(&format!("/api/v1/app/{app}/msg"), bad.clone()).await;
+        assert_eq!(status, 422, "{bad} → {body}");
+    }
+
+    // Oversized payload: 413.
+    let big = "x".repeat(1024 * 1024 + 10);
+    let (status, body) =
+        t.post(&format!("/api/v1/app/{app}/msg"), json!({"eventType": "a", "payload": {"b": big}})).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["code"], "payload_too_large");
+    let huge = "y".repeat(3 * 1024 * 1024);
+    let (status, _) =
+        t.post(&format!("/api/v1/app/{app}/msg"), json!({"eventType": "a", "payload": {"b": huge}})).await;
+    assert_eq!(status, 413);
+
+    // Bad query parameters.
+    for q in ["limit=1000", "limit=abc", "order=sideways", "before=tuesday"] {
+        let (status, body) = t.call(Method::GET, &format!("/api/v1/app/{app}/msg?{q}"), None).await;
+        assert!(status.is_client_error(), "{q} → {status} {body}");
+    }
+    let (status, _) =
+        t.call(Method::GET, &format!("/api/v1/app/{app}/attempt/endpoint/{ep}?status=9"), None).await;
+    assert_eq!(status, 422);
+
+    // Conflicts: a taken uid and a repeated eventId.
+    let (status, _) = t.post("/api/v1/app", json!({"name": "x", "uid": "dup"})).await;
+    assert_eq!(status, 201);
+    let (status, body) = t.post("/api/v1/app", json!({"name": "y", "uid": "dup"})).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (409, Some("conflict")));
+    let m = json!({"eventType": "a", "payload": {}, "eventId": "once"});
+    assert_eq!(t.post(&format!("/api/v1/app/{app}/msg"), m.clone()).await.0, 202);
+    assert_eq!(t.post(&format!("/api/v1/app/{app}/msg"), m).await.0, 409);
+
+    // Wrong method on a known path.
+    let (status, body) = t.call(Method::DELETE, "/api/v1/app", None).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (405, Some("method_not_allowed")));
+}

@@ -1,0 +1,316 @@
+//! Test fixtures: an in-process server, a scriptable webhook receiver, and
+//! polling helpers with generous deadlines (tests must not flake on a loaded
+//! 2-core machine).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use hookline::clock::{ManualClock, SharedClock, SystemClock};
+use hookline::config::ServerConfig;
+use hookline::dispatch::ssrf::TargetPolicy;
+use hookline::server::Server;
+use serde_json::Value;
+use svix::api::{Svix, SvixOptions};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub const TOKEN: &str = "hl_test_admin_token_0123456789";
+/// Longest we wait for anything asynchronous to happen.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub struct TestServer {
+    pub server: Server,
+    pub svix: Svix,
+    pub http: reqwest::Client,
+    pub clock: Option<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// A server on the wall clock.
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A server whose time only moves when the test says so.
+    pub async fn with_manual_clock() -> Self {
+        Self::start_with(Some(ManualClock::starting_now())).await
+    }
+
+    /// A server with the default target policy (no private addresses).
+    pub async fn start_strict() -> Self {
+        Self::start_configured(None, TargetPolicy::default()).await
+    }
+
+    async fn start_with(clock: Option<ManualClock>) -> Self {
+        Self::start_configured(clock, TargetPolicy { allow_private: true, allowed: vec![] }).await
+    }
+
+    async fn start_configured(clock: Option<ManualClock>, targets: TargetPolicy) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ServerConfig::new(dir.path());
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.admin_token = Some(TOKEN.into());
+        cfg.dispatch.targets = targets;
+        let shared: SharedClock = match &clock {
+            Some(c) => Arc::new(c.clone()),
+            None => Arc::new(SystemClock),
+        };
+        let server = Server::start(cfg, shared).await.unwrap();
+        let svix = svix_client(&server.url(), TOKEN);
+        TestServer { server, svix, http: reqwest::Client::new(), clock, _dir: dir }
+    }
+
+    pub fn clock(&self) -> &ManualClock {
+        self.clock.as_ref().expect("started with a manual clock")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.server.url(), path)
+    }
+
+    /// A raw API call; returns status and JSON body (Null when empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        let bytes = resp.bytes().await.unwrap();
+        let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Create an application and an endpoint for `url` (extra endpoint
+    /// fields merged in); returns (app_id, endpoint_id).
+    pub async fn app_with_endpoint(&self, url: &str, extra: Value) -> (String, String) {
+        let (status, app) = self.post("/api/v1/app", serde_json::json!({"name": "test"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{app}");
+        let app_id = app["id"].as_str().unwrap().to_owned();
+        let mut ep = serde_json::json!({"url": url});
+        ep.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+        let (status, ep) = self.post(&format!("/api/v1/app/{app_id}/endpoint"), ep).await;
+        assert_eq!(status, StatusCode::CREATED, "{ep}");
+        (app_id, ep["id"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn send(&self, app_id: &str, payload: Value) -> String {
+        let (status, msg) = self
+            .post(
+                &format!("/api/v1/app/{app_id}/msg"),
+                serde_json::json!({"eventType": "test.event", "payload": payload}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{msg}");
+        msg["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Attempts of a message, oldest first.
+    pub async fn attempts(&self, app_id: &str, msg_id: &str) -> Vec<Value> {
+        self.attempts_to(app_id, msg_id, None).await
+    }
+
+    /// Attempts of a message (to one endpoint if given), oldest first.
+    pub async fn attempts_to(&self, app_id: &str, msg_id: &str, ep_id: Option<&str>) -> Vec<Value> {
+        let filter = ep_id.map(|e| format!("&endpoint_id={e}")).unwrap_or_default();
+        let list = self.get(&format!("/api/v1/app/{app_id}/attempt/msg/{msg_id}?limit=250{filter}")).await;
+        let mut data = list["data"].as_array().unwrap().clone();
+        data.reverse();
+        data
+    }
+
+    /// Wait until the message has `n` recorded attempts; returns them.
+    pub async fn wait_attempts(&self, app_id: &str, msg_id: &str, n: usize) -> Vec<Value> {
+        self.wait_attempts_to(app_id, msg_id, None, n).await
+    }
+
+    pub async fn wait_attempts_to(
+        &self,
+        app_id: &str,
+        msg_id: &str,
+        ep_id: Option<&str>,
+        n: usize,
+    ) -> Vec<Value> {
+        eventually(&format!("{n} attempts of {msg_id}"), || async {
+            let a = self.attempts_to(app_id, msg_id, ep_id).await;
+            (a.len() >= n).then_some(a)
+        })
+        .await
+    }
+
+    /// Wait until the delivery of `msg_id` to `ep_id` has this status text.
+    pub async fn wait_status(&self, app_id: &str, msg_id: &str, ep_id: &str, status: &str) {
+        eventually(&format!("delivery of {msg_id} to be {status}"), || async {
+            (self.delivery(app_id, msg_id, ep_id).await["statusText"] == status).then_some(())
+        })
+        .await
+    }
+
+    /// The message's delivery to the endpoint (status, nextAttempt).
+    pub async fn delivery(&self, app_id: &str, msg_id: &str, ep_id: &str) -> Value {
+        let list = self.get(&format!("/api/v1/app/{app_id}/msg/{msg_id}/endpoint")).await;
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == ep_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no delivery of {msg_id} to {ep_id}: {list}"))
+    }
+}
+
+pub fn svix_client(url: &str, token: &str) -> Svix {
+    Svix::new(
+        token.to_owned(),
+        Some(SvixOptions { server_url: Some(url.to_owned()), num_retries: Some(0), ..Default::default() }),
+    )
+}
+
+/// Poll `probe` until it yields a value, or panic after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How the receiver answers one request.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Status(u16, &'static str),
+    /// Never answer (the connection stays open until the client gives up).
+    Hang,
+}
+
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Mutex<Vec<Received>>,
+    script: Mutex<VecDeque<Reply>>,
+    default: Mutex<Option<Reply>>,
+    arrived: Notify,
+}
+
+/// A webhook receiver on loopback that records every request and answers
+/// from a script (then with a default reply).
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    pub async fn start(default: Reply) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, default)
+    }
+
+    /// Serve on an already bound listener (to come up on a known port).
+    pub fn serve(listener: TcpListener, default: Reply) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(ReceiverState::default());
+        *state.default.lock().unwrap() = Some(default);
+        let app = axum::Router::new().route("/{*path}", post(handle)).with_state(Arc::clone(&state));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { url: format!("http://{addr}/hook"), state }
+    }
+
+    /// Answer the next requests with these replies, in order.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.script.lock().unwrap().extend(replies);
+    }
+
+    pub fn set_default(&self, reply: Reply) {
+        *self.state.default.lock().unwrap() = Some(reply);
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// Wait until at least `n` requests have arrived; returns all so far.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let notified = self.state.arrived.notified();
+            if self.count() >= n {
+                return self.received();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("receiver got {} requests, expected {n}", self.count());
+            }
+        }
+    }
+}
+
+async fn handle(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let reply = {
+        let scripted = state.script.lock().unwrap().pop_front();
+        scripted.or_else(|| state.default.lock().unwrap().clone()).unwrap()
+    };
+    state.received.lock().unwrap().push(Received { headers, body });
+    state.arrived.notify_waiters();
+    match reply {
+        Reply::Status(code, body) => (StatusCode::from_u16(code).unwrap(), body.to_owned()),
+        Reply::Hang => std::future::pending().await,
+    }
+}
+
+/// Seconds from `t0` to an RFC 3339 time.
+pub fn secs_since(t0: &str, t: &str) -> i64 {
+    let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis();
+    let ms = parse(t) - parse(t0);
+    assert_eq!(ms % 1000, 0, "{t} is not a whole number of seconds after {t0}");
+    ms / 1000
+}

@@ -1,0 +1,111 @@
+//! Acceptance 5: the real binary, `kill -9`ed with deliveries pending,
+//! restarted, delivers every acknowledged message.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::common::{PATIENCE, Receiver, Reply, TOKEN};
+
+/// Start `hookline serve` on a free port; returns the child and its URL.
+async fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookline"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", TOKEN, "--allow-private-targets"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("HOOKLINE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hookline");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("hookline exited before listening");
+    })
+    .await
+    .expect("hookline did not start in time");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
+    let resp = http.post(url).bearer_auth(TOKEN).json(&body).send().await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    resp.json().await.unwrap()
+}
+
+async fn get(http: &reqwest::Client, url: String) -> Option<Value> {
+    http.get(url).bearer_auth(TOKEN).send().await.ok()?.json().await.ok()
+}
+
+#[tokio::test]
+async fn acknowledged_messages_survive_kill_9_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    // A port for the receiver, which stays down until after the crash.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+
+    let (mut server, url) = spawn_server(dir.path()).await;
+    let app = post(&http, format!("{url}/api/v1/app"), json!({"name": "crash"})).await;
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    let retry_every_second = json!({"schedule": vec![1; 40]});
+    post(
+        &http,
+        format!("{url}/api/v1/app/{app_id}/endpoint"),
+        json!({"url": format!("http://127.0.0.1:{port}/hook"), "retryPolicy": retry_every_second}),
+    )
+    .await;
+
+    let mut acknowledged = HashSet::new();
+    for i in 0..50 {
+        let msg = post(
+            &http,
+            format!("{url}/api/v1/app/{app_id}/msg"),
+            json!({"eventType": "crash.test", "payload": {"i": i}}),
+        )
+        .await;
+        acknowledged.insert(msg["id"].as_str().unwrap().to_owned());
+    }
+    // Let the first attempts fail so retries are pending in the store.
+    crate::common::eventually("a failed attempt", || async {
+        let list = get(&http, format!("{url}/api/v1/app/{app_id}/msg?limit=1")).await?;
+        let msg = list["data"][0]["id"].as_str()?.to_owned();
+        let attempts = get(&http, format!("{url}/api/v1/app/{app_id}/attempt/msg/{msg}")).await?;
+        (!attempts["data"].as_array()?.is_empty()).then_some(())
+    })
+    .await;
+
+    server.kill().await.unwrap(); // SIGKILL: no shutdown code runs
+    let (mut server, _url) = spawn_server(dir.path()).await;
+    let listener =
+        tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("receiver port still free");
+    let rx = Receiver::serve(listener, Reply::Status(200, ""));
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let delivered: HashSet<String> =
+            rx.received().iter().map(|r| r.header("webhook-id").to_owned()).collect();
+        if acknowledged.is_subset(&delivered) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} acknowledged messages delivered after the restart",
+            acknowledged.intersection(&delivered).count(),
+            acknowledged.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.kill().await.unwrap();
+}

@@ -1,0 +1,11 @@
+//! Integration tests: one binary (one link) for all of them.
+//!
+//! They drive a real Hookline server (in-process, or the compiled binary as
+//! a child process for crash tests) through its HTTP API with the official
+//! `svix` client, against real HTTP receivers on loopback.
+
+mod api;
+mod common;
+mod crash;
+mod delivery;
+mod store_conformance;

@@ -1,0 +1,471 @@
+//! The `Store` conformance suite: every implementation must pass all of it.
+//! Each check gets a fresh, empty store from the backend's factory.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hookline::domain::delivery::Outcome;
+use hookline::domain::id;
+use hookline::domain::model::{
+    App, AppPatch, Attempt, DeliveryStatus, Endpoint, EndpointPatch, Message, Scope, Trigger,
+};
+use hookline::domain::retry::RetryPolicy;
+use hookline::domain::time::Timestamp;
+use hookline::store::sqlite::SqliteStore;
+use hookline::store::{
+    AttemptFilter, AttemptRecord, CreateMessage, Cursor, DeliveryFilter, DeliveryKey, Lease, MessageFilter,
+    Order, PageRequest, SharedStore, StoreError,
+};
+
+const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+
+fn at(secs: u64) -> Timestamp {
+    T0.plus(Duration::from_secs(secs))
+}
+
+fn app(uid: Option<&str>) -> App {
+    App {
+        id: id::new_id(id::APP, T0),
+        uid: uid.map(str::to_owned),
+        name: "app".into(),
+        metadata: [("k".to_string(), "v".to_string())].into(),
+        throttle_rate: None,
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+fn endpoint(app_id: &str) -> Endpoint {
+    Endpoint {
+        id: id::new_id(id::ENDPOINT, T0),
+        app_id: app_id.into(),
+        uid: None,
+        url: "https://example.com/hook".into(),
+        description: String::new(),
+        disabled: false,
+        event_types: None,
+        channels: None,
+        metadata: Default::default(),
+        headers: [("X-A".to_string(), "1".to_string())].into(),
+        throttle_rate: None,
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        retry_policy: Some(RetryPolicy::fixed_two_minutes()),
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+fn message(event_type: &str, created_at: Timestamp) -> Message {
+    Message {
+        id: id::new_id(id::MESSAGE, created_at),
+        app_id: String::new(),
+        event_type: event_type.into(),
+        event_id: None,
+        channels: None,
+        tags: None,
+        payload: Some(Bytes::from_static(br#"{"a": 1}"#)),
+        created_at,
+        deliver_at: None,
+    }
+}
+
+fn lease(until: Timestamp) -> Lease {
+    Lease { owner: "node-a".into(), until }
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+async fn create(store: &SharedStore, app_ref: &str, m: Message, lease: Option<Lease>) -> Arc<Message> {
+    let req = CreateMessage { app_ref: app_ref.into(), new_app: None, message: m, lease };
+    store.create_message(req).await.unwrap().message
+}
+
+fn attempt(m: &Message, ep: &Endpoint, trigger: Trigger, code: u16, at: Timestamp) -> Attempt {
+    Attempt {
+        id: id::new_id(id::ATTEMPT, at),
+        msg_id: m.id.clone(),
+        endpoint_id: ep.id.clone(),
+        app_id: ep.app_id.clone(),
+        url: ep.url.clone(),
+        status: if code == 200 { DeliveryStatus::Success } else { DeliveryStatus::Fail },
+        status_code: code,
+        response: format!("body {code}"),
+        duration_ms: 3,
+        trigger,
+        error: None,
+        created_at: at,
+    }
+}
+
+async fn record(
+    store: &SharedStore,
+    m: &Message,
+    ep: &Endpoint,
+    trigger: Trigger,
+    code: u16,
+    when: Timestamp,
+) {
+    let policy = ep.retry_policy.clone().unwrap_or_default();
+    let outcome = Outcome::classify(&policy, Some(code));
+    let rec =
+        AttemptRecord { attempt: attempt(m, ep, trigger, code, when), outcome, policy, finished_at: when };
+    store.record_attempt(rec).await.unwrap();
+}
+
+pub async fn tokens(store: SharedStore) {
+    assert!(!store.has_admin_token().await.unwrap());
+    store.insert_token("h1", &Scope::App("app_1".into()), T0).await.unwrap();
+    assert!(!store.has_admin_token().await.unwrap());
+    store.insert_token("h2", &Scope::Admin, T0).await.unwrap();
+    assert!(store.has_admin_token().await.unwrap());
+    assert_eq!(store.find_token("h1").await.unwrap(), Some(Scope::App("app_1".into())));
+    assert_eq!(store.find_token("h2").await.unwrap(), Some(Scope::Admin));
+    assert_eq!(store.find_token("nope").await.unwrap(), None);
+}
+
+pub async fn applications(store: SharedStore) {
+    let a = app(Some("acme"));
+    store.insert_app(&a).await.unwrap();
+    assert_eq!(store.get_app(&a.id).await.unwrap().as_ref(), Some(&a));
+    assert_eq!(store.get_app("acme").await.unwrap().as_ref(), Some(&a));
+    assert!(matches!(store.insert_app(&app(Some("acme"))).await, Err(StoreError::Conflict(_))));
+
+    let patch = AppPatch { name: Some("renamed".into()), uid: Some(None), ..Default::default() };
+    let updated = store.update_app(&a.id, patch, at(1)).await.unwrap();
+    assert_eq!((updated.name.as_str(), updated.uid.as_deref(), updated.updated_at), ("renamed", None, at(1)));
+    assert_eq!(store.get_app("acme").await.unwrap(), None);
+    assert!(matches!(
+        store.update_app("app_missing", AppPatch::default(), at(1)).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let b = app(Some("b"));
+    store.insert_app(&b).await.unwrap();
+    let clash = AppPatch { uid: Some(Some("b".into())), ..Default::default() };
+    assert!(matches!(store.update_app(&a.id, clash, at(2)).await, Err(StoreError::Conflict(_))));
+
+    // Deleting removes the app with everything under it.
+    let ep = endpoint(&b.id);
+    store.insert_endpoint(&ep).await.unwrap();
+    let m = create(&store, &b.id, message("t", T0), None).await;
+    store.delete_app(&b.id).await.unwrap();
+    assert_eq!(store.get_app(&b.id).await.unwrap(), None);
+    assert_eq!(store.get_endpoint(&b.id, &ep.id).await.unwrap(), None);
+    assert_eq!(store.get_message(&b.id, &m.id).await.unwrap(), None);
+    assert_eq!(store.get_delivery(&m.id, &ep.id).await.unwrap(), None);
+    assert!(matches!(store.delete_app(&b.id).await, Err(StoreError::NotFound)));
+}
+
+pub async fn pagination(store: SharedStore) {
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let a = app(None);
+        store.insert_app(&a).await.unwrap();
+        ids.push(a.id);
+    }
+    let page = |limit, cursor, order| PageRequest { limit, cursor, order };
+    let p1 = store.list_apps(&page(2, None, Order::Ascending)).await.unwrap();
+    assert_eq!(p1.items.iter().map(|a| &a.id).collect::<Vec<_>>(), [&ids[0], &ids[1]]);
+    assert!(p1.more);
+    let p2 = store.list_apps(&page(2, Some(Cursor::After(ids[1].clone())), Order::Ascending)).await.unwrap();
+    assert_eq!(p2.items.iter().map(|a| &a.id).collect::<Vec<_>>(), [&ids[2], &ids[3]]);
+    let p3 = store.list_apps(&page(2, Some(Cursor::After(ids[3].clone())), Order::Ascending)).await.unwrap();
+    assert_eq!(p3.items.len(), 1);
+    assert!(!p3.more);
+    // Backwards from the third item, in display order.
+    let back =
+        store.list_apps(&page(2, Some(Cursor::Before(ids[2].clone())), Order::Ascending)).await.unwrap();
+    assert_eq!(back.items.iter().map(|a| &a.id).collect::<Vec<_>>(), [&ids[0], &ids[1]]);
+    let desc = store.list_apps(&page(3, None, Order::Descending)).await.unwrap();
+    assert_eq!(desc.items.iter().map(|a| &a.id).collect::<Vec<_>>(), [&ids[4], &ids[3], &ids[2]]);
+    let back =
+        store.list_apps(&page(2, Some(Cursor::Before(ids[1].clone())), Order::Descending)).await.unwrap();
+    assert_eq!(back.items.iter().map(|a| &a.id).collect::<Vec<_>>(), [&ids[3], &ids[2]]);
+}
+
+pub async fn endpoints(store: SharedStore) {
+    let a = app(None);
+    let other = app(None);
+    store.insert_app(&a).await.unwrap();
+    store.insert_app(&other).await.unwrap();
+    let ep = Endpoint { uid: Some("main".into()), ..endpoint(&a.id) };
+    store.insert_endpoint(&ep).await.unwrap();
+    assert_eq!(store.get_endpoint(&a.id, "main").await.unwrap().as_ref(), Some(&ep));
+    assert_eq!(store.get_endpoint(&other.id, &ep.id).await.unwrap(), None, "scoped to its app");
+    let dup = Endpoint { uid: Some("main".into()), ..endpoint(&a.id) };
+    assert!(matches!(store.insert_endpoint(&dup).await, Err(StoreError::Conflict(_))));
+    // The same uid in another application is fine.
+    store.insert_endpoint(&Endpoint { uid: Some("main".into()), ..endpoint(&other.id) }).await.unwrap();
+
+    let patch = EndpointPatch {
+        url: Some("https://example.org/new".into()),
+        event_types: Some(Some(set(&["a"]))),
+        retry_policy: Some(None),
+        ..Default::default()
+    };
+    let updated = store.update_endpoint(&a.id, &ep.id, patch, at(5)).await.unwrap();
+    assert_eq!(updated.url, "https://example.org/new");
+    assert_eq!(updated.event_types, Some(set(&["a"])));
+    assert_eq!(updated.retry_policy, None);
+    assert_eq!(updated.headers, ep.headers);
+    assert_eq!(store.get_endpoint(&a.id, &ep.id).await.unwrap(), Some(updated));
+    let list = store.list_endpoints(&a.id, &PageRequest::first(10, Order::Ascending)).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+
+    store.delete_endpoint(&a.id, &ep.id).await.unwrap();
+    assert!(matches!(store.delete_endpoint(&a.id, &ep.id).await, Err(StoreError::NotFound)));
+}
+
+pub async fn message_fan_out(store: SharedStore) {
+    let a = app(Some("fan"));
+    store.insert_app(&a).await.unwrap();
+    let all = endpoint(&a.id);
+    let typed = Endpoint { event_types: Some(set(&["invoice.paid"])), ..endpoint(&a.id) };
+    let channeled = Endpoint { channels: Some(set(&["eu"])), ..endpoint(&a.id) };
+    let disabled = Endpoint { disabled: true, ..endpoint(&a.id) };
+    for ep in [&all, &typed, &channeled, &disabled] {
+        store.insert_endpoint(ep).await.unwrap();
+    }
+    let targets = |m: &hookline::store::CreatedMessage| {
+        m.endpoints.iter().map(|e| e.id.clone()).collect::<BTreeSet<_>>()
+    };
+
+    let req = |m: Message, lease: Option<Lease>| CreateMessage {
+        app_ref: "fan".into(),
+        new_app: None,
+        message: m,
+        lease,
+    };
+    let paid = store.create_message(req(message("invoice.paid", T0), Some(lease(at(60))))).await.unwrap();
+    assert_eq!(targets(&paid), [all.id.clone(), typed.id.clone()].into());
+    assert!(paid.leased);
+    assert_eq!(paid.message.app_id, a.id);
+    let d = store.get_delivery(&paid.message.id, &all.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.attempts, d.next_attempt), (DeliveryStatus::Sending, 0, Some(T0)));
+
+    let eu = Message { channels: Some(set(&["eu", "us"])), ..message("other", T0) };
+    let eu = store.create_message(req(eu, None)).await.unwrap();
+    assert_eq!(targets(&eu), [all.id.clone(), channeled.id.clone()].into());
+    assert!(!eu.leased);
+    let d = store.get_delivery(&eu.message.id, &channeled.id).await.unwrap().unwrap();
+    assert_eq!(d.status, DeliveryStatus::Pending);
+
+    // A delayed message is never leased up front.
+    let later = Message { deliver_at: Some(at(3600)), ..message("other", T0) };
+    let later = store.create_message(req(later, Some(lease(at(60))))).await.unwrap();
+    assert!(!later.leased);
+    assert_eq!(
+        store.get_delivery(&later.message.id, &all.id).await.unwrap().unwrap().next_attempt,
+        Some(at(3600))
+    );
+
+    // eventId is unique per application; lookups work by it.
+    let with_id = Message { event_id: Some("evt-1".into()), ..message("t", T0) };
+    store.create_message(req(with_id, None)).await.unwrap();
+    let again = Message { event_id: Some("evt-1".into()), ..message("t", T0) };
+    assert!(matches!(store.create_message(req(again, None)).await, Err(StoreError::Conflict(_))));
+    assert!(store.get_message(&a.id, "evt-1").await.unwrap().is_some());
+
+    // Unknown application: not found, unless one is to be created.
+    let orphan =
+        CreateMessage { app_ref: "ghost".into(), new_app: None, message: message("t", T0), lease: None };
+    assert!(matches!(store.create_message(orphan).await, Err(StoreError::NotFound)));
+    let created = CreateMessage {
+        app_ref: "ghost".into(),
+        new_app: Some(app(Some("ghost"))),
+        message: message("t", T0),
+        lease: None,
+    };
+    let m = store.create_message(created).await.unwrap();
+    assert_eq!(store.get_app("ghost").await.unwrap().unwrap().id, m.message.app_id);
+    assert!(m.endpoints.is_empty());
+}
+
+pub async fn claiming_and_leases(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let e1 = endpoint(&a.id);
+    let e2 = endpoint(&a.id);
+    store.insert_endpoint(&e1).await.unwrap();
+    store.insert_endpoint(&e2).await.unwrap();
+    let m = create(&store, &a.id, message("t", T0), None).await;
+    let delayed =
+        create(&store, &a.id, Message { deliver_at: Some(at(100)), ..message("t", T0) }, None).await;
+
+    assert_eq!(store.next_due(&[]).await.unwrap(), Some(T0));
+    // Skipped endpoints are neither claimed nor counted.
+    let claimed = store.claim_due(at(1), &lease(at(31)), 10, std::slice::from_ref(&e1.id)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (claimed[0].message.id.as_str(), claimed[0].endpoint.id.as_str()),
+        (m.id.as_str(), e2.id.as_str())
+    );
+    assert_eq!(claimed[0].message.payload.as_deref(), Some(&br#"{"a": 1}"#[..]));
+    assert_eq!(claimed[0].endpoint.headers, e1.headers);
+
+    let rest = store.claim_due(at(1), &lease(at(31)), 10, &[]).await.unwrap();
+    assert_eq!(rest.len(), 1, "the leased delivery is not claimed twice");
+    assert_eq!(rest[0].endpoint.id, e1.id);
+    assert!(store.claim_due(at(30), &lease(at(60)), 10, &[]).await.unwrap().is_empty());
+    assert_eq!(store.next_due(&[]).await.unwrap(), Some(at(31)));
+    // An expired lease makes the delivery claimable again.
+    assert_eq!(store.claim_due(at(31), &lease(at(61)), 10, &[]).await.unwrap().len(), 2);
+
+    // Release hands deliveries back; release_all clears every lease.
+    let key = DeliveryKey { msg_id: m.id.clone(), endpoint_id: e1.id.clone() };
+    store.release(std::slice::from_ref(&key), at(40)).await.unwrap();
+    assert_eq!(store.claim_due(at(40), &lease(at(70)), 10, &[]).await.unwrap().len(), 1);
+    assert_eq!(store.release_all(Some("someone-else")).await.unwrap(), 0);
+    assert_eq!(store.release_all(None).await.unwrap(), 2);
+    assert_eq!(store.claim_due(at(41), &lease(at(500)), 10, &[]).await.unwrap().len(), 2);
+
+    // The delayed message becomes claimable at its time, not before.
+    assert!(store.claim_due(at(99), &lease(at(200)), 10, &[]).await.unwrap().is_empty());
+    let due = store.claim_due(at(100), &lease(at(200)), 1, &[]).await.unwrap();
+    assert_eq!(due.len(), 1, "limit is honoured");
+    assert_eq!(due[0].message.id, delayed.id);
+
+    // Deliveries of a disabled endpoint are settled, never claimed.
+    store
+        .update_endpoint(&a.id, &e2.id, EndpointPatch { disabled: Some(true), ..Default::default() }, at(101))
+        .await
+        .unwrap();
+    let d = store.get_delivery(&delayed.id, &e2.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.next_attempt), (DeliveryStatus::Fail, None));
+    let left = store.claim_due(at(500), &lease(at(600)), 10, &[]).await.unwrap();
+    assert!(left.iter().all(|t| t.endpoint.id == e1.id), "nothing for the disabled endpoint");
+}
+
+pub async fn attempts_advance_deliveries(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let ep = endpoint(&a.id); // fixed policy: 3 retries 2 min apart, success on 200
+    store.insert_endpoint(&ep).await.unwrap();
+    let m = create(&store, &a.id, message("t", T0), Some(lease(at(30)))).await;
+
+    record(&store, &m, &ep, Trigger::Scheduled, 201, at(1)).await;
+    let d = store.get_delivery(&m.id, &ep.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.attempts, d.next_attempt), (DeliveryStatus::Pending, 1, Some(at(121))));
+    assert_eq!(store.next_due(&[]).await.unwrap(), Some(at(121)), "the lease ended with the attempt");
+
+    // A failing manual attempt leaves the schedule alone.
+    record(&store, &m, &ep, Trigger::Manual, 500, at(2)).await;
+    let d = store.get_delivery(&m.id, &ep.id).await.unwrap().unwrap();
+    assert_eq!((d.attempts, d.next_attempt), (1, Some(at(121))));
+
+    record(&store, &m, &ep, Trigger::Scheduled, 200, at(121)).await;
+    let d = store.get_delivery(&m.id, &ep.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.attempts, d.next_attempt), (DeliveryStatus::Success, 2, None));
+    assert_eq!(store.next_due(&[]).await.unwrap(), None);
+
+    let page = PageRequest::first(10, Order::Descending);
+    let all = AttemptFilter { msg_id: Some(m.id.clone()), ..Default::default() };
+    let listed = store.list_attempts(&a.id, &all, &page).await.unwrap();
+    let codes: Vec<u16> = listed.items.iter().map(|t| t.status_code).collect();
+    assert_eq!(codes, [200, 500, 201], "newest first");
+    assert_eq!(listed.items[1].trigger, Trigger::Manual);
+    let one = store.get_attempt(&a.id, &listed.items[0].id).await.unwrap().unwrap();
+    assert_eq!(one, listed.items[0]);
+    assert_eq!(store.get_attempt("app_other", &one.id).await.unwrap(), None, "scoped to its app");
+
+    let failed = AttemptFilter { status: Some(DeliveryStatus::Fail), ..all.clone() };
+    assert_eq!(store.list_attempts(&a.id, &failed, &page).await.unwrap().items.len(), 2);
+    let class_2xx = AttemptFilter { status_code_class: Some(200), ..all.clone() };
+    assert_eq!(store.list_attempts(&a.id, &class_2xx, &page).await.unwrap().items.len(), 2);
+    let class_5xx = AttemptFilter { status_code_class: Some(500), ..all.clone() };
+    assert_eq!(store.list_attempts(&a.id, &class_5xx, &page).await.unwrap().items.len(), 1);
+    let by_ep = AttemptFilter { endpoint_id: Some(ep.id.clone()), ..Default::default() };
+    assert_eq!(store.list_attempts(&a.id, &by_ep, &page).await.unwrap().items.len(), 3);
+
+    // Exhausting the schedule settles the delivery as failed.
+    let m2 = create(&store, &a.id, message("t", at(200)), None).await;
+    for k in 0..4 {
+        record(&store, &m2, &ep, Trigger::Scheduled, 503, at(200 + k * 120)).await;
+    }
+    let d = store.get_delivery(&m2.id, &ep.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.attempts, d.next_attempt), (DeliveryStatus::Fail, 4, None));
+
+    // An attempt that ends after its endpoint was disabled schedules nothing.
+    let m3 = create(&store, &a.id, message("t", at(300)), None).await;
+    store
+        .update_endpoint(&a.id, &ep.id, EndpointPatch { disabled: Some(true), ..Default::default() }, at(301))
+        .await
+        .unwrap();
+    record(&store, &m3, &ep, Trigger::Scheduled, 500, at(302)).await;
+    let d = store.get_delivery(&m3.id, &ep.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.next_attempt), (DeliveryStatus::Fail, None));
+}
+
+pub async fn listings_filter(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let ep = endpoint(&a.id);
+    store.insert_endpoint(&ep).await.unwrap();
+    let m1 =
+        create(&store, &a.id, Message { channels: Some(set(&["eu"])), ..message("x.created", at(10)) }, None)
+            .await;
+    let m2 =
+        create(&store, &a.id, Message { tags: Some(set(&["vip"])), ..message("x.paid", at(20)) }, None).await;
+    let m3 = create(&store, &a.id, message("x.paid", at(30)), None).await;
+    record(&store, &m3, &ep, Trigger::Scheduled, 200, at(31)).await;
+
+    let page = PageRequest::first(10, Order::Descending);
+    let ids = |p: hookline::store::Page<Message>| p.items.into_iter().map(|m| m.id).collect::<Vec<String>>();
+    let one = |m: &Message| vec![m.id.clone()];
+    let f = |f: MessageFilter| f;
+    let all = store.list_messages(&a.id, &f(MessageFilter::default()), &page).await.unwrap();
+    assert_eq!(ids(all), [m3.id.clone(), m2.id.clone(), m1.id.clone()]);
+    let paid = MessageFilter { event_types: Some(vec!["x.paid".into()]), ..Default::default() };
+    assert_eq!(ids(store.list_messages(&a.id, &paid, &page).await.unwrap()), [m3.id.clone(), m2.id.clone()]);
+    let eu = MessageFilter { channel: Some("eu".into()), ..Default::default() };
+    assert_eq!(ids(store.list_messages(&a.id, &eu, &page).await.unwrap()), one(&m1));
+    let vip = MessageFilter { tag: Some("vip".into()), ..Default::default() };
+    assert_eq!(ids(store.list_messages(&a.id, &vip, &page).await.unwrap()), one(&m2));
+    let window = MessageFilter { after: Some(at(10)), before: Some(at(30)), ..Default::default() };
+    assert_eq!(ids(store.list_messages(&a.id, &window, &page).await.unwrap()), one(&m2));
+
+    let delivered = DeliveryFilter { status: Some(DeliveryStatus::Success), ..Default::default() };
+    let rows = store.list_endpoint_deliveries(&a.id, &ep.id, &delivered, &page).await.unwrap();
+    assert_eq!(rows.items.len(), 1);
+    assert_eq!(rows.items[0].1.id, m3.id);
+    let pending = DeliveryFilter { status: Some(DeliveryStatus::Pending), ..Default::default() };
+    assert_eq!(store.list_endpoint_deliveries(&a.id, &ep.id, &pending, &page).await.unwrap().items.len(), 2);
+    let dests = store.list_message_deliveries(&a.id, &m3.id, &page).await.unwrap();
+    assert_eq!(dests.items.len(), 1);
+    assert_eq!(
+        (dests.items[0].0.status, dests.items[0].1.id.as_str()),
+        (DeliveryStatus::Success, ep.id.as_str())
+    );
+}
+
+/// One `#[tokio::test]` per check, for a backend given by a factory that
+/// returns a fresh store and whatever keeps it alive.
+macro_rules! conformance {
+    ($backend:ident, $factory:path) => {
+        mod $backend {
+            conformance!(@each $factory; tokens, applications, pagination, endpoints, message_fan_out,
+                claiming_and_leases, attempts_advance_deliveries, listings_filter);
+        }
+    };
+    (@each $factory:path; $($check:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let (store, _guard) = $factory().await;
+                super::$check(store).await;
+            }
+        )*
+    };
+}
+
+pub async fn sqlite_store() -> (SharedStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    (store, dir)
+}
+
+conformance!(sqlite, super::sqlite_store);
