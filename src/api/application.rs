@@ -1,13 +1,13 @@
 //! `/api/v1/app`: applications (tenants).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::Checks;
-use super::extract::{Principal, QueryParams, SvixJson, Validate, double_option};
+use super::extract::{Principal, QueryParams, SvixJson, SvixPath, Validate, double_option};
 use super::pagination::ListResponse;
 use super::{ApiError, ApiResult, ApiState};
 use crate::domain::id;
@@ -138,7 +138,7 @@ async fn create(
 async fn read(
     State(s): State<ApiState>,
     who: Principal,
-    Path(app_id): Path<String>,
+    SvixPath(app_id): SvixPath<String>,
 ) -> ApiResult<Json<ApplicationOut>> {
     Ok(Json(s.app(&who, &app_id).await?.into()))
 }
@@ -147,7 +147,7 @@ async fn read(
 async fn upsert(
     State(s): State<ApiState>,
     who: Principal,
-    Path(app_ref): Path<String>,
+    SvixPath(app_ref): SvixPath<String>,
     SvixJson(body): SvixJson<ApplicationIn>,
 ) -> ApiResult<(StatusCode, Json<ApplicationOut>)> {
     let mut spec = body.into_spec();
@@ -172,7 +172,7 @@ async fn upsert(
 async fn patch(
     State(s): State<ApiState>,
     who: Principal,
-    Path(app_ref): Path<String>,
+    SvixPath(app_ref): SvixPath<String>,
     SvixJson(body): SvixJson<ApplicationPatchIn>,
 ) -> ApiResult<Json<ApplicationOut>> {
     let app = s.app(&who, &app_ref).await?;
@@ -188,7 +188,7 @@ async fn patch(
 async fn remove(
     State(s): State<ApiState>,
     who: Principal,
-    Path(app_ref): Path<String>,
+    SvixPath(app_ref): SvixPath<String>,
 ) -> ApiResult<StatusCode> {
     let app = s.app(&who, &app_ref).await?;
     match s.service.delete_app(&app).await {

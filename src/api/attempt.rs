@@ -1,13 +1,13 @@
 //! Message attempts: the attempt log, where each message went, and resend.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
 use super::endpoint::EndpointOut;
-use super::extract::{Principal, QueryParams};
+use super::extract::{Principal, QueryParams, SvixPath};
 use super::message::MessageOut;
 use super::pagination::ListResponse;
 use super::{ApiError, ApiResult, ApiState};
@@ -111,7 +111,7 @@ fn attempt_filter(q: &QueryParams) -> ApiResult<AttemptFilter> {
 async fn list_by_message(
     State(s): State<ApiState>,
     who: Principal,
-    Path((app_ref, msg_ref)): Path<(String, String)>,
+    SvixPath((app_ref, msg_ref)): SvixPath<(String, String)>,
     q: QueryParams,
 ) -> ApiResult<Json<ListResponse<AttemptOut>>> {
     let app = s.app(&who, &app_ref).await?;
@@ -129,7 +129,7 @@ async fn list_by_message(
 async fn list_by_endpoint(
     State(s): State<ApiState>,
     who: Principal,
-    Path((app_ref, ep_ref)): Path<(String, String)>,
+    SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
     q: QueryParams,
 ) -> ApiResult<Json<ListResponse<AttemptOut>>> {
     let app = s.app(&who, &app_ref).await?;
@@ -154,7 +154,7 @@ async fn list_by_endpoint(
 async fn read(
     State(s): State<ApiState>,
     who: Principal,
-    Path((app_ref, msg_ref, attempt_id)): Path<(String, String, String)>,
+    SvixPath((app_ref, msg_ref, attempt_id)): SvixPath<(String, String, String)>,
 ) -> ApiResult<Json<AttemptOut>> {
     let app = s.app(&who, &app_ref).await?;
     let msg = s.message(&app, &msg_ref).await?;
@@ -173,7 +173,7 @@ async fn read(
 async fn destinations(
     State(s): State<ApiState>,
     who: Principal,
-    Path((app_ref, msg_ref)): Path<(String, String)>,
+    SvixPath((app_ref, msg_ref)): SvixPath<(String, String)>,
     q: QueryParams,
 ) -> ApiResult<Json<ListResponse<WithDelivery<EndpointOut>>>> {
     let app = s.app(&who, &app_ref).await?;
@@ -190,7 +190,7 @@ async fn destinations(
 async fn endpoint_messages(
     State(s): State<ApiState>,
     who: Principal,
-    Path((app_ref, ep_ref)): Path<(String, String)>,
+    SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
     q: QueryParams,
 ) -> ApiResult<Json<ListResponse<WithDelivery<MessageOut>>>> {
     let app = s.app(&who, &app_ref).await?;
@@ -222,7 +222,7 @@ struct Empty {}
 async fn resend(
     State(s): State<ApiState>,
     who: Principal,
-    Path((app_ref, msg_ref, ep_ref)): Path<(String, String, String)>,
+    SvixPath((app_ref, msg_ref, ep_ref)): SvixPath<(String, String, String)>,
 ) -> ApiResult<(StatusCode, Json<Empty>)> {
     let app = s.app(&who, &app_ref).await?;
     let msg = s.message(&app, &msg_ref).await?;

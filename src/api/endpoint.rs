@@ -4,14 +4,14 @@
 //! "200", "timeout": seconds}`) on create, update and patch; `null` or
 //! absent means the server default (seed 004's exponential schedule).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::Checks;
-use super::extract::{Principal, QueryParams, SvixJson, Validate, double_option};
+use super::extract::{Principal, QueryParams, SvixJson, SvixPath, Validate, double_option};
 use super::pagination::ListResponse;
 use super::{ApiError, ApiResult, ApiState};
 use crate::domain::id;
@@ -223,7 +223,7 @@ impl From<Endpoint> for EndpointOut {
 async fn list(
     State(s): State<ApiState>,
     who: Principal,
-    Path(app_ref): Path<String>,
+    SvixPath(app_ref): SvixPath<String>,
     q: QueryParams,
 ) -> ApiResult<Json<ListResponse<EndpointOut>>> {
     let app = s.app(&who, &app_ref).await?;
@@ -234,7 +234,7 @@ async fn list(
 async fn create(
     State(s): State<ApiState>,
     who: Principal,
-    Path(app_ref): Path<String>,
+    SvixPath(app_ref): SvixPath<String>,
     SvixJson(body): SvixJson<EndpointIn>,
 ) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
     let app = s.app(&who, &app_ref).await?;
@@ -245,7 +245,7 @@ async fn create(
 async fn read(
     State(s): State<ApiState>,
     who: Principal,
-    Path((app_ref, ep_ref)): Path<(String, String)>,
+    SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
 ) -> ApiResult<Json<EndpointOut>> {
     let app = s.app(&who, &app_ref).await?;
     Ok(Json(s.endpoint(&app, &ep_ref).await?.into()))
@@ -255,7 +255,7 @@ async fn read(
 async fn upsert(
     State(s): State<ApiState>,
     who: Principal,
-    Path((app_ref, ep_ref)): Path<(String, String)>,
+    SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<EndpointIn>,
 ) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
     let app = s.app(&who, &app_ref).await?;
@@ -282,7 +282,7 @@ async fn upsert(
 async fn patch(
     State(s): State<ApiState>,
     who: Principal,
-    Path((app_ref, ep_ref)): Path<(String, String)>,
+    SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<EndpointPatchIn>,
 ) -> ApiResult<Json<EndpointOut>> {
     let app = s.app(&who, &app_ref).await?;
@@ -305,7 +305,7 @@ async fn patch(
 async fn remove(
     State(s): State<ApiState>,
     who: Principal,
-    Path((app_ref, ep_ref)): Path<(String, String)>,
+    SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let app = s.app(&who, &app_ref).await?;
     let ep = s.endpoint(&app, &ep_ref).await?;
@@ -321,7 +321,7 @@ struct SecretOut {
 async fn secret(
     State(s): State<ApiState>,
     who: Principal,
-    Path((app_ref, ep_ref)): Path<(String, String)>,
+    SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
 ) -> ApiResult<Json<SecretOut>> {
     let app = s.app(&who, &app_ref).await?;
     let ep = s.endpoint(&app, &ep_ref).await?;
@@ -344,7 +344,7 @@ fn is_sensitive(name: &str) -> bool {
 async fn headers(
     State(s): State<ApiState>,
     who: Principal,
-    Path((app_ref, ep_ref)): Path<(String, String)>,
+    SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
 ) -> ApiResult<Json<HeadersOut>> {
     let app = s.app(&who, &app_ref).await?;
     let ep = s.endpoint(&app, &ep_ref).await?;
@@ -371,7 +371,7 @@ impl Validate for HeadersIn {
 async fn put_headers(
     State(s): State<ApiState>,
     who: Principal,
-    Path(path): Path<(String, String)>,
+    SvixPath(path): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<HeadersIn>,
 ) -> ApiResult<StatusCode> {
     write_headers(s, who, path, body, true).await
@@ -380,7 +380,7 @@ async fn put_headers(
 async fn patch_headers(
     State(s): State<ApiState>,
     who: Principal,
-    Path(path): Path<(String, String)>,
+    SvixPath(path): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<HeadersIn>,
 ) -> ApiResult<StatusCode> {
     write_headers(s, who, path, body, false).await

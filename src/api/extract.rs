@@ -208,3 +208,22 @@ where
 {
     <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
 }
+
+/// Path parameters; a malformed one (bad percent-encoding, invalid UTF-8)
+/// is a Svix-shaped 400 instead of axum's plain-text rejection.
+pub struct SvixPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for SvixPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| SvixPath(p.0))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}

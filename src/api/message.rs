@@ -4,7 +4,7 @@
 //! and key order included): that is what receivers get and what they verify
 //! signatures against.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use super::application::ApplicationIn;
 use super::error::Checks;
-use super::extract::{Principal, QueryParams, SvixJson, Validate};
+use super::extract::{Principal, QueryParams, SvixJson, SvixPath, Validate};
 use super::pagination::ListResponse;
 use super::{ApiError, ApiResult, ApiState};
 use crate::domain::model::{Message, NameSet, NewMessage, Scope};
@@ -117,7 +117,7 @@ fn raw_json(bytes: &Bytes) -> Box<RawValue> {
 async fn create(
     State(s): State<ApiState>,
     who: Principal,
-    Path(app_ref): Path<String>,
+    SvixPath(app_ref): SvixPath<String>,
     q: QueryParams,
     SvixJson(body): SvixJson<MessageIn>,
 ) -> ApiResult<(StatusCode, Json<MessageOut>)> {
@@ -146,7 +146,7 @@ async fn create(
 async fn list(
     State(s): State<ApiState>,
     who: Principal,
-    Path(app_ref): Path<String>,
+    SvixPath(app_ref): SvixPath<String>,
     q: QueryParams,
 ) -> ApiResult<Json<ListResponse<MessageOut>>> {
     let app = s.app(&who, &app_ref).await?;
@@ -165,7 +165,7 @@ async fn list(
 async fn read(
     State(s): State<ApiState>,
     who: Principal,
-    Path((app_ref, msg_ref)): Path<(String, String)>,
+    SvixPath((app_ref, msg_ref)): SvixPath<(String, String)>,
     q: QueryParams,
 ) -> ApiResult<Json<MessageOut>> {
     let app = s.app(&who, &app_ref).await?;

@@ -407,6 +407,10 @@ async fn bad_input_gets_svix_shaped_4xx() {
     assert_eq!(t.post(&format!("/api/v1/app/{app}/msg"), m.clone()).await.0, 202);
     assert_eq!(t.post(&format!("/api/v1/app/{app}/msg"), m).await.0, 409);
 
+    // A path segment that is not valid UTF-8.
+    let (status, body) = t.call(Method::GET, "/api/v1/app/%FF", None).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("bad_request")));
+
     // Wrong method on a known path.
     let (status, body) = t.call(Method::DELETE, "/api/v1/app", None).await;
     assert_eq!((status.as_u16(), body["code"].as_str()), (405, Some("method_not_allowed")));
