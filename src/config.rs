@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::dispatch::DispatchConfig;
+use crate::service::ServiceConfig;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -18,6 +19,12 @@ pub struct ServerConfig {
     /// Largest message payload accepted, in bytes (413 above).
     pub max_payload_bytes: usize,
     pub dispatch: DispatchConfig,
+    pub service: ServiceConfig,
+    /// Base URL of this server as users reach it (for app-portal links).
+    pub public_url: Option<String>,
+    /// Make sure the operational-webhook application has an endpoint for
+    /// this URL.
+    pub operational_webhook_url: Option<String>,
     /// How long in-flight attempts get to finish on shutdown.
     pub shutdown_grace: Duration,
 }
@@ -34,6 +41,9 @@ impl ServerConfig {
             admin_token: None,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD,
             dispatch: DispatchConfig::default(),
+            service: ServiceConfig::default(),
+            public_url: None,
+            operational_webhook_url: None,
             shutdown_grace: Duration::from_secs(10),
         }
     }

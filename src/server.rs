@@ -1,4 +1,5 @@
-//! Wiring: open the store, start the dispatcher, serve the API.
+//! Wiring: open the store, start the dispatcher and the background work,
+//! serve the API.
 //!
 //! Used by `hookline serve` and by the tests, which start servers in-process
 //! with a [`ManualClock`](crate::clock::ManualClock).
@@ -10,8 +11,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::ServiceExt;
 use axum::extract::Request;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
 
@@ -19,19 +21,24 @@ use crate::api;
 use crate::clock::SharedClock;
 use crate::config::ServerConfig;
 use crate::dispatch::Dispatcher;
-use crate::domain::model::Scope;
+use crate::domain::model::{AppSpec, EndpointSpec, Scope};
+use crate::maintenance::Maintenance;
+use crate::operational::{self, Emitter};
 use crate::service::Service;
 use crate::store::SharedStore;
 use crate::store::sqlite::SqliteStore;
+use crate::telemetry;
 
 pub struct Server {
     pub addr: SocketAddr,
     pub service: Arc<Service>,
     /// The admin token created on first start, if this was it.
     pub new_admin_token: Option<String>,
+    pub maintenance: Maintenance,
     cfg: ServerConfig,
-    stop: oneshot::Sender<()>,
+    stop: watch::Sender<bool>,
     http: JoinHandle<()>,
+    background: TaskTracker,
     /// Held for the server's lifetime: one process per data directory.
     _lock: File,
 }
@@ -52,6 +59,7 @@ fn lock_data_dir(cfg: &ServerConfig) -> anyhow::Result<File> {
 impl Server {
     pub async fn start(cfg: ServerConfig, clock: SharedClock) -> anyhow::Result<Server> {
         let lock = lock_data_dir(&cfg)?;
+        telemetry::install();
         let store: SharedStore = Arc::new(SqliteStore::open(&cfg.data_dir)?);
         // Embedded store, single node: any lease left over belonged to a
         // previous run of this process, which is gone.
@@ -60,28 +68,49 @@ impl Server {
             tracing::info!(released, "resuming deliveries that were in flight at the last stop");
         }
 
-        let dispatcher = Dispatcher::start(Arc::clone(&store), Arc::clone(&clock), cfg.dispatch.clone());
-        let service = Arc::new(Service::new(Arc::clone(&store), dispatcher, clock));
+        let (events, event_rx) = Emitter::channel();
+        let dispatcher =
+            Dispatcher::start(Arc::clone(&store), Arc::clone(&clock), cfg.dispatch.clone(), events.clone());
+        let service = Arc::new(Service::new(
+            Arc::clone(&store),
+            dispatcher.clone(),
+            Arc::clone(&clock),
+            cfg.service.clone(),
+            events,
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let background = TaskTracker::new();
+        background.spawn(operational::forward(event_rx, Arc::downgrade(&service)));
+        let maintenance =
+            Maintenance { store: Arc::clone(&store), clock, dispatcher, retention: cfg.service.retention };
+        maintenance.clone().spawn(&background, stopped.clone());
+
         let new_admin_token = match &cfg.admin_token {
             Some(token) => {
                 service.ensure_admin_token(token).await?;
                 None
             }
-            None if !store.has_admin_token().await? => Some(service.create_token(&Scope::Admin).await?),
+            None if !store.has_admin_token().await? => Some(service.create_token(&Scope::Admin, None).await?),
             None => None,
         };
+        if let Some(url) = &cfg.operational_webhook_url {
+            ensure_operational_endpoint(&service, url).await?;
+        }
 
-        let app = NormalizePathLayer::trim_trailing_slash()
-            .layer(api::router(Arc::clone(&service), cfg.max_payload_bytes));
+        let app = NormalizePathLayer::trim_trailing_slash().layer(api::router(
+            Arc::clone(&service),
+            cfg.max_payload_bytes,
+            cfg.public_url.clone(),
+        ));
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
+        let mut http_stopped = stopped;
         let http = tokio::spawn(async move {
             let served = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
+                .with_graceful_shutdown(async move {
+                    let _ = http_stopped.changed().await;
                 })
                 .await;
             if let Err(e) = served {
@@ -89,7 +118,7 @@ impl Server {
             }
         });
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "hookline serving");
-        Ok(Server { addr, service, new_admin_token, cfg, stop, http, _lock: lock })
+        Ok(Server { addr, service, new_admin_token, maintenance, cfg, stop, http, background, _lock: lock })
     }
 
     pub fn url(&self) -> String {
@@ -99,8 +128,31 @@ impl Server {
     /// Graceful stop: no new requests, in-flight requests and attempts get
     /// `shutdown_grace` to finish, queued work goes back to the store.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(());
+        let _ = self.stop.send(true);
         let _ = tokio::time::timeout(self.cfg.shutdown_grace, self.http).await;
         self.service.dispatcher.shutdown(self.cfg.shutdown_grace).await;
+        self.background.close();
+        let _ = tokio::time::timeout(self.cfg.shutdown_grace, self.background.wait()).await;
     }
+}
+
+/// The operational-webhook application, with an endpoint for `url`.
+async fn ensure_operational_endpoint(service: &Service, url: &str) -> anyhow::Result<()> {
+    let app = match service.store.get_app(operational::APP_UID).await? {
+        Some(app) => app,
+        None => {
+            let spec = AppSpec {
+                uid: Some(operational::APP_UID.into()),
+                name: "Hookline operational webhooks".into(),
+                ..Default::default()
+            };
+            service.create_app(spec).await?
+        }
+    };
+    if !service.all_endpoints(&app.id).await?.iter().any(|e| e.url == url) {
+        let spec = EndpointSpec { url: url.to_owned(), ..Default::default() };
+        let ep = service.create_endpoint(&app.id, spec).await?;
+        tracing::info!(endpoint_id = %ep.id, url, "operational webhook endpoint created");
+    }
+    Ok(())
 }

@@ -7,26 +7,57 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use bytes::Bytes;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::clock::SharedClock;
 use crate::dispatch::Dispatcher;
 use crate::domain::id;
 use crate::domain::model::{
-    App, AppPatch, AppSpec, Endpoint, EndpointPatch, EndpointSpec, Message, NewMessage, Scope,
+    App, AppPatch, AppSpec, Endpoint, EndpointPatch, EndpointSpec, EventType, EventTypePatch, Message,
+    NewMessage, Rotation, Scope, Task,
 };
-use crate::domain::signing;
+use crate::domain::signing::{self, SecretKind};
 use crate::domain::time::Timestamp;
-use crate::store::{CreateMessage, DeliveryTask, SharedStore, Store, StoreError, StoreResult};
+use crate::operational::{self, Emitter};
+use crate::store::{CreateMessage, DeliveryTask, RequeueFilter, SharedStore, Store, StoreError, StoreResult};
+use crate::telemetry;
+
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// Default payload retention (a message may ask for less).
+    pub retention: Duration,
+    /// How long a rotated-out secret keeps signing.
+    pub rotation_grace: Duration,
+    /// Lifetime of app-portal tokens unless the request sets `expiry`.
+    pub portal_token_ttl: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            retention: Duration::from_secs(90 * 24 * 3600),
+            rotation_grace: Duration::from_secs(24 * 3600),
+            portal_token_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// How long a validated token is trusted from memory before the store is
+/// asked again (bounds how long a revoked token keeps working elsewhere).
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
 
 pub struct Service {
     pub store: SharedStore,
     pub dispatcher: Dispatcher,
     pub clock: SharedClock,
-    /// Token hash → scope, for tokens seen valid. Tokens are never revoked
-    /// without a restart yet, so entries never go stale.
-    tokens: Mutex<HashMap<String, Scope>>,
+    pub cfg: ServiceConfig,
+    events: Emitter,
+    /// Token hash → (scope, trusted until).
+    tokens: Mutex<HashMap<String, (Scope, Timestamp)>>,
 }
 
 /// API tokens are `hl_` followed by 40 random alphanumerics (~238 bits).
@@ -38,20 +69,38 @@ pub fn generate_token() -> String {
 }
 
 /// Create and store a token with `scope`; usable without a running server.
-pub async fn create_token(store: &dyn Store, scope: &Scope, now: Timestamp) -> StoreResult<String> {
+pub async fn create_token(
+    store: &dyn Store,
+    scope: &Scope,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> StoreResult<String> {
     let token = generate_token();
-    store.insert_token(&token_hash(&token), scope, now).await?;
+    store.insert_token(&token_hash(&token), scope, expires_at, now).await?;
     Ok(token)
 }
 
-fn token_hash(token: &str) -> String {
+pub fn token_hash(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Which deliveries a bulk replay sends again.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayRequest {
+    pub filter: RequeueFilter,
+    pub dry_run: bool,
+}
+
 impl Service {
-    pub fn new(store: SharedStore, dispatcher: Dispatcher, clock: SharedClock) -> Self {
-        Service { store, dispatcher, clock, tokens: Mutex::new(HashMap::new()) }
+    pub fn new(
+        store: SharedStore,
+        dispatcher: Dispatcher,
+        clock: SharedClock,
+        cfg: ServiceConfig,
+        events: Emitter,
+    ) -> Self {
+        Service { store, dispatcher, clock, cfg, events, tokens: Mutex::new(HashMap::new()) }
     }
 
     pub fn now(&self) -> Timestamp {
@@ -60,37 +109,65 @@ impl Service {
 
     // --- tokens ---
 
-    /// Store a token (its hash) with a scope.
-    pub async fn add_token(&self, token: &str, scope: &Scope) -> StoreResult<()> {
-        self.store.insert_token(&token_hash(token), scope, self.now()).await
-    }
-
     /// A new random token with `scope`; the only time it is ever shown.
-    pub async fn create_token(&self, scope: &Scope) -> StoreResult<String> {
-        create_token(&*self.store, scope, self.now()).await
+    pub async fn create_token(&self, scope: &Scope, ttl: Option<Duration>) -> StoreResult<String> {
+        let now = self.now();
+        create_token(&*self.store, scope, ttl.map(|d| now.plus(d)), now).await
     }
 
     /// Make sure `token` is a valid admin token (for `--admin-token`).
     pub async fn ensure_admin_token(&self, token: &str) -> StoreResult<()> {
-        match self.store.find_token(&token_hash(token)).await? {
+        let hash = token_hash(token);
+        match self.store.find_token(&hash, self.now()).await? {
             Some(Scope::Admin) => Ok(()),
             Some(Scope::App(_)) => {
                 Err(StoreError::Conflict("that token is scoped to one application".into()))
             }
-            None => self.add_token(token, &Scope::Admin).await,
+            None => self.store.insert_token(&hash, &Scope::Admin, None, self.now()).await,
         }
     }
 
     pub async fn authenticate(&self, token: &str) -> StoreResult<Option<Scope>> {
         let hash = token_hash(token);
-        if let Some(scope) = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(&hash) {
+        let now = self.now();
+        if let Some((scope, until)) = self.lock_tokens().get(&hash)
+            && *until > now
+        {
             return Ok(Some(scope.clone()));
         }
-        let found = self.store.find_token(&hash).await?;
-        if let Some(scope) = &found {
-            self.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(hash, scope.clone());
+        let found = self.store.find_token(&hash, now).await?;
+        let mut cache = self.lock_tokens();
+        match &found {
+            Some(scope) => {
+                cache.insert(hash, (scope.clone(), now.plus(TOKEN_CACHE_TTL)));
+            }
+            None => {
+                cache.remove(&hash);
+            }
         }
         Ok(found)
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Scope, Timestamp)>> {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Invalidate the token the caller used (app-scoped tokens only: an
+    /// admin locking itself out by accident helps nobody).
+    pub async fn logout(&self, token: &str, scope: &Scope) -> StoreResult<()> {
+        if *scope == Scope::Admin {
+            return Err(StoreError::Conflict(
+                "admin tokens cannot log out; only app-portal tokens can".into(),
+            ));
+        }
+        let hash = token_hash(token);
+        self.lock_tokens().remove(&hash);
+        self.store.delete_token(&hash).await.map(|_| ())
+    }
+
+    /// A token and URL giving access to one application only (app portal).
+    pub async fn app_portal_access(&self, app: &App, ttl: Option<Duration>) -> StoreResult<String> {
+        self.create_token(&Scope::App(app.id.clone()), Some(ttl.unwrap_or(self.cfg.portal_token_ttl))).await
     }
 
     // --- applications ---
@@ -119,23 +196,24 @@ impl Service {
     }
 
     pub async fn delete_app(&self, app: &App) -> StoreResult<()> {
-        let endpoints = self.all_endpoint_ids(&app.id).await?;
+        let endpoints = self.all_endpoints(&app.id).await?;
         self.store.delete_app(&app.id).await?;
         for ep in endpoints {
-            self.dispatcher.endpoint_stopped(&ep);
+            self.dispatcher.endpoint_stopped(&ep.id);
+            self.events.emit(operational::endpoint_event("endpoint.deleted", &ep));
         }
         Ok(())
     }
 
-    async fn all_endpoint_ids(&self, app_id: &str) -> StoreResult<Vec<String>> {
-        let mut ids = Vec::new();
+    pub async fn all_endpoints(&self, app_id: &str) -> StoreResult<Vec<Endpoint>> {
+        let mut all = Vec::new();
         let mut page = crate::store::PageRequest::first(250, crate::store::Order::Ascending);
         loop {
             let p = self.store.list_endpoints(app_id, &page).await?;
-            ids.extend(p.items.iter().map(|e| e.id.clone()));
-            match (p.more, ids.last()) {
-                (true, Some(last)) => page.cursor = Some(crate::store::Cursor::After(last.clone())),
-                _ => return Ok(ids),
+            all.extend(p.items);
+            match (p.more, all.last()) {
+                (true, Some(last)) => page.cursor = Some(crate::store::Cursor::After(last.id.clone())),
+                _ => return Ok(all),
             }
         }
     }
@@ -146,7 +224,7 @@ impl Service {
         let now = self.now();
         let secret = match spec.secret {
             Some(s) => s,
-            None => signing::generate_secret(),
+            None => signing::generate_secret(spec.secret_kind),
         };
         let ep = Endpoint {
             id: id::new_id(id::ENDPOINT, now),
@@ -161,11 +239,14 @@ impl Service {
             headers: spec.headers,
             throttle_rate: spec.throttle_rate,
             secret,
+            old_secrets: Vec::new(),
             retry_policy: spec.retry_policy,
+            failing_since: None,
             created_at: now,
             updated_at: now,
         };
         self.store.insert_endpoint(&ep).await?;
+        self.events.emit(operational::endpoint_event("endpoint.created", &ep));
         Ok(ep)
     }
 
@@ -179,20 +260,58 @@ impl Service {
         if ep.disabled {
             self.dispatcher.endpoint_stopped(&ep.id);
         }
+        self.events.emit(operational::endpoint_event("endpoint.updated", &ep));
         Ok(ep)
     }
 
     pub async fn delete_endpoint(&self, app_id: &str, id: &str) -> StoreResult<()> {
-        self.store.delete_endpoint(app_id, id).await?;
-        self.dispatcher.endpoint_stopped(id);
+        let ep = self.store.get_endpoint(app_id, id).await?.ok_or(StoreError::NotFound)?;
+        self.store.delete_endpoint(app_id, &ep.id).await?;
+        self.dispatcher.endpoint_stopped(&ep.id);
+        self.events.emit(operational::endpoint_event("endpoint.deleted", &ep));
         Ok(())
+    }
+
+    /// Replace the endpoint's secret with `key` (or a fresh one of `kind`,
+    /// by default the current secret's kind); the old secret keeps signing
+    /// for the grace period, so receivers can switch without losing a message.
+    pub async fn rotate_secret(
+        &self,
+        ep: &Endpoint,
+        key: Option<String>,
+        kind: Option<SecretKind>,
+        grace: Option<Duration>,
+    ) -> StoreResult<Endpoint> {
+        let now = self.now();
+        let new_secret =
+            key.unwrap_or_else(|| signing::generate_secret(kind.unwrap_or(signing::kind_of(&ep.secret))));
+        let rotation =
+            Rotation { new_secret, old_valid_until: now.plus(grace.unwrap_or(self.cfg.rotation_grace)) };
+        let patch = EndpointPatch { rotate: Some(rotation), ..Default::default() };
+        self.store.update_endpoint(&ep.app_id, &ep.id, patch, now).await
     }
 
     // --- messages ---
 
     /// Store a message durably, then start delivering it. Returns once it
-    /// is committed; the attempts happen in the background.
-    pub async fn create_message(&self, app_ref: &str, new: NewMessage) -> StoreResult<Arc<Message>> {
+    /// is committed; the attempts happen in the background. With an
+    /// idempotency key, a repeat within 24 h returns the first message.
+    pub async fn create_message(
+        &self,
+        app_ref: &str,
+        new: NewMessage,
+        idempotency_key: Option<String>,
+    ) -> StoreResult<Arc<Message>> {
+        self.insert_message(app_ref, new, idempotency_key, None).await
+    }
+
+    async fn insert_message(
+        &self,
+        app_ref: &str,
+        new: NewMessage,
+        idempotency_key: Option<String>,
+        only_endpoint: Option<String>,
+    ) -> StoreResult<Arc<Message>> {
         let now = self.now();
         let new_app = new.create_app.map(|spec| {
             let mut app = self.new_app(spec);
@@ -202,6 +321,7 @@ impl Service {
             }
             app
         });
+        let retention = new.retention.unwrap_or(self.cfg.retention).min(self.cfg.retention);
         let message = Message {
             id: id::new_id(id::MESSAGE, now),
             app_id: String::new(),
@@ -212,14 +332,21 @@ impl Service {
             payload: Some(new.payload),
             created_at: now,
             deliver_at: new.deliver_at.filter(|t| *t > now),
+            expires_at: Some(now.plus(retention)),
         };
         let req = CreateMessage {
             app_ref: app_ref.to_owned(),
             new_app,
             message,
             lease: Some(self.dispatcher.fresh_lease()),
+            only_endpoint,
+            idempotency_key,
         };
         let created = self.store.create_message(req).await?;
+        if created.existing {
+            return Ok(created.message);
+        }
+        telemetry::message_ingested();
         if created.leased {
             let tasks = created
                 .endpoints
@@ -247,5 +374,177 @@ impl Service {
         }
         self.dispatcher.resend(DeliveryTask { message: Arc::new(msg), endpoint: Arc::new(ep) });
         Ok(())
+    }
+
+    /// Send an example of `event_type` to this endpoint only. The payload is
+    /// the event type's schema example `example_index` if it has one, else
+    /// `payload`, else a placeholder saying it is an example.
+    pub async fn send_example(
+        &self,
+        ep: &Endpoint,
+        event_type: &str,
+        example_index: usize,
+        payload: Option<serde_json::Value>,
+    ) -> StoreResult<Arc<Message>> {
+        if ep.disabled {
+            return Err(StoreError::Conflict("the endpoint is disabled".into()));
+        }
+        let et = self.store.get_event_type(event_type).await?;
+        let example = et
+            .as_ref()
+            .and_then(|et| et.schemas.as_ref())
+            .and_then(|schemas| schema_example(schemas, example_index));
+        let body = example.or(payload).unwrap_or_else(
+            || json!({"message": format!("This is an example {event_type} event sent by Hookline.")}),
+        );
+        let new = NewMessage {
+            event_type: event_type.to_owned(),
+            event_id: None,
+            channels: None,
+            tags: None,
+            payload: Bytes::from(body.to_string()),
+            deliver_at: None,
+            create_app: None,
+            retention: None,
+        };
+        self.insert_message(&ep.app_id, new, None, Some(ep.id.clone())).await
+    }
+
+    // --- sending again, in bulk ---
+
+    async fn record_task(&self, kind: &str, data: serde_json::Value) -> StoreResult<Task> {
+        let now = self.now();
+        let task = Task {
+            id: id::new_id(id::TASK, now),
+            kind: kind.to_owned(),
+            status: "finished".into(),
+            data,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_task(&task).await?;
+        Ok(task)
+    }
+
+    fn check_enabled(ep: &Endpoint) -> StoreResult<()> {
+        if ep.disabled {
+            return Err(StoreError::Conflict("the endpoint is disabled; enable it first".into()));
+        }
+        Ok(())
+    }
+
+    /// Send every failed delivery of the endpoint in [since, until) again,
+    /// with a fresh retry schedule.
+    pub async fn recover(
+        &self,
+        ep: &Endpoint,
+        since: Timestamp,
+        until: Option<Timestamp>,
+    ) -> StoreResult<Task> {
+        Self::check_enabled(ep)?;
+        let filter = RequeueFilter {
+            since,
+            until,
+            statuses: Some(vec![crate::domain::model::DeliveryStatus::Fail]),
+            ..Default::default()
+        };
+        let now = self.now();
+        let count = self.store.requeue(&ep.app_id, &ep.id, &filter, now, false).await?;
+        self.dispatcher.wake_at(now);
+        self.record_task("endpoint.recover", json!({"count": count})).await
+    }
+
+    /// Send the endpoint what it never received in [since, until): messages
+    /// it would have wanted but has no delivery for (created before it
+    /// existed, or while it was disabled).
+    pub async fn replay_missing(
+        &self,
+        ep: &Endpoint,
+        since: Timestamp,
+        until: Option<Timestamp>,
+    ) -> StoreResult<Task> {
+        Self::check_enabled(ep)?;
+        let now = self.now();
+        let count = self.store.replay_missing(ep, since, until, now).await?;
+        self.dispatcher.wake_at(now);
+        self.record_task("endpoint.replay", json!({"count": count})).await
+    }
+
+    /// Send again every settled delivery matching the filter; with
+    /// `dry_run`, only count them. Returns the task (its data carries the
+    /// count) and the count.
+    pub async fn bulk_replay(&self, ep: &Endpoint, req: &ReplayRequest) -> StoreResult<(Task, u64)> {
+        Self::check_enabled(ep)?;
+        let now = self.now();
+        let count = self.store.requeue(&ep.app_id, &ep.id, &req.filter, now, req.dry_run).await?;
+        if !req.dry_run {
+            self.dispatcher.wake_at(now);
+        }
+        let task =
+            self.record_task("endpoint.bulk-replay", json!({"count": count, "dryRun": req.dry_run})).await?;
+        Ok((task, count))
+    }
+
+    /// Erase every payload and response body of the application, now.
+    pub async fn expunge_app(&self, app: &App) -> StoreResult<Task> {
+        let count = self.store.expunge_app_content(&app.id).await?;
+        self.record_task("application.purge_content", json!({"messages": count})).await
+    }
+
+    // --- event types ---
+
+    pub async fn create_event_type(&self, mut et: EventType) -> StoreResult<EventType> {
+        let now = self.now();
+        et.created_at = now;
+        et.updated_at = now;
+        self.store.insert_event_type(&et).await?;
+        Ok(et)
+    }
+
+    pub async fn update_event_type(&self, name: &str, patch: EventTypePatch) -> StoreResult<EventType> {
+        self.store.update_event_type(name, patch, self.now()).await
+    }
+
+    /// Archive (hide, keep) or, with `expunge`, delete for good.
+    pub async fn delete_event_type(&self, name: &str, expunge: bool) -> StoreResult<()> {
+        if expunge {
+            return self.store.delete_event_type(name).await;
+        }
+        let patch = EventTypePatch { archived: Some(true), ..Default::default() };
+        self.update_event_type(name, patch).await.map(|_| ())
+    }
+}
+
+/// `schemas` is `{"<version>": {…, "examples": [...]}}`; take the newest
+/// version's example at `index`.
+fn schema_example(schemas: &serde_json::Value, index: usize) -> Option<serde_json::Value> {
+    let versions = schemas.as_object()?;
+    let newest = versions.keys().max_by_key(|k| k.parse::<u64>().unwrap_or(0))?;
+    versions[newest].get("examples")?.get(index).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples_come_from_the_newest_schema_version() {
+        let schemas = json!({
+            "1": {"type": "object", "examples": [{"v": 1}]},
+            "2": {"type": "object", "examples": [{"v": 2}, {"v": 22}]},
+        });
+        assert_eq!(schema_example(&schemas, 0), Some(json!({"v": 2})));
+        assert_eq!(schema_example(&schemas, 1), Some(json!({"v": 22})));
+        assert_eq!(schema_example(&schemas, 5), None);
+        assert_eq!(schema_example(&json!({"1": {"type": "object"}}), 0), None);
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let a = generate_token();
+        assert!(a.starts_with("hl_") && a.len() == 43);
+        assert_ne!(a, generate_token());
+        assert_eq!(token_hash(&a).len(), 64);
+        assert_ne!(token_hash(&a), token_hash(&generate_token()));
     }
 }

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
@@ -20,6 +20,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/app/{app_id}/attempt/msg/{msg_id}", get(list_by_message))
         .route("/api/v1/app/{app_id}/attempt/endpoint/{endpoint_id}", get(list_by_endpoint))
         .route("/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}", get(read))
+        .route("/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}/content", delete(expunge))
         .route("/api/v1/app/{app_id}/msg/{msg_id}/endpoint", get(destinations))
         .route("/api/v1/app/{app_id}/endpoint/{endpoint_id}/msg", get(endpoint_messages))
         .route("/api/v1/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend", post(resend))
@@ -154,9 +155,19 @@ async fn list_by_endpoint(
 async fn read(
     State(s): State<ApiState>,
     who: Principal,
-    SvixPath((app_ref, msg_ref, attempt_id)): SvixPath<(String, String, String)>,
+    SvixPath(path): SvixPath<(String, String, String)>,
 ) -> ApiResult<Json<AttemptOut>> {
-    let app = s.app(&who, &app_ref).await?;
+    let (_, attempt) = find(&s, &who, path).await?;
+    Ok(Json(AttemptOut::new(attempt, true)))
+}
+
+/// The attempt `(app, msg, attempt)` names, if the caller may see it.
+async fn find(
+    s: &ApiState,
+    who: &Principal,
+    (app_ref, msg_ref, attempt_id): (String, String, String),
+) -> ApiResult<(String, Attempt)> {
+    let app = s.app(who, &app_ref).await?;
     let msg = s.message(&app, &msg_ref).await?;
     let attempt = s
         .service
@@ -165,7 +176,18 @@ async fn read(
         .await?
         .filter(|a| a.msg_id == msg.id)
         .ok_or_else(|| ApiError::not_found("Attempt"))?;
-    Ok(Json(AttemptOut::new(attempt, true)))
+    Ok((app.id, attempt))
+}
+
+/// Erase the attempt's response body.
+async fn expunge(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixPath(path): SvixPath<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    let (app_id, attempt) = find(&s, &who, path).await?;
+    s.service.store.expunge_attempt(&app_id, &attempt.id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Where a message went: each endpoint with its delivery status and next

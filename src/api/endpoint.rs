@@ -1,12 +1,15 @@
 //! `/api/v1/app/{app_id}/endpoint`: endpoints, their secret and headers.
 //!
-//! Extension: `retryPolicy` (`{"schedule": [seconds…], "success": "2xx" |
-//! "200", "timeout": seconds}`) on create, update and patch; `null` or
-//! absent means the server default (seed 004's exponential schedule).
+//! Extensions: `retryPolicy` (`{"schedule": [seconds…], "success": "2xx" |
+//! "200", "timeout": seconds}`) on create, update and patch, `null` or
+//! absent meaning the server default (seed 004's exponential schedule);
+//! `secretKind` (`"hmac"` | `"ed25519"`) on create and rotate.
+
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -15,9 +18,10 @@ use super::extract::{Principal, QueryParams, SvixJson, SvixPath, Validate, doubl
 use super::pagination::ListResponse;
 use super::{ApiError, ApiResult, ApiState};
 use crate::domain::id;
-use crate::domain::model::{Endpoint, EndpointPatch, EndpointSpec, Headers, Metadata, NameSet};
+use crate::domain::model::{App, Endpoint, EndpointPatch, EndpointSpec, Headers, Metadata, NameSet};
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
-use crate::domain::{signing, validate};
+use crate::domain::signing::{self, SecretKind};
+use crate::domain::validate;
 use crate::store::Order;
 
 pub fn routes() -> Router<ApiState> {
@@ -26,12 +30,13 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/app/{app_id}/endpoint", get(list).post(create))
         .route(ep, get(read).put(upsert).patch(patch).delete(remove))
         .route(&format!("{ep}/secret"), get(secret))
+        .route(&format!("{ep}/secret/rotate"), post(rotate))
         .route(&format!("{ep}/headers"), get(headers).put(put_headers).patch(patch_headers))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct EndpointIn {
+pub(super) struct EndpointIn {
     url: String,
     #[serde(default)]
     description: Option<String>,
@@ -51,6 +56,9 @@ struct EndpointIn {
     uid: Option<String>,
     #[serde(default)]
     secret: Option<String>,
+    /// Extension: kind of secret to generate when `secret` is absent.
+    #[serde(default)]
+    secret_kind: Option<SecretKind>,
     #[serde(default)]
     retry_policy: Option<RetryPolicyJson>,
 }
@@ -134,6 +142,7 @@ impl EndpointIn {
             throttle_rate: self.throttle_rate,
             // Validated above, so normalizing cannot fail here.
             secret: self.secret.and_then(|s| signing::normalize_secret(&s).ok()),
+            secret_kind: self.secret_kind.unwrap_or_default(),
             retry_policy: self.retry_policy.map(RetryPolicy::from),
         }
     }
@@ -220,13 +229,24 @@ impl From<Endpoint> for EndpointOut {
     }
 }
 
+// Each operation is written once against a resolved application, so the
+// operational-webhook routes (`operational.rs`) serve the same behaviour on
+// their reserved application.
+
 async fn list(
     State(s): State<ApiState>,
     who: Principal,
     SvixPath(app_ref): SvixPath<String>,
     q: QueryParams,
 ) -> ApiResult<Json<ListResponse<EndpointOut>>> {
-    let app = s.app(&who, &app_ref).await?;
+    list_in(&s, &s.app(&who, &app_ref).await?, &q).await
+}
+
+pub(super) async fn list_in(
+    s: &ApiState,
+    app: &App,
+    q: &QueryParams,
+) -> ApiResult<Json<ListResponse<EndpointOut>>> {
     let page = s.service.store.list_endpoints(&app.id, &q.page(Order::Ascending)?).await?;
     Ok(Json(ListResponse::from_page(page, |e| e.id.clone(), EndpointOut::from)))
 }
@@ -237,7 +257,14 @@ async fn create(
     SvixPath(app_ref): SvixPath<String>,
     SvixJson(body): SvixJson<EndpointIn>,
 ) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
-    let app = s.app(&who, &app_ref).await?;
+    create_in(&s, &s.app(&who, &app_ref).await?, body).await
+}
+
+pub(super) async fn create_in(
+    s: &ApiState,
+    app: &App,
+    body: EndpointIn,
+) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
     let ep = s.service.create_endpoint(&app.id, body.into_spec()).await?;
     Ok((StatusCode::CREATED, Json(ep.into())))
 }
@@ -258,7 +285,15 @@ async fn upsert(
     SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<EndpointIn>,
 ) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
-    let app = s.app(&who, &app_ref).await?;
+    upsert_in(&s, &s.app(&who, &app_ref).await?, ep_ref, body).await
+}
+
+pub(super) async fn upsert_in(
+    s: &ApiState,
+    app: &App,
+    ep_ref: String,
+    body: EndpointIn,
+) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
     let headers = body.headers.clone();
     let mut spec = body.into_spec();
     match s.service.store.get_endpoint(&app.id, &ep_ref).await? {
@@ -298,6 +333,7 @@ async fn patch(
         headers: None,
         throttle_rate: body.throttle_rate,
         retry_policy: body.retry_policy.map(|p| p.map(RetryPolicy::from)),
+        rotate: None,
     };
     Ok(Json(s.service.update_endpoint(&app.id, &ep.id, patch).await?.into()))
 }
@@ -307,14 +343,17 @@ async fn remove(
     who: Principal,
     SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let app = s.app(&who, &app_ref).await?;
-    let ep = s.endpoint(&app, &ep_ref).await?;
+    remove_in(&s, &s.app(&who, &app_ref).await?, &ep_ref).await
+}
+
+pub(super) async fn remove_in(s: &ApiState, app: &App, ep_ref: &str) -> ApiResult<StatusCode> {
+    let ep = s.endpoint(app, ep_ref).await?;
     s.service.delete_endpoint(&app.id, &ep.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Serialize)]
-struct SecretOut {
+pub(super) struct SecretOut {
     key: String,
 }
 
@@ -323,13 +362,66 @@ async fn secret(
     who: Principal,
     SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
 ) -> ApiResult<Json<SecretOut>> {
-    let app = s.app(&who, &app_ref).await?;
-    let ep = s.endpoint(&app, &ep_ref).await?;
-    Ok(Json(SecretOut { key: ep.secret }))
+    secret_in(&s, &s.app(&who, &app_ref).await?, &ep_ref).await
+}
+
+/// What receivers verify with: the `whsec_` secret, or for an ed25519
+/// endpoint its `whpk_` public key (the private key never leaves Hookline).
+pub(super) async fn secret_in(s: &ApiState, app: &App, ep_ref: &str) -> ApiResult<Json<SecretOut>> {
+    let ep = s.endpoint(app, ep_ref).await?;
+    let key = signing::verification_key(&ep.secret).map_err(|_| ApiError::internal())?;
+    Ok(Json(SecretOut { key }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RotateIn {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    grace_period_seconds: Option<u32>,
+    /// Extension: kind of the new secret when `key` is absent.
+    #[serde(default)]
+    secret_kind: Option<SecretKind>,
+}
+
+impl Validate for RotateIn {
+    fn validate(&self) -> ApiResult<()> {
+        let mut c = EndpointChecks::default();
+        c.secret(self.key.as_deref());
+        if self.grace_period_seconds.is_some_and(|g| g > 7 * 24 * 3600) {
+            c.0.check(&["body", "gracePeriodSeconds"], Err("may be at most 7 days".into()));
+        }
+        c.0.finish()
+    }
+}
+
+async fn rotate(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
+    SvixJson(body): SvixJson<RotateIn>,
+) -> ApiResult<StatusCode> {
+    rotate_in(&s, &s.app(&who, &app_ref).await?, &ep_ref, body).await
+}
+
+/// Rotate the secret; the previous one keeps signing for the grace period
+/// (24 h unless `gracePeriodSeconds` says otherwise).
+pub(super) async fn rotate_in(
+    s: &ApiState,
+    app: &App,
+    ep_ref: &str,
+    body: RotateIn,
+) -> ApiResult<StatusCode> {
+    let ep = s.endpoint(app, ep_ref).await?;
+    let key = body.key.and_then(|k| signing::normalize_secret(&k).ok());
+    let grace = body.grace_period_seconds.map(|g| Duration::from_secs(g.into()));
+    s.service.rotate_secret(&ep, key, body.secret_kind, grace).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Serialize)]
-struct HeadersOut {
+pub(super) struct HeadersOut {
     headers: Headers,
     /// Names whose values are not shown (credentials).
     sensitive: Vec<String>,
@@ -346,15 +438,18 @@ async fn headers(
     who: Principal,
     SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
 ) -> ApiResult<Json<HeadersOut>> {
-    let app = s.app(&who, &app_ref).await?;
-    let ep = s.endpoint(&app, &ep_ref).await?;
+    headers_in(&s, &s.app(&who, &app_ref).await?, &ep_ref).await
+}
+
+pub(super) async fn headers_in(s: &ApiState, app: &App, ep_ref: &str) -> ApiResult<Json<HeadersOut>> {
+    let ep = s.endpoint(app, ep_ref).await?;
     let (sensitive, shown): (Headers, Headers) = ep.headers.into_iter().partition(|(k, _)| is_sensitive(k));
     Ok(Json(HeadersOut { headers: shown, sensitive: sensitive.into_keys().collect() }))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct HeadersIn {
+pub(super) struct HeadersIn {
     headers: Headers,
     #[serde(default)]
     delete_headers: Option<Vec<String>>,
@@ -371,31 +466,30 @@ impl Validate for HeadersIn {
 async fn put_headers(
     State(s): State<ApiState>,
     who: Principal,
-    SvixPath(path): SvixPath<(String, String)>,
+    SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<HeadersIn>,
 ) -> ApiResult<StatusCode> {
-    write_headers(s, who, path, body, true).await
+    write_headers(&s, &s.app(&who, &app_ref).await?, &ep_ref, body, true).await
 }
 
 async fn patch_headers(
     State(s): State<ApiState>,
     who: Principal,
-    SvixPath(path): SvixPath<(String, String)>,
+    SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<HeadersIn>,
 ) -> ApiResult<StatusCode> {
-    write_headers(s, who, path, body, false).await
+    write_headers(&s, &s.app(&who, &app_ref).await?, &ep_ref, body, false).await
 }
 
 /// PUT replaces the custom headers; PATCH merges and deletes by name.
-async fn write_headers(
-    s: ApiState,
-    who: Principal,
-    (app_ref, ep_ref): (String, String),
+pub(super) async fn write_headers(
+    s: &ApiState,
+    app: &App,
+    ep_ref: &str,
     body: HeadersIn,
     replace: bool,
 ) -> ApiResult<StatusCode> {
-    let app = s.app(&who, &app_ref).await?;
-    let ep = s.endpoint(&app, &ep_ref).await?;
+    let ep = s.endpoint(app, ep_ref).await?;
     let mut headers = if replace { Headers::new() } else { ep.headers };
     headers.extend(body.headers);
     for name in body.delete_headers.unwrap_or_default() {

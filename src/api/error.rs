@@ -43,6 +43,11 @@ impl ApiError {
         Self::http(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
 
+    /// No route matches the path (as opposed to a missing object).
+    pub fn no_route() -> Self {
+        Self::http(StatusCode::NOT_FOUND, "not_found", "No route for this path")
+    }
+
     pub fn unauthorized() -> Self {
         Self::http(
             StatusCode::UNAUTHORIZED,

@@ -31,16 +31,40 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
-            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(super::body_limit())
-            } else {
-                ApiError::bad_request(rej.body_text())
-            }
-        })?;
-        let value = parse_json::<T>(&bytes)?;
+        let value = parse_json::<T>(&body_bytes(req, state).await?)?;
         value.validate()?;
         Ok(SvixJson(value))
+    }
+}
+
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> ApiResult<Bytes> {
+    Bytes::from_request(req, state).await.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(super::body_limit())
+        } else {
+            ApiError::bad_request(rej.body_text())
+        }
+    })
+}
+
+/// Like [`SvixJson`], but an empty body is `T::default()`.
+pub struct SvixJsonOrDefault<T>(pub T);
+
+impl<T, S> FromRequest<S> for SvixJsonOrDefault<T>
+where
+    T: DeserializeOwned + Validate + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(SvixJsonOrDefault(T::default()));
+        }
+        let value = parse_json::<T>(&bytes)?;
+        value.validate()?;
+        Ok(SvixJsonOrDefault(value))
     }
 }
 

@@ -1,5 +1,5 @@
-//! `GET /api/v1/health`: 204 while the store answers. Unauthenticated, so
-//! load balancers and orchestrators can probe it.
+//! `GET /api/v1/health`: 204 while the store answers; `GET /metrics`:
+//! Prometheus text. Both unauthenticated, for load balancers and scrapers.
 
 use axum::Router;
 use axum::extract::State;

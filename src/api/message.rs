@@ -4,9 +4,12 @@
 //! and key order included): that is what receivers get and what they verify
 //! signatures against.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -17,6 +20,7 @@ use super::application::ApplicationIn;
 use super::error::Checks;
 use super::extract::{Principal, QueryParams, SvixJson, SvixPath, Validate};
 use super::pagination::ListResponse;
+use super::task::TaskOut;
 use super::{ApiError, ApiResult, ApiState};
 use crate::domain::model::{Message, NameSet, NewMessage, Scope};
 use crate::domain::time::Timestamp;
@@ -27,6 +31,9 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/app/{app_id}/msg", get(list).post(create))
         .route("/api/v1/app/{app_id}/msg/{msg_id}", get(read))
+        .route("/api/v1/app/{app_id}/msg/{msg_id}/content", delete(expunge))
+        .route("/api/v1/app/{app_id}/msg/expunge-all-contents", post(expunge_all))
+        .route("/api/v1/app/{app_id}/msg/bulk-expunge", post(bulk_expunge))
 }
 
 #[derive(Deserialize)]
@@ -44,6 +51,18 @@ struct MessageIn {
     application: Option<ApplicationIn>,
     #[serde(default)]
     deliver_at: Option<DateTime<Utc>>,
+    /// Days to keep the payload (at most the server's retention).
+    #[serde(default)]
+    payload_retention_period: Option<i64>,
+    #[serde(default)]
+    payload_retention_hours: Option<i64>,
+}
+
+impl MessageIn {
+    fn retention(&self) -> Option<Duration> {
+        let hours = self.payload_retention_hours.or(self.payload_retention_period.map(|d| d * 24))?;
+        Some(Duration::from_secs(hours.max(1) as u64 * 3600))
+    }
 }
 
 impl Validate for MessageIn {
@@ -65,6 +84,12 @@ impl Validate for MessageIn {
         }
         if let Some(tags) = &self.tags {
             c.check(&["body", "tags"], validate::name_set(tags, validate::CHANNEL_MAX, 5));
+        }
+        if self.payload_retention_period.is_some_and(|d| !(1..=90).contains(&d)) {
+            c.check(&["body", "payloadRetentionPeriod"], Err("must be between 1 and 90 days".into()));
+        }
+        if self.payload_retention_hours.is_some_and(|h| !(1..=90 * 24).contains(&h)) {
+            c.check(&["body", "payloadRetentionHours"], Err("must be between 1 and 2160 hours".into()));
         }
         c.finish()?;
         if let Some(app) = &self.application {
@@ -119,6 +144,7 @@ async fn create(
     who: Principal,
     SvixPath(app_ref): SvixPath<String>,
     q: QueryParams,
+    headers: HeaderMap,
     SvixJson(body): SvixJson<MessageIn>,
 ) -> ApiResult<(StatusCode, Json<MessageOut>)> {
     // Admin tokens skip the pre-read: the store resolves the app in the
@@ -127,6 +153,7 @@ async fn create(
         s.app(&who, &app_ref).await?;
     }
     let with_content = q.bool("with_content", true)?;
+    let retention = body.retention();
     let new = NewMessage {
         event_type: body.event_type,
         event_id: body.event_id,
@@ -135,8 +162,12 @@ async fn create(
         payload: Bytes::from(body.payload.get().to_owned()),
         deliver_at: body.deliver_at.map(Timestamp::from_datetime),
         create_app: body.application.map(ApplicationIn::into_spec),
+        retention,
     };
-    let msg = s.service.create_message(&app_ref, new).await.map_err(|e| match e {
+    // Also stored with the message, so even a retry after a crash between
+    // the commit and the response cannot create a second message.
+    let key = super::idempotency::key_of(&headers);
+    let msg = s.service.create_message(&app_ref, new, key).await.map_err(|e| match e {
         crate::store::StoreError::NotFound => ApiError::not_found("Application"),
         other => other.into(),
     })?;
@@ -171,4 +202,68 @@ async fn read(
     let app = s.app(&who, &app_ref).await?;
     let msg = s.message(&app, &msg_ref).await?;
     Ok(Json(MessageOut::new(msg, q.bool("with_content", true)?)))
+}
+
+async fn expunge(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixPath((app_ref, msg_ref)): SvixPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let app = s.app(&who, &app_ref).await?;
+    let msg = s.message(&app, &msg_ref).await?;
+    s.service.store.expunge_message(&app.id, &msg.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Erase every payload and response body of the application now.
+async fn expunge_all(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixPath(app_ref): SvixPath<String>,
+) -> ApiResult<(StatusCode, Json<TaskOut>)> {
+    let app = s.app(&who, &app_ref).await?;
+    let task = s.service.expunge_app(&app).await?;
+    Ok((StatusCode::ACCEPTED, Json(task.into())))
+}
+
+#[derive(Deserialize)]
+struct BulkExpungeIn {
+    #[serde(default)]
+    ids: Option<BTreeSet<String>>,
+}
+
+impl Validate for BulkExpungeIn {
+    fn validate(&self) -> ApiResult<()> {
+        match &self.ids {
+            Some(ids) if ids.len() > 1000 => Err(ApiError::invalid(&["body", "ids"], "at most 1000 ids")),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct BulkExpungeOut {
+    results: BTreeMap<String, &'static str>,
+}
+
+async fn bulk_expunge(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixPath(app_ref): SvixPath<String>,
+    SvixJson(body): SvixJson<BulkExpungeIn>,
+) -> ApiResult<Json<BulkExpungeOut>> {
+    let app = s.app(&who, &app_ref).await?;
+    let mut results = BTreeMap::new();
+    for msg_ref in body.ids.unwrap_or_default() {
+        let found = s.service.store.get_message(&app.id, &msg_ref).await?;
+        let outcome = match found {
+            Some(m) => {
+                s.service.store.expunge_message(&app.id, &m.id).await?;
+                "expunged"
+            }
+            None => "not-found",
+        };
+        results.insert(msg_ref, outcome);
+    }
+    Ok(Json(BulkExpungeOut { results }))
 }

@@ -6,12 +6,18 @@
 
 mod application;
 mod attempt;
+mod auth;
 mod endpoint;
 mod error;
+mod event_type;
 mod extract;
 mod health;
+mod idempotency;
 mod message;
+mod operational;
 mod pagination;
+mod recovery;
+mod task;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,18 +48,30 @@ pub fn body_limit() -> usize {
 #[derive(Clone)]
 pub struct ApiState {
     pub service: Arc<Service>,
+    /// Base URL for links Hookline hands out (app portal); the request's
+    /// Host when unset.
+    pub public_url: Option<String>,
 }
 
-/// The `/api/v1` router. `max_payload` bounds message payloads (413 above).
-pub fn router(service: Arc<Service>, max_payload: usize) -> Router {
+/// The router: `/api/v1` and `/metrics`. `max_payload` bounds message
+/// payloads (413 above).
+pub fn router(service: Arc<Service>, max_payload: usize, public_url: Option<String>) -> Router {
     PAYLOAD_LIMIT.store(max_payload, Ordering::Relaxed);
-    let state = ApiState { service };
-    Router::new()
-        .merge(health::routes())
+    let state = ApiState { service, public_url };
+    let api = Router::new()
         .merge(application::routes())
         .merge(endpoint::routes())
+        .merge(recovery::routes())
         .merge(message::routes())
         .merge(attempt::routes())
+        .merge(event_type::routes())
+        .merge(auth::routes())
+        .merge(task::routes())
+        .merge(operational::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer));
+    Router::new()
+        .merge(api)
+        .merge(health::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit()))
@@ -62,7 +80,7 @@ pub fn router(service: Arc<Service>, max_payload: usize) -> Router {
 }
 
 async fn not_found() -> Response {
-    ApiError::not_found("Path").into_response()
+    ApiError::no_route().into_response()
 }
 
 async fn method_not_allowed() -> Response {

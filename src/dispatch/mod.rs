@@ -30,10 +30,13 @@ use self::ssrf::TargetPolicy;
 use crate::clock::SharedClock;
 use crate::domain::delivery::Outcome;
 use crate::domain::id;
-use crate::domain::model::{Attempt, Trigger};
+use crate::domain::model::{Attempt, DeliveryStatus, Trigger};
 use crate::domain::retry::RetryPolicy;
+use crate::domain::steering::Steering;
 use crate::domain::time::Timestamp;
-use crate::store::{AttemptRecord, DeliveryKey, DeliveryTask, Lease, SharedStore};
+use crate::operational::{self, Emitter};
+use crate::store::{AttemptEffects, AttemptRecord, DeliveryKey, DeliveryTask, Lease, SharedStore};
+use crate::telemetry;
 
 #[derive(Clone, Debug)]
 pub struct DispatchConfig {
@@ -50,6 +53,12 @@ pub struct DispatchConfig {
     pub claim_batch: usize,
     /// Policy for endpoints that do not set their own.
     pub default_policy: RetryPolicy,
+    /// Random spread of retry delays, as a fraction (0.2 = ±20 %).
+    pub jitter: f64,
+    /// Disable an endpoint once every attempt has failed for this long.
+    pub auto_disable_after: Option<Duration>,
+    /// Send `message.attempt.failing` after this many failed attempts.
+    pub failing_after_attempts: u32,
     pub targets: TargetPolicy,
 }
 
@@ -62,6 +71,9 @@ impl Default for DispatchConfig {
             lease: Duration::from_secs(600),
             claim_batch: 512,
             default_policy: RetryPolicy::default(),
+            jitter: 0.2,
+            auto_disable_after: Some(Duration::from_secs(5 * 24 * 3600)),
+            failing_after_attempts: 4,
             targets: TargetPolicy::default(),
         }
     }
@@ -86,11 +98,12 @@ struct Inner {
     planned_wake: AtomicI64,
     shutdown: watch::Sender<bool>,
     workers: TaskTracker,
+    events: Emitter,
 }
 
 impl Dispatcher {
     /// Start the scheduler; returns at once.
-    pub fn start(store: SharedStore, clock: SharedClock, cfg: DispatchConfig) -> Dispatcher {
+    pub fn start(store: SharedStore, clock: SharedClock, cfg: DispatchConfig, events: Emitter) -> Dispatcher {
         let inner = Arc::new(Inner {
             sender: Sender::new(cfg.targets.clone()),
             lanes: Mutex::new(Lanes::new(cfg.endpoint_concurrency, cfg.endpoint_queue)),
@@ -101,6 +114,7 @@ impl Dispatcher {
             planned_wake: AtomicI64::new(i64::MAX),
             shutdown: watch::Sender::new(false),
             workers: TaskTracker::new(),
+            events,
         });
         inner.workers.spawn(scheduler::run(Arc::clone(&inner)));
         Dispatcher { inner }
@@ -240,6 +254,12 @@ impl Inner {
         let sent = self.sender.send(&*self.clock, task, &policy, started).await;
         let finished_at = self.clock.now();
         let outcome = Outcome::classify(&policy, sent.status);
+        let steering = Steering::from_response(
+            sent.status,
+            sent.retry_after.as_deref(),
+            sent.directive.as_deref(),
+            finished_at,
+        );
         let attempt = Attempt {
             id: id::new_id(id::ATTEMPT, started),
             msg_id: task.message.id.clone(),
@@ -254,25 +274,61 @@ impl Inner {
             error: sent.error,
             created_at: started,
         };
+        let delivered = outcome == Outcome::Delivered;
+        telemetry::attempt(
+            delivered,
+            job.trigger == Trigger::Manual,
+            Duration::from_millis(attempt.duration_ms.max(0) as u64),
+            &attempt.endpoint_id,
+        );
+        if delivered && job.trigger == Trigger::Scheduled {
+            telemetry::delivered(finished_at.since(task.message.created_at));
+        }
         tracing::debug!(
             msg_id = %attempt.msg_id,
             endpoint_id = %attempt.endpoint_id,
             status_code = attempt.status_code,
-            ok = outcome == Outcome::Delivered,
+            ok = delivered,
             "attempt"
         );
-        match self.store.record_attempt(AttemptRecord { attempt, outcome, policy, finished_at }).await {
-            Ok(state) => {
-                if let Some(next) = state.next_attempt {
-                    self.wake_at(next);
-                }
-            }
+        let record = AttemptRecord {
+            attempt: attempt.clone(),
+            outcome,
+            policy,
+            finished_at,
+            steering,
+            jitter: self.cfg.jitter * (rand::random::<f64>() * 2.0 - 1.0),
+            auto_disable_after: self.cfg.auto_disable_after,
+        };
+        match self.store.record_attempt(record).await {
+            Ok(effects) => self.after_record(task, &attempt, effects),
             Err(e) => tracing::error!(
                 error = %e,
                 msg_id = %task.message.id,
                 endpoint_id = %task.endpoint.id,
                 "could not record attempt; the delivery will be retried when its lease expires"
             ),
+        }
+    }
+
+    /// Act on what recording the attempt changed.
+    fn after_record(&self, task: &DeliveryTask, attempt: &Attempt, effects: AttemptEffects) {
+        if let Some(next) = effects.state.next_attempt {
+            self.wake_at(next);
+        }
+        if effects.exhausted {
+            self.events.emit(operational::attempt_event("message.attempt.exhausted", &task.message, attempt));
+        } else if attempt.trigger == Trigger::Scheduled
+            && attempt.status == DeliveryStatus::Fail
+            && effects.state.attempts == self.cfg.failing_after_attempts
+        {
+            self.events.emit(operational::attempt_event("message.attempt.failing", &task.message, attempt));
+        }
+        if let Some(d) = effects.endpoint_disabled {
+            tracing::warn!(endpoint_id = %d.endpoint.id, automatic = d.automatic, "endpoint disabled");
+            telemetry::endpoint_disabled(d.automatic);
+            self.lock_lanes().drop_queued(&d.endpoint.id);
+            self.events.emit(operational::endpoint_disabled(&d.endpoint, d.failing_since, d.automatic));
         }
     }
 }

@@ -19,13 +19,24 @@ use crate::store::DeliveryTask;
 pub const RESPONSE_LIMIT: usize = 64 * 1024;
 
 /// What came back from one attempt.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Sent {
     /// `None` when no HTTP response arrived.
     pub status: Option<u16>,
     pub body: String,
     pub error: Option<String>,
     pub duration_ms: i64,
+    /// The `Retry-After` and `webhook-delivery` response headers.
+    pub retry_after: Option<String>,
+    pub directive: Option<String>,
+}
+
+/// An HTTP answer, however short.
+struct Answer {
+    status: u16,
+    body: String,
+    retry_after: Option<String>,
+    directive: Option<String>,
 }
 
 #[derive(Clone)]
@@ -67,12 +78,19 @@ impl Sender {
         };
         let duration_ms = timer.elapsed().as_millis() as i64;
         match result {
-            Ok((status, body)) => Sent { status: Some(status), body, error: None, duration_ms },
-            Err(error) => Sent { status: None, body: String::new(), error: Some(error), duration_ms },
+            Ok(a) => Sent {
+                status: Some(a.status),
+                body: a.body,
+                error: None,
+                duration_ms,
+                retry_after: a.retry_after,
+                directive: a.directive,
+            },
+            Err(error) => Sent { error: Some(error), duration_ms, ..Sent::default() },
         }
     }
 
-    async fn exchange(&self, task: &DeliveryTask, started: Timestamp) -> Result<(u16, String), String> {
+    async fn exchange(&self, task: &DeliveryTask, started: Timestamp) -> Result<Answer, String> {
         let ep = &task.endpoint;
         let msg = &task.message;
         let Some(payload) = msg.payload.clone() else {
@@ -85,9 +103,9 @@ impl Sender {
             let host = url.host_str().unwrap_or_default().to_owned();
             return Err(Refused { host, addr: ip }.to_string());
         }
-        let key = signing::decode_key(&ep.secret).map_err(|e| e.to_string())?;
         let ts = started.as_secs();
-        let signature = signing::sign(&key, &msg.id, ts, &payload);
+        let signature = signing::signature_header(ep.signing_secrets(started), &msg.id, ts, &payload)
+            .map_err(|e| format!("cannot sign: {e}"))?;
 
         let mut headers = HeaderMap::with_capacity(8 + ep.headers.len());
         for (name, value) in &ep.headers {
@@ -110,6 +128,8 @@ impl Sender {
         let mut resp =
             self.client.post(url).headers(headers).body(payload).send().await.map_err(|e| describe(&e))?;
         let status = resp.status().as_u16();
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (retry_after, directive) = (header("retry-after"), header("webhook-delivery"));
         let mut body = Vec::new();
         // A broken body after the status line still leaves us an answer.
         while let Ok(Some(chunk)) = resp.chunk().await {
@@ -119,7 +139,7 @@ impl Sender {
                 break;
             }
         }
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        Ok(Answer { status, body: String::from_utf8_lossy(&body).into_owned(), retry_after, directive })
     }
 }
 

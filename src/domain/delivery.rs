@@ -17,8 +17,11 @@
 //! the attempt, against the state as stored, so concurrent attempts of one
 //! delivery (say a manual retry racing a scheduled one) cannot lose updates.
 
+use std::time::Duration;
+
 use super::model::{DeliveryStatus, Trigger};
 use super::retry::RetryPolicy;
+use super::steering::Steering;
 use super::time::Timestamp;
 
 /// Whether an attempt delivered the message, by the endpoint's policy.
@@ -83,6 +86,20 @@ pub struct AttemptResult<'a> {
     pub endpoint_active: bool,
     /// When the attempt finished; retry delays count from here.
     pub finished_at: Timestamp,
+    /// What the receiver asked for (abort, Retry-After).
+    pub steering: Steering,
+    /// Random spread applied to the next delay, as a fraction (e.g. -0.2
+    /// to 0.2). Passed in so this function stays deterministic.
+    pub jitter: f64,
+}
+
+/// The wait before the next attempt: the scheduled `delay` spread by
+/// `jitter`, or the receiver's `Retry-After` held within [delay, 2 × delay].
+pub fn retry_delay(delay: Duration, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    match retry_after {
+        Some(asked) => asked.clamp(delay, delay * 2),
+        None => delay.mul_f64((1.0 + jitter.clamp(-0.5, 0.5)).max(0.0)),
+    }
 }
 
 /// The delivery's state after an attempt.
@@ -99,12 +116,13 @@ pub fn after_attempt(prev: &DeliveryState, r: &AttemptResult<'_>) -> DeliverySta
         }
         (Trigger::Scheduled, Outcome::Failed) => {
             let attempts = prev.attempts + 1;
-            let delay = r.policy.delay_after(attempts).filter(|_| r.endpoint_active);
+            let retrying = r.endpoint_active && !r.steering.abort_message;
+            let delay = r.policy.delay_after(attempts).filter(|_| retrying);
             match delay {
                 Some(d) => DeliveryState {
                     status: DeliveryStatus::Pending,
                     attempts,
-                    next_attempt: Some(r.finished_at.plus(d)),
+                    next_attempt: Some(r.finished_at.plus(retry_delay(d, r.steering.retry_after, r.jitter))),
                 },
                 None => DeliveryState { status: DeliveryStatus::Fail, attempts, next_attempt: None },
             }
@@ -112,7 +130,11 @@ pub fn after_attempt(prev: &DeliveryState, r: &AttemptResult<'_>) -> DeliverySta
         (Trigger::Manual, Outcome::Delivered) => {
             DeliveryState { status: DeliveryStatus::Success, attempts: prev.attempts, next_attempt: None }
         }
-        (Trigger::Manual, Outcome::Failed) if prev.is_pending() && r.endpoint_active => prev.clone(),
+        (Trigger::Manual, Outcome::Failed)
+            if prev.is_pending() && r.endpoint_active && !r.steering.abort_message =>
+        {
+            prev.clone()
+        }
         (Trigger::Manual, Outcome::Failed) => {
             DeliveryState { status: DeliveryStatus::Fail, attempts: prev.attempts, next_attempt: None }
         }
@@ -134,10 +156,19 @@ mod tests {
         policy: &RetryPolicy,
         at: Timestamp,
     ) -> DeliveryState {
-        after_attempt(
-            prev,
-            &AttemptResult { trigger, outcome, policy, endpoint_active: true, finished_at: at },
-        )
+        after_attempt(prev, &result(trigger, outcome, policy, at))
+    }
+
+    fn result(trigger: Trigger, outcome: Outcome, policy: &RetryPolicy, at: Timestamp) -> AttemptResult<'_> {
+        AttemptResult {
+            trigger,
+            outcome,
+            policy,
+            endpoint_active: true,
+            finished_at: at,
+            steering: Steering::default(),
+            jitter: 0.0,
+        }
     }
 
     /// Drive a policy with every attempt failing; return attempt times.
@@ -206,11 +237,8 @@ mod tests {
         let s = after_attempt(
             &DeliveryState::new(t(0)),
             &AttemptResult {
-                trigger: Trigger::Scheduled,
-                outcome: Outcome::Failed,
-                policy: &p,
                 endpoint_active: false,
-                finished_at: t(0),
+                ..result(Trigger::Scheduled, Outcome::Failed, &p, t(0))
             },
         );
         assert_eq!(s.status, DeliveryStatus::Fail);
@@ -250,6 +278,46 @@ mod tests {
         assert_eq!(late.status, DeliveryStatus::Success);
         assert_eq!(late.next_attempt, None);
         assert_eq!(late.attempts, 1);
+    }
+
+    #[test]
+    fn abort_message_stops_retries() {
+        let p = RetryPolicy::default();
+        let abort = Steering { abort_message: true, ..Default::default() };
+        let r = AttemptResult {
+            steering: abort.clone(),
+            ..result(Trigger::Scheduled, Outcome::Failed, &p, t(0))
+        };
+        let s = after_attempt(&DeliveryState::new(t(0)), &r);
+        assert_eq!((s.status, s.next_attempt), (DeliveryStatus::Fail, None));
+        // Also when answered to a manual retry while retries were pending.
+        let pending = run(&DeliveryState::new(t(0)), Trigger::Scheduled, Outcome::Failed, &p, t(0));
+        let r = AttemptResult { steering: abort, ..result(Trigger::Manual, Outcome::Failed, &p, t(1)) };
+        assert_eq!(after_attempt(&pending, &r).next_attempt, None);
+    }
+
+    #[test]
+    fn retry_after_is_held_within_one_to_two_delays() {
+        let d = Duration::from_secs(300);
+        assert_eq!(retry_delay(d, Some(Duration::from_secs(10)), 0.0), d);
+        assert_eq!(retry_delay(d, Some(Duration::from_secs(450)), 0.0), Duration::from_secs(450));
+        assert_eq!(retry_delay(d, Some(Duration::from_secs(9999)), 0.0), Duration::from_secs(600));
+        // Retry-After is exact: no jitter on top.
+        assert_eq!(retry_delay(d, Some(Duration::from_secs(450)), 0.2), Duration::from_secs(450));
+        let p = RetryPolicy::default();
+        let ask = Steering { retry_after: Some(Duration::from_secs(8)), ..Default::default() };
+        let r = AttemptResult { steering: ask, ..result(Trigger::Scheduled, Outcome::Failed, &p, t(0)) };
+        assert_eq!(after_attempt(&DeliveryState::new(t(0)), &r).next_attempt, Some(t(8)));
+    }
+
+    #[test]
+    fn jitter_spreads_within_its_fraction() {
+        let d = Duration::from_secs(100);
+        assert_eq!(retry_delay(d, None, 0.2), Duration::from_secs(120));
+        assert_eq!(retry_delay(d, None, -0.2), Duration::from_secs(80));
+        assert_eq!(retry_delay(d, None, 0.0), d);
+        // Nonsense jitter is bounded.
+        assert_eq!(retry_delay(d, None, 7.0), Duration::from_secs(150));
     }
 
     #[test]

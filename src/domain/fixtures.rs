@@ -21,7 +21,9 @@ pub fn endpoint(id: &str) -> Endpoint {
         headers: Default::default(),
         throttle_rate: None,
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        old_secrets: Vec::new(),
         retry_policy: None,
+        failing_since: None,
         created_at: t0,
         updated_at: t0,
     }
@@ -38,5 +40,6 @@ pub fn message(id: &str) -> Message {
         payload: Some(Bytes::from_static(b"{}")),
         created_at: Timestamp::from_millis(0),
         deliver_at: None,
+        expires_at: None,
     }
 }

@@ -9,9 +9,11 @@ pub mod delivery;
 pub mod filter;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod health;
 pub mod id;
 pub mod model;
 pub mod retry;
 pub mod signing;
+pub mod steering;
 pub mod time;
 pub mod validate;

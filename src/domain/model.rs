@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 use super::retry::RetryPolicy;
+use super::signing::SecretKind;
 use super::time::Timestamp;
 
 pub type Metadata = BTreeMap<String, String>;
@@ -87,12 +88,38 @@ pub struct Endpoint {
     /// Extra headers sent with every request.
     pub headers: Headers,
     pub throttle_rate: Option<u16>,
-    /// `whsec_…` signing secret.
+    /// Signing secret: `whsec_…` (HMAC) or `whsk_…` (ed25519).
     pub secret: String,
+    /// Secrets replaced by a rotation, still signing until they expire.
+    pub old_secrets: Vec<OldSecret>,
     /// `None` falls back to the server default.
     pub retry_policy: Option<RetryPolicy>,
+    /// Start of the current run of failed attempts (auto-disable).
+    pub failing_since: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OldSecret {
+    pub secret: String,
+    pub expires_at: Timestamp,
+}
+
+impl Endpoint {
+    /// The secrets that sign a request sent at `now`: the current one, then
+    /// rotated-out ones still in their grace period.
+    pub fn signing_secrets(&self, now: Timestamp) -> Vec<&str> {
+        let old = self.old_secrets.iter().filter(|o| o.expires_at > now).map(|o| o.secret.as_str());
+        std::iter::once(self.secret.as_str()).chain(old).collect()
+    }
+}
+
+/// Replace the secret; the current one keeps signing until `old_valid_until`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rotation {
+    pub new_secret: String,
+    pub old_valid_until: Timestamp,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -106,8 +133,9 @@ pub struct EndpointSpec {
     pub metadata: Metadata,
     pub headers: Headers,
     pub throttle_rate: Option<u16>,
-    /// `None` generates a fresh secret.
+    /// `None` generates a fresh secret of `secret_kind`.
     pub secret: Option<String>,
+    pub secret_kind: SecretKind,
     pub retry_policy: Option<RetryPolicy>,
 }
 
@@ -123,6 +151,7 @@ pub struct EndpointPatch {
     pub headers: Option<Headers>,
     pub throttle_rate: Option<Option<u16>>,
     pub retry_policy: Option<Option<RetryPolicy>>,
+    pub rotate: Option<Rotation>,
 }
 
 impl EndpointPatch {
@@ -140,6 +169,7 @@ impl EndpointPatch {
             headers: None,
             throttle_rate: Some(spec.throttle_rate),
             retry_policy: Some(spec.retry_policy),
+            rotate: None,
         }
     }
 
@@ -154,6 +184,15 @@ impl EndpointPatch {
         set(&mut ep.headers, self.headers);
         set(&mut ep.throttle_rate, self.throttle_rate);
         set(&mut ep.retry_policy, self.retry_policy);
+        if self.disabled == Some(false) {
+            // Re-enabled: the failure streak starts afresh.
+            ep.failing_since = None;
+        }
+        ep.old_secrets.retain(|o| o.expires_at > now);
+        if let Some(r) = self.rotate {
+            let old = std::mem::replace(&mut ep.secret, r.new_secret);
+            ep.old_secrets.insert(0, OldSecret { secret: old, expires_at: r.old_valid_until });
+        }
         ep.updated_at = now;
     }
 }
@@ -172,6 +211,8 @@ pub struct Message {
     pub created_at: Timestamp,
     /// Delayed delivery: the first attempt is not made before this time.
     pub deliver_at: Option<Timestamp>,
+    /// When the payload is expunged (retention).
+    pub expires_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -184,6 +225,8 @@ pub struct NewMessage {
     pub deliver_at: Option<Timestamp>,
     /// Create this application if the path's id/uid does not exist yet.
     pub create_app: Option<AppSpec>,
+    /// Keep the payload this long (default: the server's retention).
+    pub retention: Option<std::time::Duration>,
 }
 
 /// Status of a delivery, numbered as Svix's `MessageStatus`.
@@ -288,4 +331,64 @@ impl Scope {
             Scope::App(id) => id == app_id,
         }
     }
+}
+
+/// A kind of event, for the catalogue and endpoint filters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventType {
+    pub name: String,
+    pub description: String,
+    /// Archived types are hidden from listings unless asked for.
+    pub archived: bool,
+    pub deprecated: bool,
+    /// JSON Schemas by version (`{"1": {…}}`), with optional `examples`.
+    pub schemas: Option<serde_json::Value>,
+    pub group_name: Option<String>,
+    pub feature_flags: Option<NameSet>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventTypePatch {
+    pub description: Option<String>,
+    pub archived: Option<bool>,
+    pub deprecated: Option<bool>,
+    pub schemas: Option<Option<serde_json::Value>>,
+    pub group_name: Option<Option<String>>,
+    pub feature_flags: Option<Option<NameSet>>,
+}
+
+impl EventTypePatch {
+    pub fn apply(self, et: &mut EventType, now: Timestamp) {
+        set(&mut et.description, self.description);
+        set(&mut et.archived, self.archived);
+        set(&mut et.deprecated, self.deprecated);
+        set(&mut et.schemas, self.schemas);
+        set(&mut et.group_name, self.group_name);
+        set(&mut et.feature_flags, self.feature_flags);
+        et.updated_at = now;
+    }
+}
+
+/// A bulk operation (recover, replay, purge), recorded for its result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    pub id: String,
+    /// Svix's task type, e.g. `endpoint.recover`.
+    pub kind: String,
+    /// `running`, `finished` or `failed`.
+    pub status: String,
+    pub data: serde_json::Value,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Deliveries of one endpoint, counted by status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub success: u64,
+    pub pending: u64,
+    pub sending: u64,
+    pub fail: u64,
 }

@@ -15,11 +15,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use std::time::Duration;
+
 use crate::domain::delivery::{DeliveryState, Outcome};
 use crate::domain::model::{
-    App, AppPatch, Attempt, Delivery, DeliveryStatus, Endpoint, EndpointPatch, Message, Scope,
+    App, AppPatch, Attempt, Delivery, DeliveryCounts, DeliveryStatus, Endpoint, EndpointPatch, EventType,
+    EventTypePatch, Message, Scope, Task,
 };
 use crate::domain::retry::RetryPolicy;
+use crate::domain::steering::Steering;
 use crate::domain::time::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +132,11 @@ pub struct CreateMessage {
     /// Lease the new deliveries to this owner when they are due at once, so
     /// the creating node can send them without a round trip to the store.
     pub lease: Option<Lease>,
+    /// Deliver to this endpoint only (send-example), ignoring filters.
+    pub only_endpoint: Option<String>,
+    /// The client's `idempotency-key`: a message already stored with it in
+    /// the last 24 hours is returned instead of creating another.
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -137,6 +146,43 @@ pub struct CreatedMessage {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Whether those deliveries were leased to `CreateMessage::lease`.
     pub leased: bool,
+    /// The message existed already (same idempotency key); nothing was created.
+    pub existing: bool,
+}
+
+/// Which of an endpoint's deliveries to send again (recover, bulk replay).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequeueFilter {
+    /// Messages created at or after this time…
+    pub since: Timestamp,
+    /// …and before this one.
+    pub until: Option<Timestamp>,
+    /// Only deliveries in one of these states (`None`: settled ones, i.e.
+    /// success or fail; pending deliveries are already on their way).
+    pub statuses: Option<Vec<DeliveryStatus>>,
+    pub event_types: Option<Vec<String>>,
+    pub channel: Option<String>,
+    pub tag: Option<String>,
+    /// Class of the latest attempt's status code (0, 100, …, 500).
+    pub status_code_class: Option<u16>,
+}
+
+/// What happened to the idempotency key of a request about to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// First use: the caller runs the request, then `finish`es or `abort`s.
+    Started,
+    /// Finished before: replay this response.
+    Done(StoredResponse),
+    /// Another request with this key is running right now.
+    InProgress,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
 }
 
 /// Everything a dispatcher needs to make one attempt.
@@ -161,14 +207,85 @@ pub struct AttemptRecord {
     /// When the attempt ended (by the injected clock); retry delays count
     /// from here.
     pub finished_at: Timestamp,
+    /// What the receiver asked for; `disable_endpoint` is applied here.
+    pub steering: Steering,
+    /// Spread for the next delay (see `domain::delivery::retry_delay`).
+    pub jitter: f64,
+    /// Disable the endpoint once every attempt has failed for this long.
+    pub auto_disable_after: Option<Duration>,
+}
+
+/// What recording an attempt changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptEffects {
+    pub state: DeliveryState,
+    /// A scheduled failure used up the schedule just now.
+    pub exhausted: bool,
+    /// The endpoint was disabled by this attempt (receiver's request or
+    /// auto-disable), with the start of its failure streak if any.
+    pub endpoint_disabled: Option<EndpointDisabled>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointDisabled {
+    pub endpoint: Endpoint,
+    pub failing_since: Option<Timestamp>,
+    /// `true` for auto-disable, `false` when the receiver asked for it.
+    pub automatic: bool,
 }
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // --- API tokens (stored as SHA-256 hashes) ---
-    async fn insert_token(&self, hash: &str, scope: &Scope, now: Timestamp) -> StoreResult<()>;
-    async fn find_token(&self, hash: &str) -> StoreResult<Option<Scope>>;
+    async fn insert_token(
+        &self,
+        hash: &str,
+        scope: &Scope,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// The token's scope, unless it is unknown or expired at `now`.
+    async fn find_token(&self, hash: &str, now: Timestamp) -> StoreResult<Option<Scope>>;
+    async fn delete_token(&self, hash: &str) -> StoreResult<bool>;
     async fn has_admin_token(&self) -> StoreResult<bool>;
+
+    // --- event types ---
+    /// `Conflict` if it exists and is not archived (an archived one is
+    /// replaced and brought back).
+    async fn insert_event_type(&self, et: &EventType) -> StoreResult<()>;
+    async fn get_event_type(&self, name: &str) -> StoreResult<Option<EventType>>;
+    async fn list_event_types(
+        &self,
+        include_archived: bool,
+        page: &PageRequest,
+    ) -> StoreResult<Page<EventType>>;
+    async fn update_event_type(
+        &self,
+        name: &str,
+        patch: EventTypePatch,
+        now: Timestamp,
+    ) -> StoreResult<EventType>;
+    async fn delete_event_type(&self, name: &str) -> StoreResult<()>;
+
+    // --- background tasks ---
+    async fn insert_task(&self, task: &Task) -> StoreResult<()>;
+    async fn get_task(&self, id: &str) -> StoreResult<Option<Task>>;
+    async fn list_tasks(&self, page: &PageRequest) -> StoreResult<Page<Task>>;
+
+    // --- idempotency (keys are already scoped to the caller and path) ---
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        now: Timestamp,
+        lock_until: Timestamp,
+    ) -> StoreResult<IdempotencyBegin>;
+    async fn idempotency_finish(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: Timestamp,
+    ) -> StoreResult<()>;
+    async fn idempotency_abort(&self, key: &str) -> StoreResult<()>;
 
     // --- applications ---
     /// `Conflict` if the uid is taken.
@@ -231,6 +348,46 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> StoreResult<Page<Attempt>>;
     async fn get_attempt(&self, app_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>>;
+    /// An endpoint's deliveries by status, for messages created in the range.
+    async fn endpoint_stats(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> StoreResult<DeliveryCounts>;
+
+    // --- sending again ---
+    /// Make matching deliveries of the endpoint pending again, due `now`,
+    /// with a fresh schedule; returns how many (only counts on `dry_run`).
+    async fn requeue(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        filter: &RequeueFilter,
+        now: Timestamp,
+        dry_run: bool,
+    ) -> StoreResult<u64>;
+    /// Create deliveries, due `now`, for the application's messages in
+    /// [since, until) that the endpoint wants but never got.
+    async fn replay_missing(
+        &self,
+        endpoint: &Endpoint,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreResult<u64>;
+
+    // --- content erasure and retention ---
+    async fn expunge_message(&self, app_id: &str, msg_id: &str) -> StoreResult<()>;
+    async fn expunge_attempt(&self, app_id: &str, attempt_id: &str) -> StoreResult<()>;
+    /// Every payload and response body of the application; returns how many
+    /// messages were affected.
+    async fn expunge_app_content(&self, app_id: &str) -> StoreResult<u64>;
+    /// Retention: payloads whose `expires_at` has passed, response bodies of
+    /// attempts made before `attempts_before`, idempotency records past their
+    /// expiry. Returns (payloads, response bodies) erased.
+    async fn expunge_expired(&self, now: Timestamp, attempts_before: Timestamp) -> StoreResult<(u64, u64)>;
 
     // --- dispatch ---
     /// Lease up to `limit` deliveries due at `now` (skipping the given
@@ -250,8 +407,11 @@ pub trait Store: Send + Sync + 'static {
     /// single-node store at start-up: whoever held them is gone).
     async fn release_all(&self, owner: Option<&str>) -> StoreResult<u64>;
     /// Record an attempt and advance its delivery (see
-    /// [`crate::domain::delivery::after_attempt`]) in one transaction.
-    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<DeliveryState>;
+    /// [`crate::domain::delivery::after_attempt`]) and its endpoint's health
+    /// (steering, auto-disable) in one transaction.
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<AttemptEffects>;
+    /// Deliveries waiting for an attempt (a gauge for metrics).
+    async fn count_pending(&self) -> StoreResult<u64>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -58,6 +58,8 @@ impl TestServer {
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.admin_token = Some(TOKEN.into());
         cfg.dispatch.targets = targets;
+        // Exact schedule offsets are asserted; jitter has its own tests.
+        cfg.dispatch.jitter = 0.0;
         let shared: SharedClock = match &clock {
             Some(c) => Arc::new(c.clone()),
             None => Arc::new(SystemClock),

@@ -12,6 +12,7 @@ use hookline::domain::model::{
     App, AppPatch, Attempt, DeliveryStatus, Endpoint, EndpointPatch, Message, Scope, Trigger,
 };
 use hookline::domain::retry::RetryPolicy;
+use hookline::domain::steering::Steering;
 use hookline::domain::time::Timestamp;
 use hookline::store::sqlite::SqliteStore;
 use hookline::store::{
@@ -51,7 +52,9 @@ fn endpoint(app_id: &str) -> Endpoint {
         headers: [("X-A".to_string(), "1".to_string())].into(),
         throttle_rate: None,
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        old_secrets: Vec::new(),
         retry_policy: Some(RetryPolicy::fixed_two_minutes()),
+        failing_since: None,
         created_at: T0,
         updated_at: T0,
     }
@@ -68,6 +71,7 @@ fn message(event_type: &str, created_at: Timestamp) -> Message {
         payload: Some(Bytes::from_static(br#"{"a": 1}"#)),
         created_at,
         deliver_at: None,
+        expires_at: Some(created_at.plus(Duration::from_secs(90 * 86_400))),
     }
 }
 
@@ -80,8 +84,18 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 }
 
 async fn create(store: &SharedStore, app_ref: &str, m: Message, lease: Option<Lease>) -> Arc<Message> {
-    let req = CreateMessage { app_ref: app_ref.into(), new_app: None, message: m, lease };
-    store.create_message(req).await.unwrap().message
+    store.create_message(request(app_ref, m, lease)).await.unwrap().message
+}
+
+fn request(app_ref: &str, message: Message, lease: Option<Lease>) -> CreateMessage {
+    CreateMessage {
+        app_ref: app_ref.into(),
+        new_app: None,
+        message,
+        lease,
+        only_endpoint: None,
+        idempotency_key: None,
+    }
 }
 
 fn attempt(m: &Message, ep: &Endpoint, trigger: Trigger, code: u16, at: Timestamp) -> Attempt {
@@ -111,20 +125,34 @@ async fn record(
 ) {
     let policy = ep.retry_policy.clone().unwrap_or_default();
     let outcome = Outcome::classify(&policy, Some(code));
-    let rec =
-        AttemptRecord { attempt: attempt(m, ep, trigger, code, when), outcome, policy, finished_at: when };
-    store.record_attempt(rec).await.unwrap();
+    store.record_attempt(record_of(attempt(m, ep, trigger, code, when), outcome, policy)).await.unwrap();
+}
+
+fn record_of(attempt: Attempt, outcome: Outcome, policy: RetryPolicy) -> AttemptRecord {
+    AttemptRecord {
+        finished_at: attempt.created_at,
+        attempt,
+        outcome,
+        policy,
+        steering: Steering::default(),
+        jitter: 0.0,
+        auto_disable_after: None,
+    }
 }
 
 pub async fn tokens(store: SharedStore) {
     assert!(!store.has_admin_token().await.unwrap());
-    store.insert_token("h1", &Scope::App("app_1".into()), T0).await.unwrap();
+    store.insert_token("h1", &Scope::App("app_1".into()), Some(at(60)), T0).await.unwrap();
     assert!(!store.has_admin_token().await.unwrap());
-    store.insert_token("h2", &Scope::Admin, T0).await.unwrap();
+    store.insert_token("h2", &Scope::Admin, None, T0).await.unwrap();
     assert!(store.has_admin_token().await.unwrap());
-    assert_eq!(store.find_token("h1").await.unwrap(), Some(Scope::App("app_1".into())));
-    assert_eq!(store.find_token("h2").await.unwrap(), Some(Scope::Admin));
-    assert_eq!(store.find_token("nope").await.unwrap(), None);
+    assert_eq!(store.find_token("h1", at(59)).await.unwrap(), Some(Scope::App("app_1".into())));
+    assert_eq!(store.find_token("h1", at(60)).await.unwrap(), None, "expired");
+    assert_eq!(store.find_token("h2", at(1_000_000)).await.unwrap(), Some(Scope::Admin));
+    assert_eq!(store.find_token("nope", T0).await.unwrap(), None);
+    assert!(store.delete_token("h2").await.unwrap());
+    assert!(!store.delete_token("h2").await.unwrap());
+    assert_eq!(store.find_token("h2", T0).await.unwrap(), None);
 }
 
 pub async fn applications(store: SharedStore) {
@@ -234,12 +262,7 @@ pub async fn message_fan_out(store: SharedStore) {
         m.endpoints.iter().map(|e| e.id.clone()).collect::<BTreeSet<_>>()
     };
 
-    let req = |m: Message, lease: Option<Lease>| CreateMessage {
-        app_ref: "fan".into(),
-        new_app: None,
-        message: m,
-        lease,
-    };
+    let req = |m: Message, lease: Option<Lease>| request("fan", m, lease);
     let paid = store.create_message(req(message("invoice.paid", T0), Some(lease(at(60))))).await.unwrap();
     assert_eq!(targets(&paid), [all.id.clone(), typed.id.clone()].into());
     assert!(paid.leased);
@@ -271,15 +294,10 @@ pub async fn message_fan_out(store: SharedStore) {
     assert!(store.get_message(&a.id, "evt-1").await.unwrap().is_some());
 
     // Unknown application: not found, unless one is to be created.
-    let orphan =
-        CreateMessage { app_ref: "ghost".into(), new_app: None, message: message("t", T0), lease: None };
+    let orphan = request("ghost", message("t", T0), None);
     assert!(matches!(store.create_message(orphan).await, Err(StoreError::NotFound)));
-    let created = CreateMessage {
-        app_ref: "ghost".into(),
-        new_app: Some(app(Some("ghost"))),
-        message: message("t", T0),
-        lease: None,
-    };
+    let created =
+        CreateMessage { new_app: Some(app(Some("ghost"))), ..request("ghost", message("t", T0), None) };
     let m = store.create_message(created).await.unwrap();
     assert_eq!(store.get_app("ghost").await.unwrap().unwrap().id, m.message.app_id);
     assert!(m.endpoints.is_empty());

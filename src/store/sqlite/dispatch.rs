@@ -9,10 +9,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{self, ATTEMPT_COLS, ENDPOINT_COLS, MESSAGE_COLS, opt_ts_value};
 use super::sql::Select;
-use crate::domain::delivery::{AttemptResult, DeliveryState, after_attempt};
+use super::tenants;
+use crate::domain::delivery::{AttemptResult, DeliveryState, Outcome, after_attempt};
+use crate::domain::health;
 use crate::domain::model::{DeliveryStatus, Endpoint, Message, Trigger};
 use crate::domain::time::Timestamp;
-use crate::store::{AttemptRecord, DeliveryKey, DeliveryTask, Lease, StoreResult};
+use crate::store::{
+    AttemptEffects, AttemptRecord, DeliveryKey, DeliveryTask, EndpointDisabled, Lease, StoreResult,
+};
 
 pub fn claim_due(
     c: &Connection,
@@ -121,12 +125,9 @@ pub fn release_all(c: &Connection, owner: Option<&str>) -> StoreResult<u64> {
     Ok(n as u64)
 }
 
-pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<DeliveryState> {
+pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffects> {
     let a = &rec.attempt;
-    let endpoint_disabled: Option<bool> = c
-        .prepare_cached("SELECT disabled FROM endpoints WHERE id = ?")?
-        .query_row([&a.endpoint_id], |r| r.get(0))
-        .optional()?;
+    let endpoint = load_endpoint(c, &a.endpoint_id)?;
     let stored: Option<(DeliveryState, Option<i64>, Option<String>)> = c
         .prepare_cached(
             "SELECT status, attempts, next_attempt, due_at, lease_owner FROM deliveries
@@ -143,6 +144,12 @@ pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<Deliver
         })
         .optional()?;
 
+    let endpoint_disabled = match endpoint.as_ref().filter(|e| !e.disabled) {
+        Some(ep) => update_health(c, ep, &rec)?,
+        None => None,
+    };
+    let endpoint_active = endpoint.as_ref().is_some_and(|e| !e.disabled) && endpoint_disabled.is_none();
+
     let (prev, due_at, lease_owner) = stored.unwrap_or((DeliveryState::unscheduled(), None, None));
     let next = after_attempt(
         &prev,
@@ -150,10 +157,17 @@ pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<Deliver
             trigger: a.trigger,
             outcome: rec.outcome,
             policy: &rec.policy,
-            endpoint_active: endpoint_disabled == Some(false),
+            endpoint_active,
             finished_at: rec.finished_at,
+            steering: rec.steering.clone(),
+            jitter: rec.jitter,
         },
     );
+    let exhausted = a.trigger == Trigger::Scheduled
+        && rec.outcome == Outcome::Failed
+        && prev.is_pending()
+        && next.next_attempt.is_none()
+        && endpoint_active;
     // A scheduled attempt ends its lease. A manual one leaves any lease and
     // schedule alone unless it settled the delivery.
     let (due_at, lease_owner) = match (a.trigger, next.next_attempt) {
@@ -163,7 +177,7 @@ pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<Deliver
     };
 
     // A deleted endpoint keeps its attempt history but gets no delivery row.
-    if endpoint_disabled.is_some() {
+    if endpoint.is_some() {
         c.prepare_cached(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, next_attempt, due_at,
                 lease_owner, updated_at)
@@ -184,7 +198,44 @@ pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<Deliver
         ])?;
     }
     insert_attempt(c, &rec)?;
-    Ok(next)
+    Ok(AttemptEffects { state: next, exhausted, endpoint_disabled })
+}
+
+/// Track the endpoint's failure streak; disable it when the receiver asked
+/// for that or it has failed for too long.
+fn update_health(
+    c: &Connection,
+    ep: &Endpoint,
+    rec: &AttemptRecord,
+) -> StoreResult<Option<EndpointDisabled>> {
+    let at = rec.finished_at;
+    let failing_since = health::failing_since(ep.failing_since, rec.outcome, at);
+    let automatic = health::should_disable(failing_since, at, rec.auto_disable_after);
+    if rec.steering.disable_endpoint || automatic {
+        c.prepare_cached(
+            "UPDATE endpoints SET disabled = 1, failing_since = ?, updated_at = ? WHERE id = ?",
+        )?
+        .execute(params![opt_ts_value(failing_since), at.as_millis(), ep.id])?;
+        tenants::settle_pending(c, &ep.id, at)?;
+        let endpoint = Endpoint { disabled: true, failing_since, updated_at: at, ..ep.clone() };
+        return Ok(Some(EndpointDisabled {
+            endpoint,
+            failing_since,
+            automatic: !rec.steering.disable_endpoint,
+        }));
+    }
+    if failing_since != ep.failing_since {
+        c.prepare_cached("UPDATE endpoints SET failing_since = ? WHERE id = ?")?
+            .execute(params![opt_ts_value(failing_since), ep.id])?;
+    }
+    Ok(None)
+}
+
+pub fn count_pending(c: &Connection) -> StoreResult<u64> {
+    let n: i64 = c
+        .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE due_at IS NOT NULL")?
+        .query_row([], |r| r.get(0))?;
+    Ok(n as u64)
 }
 
 fn insert_attempt(c: &Connection, rec: &AttemptRecord) -> StoreResult<()> {

@@ -12,13 +12,17 @@ use super::sql::Select;
 use super::tenants;
 use crate::domain::filter;
 use crate::domain::model::{Attempt, Delivery, DeliveryStatus, Endpoint, Message};
+use crate::domain::time::Timestamp;
 use crate::store::{
     AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, MessageFilter, Page, PageRequest,
     StoreError, StoreResult,
 };
 
+/// How long an idempotency key holds on to the message it created.
+const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
 pub fn create_message(c: &Connection, req: CreateMessage) -> StoreResult<CreatedMessage> {
-    let CreateMessage { app_ref, new_app, mut message, lease } = req;
+    let CreateMessage { app_ref, new_app, mut message, lease, only_endpoint, idempotency_key } = req;
     let app = match tenants::get_app(c, &app_ref)? {
         Some(app) => app,
         None => {
@@ -29,6 +33,27 @@ pub fn create_message(c: &Connection, req: CreateMessage) -> StoreResult<Created
     };
     message.app_id = app.id;
 
+    if let Some(key) = &idempotency_key {
+        let sql = format!("SELECT {MESSAGE_COLS} FROM messages m WHERE m.app_id = ? AND m.idem_key = ?");
+        let prior =
+            c.prepare_cached(&sql)?.query_row([&message.app_id, key], |r| rows::message(r, 0)).optional()?;
+        match prior {
+            Some(m) if message.created_at.as_millis() - m.created_at.as_millis() < IDEMPOTENCY_WINDOW_MS => {
+                return Ok(CreatedMessage {
+                    message: Arc::new(m),
+                    endpoints: vec![],
+                    leased: false,
+                    existing: true,
+                });
+            }
+            // An old message keeps its key only for the window; free it.
+            Some(m) => {
+                c.prepare_cached("UPDATE messages SET idem_key = NULL WHERE id = ?")?.execute([&m.id])?;
+            }
+            None => {}
+        }
+    }
+
     if let Some(event_id) = &message.event_id {
         let taken: bool = c
             .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE app_id = ? AND event_id = ?)")?
@@ -38,10 +63,10 @@ pub fn create_message(c: &Connection, req: CreateMessage) -> StoreResult<Created
         }
     }
 
-    c.prepare_cached(
-        "INSERT INTO messages (id, app_id, event_type, event_id, channels, tags, payload, created_at, deliver_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )?
+    let cols = MESSAGE_COLS.replace("m.", "");
+    c.prepare_cached(&format!(
+        "INSERT INTO messages ({cols}, idem_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))?
     .execute(params![
         message.id,
         message.app_id,
@@ -52,13 +77,23 @@ pub fn create_message(c: &Connection, req: CreateMessage) -> StoreResult<Created
         message.payload.as_deref().map(|b| std::str::from_utf8(b).unwrap_or("{}")),
         message.created_at.as_millis(),
         opt_ts_value(message.deliver_at),
+        opt_ts_value(message.expires_at),
+        idempotency_key,
     ])?;
 
-    let endpoints: Vec<Arc<Endpoint>> = tenants::enabled_endpoints(c, &message.app_id)?
-        .into_iter()
-        .filter(|ep| filter::wants(ep, &message.event_type, message.channels.as_ref()))
-        .map(Arc::new)
-        .collect();
+    let endpoints: Vec<Arc<Endpoint>> = match &only_endpoint {
+        Some(id) => tenants::get_endpoint(c, &message.app_id, id)?
+            .filter(|e| !e.disabled)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        None => tenants::enabled_endpoints(c, &message.app_id)?
+            .into_iter()
+            .filter(|ep| filter::wants(ep, &message.event_type, message.channels.as_ref()))
+            .collect(),
+    }
+    .into_iter()
+    .map(Arc::new)
+    .collect();
 
     let first_at = message.deliver_at.unwrap_or(message.created_at).max(message.created_at);
     let lease = lease.filter(|_| first_at <= message.created_at);
@@ -66,24 +101,49 @@ pub fn create_message(c: &Connection, req: CreateMessage) -> StoreResult<Created
         Some(l) => (l.until, Some(l.owner.as_str())),
         None => (first_at, None),
     };
-    let mut insert = c.prepare_cached(
+    for ep in &endpoints {
+        insert_delivery(
+            c,
+            &message.id,
+            &ep.id,
+            &message.app_id,
+            first_at,
+            due_at,
+            owner,
+            message.created_at,
+        )?;
+    }
+    Ok(CreatedMessage { message: Arc::new(message), endpoints, leased: lease.is_some(), existing: false })
+}
+
+/// A new pending delivery, first attempt at `first_at`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn insert_delivery(
+    c: &Connection,
+    msg_id: &str,
+    endpoint_id: &str,
+    app_id: &str,
+    first_at: Timestamp,
+    due_at: Timestamp,
+    lease_owner: Option<&str>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    c.prepare_cached(
         "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, next_attempt, due_at,
             lease_owner, updated_at)
          VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
-    )?;
-    for ep in &endpoints {
-        insert.execute(params![
-            message.id,
-            ep.id,
-            message.app_id,
-            DeliveryStatus::Pending.code(),
-            first_at.as_millis(),
-            due_at.as_millis(),
-            owner,
-            message.created_at.as_millis(),
-        ])?;
-    }
-    Ok(CreatedMessage { message: Arc::new(message), endpoints, leased: lease.is_some() })
+    )?
+    .execute(params![
+        msg_id,
+        endpoint_id,
+        app_id,
+        DeliveryStatus::Pending.code(),
+        first_at.as_millis(),
+        due_at.as_millis(),
+        lease_owner,
+        now.as_millis(),
+    ])?;
+    Ok(())
 }
 
 pub fn get_message(c: &Connection, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
@@ -101,7 +161,7 @@ pub fn get_message(c: &Connection, app_id: &str, id_or_event_id: &str) -> StoreR
 }
 
 /// Filters on the message columns shared by several listings.
-fn message_filters(q: &mut Select, event_types: &Option<Vec<String>>, channel: &Option<String>) {
+pub(super) fn message_filters(q: &mut Select, event_types: &Option<Vec<String>>, channel: &Option<String>) {
     if let Some(types) = event_types.as_ref().filter(|t| !t.is_empty()) {
         q.in_list("m.event_type", types);
     }

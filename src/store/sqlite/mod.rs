@@ -6,10 +6,14 @@
 //! durable against power loss, not only against a crashed process.
 
 mod dispatch;
+mod event_types;
 mod messages;
+mod redelivery;
+mod retention;
 mod rows;
 mod schema;
 mod sql;
+mod tasks;
 mod tenants;
 mod writer;
 
@@ -23,11 +27,14 @@ use tokio::sync::Semaphore;
 
 use self::writer::Writer;
 use super::{
-    AttemptFilter, AttemptRecord, CreateMessage, CreatedMessage, DeliveryFilter, DeliveryKey, DeliveryTask,
-    Lease, MessageFilter, Page, PageRequest, Store, StoreError, StoreResult,
+    AttemptEffects, AttemptFilter, AttemptRecord, CreateMessage, CreatedMessage, DeliveryFilter, DeliveryKey,
+    DeliveryTask, IdempotencyBegin, Lease, MessageFilter, Page, PageRequest, RequeueFilter, Store,
+    StoreError, StoreResult, StoredResponse,
 };
-use crate::domain::delivery::DeliveryState;
-use crate::domain::model::{App, AppPatch, Attempt, Delivery, Endpoint, EndpointPatch, Message, Scope};
+use crate::domain::model::{
+    App, AppPatch, Attempt, Delivery, DeliveryCounts, Endpoint, EndpointPatch, EventType, EventTypePatch,
+    Message, Scope, Task,
+};
 use crate::domain::time::Timestamp;
 
 const DB_FILE: &str = "hookline.db";
@@ -117,18 +124,103 @@ impl Readers {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert_token(&self, hash: &str, scope: &Scope, now: Timestamp) -> StoreResult<()> {
+    async fn insert_token(
+        &self,
+        hash: &str,
+        scope: &Scope,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreResult<()> {
         let (hash, scope) = (hash.to_owned(), scope.clone());
-        self.write(move |c| tenants::insert_token(c, &hash, &scope, now)).await
+        self.write(move |c| tenants::insert_token(c, &hash, &scope, expires_at, now)).await
     }
 
-    async fn find_token(&self, hash: &str) -> StoreResult<Option<Scope>> {
+    async fn find_token(&self, hash: &str, now: Timestamp) -> StoreResult<Option<Scope>> {
         let hash = hash.to_owned();
-        self.read(move |c| tenants::find_token(c, &hash)).await
+        self.read(move |c| tenants::find_token(c, &hash, now)).await
+    }
+
+    async fn delete_token(&self, hash: &str) -> StoreResult<bool> {
+        let hash = hash.to_owned();
+        self.write(move |c| tenants::delete_token(c, &hash)).await
     }
 
     async fn has_admin_token(&self) -> StoreResult<bool> {
         self.read(tenants::has_admin_token).await
+    }
+
+    async fn insert_event_type(&self, et: &EventType) -> StoreResult<()> {
+        let et = et.clone();
+        self.write(move |c| event_types::insert(c, &et)).await
+    }
+
+    async fn get_event_type(&self, name: &str) -> StoreResult<Option<EventType>> {
+        let name = name.to_owned();
+        self.read(move |c| event_types::get(c, &name)).await
+    }
+
+    async fn list_event_types(
+        &self,
+        include_archived: bool,
+        page: &PageRequest,
+    ) -> StoreResult<Page<EventType>> {
+        let page = page.clone();
+        self.read(move |c| event_types::list(c, include_archived, &page)).await
+    }
+
+    async fn update_event_type(
+        &self,
+        name: &str,
+        patch: EventTypePatch,
+        now: Timestamp,
+    ) -> StoreResult<EventType> {
+        let name = name.to_owned();
+        self.write(move |c| event_types::update(c, &name, patch, now)).await
+    }
+
+    async fn delete_event_type(&self, name: &str) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.write(move |c| event_types::delete(c, &name)).await
+    }
+
+    async fn insert_task(&self, task: &Task) -> StoreResult<()> {
+        let task = task.clone();
+        self.write(move |c| tasks::insert(c, &task)).await
+    }
+
+    async fn get_task(&self, id: &str) -> StoreResult<Option<Task>> {
+        let id = id.to_owned();
+        self.read(move |c| tasks::get(c, &id)).await
+    }
+
+    async fn list_tasks(&self, page: &PageRequest) -> StoreResult<Page<Task>> {
+        let page = page.clone();
+        self.read(move |c| tasks::list(c, &page)).await
+    }
+
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        now: Timestamp,
+        lock_until: Timestamp,
+    ) -> StoreResult<IdempotencyBegin> {
+        let key = key.to_owned();
+        self.write(move |c| tasks::idempotency_begin(c, &key, now, lock_until)).await
+    }
+
+    async fn idempotency_finish(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        let (key, response) = (key.to_owned(), response.clone());
+        self.write(move |c| tasks::idempotency_finish(c, &key, &response, expires_at)).await
+    }
+
+    async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
+        let key = key.to_owned();
+        self.write(move |c| tasks::idempotency_abort(c, &key)).await
     }
 
     async fn insert_app(&self, app: &App) -> StoreResult<()> {
@@ -248,6 +340,59 @@ impl Store for SqliteStore {
         self.read(move |c| messages::get_attempt(c, &app_id, &attempt_id)).await
     }
 
+    async fn endpoint_stats(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> StoreResult<DeliveryCounts> {
+        let (app_id, endpoint_id) = (app_id.to_owned(), endpoint_id.to_owned());
+        self.read(move |c| redelivery::endpoint_stats(c, &app_id, &endpoint_id, since, until)).await
+    }
+
+    async fn requeue(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        filter: &RequeueFilter,
+        now: Timestamp,
+        dry_run: bool,
+    ) -> StoreResult<u64> {
+        let (app_id, endpoint_id, filter) = (app_id.to_owned(), endpoint_id.to_owned(), filter.clone());
+        self.write(move |c| redelivery::requeue(c, &app_id, &endpoint_id, &filter, now, dry_run)).await
+    }
+
+    async fn replay_missing(
+        &self,
+        endpoint: &Endpoint,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        let endpoint = endpoint.clone();
+        self.write(move |c| redelivery::replay_missing(c, &endpoint, since, until, now)).await
+    }
+
+    async fn expunge_message(&self, app_id: &str, msg_id: &str) -> StoreResult<()> {
+        let (app_id, msg_id) = (app_id.to_owned(), msg_id.to_owned());
+        self.write(move |c| retention::expunge_message(c, &app_id, &msg_id)).await
+    }
+
+    async fn expunge_attempt(&self, app_id: &str, attempt_id: &str) -> StoreResult<()> {
+        let (app_id, attempt_id) = (app_id.to_owned(), attempt_id.to_owned());
+        self.write(move |c| retention::expunge_attempt(c, &app_id, &attempt_id)).await
+    }
+
+    async fn expunge_app_content(&self, app_id: &str) -> StoreResult<u64> {
+        let app_id = app_id.to_owned();
+        self.write(move |c| retention::expunge_app_content(c, &app_id)).await
+    }
+
+    async fn expunge_expired(&self, now: Timestamp, attempts_before: Timestamp) -> StoreResult<(u64, u64)> {
+        self.write(move |c| retention::expunge_expired(c, now, attempts_before)).await
+    }
+
     async fn claim_due(
         &self,
         now: Timestamp,
@@ -274,7 +419,11 @@ impl Store for SqliteStore {
         self.write(move |c| dispatch::release_all(c, owner.as_deref())).await
     }
 
-    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<DeliveryState> {
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<AttemptEffects> {
         self.write(move |c| dispatch::record_attempt(c, record)).await
+    }
+
+    async fn count_pending(&self) -> StoreResult<u64> {
+        self.read(dispatch::count_pending).await
     }
 }

@@ -7,7 +7,9 @@ use rusqlite::types::{Type, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::domain::model::{App, Attempt, Delivery, DeliveryStatus, Endpoint, Message, Trigger};
+use crate::domain::model::{
+    App, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, Task, Trigger,
+};
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
 use crate::domain::time::Timestamp;
 use crate::store::StoreError;
@@ -76,8 +78,8 @@ pub fn app(row: &Row, o: usize) -> rusqlite::Result<App> {
 }
 
 pub const ENDPOINT_COLS: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.disabled, \
-    e.event_types, e.channels, e.metadata, e.headers, e.throttle_rate, e.secret, e.retry_policy, \
-    e.created_at, e.updated_at";
+    e.event_types, e.channels, e.metadata, e.headers, e.throttle_rate, e.secret, e.old_secrets, \
+    e.retry_policy, e.failing_since, e.created_at, e.updated_at";
 
 pub fn endpoint(row: &Row, o: usize) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -93,9 +95,11 @@ pub fn endpoint(row: &Row, o: usize) -> rusqlite::Result<Endpoint> {
         headers: json_col(row, o + 9)?,
         throttle_rate: row.get(o + 10)?,
         secret: row.get(o + 11)?,
-        retry_policy: opt_json_col::<RetryPolicyJson>(row, o + 12)?.map(RetryPolicy::from),
-        created_at: ts(row, o + 13)?,
-        updated_at: ts(row, o + 14)?,
+        old_secrets: json_col(row, o + 12)?,
+        retry_policy: opt_json_col::<RetryPolicyJson>(row, o + 13)?.map(RetryPolicy::from),
+        failing_since: opt_ts(row, o + 14)?,
+        created_at: ts(row, o + 15)?,
+        updated_at: ts(row, o + 16)?,
     })
 }
 
@@ -103,8 +107,8 @@ pub fn retry_policy_value(p: &Option<RetryPolicy>) -> Value {
     opt_json(&p.as_ref().map(RetryPolicyJson::from))
 }
 
-pub const MESSAGE_COLS: &str =
-    "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.tags, m.payload, m.created_at, m.deliver_at";
+pub const MESSAGE_COLS: &str = "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.tags, m.payload, \
+    m.created_at, m.deliver_at, m.expires_at";
 
 pub fn message(row: &Row, o: usize) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -117,6 +121,7 @@ pub fn message(row: &Row, o: usize) -> rusqlite::Result<Message> {
         payload: row.get::<_, Option<String>>(o + 6)?.map(Bytes::from),
         created_at: ts(row, o + 7)?,
         deliver_at: opt_ts(row, o + 8)?,
+        expires_at: opt_ts(row, o + 9)?,
     })
 }
 
@@ -161,5 +166,35 @@ pub fn attempt(row: &Row, o: usize) -> rusqlite::Result<Attempt> {
         trigger: Trigger::from_code(row.get(o + 9)?),
         error: row.get(o + 10)?,
         created_at: ts(row, o + 11)?,
+    })
+}
+
+pub const EVENT_TYPE_COLS: &str = "name, description, archived, deprecated, schemas, group_name, \
+    feature_flags, created_at, updated_at";
+
+pub fn event_type(row: &Row, o: usize) -> rusqlite::Result<EventType> {
+    Ok(EventType {
+        name: row.get(o)?,
+        description: row.get(o + 1)?,
+        archived: row.get(o + 2)?,
+        deprecated: row.get(o + 3)?,
+        schemas: opt_json_col(row, o + 4)?,
+        group_name: row.get(o + 5)?,
+        feature_flags: opt_json_col(row, o + 6)?,
+        created_at: ts(row, o + 7)?,
+        updated_at: ts(row, o + 8)?,
+    })
+}
+
+pub const TASK_COLS: &str = "id, kind, status, data, created_at, updated_at";
+
+pub fn task(row: &Row, o: usize) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: row.get(o)?,
+        kind: row.get(o + 1)?,
+        status: row.get(o + 2)?,
+        data: json_col(row, o + 3)?,
+        created_at: ts(row, o + 4)?,
+        updated_at: ts(row, o + 5)?,
     })
 }

@@ -31,7 +31,9 @@ const MIGRATIONS: &[&str] = &[
         headers       TEXT NOT NULL,
         throttle_rate INTEGER,
         secret        TEXT NOT NULL,
+        old_secrets   TEXT NOT NULL,
         retry_policy  TEXT,
+        failing_since INTEGER,
         created_at    INTEGER NOT NULL,
         updated_at    INTEGER NOT NULL
     );
@@ -47,10 +49,15 @@ const MIGRATIONS: &[&str] = &[
         tags        TEXT,
         payload     TEXT,
         created_at  INTEGER NOT NULL,
-        deliver_at  INTEGER
+        deliver_at  INTEGER,
+        expires_at  INTEGER,
+        idem_key    TEXT
     );
     CREATE INDEX messages_by_app ON messages (app_id, id);
     CREATE UNIQUE INDEX messages_event_id ON messages (app_id, event_id) WHERE event_id IS NOT NULL;
+    CREATE UNIQUE INDEX messages_idem_key ON messages (app_id, idem_key) WHERE idem_key IS NOT NULL;
+    -- Retention: only messages still holding a payload are indexed.
+    CREATE INDEX messages_expiry ON messages (expires_at) WHERE payload IS NOT NULL;
 
     -- One row per message x endpoint. `due_at` is when a dispatcher may
     -- next claim the row: the next attempt time, or the lease expiry while
@@ -90,7 +97,47 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE tokens (
         hash       TEXT PRIMARY KEY,
         app_id     TEXT,
+        expires_at INTEGER,
         created_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE event_types (
+        name          TEXT PRIMARY KEY,
+        description   TEXT NOT NULL,
+        archived      INTEGER NOT NULL,
+        deprecated    INTEGER NOT NULL,
+        schemas       TEXT,
+        group_name    TEXT,
+        feature_flags TEXT,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+
+    CREATE TABLE tasks (
+        id         TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        data       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+
+    -- Responses to requests carrying an `idempotency-key`. While a request
+    -- runs, `done` is 0 and `expires_at` is when its lock lapses.
+    CREATE TABLE idempotency (
+        key          TEXT PRIMARY KEY,
+        done         INTEGER NOT NULL,
+        status       INTEGER,
+        content_type TEXT,
+        body         BLOB,
+        expires_at   INTEGER NOT NULL
+    );
+    CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+
+    -- Small facts the store keeps about itself (retention watermarks).
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
     );
     "#,
 ];

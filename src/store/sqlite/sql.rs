@@ -68,6 +68,11 @@ impl Select {
         self
     }
 
+    /// The statement and its parameters, to embed in a larger one.
+    pub fn into_parts(self) -> (String, Vec<Value>) {
+        (self.sql, self.params)
+    }
+
     /// Run as one page ordered by `id_col`; `decode` maps a row to an item.
     pub fn page<T>(
         mut self,

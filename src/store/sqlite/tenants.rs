@@ -3,31 +3,40 @@
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{self, APP_COLS, ENDPOINT_COLS, opt_json, retry_policy_value, to_json};
+use super::rows::{self, APP_COLS, ENDPOINT_COLS, opt_json, opt_ts_value, retry_policy_value, to_json};
 use super::sql::Select;
 use crate::domain::model::{App, AppPatch, DeliveryStatus, Endpoint, EndpointPatch, Scope};
 use crate::domain::time::Timestamp;
 use crate::store::{Page, PageRequest, StoreError, StoreResult};
 
-pub fn insert_token(c: &Connection, hash: &str, scope: &Scope, now: Timestamp) -> StoreResult<()> {
+pub fn insert_token(
+    c: &Connection,
+    hash: &str,
+    scope: &Scope,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> StoreResult<()> {
     let app_id = match scope {
         Scope::Admin => None,
         Scope::App(id) => Some(id.as_str()),
     };
-    c.prepare_cached("INSERT INTO tokens (hash, app_id, created_at) VALUES (?, ?, ?)")?.execute(params![
-        hash,
-        app_id,
-        now.as_millis()
-    ])?;
+    c.prepare_cached("INSERT INTO tokens (hash, app_id, expires_at, created_at) VALUES (?, ?, ?, ?)")?
+        .execute(params![hash, app_id, opt_ts_value(expires_at), now.as_millis()])?;
     Ok(())
 }
 
-pub fn find_token(c: &Connection, hash: &str) -> StoreResult<Option<Scope>> {
+pub fn find_token(c: &Connection, hash: &str, now: Timestamp) -> StoreResult<Option<Scope>> {
     let row: Option<Option<String>> = c
-        .prepare_cached("SELECT app_id FROM tokens WHERE hash = ?")?
-        .query_row([hash], |r| r.get(0))
+        .prepare_cached(
+            "SELECT app_id FROM tokens WHERE hash = ? AND (expires_at IS NULL OR expires_at > ?)",
+        )?
+        .query_row(params![hash, now.as_millis()], |r| r.get(0))
         .optional()?;
     Ok(row.map(|app| app.map_or(Scope::Admin, Scope::App)))
+}
+
+pub fn delete_token(c: &Connection, hash: &str) -> StoreResult<bool> {
+    Ok(c.prepare_cached("DELETE FROM tokens WHERE hash = ?")?.execute([hash])? > 0)
 }
 
 pub fn has_admin_token(c: &Connection) -> StoreResult<bool> {
@@ -125,7 +134,7 @@ fn check_endpoint_uid(c: &Connection, ep: &Endpoint) -> StoreResult<()> {
     Ok(())
 }
 
-fn endpoint_values(ep: &Endpoint) -> [Value; 15] {
+fn endpoint_values(ep: &Endpoint) -> [Value; 17] {
     [
         Value::Text(ep.id.clone()),
         Value::Text(ep.app_id.clone()),
@@ -139,7 +148,9 @@ fn endpoint_values(ep: &Endpoint) -> [Value; 15] {
         Value::Text(to_json(&ep.headers)),
         ep.throttle_rate.map_or(Value::Null, |r| Value::Integer(r.into())),
         Value::Text(ep.secret.clone()),
+        Value::Text(to_json(&ep.old_secrets)),
         retry_policy_value(&ep.retry_policy),
+        opt_ts_value(ep.failing_since),
         Value::Integer(ep.created_at.as_millis()),
         Value::Integer(ep.updated_at.as_millis()),
     ]
@@ -147,11 +158,11 @@ fn endpoint_values(ep: &Endpoint) -> [Value; 15] {
 
 pub fn insert_endpoint(c: &Connection, ep: &Endpoint) -> StoreResult<()> {
     check_endpoint_uid(c, ep)?;
-    c.prepare_cached(
-        "INSERT INTO endpoints (id, app_id, uid, url, description, disabled, event_types, channels,
-            metadata, headers, throttle_rate, secret, retry_policy, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )?
+    c.prepare_cached(&format!(
+        "INSERT INTO endpoints ({}) VALUES ({})",
+        ENDPOINT_COLS.replace("e.", ""),
+        ["?"; 17].join(", ")
+    ))?
     .execute(rusqlite::params_from_iter(endpoint_values(ep)))?;
     Ok(())
 }
@@ -195,7 +206,8 @@ pub fn update_endpoint(
     c.prepare_cached(
         "UPDATE endpoints SET id = ?1, app_id = ?2, uid = ?3, url = ?4, description = ?5,
             disabled = ?6, event_types = ?7, channels = ?8, metadata = ?9, headers = ?10,
-            throttle_rate = ?11, secret = ?12, retry_policy = ?13, created_at = ?14, updated_at = ?15
+            throttle_rate = ?11, secret = ?12, old_secrets = ?13, retry_policy = ?14, failing_since = ?15,
+            created_at = ?16, updated_at = ?17
          WHERE id = ?1",
     )?
     .execute(rusqlite::params_from_iter(endpoint_values(&ep)))?;
@@ -206,7 +218,7 @@ pub fn update_endpoint(
 }
 
 /// No more attempts for the endpoint's pending deliveries: they fail now.
-fn settle_pending(c: &Connection, endpoint_id: &str, now: Timestamp) -> StoreResult<()> {
+pub(super) fn settle_pending(c: &Connection, endpoint_id: &str, now: Timestamp) -> StoreResult<()> {
     c.prepare_cached(
         "UPDATE deliveries SET status = ?, next_attempt = NULL, due_at = NULL, lease_owner = NULL,
             updated_at = ?

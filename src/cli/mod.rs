@@ -1,9 +1,13 @@
-//! Command line: `hookline serve | migrate | token create`.
+//! Command line: `hookline serve | migrate | token create | listen | send`.
 //! Every flag can also be set with its `HOOKLINE_*` environment variable.
+
+mod listen;
+mod send;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
@@ -45,6 +49,10 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Run a local webhook receiver that prints and verifies what it gets.
+    Listen(listen::ListenArgs),
+    /// Send a message to a running Hookline.
+    Send(send::SendArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -53,9 +61,12 @@ pub enum TokenCommand {
     Create {
         #[command(flatten)]
         data: DataArgs,
-        /// Scope the token to one application (id); admin otherwise.
+        /// Scope the token to one application (id or uid); admin otherwise.
         #[arg(long)]
         app: Option<String>,
+        /// Expire the token after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u64>,
     },
 }
 
@@ -89,6 +100,22 @@ pub struct ServeArgs {
     /// Attempts in flight at once per endpoint.
     #[arg(long, env = "HOOKLINE_ENDPOINT_CONCURRENCY", default_value_t = 64)]
     pub endpoint_concurrency: usize,
+    /// Keep message payloads and response bodies this many days.
+    #[arg(long, env = "HOOKLINE_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u64,
+    /// Spread retry delays randomly by up to this fraction (0 to 0.5).
+    #[arg(long, env = "HOOKLINE_RETRY_JITTER", default_value_t = 0.2)]
+    pub retry_jitter: f64,
+    /// Disable an endpoint after every attempt has failed for this many
+    /// days (0: never).
+    #[arg(long, env = "HOOKLINE_AUTO_DISABLE_DAYS", default_value_t = 5)]
+    pub auto_disable_days: u64,
+    /// Send Hookline's operational webhooks (endpoint.disabled, …) here.
+    #[arg(long, env = "HOOKLINE_OPERATIONAL_WEBHOOK_URL")]
+    pub operational_webhook_url: Option<String>,
+    /// This server's URL as users reach it (for app-portal links).
+    #[arg(long, env = "HOOKLINE_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -97,14 +124,21 @@ impl ServeArgs {
         cfg.listen = self.listen;
         cfg.admin_token = self.admin_token.clone();
         cfg.max_payload_bytes = self.max_payload_bytes;
+        const DAY: u64 = 24 * 3600;
         cfg.dispatch = DispatchConfig {
             endpoint_concurrency: self.endpoint_concurrency,
+            jitter: self.retry_jitter.clamp(0.0, 0.5),
+            auto_disable_after: (self.auto_disable_days > 0)
+                .then(|| Duration::from_secs(self.auto_disable_days * DAY)),
             targets: TargetPolicy {
                 allow_private: self.allow_private_targets,
                 allowed: self.allow_subnets.clone(),
             },
             ..DispatchConfig::default()
         };
+        cfg.service.retention = Duration::from_secs(self.retention_days.max(1) * DAY);
+        cfg.operational_webhook_url = self.operational_webhook_url.clone();
+        cfg.public_url = self.public_url.clone();
         cfg
     }
 }
@@ -127,7 +161,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("schema of {} is up to date", data.data_dir.display());
             Ok(())
         }
-        Command::Token(TokenCommand::Create { data, app }) => {
+        Command::Listen(args) => listen::run(args).await,
+        Command::Send(args) => send::run(args).await,
+        Command::Token(TokenCommand::Create { data, app, expires_in_days }) => {
             let store = SqliteStore::open(&data.data_dir)?;
             let scope = match app {
                 None => Scope::Admin,
@@ -139,7 +175,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     Scope::App(app.id)
                 }
             };
-            let token = service::create_token(&store, &scope, SystemClock.now()).await?;
+            let now = SystemClock.now();
+            let expires = expires_in_days.map(|d| now.plus(Duration::from_secs(d * 24 * 3600)));
+            let token = service::create_token(&store, &scope, expires, now).await?;
             println!("{token}");
             Ok(())
         }

@@ -1,0 +1,257 @@
+//! `/api/v1/event-type`: the event type catalogue. Deleting archives (the
+//! type disappears from listings but keeps working); `?expunge=true`
+//! deletes for good. Application-scoped tokens may read it, not change it.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::Checks;
+use super::extract::{Principal, QueryParams, SvixJson, SvixPath, Validate, double_option};
+use super::pagination::ListResponse;
+use super::{ApiError, ApiResult, ApiState};
+use crate::domain::model::{EventType, EventTypePatch, NameSet};
+use crate::domain::time::Timestamp;
+use crate::domain::validate;
+use crate::store::{Order, StoreError};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/event-type", get(list).post(create))
+        .route("/api/v1/event-type/{event_type_name}", get(read).put(upsert).patch(patch).delete(remove))
+}
+
+/// Create (with `name`) and PUT (name from the path) bodies.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventTypeIn {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    archived: Option<bool>,
+    #[serde(default)]
+    deprecated: Option<bool>,
+    #[serde(default)]
+    schemas: Option<Value>,
+    #[serde(default)]
+    group_name: Option<String>,
+    #[serde(default)]
+    feature_flags: Option<NameSet>,
+    /// Older clients send one flag.
+    #[serde(default)]
+    feature_flag: Option<String>,
+}
+
+fn check_schemas(c: &mut Checks, schemas: Option<&Value>) {
+    if let Some(s) = schemas
+        && !s.is_object()
+    {
+        c.check(&["body", "schemas"], Err("must be an object of JSON Schemas keyed by version".into()));
+    }
+}
+
+fn check_flags(c: &mut Checks, group: Option<&str>, flags: Option<&NameSet>) {
+    if let Some(g) = group {
+        c.check(&["body", "groupName"], validate::name(g, validate::EVENT_TYPE_MAX));
+    }
+    if let Some(f) = flags {
+        c.check(&["body", "featureFlags"], validate::name_set(f, validate::EVENT_TYPE_MAX, 100));
+    }
+}
+
+impl Validate for EventTypeIn {
+    fn validate(&self) -> ApiResult<()> {
+        let mut c = Checks::default();
+        if let Some(name) = &self.name {
+            c.check(&["body", "name"], validate::name(name, validate::EVENT_TYPE_MAX));
+        }
+        check_schemas(&mut c, self.schemas.as_ref());
+        check_flags(&mut c, self.group_name.as_deref(), self.feature_flags.as_ref());
+        c.finish()
+    }
+}
+
+impl EventTypeIn {
+    fn into_event_type(self, name: String) -> EventType {
+        let flags = self.feature_flags.or(self.feature_flag.map(|f| NameSet::from([f])));
+        EventType {
+            name,
+            description: self.description,
+            archived: self.archived.unwrap_or(false),
+            deprecated: self.deprecated.unwrap_or(false),
+            schemas: self.schemas,
+            group_name: self.group_name,
+            feature_flags: flags,
+            created_at: Timestamp::default(),
+            updated_at: Timestamp::default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventTypePatchIn {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    archived: Option<bool>,
+    #[serde(default)]
+    deprecated: Option<bool>,
+    #[serde(default, deserialize_with = "double_option")]
+    schemas: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "double_option")]
+    group_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    feature_flags: Option<Option<NameSet>>,
+}
+
+impl Validate for EventTypePatchIn {
+    fn validate(&self) -> ApiResult<()> {
+        let mut c = Checks::default();
+        check_schemas(&mut c, self.schemas.as_ref().and_then(Option::as_ref));
+        check_flags(
+            &mut c,
+            self.group_name.as_ref().and_then(Option::as_deref),
+            self.feature_flags.as_ref().and_then(Option::as_ref),
+        );
+        c.finish()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventTypeOut {
+    name: String,
+    description: String,
+    archived: bool,
+    deprecated: bool,
+    schemas: Option<Value>,
+    group_name: Option<String>,
+    feature_flags: Option<NameSet>,
+    feature_flag: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl EventTypeOut {
+    fn new(et: EventType, with_schemas: bool) -> Self {
+        EventTypeOut {
+            feature_flag: et.feature_flags.as_ref().and_then(|f| f.iter().next().cloned()),
+            name: et.name,
+            description: et.description,
+            archived: et.archived,
+            deprecated: et.deprecated,
+            schemas: if with_schemas { et.schemas } else { None },
+            group_name: et.group_name,
+            feature_flags: et.feature_flags,
+            created_at: et.created_at.to_rfc3339(),
+            updated_at: et.updated_at.to_rfc3339(),
+        }
+    }
+}
+
+impl From<EventType> for EventTypeOut {
+    fn from(et: EventType) -> Self {
+        EventTypeOut::new(et, true)
+    }
+}
+
+async fn list(
+    State(s): State<ApiState>,
+    _who: Principal,
+    q: QueryParams,
+) -> ApiResult<Json<ListResponse<EventTypeOut>>> {
+    let with_content = q.bool("with_content", false)?;
+    let page = s
+        .service
+        .store
+        .list_event_types(q.bool("include_archived", false)?, &q.page(Order::Ascending)?)
+        .await?;
+    Ok(Json(ListResponse::from_page(page, |e| e.name.clone(), |e| EventTypeOut::new(e, with_content))))
+}
+
+async fn create(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixJson(body): SvixJson<EventTypeIn>,
+) -> ApiResult<(StatusCode, Json<EventTypeOut>)> {
+    who.require_admin()?;
+    let name = body.name.clone().ok_or_else(|| ApiError::invalid(&["body", "name"], "field required"))?;
+    let et = s.service.create_event_type(body.into_event_type(name)).await?;
+    Ok((StatusCode::CREATED, Json(et.into())))
+}
+
+async fn read(
+    State(s): State<ApiState>,
+    _who: Principal,
+    SvixPath(name): SvixPath<String>,
+) -> ApiResult<Json<EventTypeOut>> {
+    let et = s.service.store.get_event_type(&name).await?.ok_or_else(|| ApiError::not_found("Event type"))?;
+    Ok(Json(et.into()))
+}
+
+/// PUT: replace the definition, or create the type (201).
+async fn upsert(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixPath(name): SvixPath<String>,
+    SvixJson(body): SvixJson<EventTypeIn>,
+) -> ApiResult<(StatusCode, Json<EventTypeOut>)> {
+    who.require_admin()?;
+    validate::name(&name, validate::EVENT_TYPE_MAX)
+        .map_err(|e| ApiError::invalid(&["path", "event_type_name"], e))?;
+    let et = body.into_event_type(name.clone());
+    match s.service.store.get_event_type(&name).await? {
+        Some(_) => {
+            let patch = EventTypePatch {
+                description: Some(et.description),
+                archived: Some(et.archived),
+                deprecated: Some(et.deprecated),
+                schemas: Some(et.schemas),
+                group_name: Some(et.group_name),
+                feature_flags: Some(et.feature_flags),
+            };
+            Ok((StatusCode::OK, Json(s.service.update_event_type(&name, patch).await?.into())))
+        }
+        None => Ok((StatusCode::CREATED, Json(s.service.create_event_type(et).await?.into()))),
+    }
+}
+
+async fn patch(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixPath(name): SvixPath<String>,
+    SvixJson(body): SvixJson<EventTypePatchIn>,
+) -> ApiResult<Json<EventTypeOut>> {
+    who.require_admin()?;
+    let patch = EventTypePatch {
+        description: body.description,
+        archived: body.archived,
+        deprecated: body.deprecated,
+        schemas: body.schemas,
+        group_name: body.group_name,
+        feature_flags: body.feature_flags,
+    };
+    match s.service.update_event_type(&name, patch).await {
+        Err(StoreError::NotFound) => Err(ApiError::not_found("Event type")),
+        other => Ok(Json(other?.into())),
+    }
+}
+
+async fn remove(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixPath(name): SvixPath<String>,
+    q: QueryParams,
+) -> ApiResult<StatusCode> {
+    who.require_admin()?;
+    match s.service.delete_event_type(&name, q.bool("expunge", false)?).await {
+        Err(StoreError::NotFound) => Err(ApiError::not_found("Event type")),
+        other => other.map(|()| StatusCode::NO_CONTENT).map_err(Into::into),
+    }
+}

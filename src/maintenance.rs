@@ -1,0 +1,83 @@
+//! Background upkeep: retention, and the gauges `/metrics` shows.
+//!
+//! Retention runs on the injected clock, so tests can move a manual clock
+//! past the retention age and watch payloads disappear.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::SharedClock;
+use crate::dispatch::Dispatcher;
+use crate::store::SharedStore;
+use crate::telemetry;
+
+/// How often retention runs (on the injected clock).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How often gauges are refreshed (wall clock).
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct Maintenance {
+    pub store: SharedStore,
+    pub clock: SharedClock,
+    pub dispatcher: Dispatcher,
+    /// Response bodies older than this are erased (payloads carry their own
+    /// expiry, set when the message is accepted).
+    pub retention: Duration,
+}
+
+impl Maintenance {
+    pub fn spawn(self, tasks: &TaskTracker, shutdown: watch::Receiver<bool>) {
+        tasks.spawn(self.clone().retention_loop(shutdown.clone()));
+        tasks.spawn(self.gauges_loop(shutdown));
+    }
+
+    /// Erase what is past retention now; returns (payloads, bodies).
+    pub async fn run_retention(&self) -> (u64, u64) {
+        let now = self.clock.now();
+        match self.store.expunge_expired(now, now.minus(self.retention)).await {
+            Ok(counts) => {
+                if counts != (0, 0) {
+                    tracing::info!(
+                        payloads = counts.0,
+                        response_bodies = counts.1,
+                        "retention expunged content"
+                    );
+                }
+                counts
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "retention failed");
+                (0, 0)
+            }
+        }
+    }
+
+    async fn retention_loop(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            self.run_retention().await;
+            let next = self.clock.now().plus(RETENTION_EVERY);
+            tokio::select! {
+                _ = self.clock.sleep_until(next) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn gauges_loop(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let (in_flight, queued) = self.dispatcher.load();
+            telemetry::dispatch_load(in_flight, queued);
+            if let Ok(n) = self.store.count_pending().await {
+                telemetry::pending_deliveries(n);
+            }
+            telemetry::upkeep();
+            tokio::select! {
+                _ = tokio::time::sleep(GAUGES_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Metrics: what Hookline measures, and the Prometheus recorder behind
+//! `GET /metrics`.
+//!
+//! Per-endpoint series are capped ([`ENDPOINT_LABELS`]) so a tenant with
+//! thousands of endpoints cannot blow up the number of series; failures of
+//! endpoints past the cap are counted under `endpoint="other"`.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+const ENDPOINT_LABELS: usize = 100;
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+    86_400.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static LABELLED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+
+/// Install the process-wide recorder (once; later calls share it).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .expect("static buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!("hookline_messages_ingested_total", "Messages accepted by the API");
+    metrics::describe_counter!("hookline_attempts_total", "Delivery attempts by outcome and trigger");
+    metrics::describe_counter!("hookline_endpoint_failures_total", "Failed attempts per endpoint (capped)");
+    metrics::describe_counter!(
+        "hookline_endpoints_disabled_total",
+        "Endpoints disabled by Hookline, by reason"
+    );
+    metrics::describe_histogram!("hookline_attempt_duration_seconds", "Duration of one HTTP attempt");
+    metrics::describe_histogram!(
+        "hookline_delivery_latency_seconds",
+        "From message accepted to successful delivery"
+    );
+    metrics::describe_gauge!("hookline_dispatch_in_flight", "Attempts in flight");
+    metrics::describe_gauge!("hookline_dispatch_queued", "Attempts queued in memory behind endpoint limits");
+    metrics::describe_gauge!("hookline_pending_deliveries", "Deliveries waiting for an attempt or a retry");
+}
+
+/// Prometheus text exposition of everything recorded so far.
+pub fn render() -> String {
+    HANDLE.get().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+/// Housekeeping the exporter needs now and then.
+pub fn upkeep() {
+    if let Some(h) = HANDLE.get() {
+        h.run_upkeep();
+    }
+}
+
+pub fn message_ingested() {
+    counter!("hookline_messages_ingested_total").increment(1);
+}
+
+pub fn attempt(delivered: bool, manual: bool, duration: Duration, endpoint_id: &str) {
+    let outcome = if delivered { "success" } else { "failure" };
+    let trigger = if manual { "manual" } else { "scheduled" };
+    counter!("hookline_attempts_total", "outcome" => outcome, "trigger" => trigger).increment(1);
+    histogram!("hookline_attempt_duration_seconds").record(duration.as_secs_f64());
+    if !delivered {
+        counter!("hookline_endpoint_failures_total", "endpoint" => endpoint_label(endpoint_id)).increment(1);
+    }
+}
+
+fn endpoint_label(endpoint_id: &str) -> String {
+    let mut labelled = LABELLED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if labelled.contains(endpoint_id) || labelled.len() < ENDPOINT_LABELS {
+        labelled.insert(endpoint_id.to_owned());
+        endpoint_id.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+pub fn delivered(latency: Duration) {
+    histogram!("hookline_delivery_latency_seconds").record(latency.as_secs_f64());
+}
+
+pub fn endpoint_disabled(automatic: bool) {
+    let reason = if automatic { "failing" } else { "receiver" };
+    counter!("hookline_endpoints_disabled_total", "reason" => reason).increment(1);
+}
+
+pub fn dispatch_load(in_flight: usize, queued: usize) {
+    gauge!("hookline_dispatch_in_flight").set(in_flight as f64);
+    gauge!("hookline_dispatch_queued").set(queued as f64);
+}
+
+pub fn pending_deliveries(n: u64) {
+    gauge!("hookline_pending_deliveries").set(n as f64);
+}
