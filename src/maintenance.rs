@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::SharedClock;
 use crate::dispatch::Dispatcher;
+use crate::domain::time::Timestamp;
 use crate::store::SharedStore;
 use crate::telemetry;
 
@@ -34,9 +35,8 @@ impl Maintenance {
         tasks.spawn(self.gauges_loop(shutdown));
     }
 
-    /// Erase what is past retention now; returns (payloads, bodies).
-    pub async fn run_retention(&self) -> (u64, u64) {
-        let now = self.clock.now();
+    /// Erase what is past retention at `now`; returns (payloads, bodies).
+    pub async fn run_retention(&self, now: Timestamp) -> (u64, u64) {
         match self.store.expunge_expired(now, now.minus(self.retention)).await {
             Ok(counts) => {
                 if counts != (0, 0) {
@@ -57,8 +57,11 @@ impl Maintenance {
 
     async fn retention_loop(self, mut shutdown: watch::Receiver<bool>) {
         loop {
-            self.run_retention().await;
-            let next = self.clock.now().plus(RETENTION_EVERY);
+            // The next run is due an interval after *this* run's time: if
+            // the clock jumped meanwhile, it is due at once, not skipped.
+            let now = self.clock.now();
+            self.run_retention(now).await;
+            let next = now.plus(RETENTION_EVERY);
             tokio::select! {
                 _ = self.clock.sleep_until(next) => {}
                 _ = shutdown.changed() => return,

@@ -401,23 +401,26 @@ async fn rotate(
     who: Principal,
     SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<RotateIn>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Json<SecretOut>> {
     rotate_in(&s, &s.app(&who, &app_ref).await?, &ep_ref, body).await
 }
 
 /// Rotate the secret; the previous one keeps signing for the grace period
-/// (24 h unless `gracePeriodSeconds` says otherwise).
+/// (24 h unless `gracePeriodSeconds` says otherwise). Answers with the new
+/// verification key, as the Svix SDK expects (the OpenAPI document says 204
+/// with no body; clients that expect that ignore the body).
 pub(super) async fn rotate_in(
     s: &ApiState,
     app: &App,
     ep_ref: &str,
     body: RotateIn,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Json<SecretOut>> {
     let ep = s.endpoint(app, ep_ref).await?;
     let key = body.key.and_then(|k| signing::normalize_secret(&k).ok());
     let grace = body.grace_period_seconds.map(|g| Duration::from_secs(g.into()));
-    s.service.rotate_secret(&ep, key, body.secret_kind, grace).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let ep = s.service.rotate_secret(&ep, key, body.secret_kind, grace).await?;
+    let key = signing::verification_key(&ep.secret).map_err(|_| ApiError::internal())?;
+    Ok(Json(SecretOut { key }))
 }
 
 #[derive(Serialize)]

@@ -7,6 +7,7 @@
 mod application;
 mod attempt;
 mod auth;
+mod docs;
 mod endpoint;
 mod error;
 mod event_type;
@@ -14,6 +15,7 @@ mod extract;
 mod health;
 mod idempotency;
 mod message;
+pub mod openapi;
 mod operational;
 mod pagination;
 mod recovery;
@@ -72,6 +74,7 @@ pub fn router(service: Arc<Service>, max_payload: usize, public_url: Option<Stri
     Router::new()
         .merge(api)
         .merge(health::routes())
+        .merge(openapi::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit()))

@@ -94,7 +94,7 @@ async fn rotate(
     who: Principal,
     SvixPath(id): SvixPath<String>,
     SvixJson(body): SvixJson<RotateIn>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Json<SecretOut>> {
     endpoint::rotate_in(&s, &app(&s, &who).await?, &id, body).await
 }
 

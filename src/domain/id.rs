@@ -69,14 +69,6 @@ fn encode(secs: u32, payload: u128) -> String {
     String::from_utf8(digits.to_vec()).expect("alphabet is ASCII")
 }
 
-/// The smallest possible id of the given kind made at `t`: every id made
-/// at or after `t` sorts after it, every id made before sorts before it.
-pub fn floor(prefix: &str, t: Timestamp) -> String {
-    let secs = (t.as_secs() - KSUID_EPOCH_SECS).clamp(0, u32::MAX as i64) as u32;
-    let millis = t.as_millis().rem_euclid(1000) as u128;
-    format!("{prefix}_{}", encode(secs, millis << 118))
-}
-
 /// Does `s` look like an id of the given kind (as opposed to a `uid`)?
 pub fn has_prefix(s: &str, prefix: &str) -> bool {
     s.len() == prefix.len() + 1 + ENCODED_LEN && s.starts_with(prefix) && s.as_bytes()[prefix.len()] == b'_'
@@ -105,17 +97,6 @@ mod tests {
         }
         let later = new_id(MESSAGE, frozen.plus(std::time::Duration::from_secs(1)));
         assert!(ids.last().unwrap() < &later);
-    }
-
-    #[test]
-    fn floor_separates_ids_by_creation_time() {
-        // Far in the future: ids made by other tests (at today's time) must
-        // not be ahead of these in the process-wide monotonic sequence.
-        let t = Timestamp::from_millis(4_000_000_000_500);
-        let before = new_id(ATTEMPT, t.minus(std::time::Duration::from_millis(1)));
-        let after = new_id(ATTEMPT, t.plus(std::time::Duration::from_millis(1)));
-        let at = floor(ATTEMPT, t);
-        assert!(before < at && at < after, "{before} {at} {after}");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use hookline::clock::{ManualClock, SharedClock, SystemClock};
 use hookline::config::ServerConfig;
@@ -129,6 +130,11 @@ impl TestServer {
         msg["id"].as_str().unwrap().to_owned()
     }
 
+    /// A message's payload as the API shows it (`{}` once expunged).
+    pub async fn payload(&self, app_id: &str, msg_id: &str) -> Value {
+        self.get(&format!("/api/v1/app/{app_id}/msg/{msg_id}")).await["payload"].clone()
+    }
+
     /// Attempts of a message, oldest first.
     pub async fn attempts(&self, app_id: &str, msg_id: &str) -> Vec<Value> {
         self.attempts_to(app_id, msg_id, None).await
@@ -212,6 +218,8 @@ where
 #[derive(Clone, Debug)]
 pub enum Reply {
     Status(u16, &'static str),
+    /// A status with response headers (steering: `Retry-After`, …).
+    Headers(u16, &'static [(&'static str, &'static str)]),
     /// Never answer (the connection stays open until the client gives up).
     Hang,
 }
@@ -292,11 +300,7 @@ impl Receiver {
     }
 }
 
-async fn handle(
-    State(state): State<Arc<ReceiverState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, String) {
+async fn handle(State(state): State<Arc<ReceiverState>>, headers: HeaderMap, body: Bytes) -> Response {
     let reply = {
         let scripted = state.script.lock().unwrap().pop_front();
         scripted.or_else(|| state.default.lock().unwrap().clone()).unwrap()
@@ -304,7 +308,14 @@ async fn handle(
     state.received.lock().unwrap().push(Received { headers, body });
     state.arrived.notify_waiters();
     match reply {
-        Reply::Status(code, body) => (StatusCode::from_u16(code).unwrap(), body.to_owned()),
+        Reply::Status(code, body) => (StatusCode::from_u16(code).unwrap(), body.to_owned()).into_response(),
+        Reply::Headers(code, headers) => {
+            let mut response = StatusCode::from_u16(code).unwrap().into_response();
+            for (k, v) in headers {
+                response.headers_mut().insert(*k, HeaderValue::from_static(v));
+            }
+            response
+        }
         Reply::Hang => std::future::pending().await,
     }
 }

@@ -5,7 +5,11 @@
 //! `svix` client, against real HTTP receivers on loopback.
 
 mod api;
+mod cli;
 mod common;
 mod crash;
 mod delivery;
+mod metrics;
+mod openapi;
+mod operator;
 mod store_conformance;

@@ -2,9 +2,8 @@
 //! application) and by retention age. Metadata stays; payloads and
 //! response bodies go.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 
-use crate::domain::id;
 use crate::domain::time::Timestamp;
 use crate::store::{StoreError, StoreResult};
 
@@ -37,11 +36,9 @@ pub fn expunge_app_content(c: &Connection, app_id: &str) -> StoreResult<u64> {
     Ok(n as u64)
 }
 
-const ATTEMPT_WATERMARK: &str = "retention.attempts_before";
-
 /// Erase expired payloads, and response bodies of attempts made before
-/// `attempts_before`. Attempt ids sort by creation time, so the attempts to
-/// erase are an id range: each run only walks the ids since the last run.
+/// `attempts_before`. Both use partial indexes that hold only rows with
+/// content left, so each run touches what is due and nothing else.
 pub fn expunge_expired(
     c: &Connection,
     now: Timestamp,
@@ -50,21 +47,9 @@ pub fn expunge_expired(
     let payloads = c
         .prepare_cached("UPDATE messages SET payload = NULL WHERE payload IS NOT NULL AND expires_at <= ?")?
         .execute([now.as_millis()])?;
-
-    let upper = id::floor(id::ATTEMPT, attempts_before);
-    let lower: String = c
-        .prepare_cached("SELECT value FROM meta WHERE key = ?")?
-        .query_row([ATTEMPT_WATERMARK], |r| r.get(0))
-        .optional()?
-        .unwrap_or_default();
-    let mut bodies = 0;
-    if upper > lower {
-        bodies = c
-            .prepare_cached("UPDATE attempts SET response = '' WHERE id >= ? AND id < ? AND response != ''")?
-            .execute([&lower, &upper])?;
-        c.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)")?
-            .execute(params![ATTEMPT_WATERMARK, upper])?;
-    }
+    let bodies = c
+        .prepare_cached("UPDATE attempts SET response = '' WHERE response != '' AND created_at < ?")?
+        .execute([attempts_before.as_millis()])?;
     c.prepare_cached("DELETE FROM idempotency WHERE expires_at <= ?")?.execute([now.as_millis()])?;
     Ok((payloads as u64, bodies as u64))
 }

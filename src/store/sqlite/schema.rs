@@ -91,8 +91,10 @@ const MIGRATIONS: &[&str] = &[
         error       TEXT,
         created_at  INTEGER NOT NULL
     );
-    CREATE INDEX attempts_by_msg ON attempts (msg_id, id);
+        CREATE INDEX attempts_by_msg ON attempts (msg_id, id);
     CREATE INDEX attempts_by_endpoint ON attempts (endpoint_id, id);
+    -- Retention: only attempts still holding a response body are indexed.
+    CREATE INDEX attempts_expiry ON attempts (created_at) WHERE response != '';
 
     CREATE TABLE tokens (
         hash       TEXT PRIMARY KEY,
@@ -134,11 +136,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX idempotency_expiry ON idempotency (expires_at);
 
-    -- Small facts the store keeps about itself (retention watermarks).
-    CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
+    
     "#,
 ];
 

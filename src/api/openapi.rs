@@ -1,0 +1,746 @@
+//! Hookline's own OpenAPI 3.1 document, served at `/api/v1/openapi.json`
+//! and rendered at `/api/v1/docs`.
+//!
+//! Built from one table of operations ([`OPS`]) and the schemas below, so a
+//! route added to the router and not here shows up in the coverage test
+//! (`tests/it/openapi.rs`). Hookline extensions are marked `x-hookline`.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use super::ApiState;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/openapi.json", get(|| async { Json(document().clone()) }))
+        .route("/api/v1/docs", get(|| async { Html(super::docs::page(document())).into_response() }))
+}
+
+/// Query parameter groups, by name.
+#[derive(Clone, Copy)]
+enum Q {
+    Page,
+    WithContent,
+    MessageFilters,
+    AttemptFilters,
+    EndpointId,
+    Range,
+    GetIfExists,
+    EventTypeList,
+    Expunge,
+}
+
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    id: &'static str,
+    tag: &'static str,
+    summary: &'static str,
+    /// Request body schema.
+    body: Option<&'static str>,
+    /// Success status and response schema (`[X]` = Svix list of X).
+    ok: (u16, Option<&'static str>),
+    query: &'static [Q],
+    /// A Hookline extension, not part of Svix's API.
+    extension: bool,
+}
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    id: &'static str,
+    tag: &'static str,
+    summary: &'static str,
+) -> Op {
+    Op { method, path, id, tag, summary, body: None, ok: (200, None), query: &[], extension: false }
+}
+
+impl Op {
+    const fn body(mut self, schema: &'static str) -> Self {
+        self.body = Some(schema);
+        self
+    }
+    const fn ok(mut self, status: u16, schema: Option<&'static str>) -> Self {
+        self.ok = (status, schema);
+        self
+    }
+    const fn query(mut self, q: &'static [Q]) -> Self {
+        self.query = q;
+        self
+    }
+    const fn ext(mut self) -> Self {
+        self.extension = true;
+        self
+    }
+}
+
+const APP: &str = "/api/v1/app/{app_id}";
+const EP: &str = "/api/v1/app/{app_id}/endpoint/{endpoint_id}";
+const OPW: &str = "/api/v1/operational-webhook/endpoint/{endpoint_id}";
+
+#[rustfmt::skip]
+const OPS: &[Op] = &[
+    // Applications
+    op("get", "/api/v1/app", "v1.application.list", "Application", "List applications").ok(200, Some("[ApplicationOut]")).query(&[Q::Page]),
+    op("post", "/api/v1/app", "v1.application.create", "Application", "Create an application").body("ApplicationIn").ok(201, Some("ApplicationOut")).query(&[Q::GetIfExists]),
+    op("get", APP, "v1.application.get", "Application", "Get an application by id or uid").ok(200, Some("ApplicationOut")),
+    op("put", APP, "v1.application.update", "Application", "Replace an application (creates it, 201, when the uid is new)").body("ApplicationIn").ok(200, Some("ApplicationOut")),
+    op("patch", APP, "v1.application.patch", "Application", "Change some fields of an application").body("ApplicationPatch").ok(200, Some("ApplicationOut")),
+    op("delete", APP, "v1.application.delete", "Application", "Delete an application with its endpoints, messages and attempts").ok(204, None),
+    // Endpoints
+    op("get", "/api/v1/app/{app_id}/endpoint", "v1.endpoint.list", "Endpoint", "List endpoints").ok(200, Some("[EndpointOut]")).query(&[Q::Page]),
+    op("post", "/api/v1/app/{app_id}/endpoint", "v1.endpoint.create", "Endpoint", "Create an endpoint").body("EndpointIn").ok(201, Some("EndpointOut")),
+    op("get", EP, "v1.endpoint.get", "Endpoint", "Get an endpoint by id or uid").ok(200, Some("EndpointOut")),
+    op("put", EP, "v1.endpoint.update", "Endpoint", "Replace an endpoint (creates it, 201, when the uid is new)").body("EndpointUpdate").ok(200, Some("EndpointOut")),
+    op("patch", EP, "v1.endpoint.patch", "Endpoint", "Change some fields of an endpoint; disabling stops all its attempts").body("EndpointPatch").ok(200, Some("EndpointOut")),
+    op("delete", EP, "v1.endpoint.delete", "Endpoint", "Delete an endpoint; its pending attempts stop, its attempt log stays").ok(204, None),
+    op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret", "v1.endpoint.get-secret", "Endpoint", "The key receivers verify with (`whsec_`, or `whpk_` for ed25519)").ok(200, Some("EndpointSecretOut")),
+    op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate", "v1.endpoint.rotate-secret", "Endpoint", "Rotate the secret; the old one keeps signing for 24 h").body("EndpointSecretRotateIn").ok(200, Some("EndpointSecretOut")),
+    op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers", "v1.endpoint.get-headers", "Endpoint", "Custom headers sent with every request").ok(200, Some("EndpointHeadersOut")),
+    op("put", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers", "v1.endpoint.update-headers", "Endpoint", "Replace the custom headers").body("EndpointHeadersIn").ok(204, None),
+    op("patch", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers", "v1.endpoint.patch-headers", "Endpoint", "Add, change or delete custom headers").body("EndpointHeadersPatchIn").ok(204, None),
+    op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/stats", "v1.endpoint.get-stats", "Endpoint", "Deliveries by status over a time range").ok(200, Some("EndpointStats")).query(&[Q::Range]),
+    op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/send-example", "v1.endpoint.send-example", "Endpoint", "Send an example event to this endpoint only").body("EventExampleIn").ok(200, Some("MessageOut")),
+    op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/recover", "v1.endpoint.recover", "Endpoint", "Send every failed delivery since a time again").body("RecoverIn").ok(202, Some("BackgroundTaskOut")),
+    op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/replay-missing", "v1.endpoint.replay-missing", "Endpoint", "Send what the endpoint never received since a time").body("ReplayIn").ok(202, Some("BackgroundTaskOut")),
+    op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/bulk-replay", "v1.endpoint.bulk-replay", "Endpoint", "Send settled deliveries matching a filter again (dryRun: count only)").body("BulkReplayIn").ok(202, Some("BackgroundTaskOut")),
+    // Messages
+    op("get", "/api/v1/app/{app_id}/msg", "v1.message.list", "Message", "List messages, newest first").ok(200, Some("[MessageOut]")).query(&[Q::Page, Q::MessageFilters, Q::WithContent]),
+    op("post", "/api/v1/app/{app_id}/msg", "v1.message.create", "Message", "Send a message: 202 once durably stored; delivery follows").body("MessageIn").ok(202, Some("MessageOut")).query(&[Q::WithContent]),
+    op("get", "/api/v1/app/{app_id}/msg/{msg_id}", "v1.message.get", "Message", "Get a message by id or eventId").ok(200, Some("MessageOut")).query(&[Q::WithContent]),
+    op("delete", "/api/v1/app/{app_id}/msg/{msg_id}/content", "v1.message.expunge-content", "Message", "Erase the message's payload").ok(204, None),
+    op("post", "/api/v1/app/{app_id}/msg/expunge-all-contents", "v1.message.expunge-all-contents", "Message", "Erase every payload and response body of the application").ok(202, Some("BackgroundTaskOut")),
+    op("post", "/api/v1/app/{app_id}/msg/bulk-expunge", "v1.message.bulk-expunge-content", "Message", "Erase the payloads of the given messages").body("BulkExpungeIn").ok(200, Some("BulkExpungeOut")),
+    // Attempts
+    op("get", "/api/v1/app/{app_id}/attempt/msg/{msg_id}", "v1.message-attempt.list-by-msg", "Message attempt", "A message's attempts, newest first").ok(200, Some("[MessageAttemptOut]")).query(&[Q::Page, Q::AttemptFilters, Q::EndpointId, Q::WithContent]),
+    op("get", "/api/v1/app/{app_id}/attempt/endpoint/{endpoint_id}", "v1.message-attempt.list-by-endpoint", "Message attempt", "An endpoint's attempts, newest first").ok(200, Some("[MessageAttemptOut]")).query(&[Q::Page, Q::AttemptFilters, Q::WithContent]),
+    op("get", "/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}", "v1.message-attempt.get", "Message attempt", "One attempt").ok(200, Some("MessageAttemptOut")),
+    op("delete", "/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}/content", "v1.message-attempt.expunge-content", "Message attempt", "Erase the attempt's response body").ok(204, None),
+    op("get", "/api/v1/app/{app_id}/msg/{msg_id}/endpoint", "v1.message-attempt.list-attempted-destinations", "Message attempt", "Where a message goes: each endpoint with status and next attempt").ok(200, Some("[MessageEndpointOut]")).query(&[Q::Page]),
+    op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/msg", "v1.message-attempt.list-attempted-messages", "Message attempt", "An endpoint's messages with status and next attempt").ok(200, Some("[EndpointMessageOut]")).query(&[Q::Page, Q::MessageFilters, Q::WithContent]),
+    op("post", "/api/v1/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend", "v1.message-attempt.resend", "Message attempt", "Send again now, as a manual attempt (failed or succeeded)").ok(202, Some("EmptyResponse")),
+    // Event types
+    op("get", "/api/v1/event-type", "v1.event-type.list", "Event type", "List event types").ok(200, Some("[EventTypeOut]")).query(&[Q::Page, Q::EventTypeList]),
+    op("post", "/api/v1/event-type", "v1.event-type.create", "Event type", "Create an event type").body("EventTypeIn").ok(201, Some("EventTypeOut")),
+    op("get", "/api/v1/event-type/{event_type_name}", "v1.event-type.get", "Event type", "Get an event type").ok(200, Some("EventTypeOut")),
+    op("put", "/api/v1/event-type/{event_type_name}", "v1.event-type.update", "Event type", "Replace an event type (creates it, 201)").body("EventTypeUpdate").ok(200, Some("EventTypeOut")),
+    op("patch", "/api/v1/event-type/{event_type_name}", "v1.event-type.patch", "Event type", "Change some fields of an event type").body("EventTypePatch").ok(200, Some("EventTypeOut")),
+    op("delete", "/api/v1/event-type/{event_type_name}", "v1.event-type.delete", "Event type", "Archive an event type (expunge=true deletes it)").ok(204, None).query(&[Q::Expunge]),
+    // Authentication
+    op("post", "/api/v1/auth/app-portal-access/{app_id}", "v1.authentication.app-portal-access", "Authentication", "A token and link for one application only (customer portal)").body("AppPortalAccessIn").ok(200, Some("AppPortalAccessOut")),
+    op("post", "/api/v1/auth/dashboard-access/{app_id}", "v1.authentication.dashboard-access", "Authentication", "Same as app-portal-access (older Svix clients)").body("AppPortalAccessIn").ok(200, Some("AppPortalAccessOut")),
+    op("post", "/api/v1/auth/logout", "v1.authentication.logout", "Authentication", "Invalidate the app-scoped token used for this request").ok(204, None),
+    // Background tasks
+    op("get", "/api/v1/background-task", "v1.background-task.list", "Background task", "Results of bulk operations").ok(200, Some("[BackgroundTaskOut]")).query(&[Q::Page]),
+    op("get", "/api/v1/background-task/{task_id}", "v1.background-task.get", "Background task", "One bulk operation's result").ok(200, Some("BackgroundTaskOut")),
+    // Operational webhooks
+    op("get", "/api/v1/operational-webhook/endpoint", "v1.operational-webhook-endpoint.list", "Operational webhook", "Endpoints receiving Hookline's own events").ok(200, Some("[EndpointOut]")).query(&[Q::Page]),
+    op("post", "/api/v1/operational-webhook/endpoint", "v1.operational-webhook-endpoint.create", "Operational webhook", "Subscribe an endpoint to endpoint.disabled, message.attempt.exhausted, …").body("EndpointIn").ok(201, Some("EndpointOut")),
+    op("get", OPW, "v1.operational-webhook-endpoint.get", "Operational webhook", "Get an operational endpoint").ok(200, Some("EndpointOut")),
+    op("put", OPW, "v1.operational-webhook-endpoint.update", "Operational webhook", "Replace an operational endpoint").body("EndpointUpdate").ok(200, Some("EndpointOut")),
+    op("delete", OPW, "v1.operational-webhook-endpoint.delete", "Operational webhook", "Delete an operational endpoint").ok(204, None),
+    op("get", "/api/v1/operational-webhook/endpoint/{endpoint_id}/secret", "v1.operational-webhook-endpoint.get-secret", "Operational webhook", "Its verification key").ok(200, Some("EndpointSecretOut")),
+    op("post", "/api/v1/operational-webhook/endpoint/{endpoint_id}/secret/rotate", "v1.operational-webhook-endpoint.rotate-secret", "Operational webhook", "Rotate its secret").body("EndpointSecretRotateIn").ok(200, Some("EndpointSecretOut")),
+    op("get", "/api/v1/operational-webhook/endpoint/{endpoint_id}/headers", "v1.operational-webhook-endpoint.get-headers", "Operational webhook", "Its custom headers").ok(200, Some("EndpointHeadersOut")),
+    op("put", "/api/v1/operational-webhook/endpoint/{endpoint_id}/headers", "v1.operational-webhook-endpoint.update-headers", "Operational webhook", "Replace its custom headers").body("EndpointHeadersIn").ok(204, None),
+    // Health and documentation
+    op("get", "/api/v1/health", "v1.health.get", "Health", "204 while the server and its store answer (no token needed)").ok(204, None),
+    op("get", "/api/v1/health/ping", "v1.health.ping", "Health", "204 while the server answers (no token needed)").ok(204, None),
+    op("get", "/api/v1/openapi.json", "openapi", "Documentation", "This document (no token needed)").ok(200, None).ext(),
+    op("get", "/api/v1/docs", "docs", "Documentation", "This document, rendered (no token needed)").ok(200, None).ext(),
+];
+
+/// Every documented operation as `(METHOD, path)`.
+pub fn operations() -> impl Iterator<Item = (&'static str, &'static str)> {
+    OPS.iter().map(|o| (o.method, o.path))
+}
+
+pub fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(build)
+}
+
+fn build() -> Value {
+    let mut paths: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
+    let mut list_schemas = Map::new();
+    for o in OPS {
+        let mut operation = json!({
+            "operationId": o.id,
+            "tags": [o.tag],
+            "summary": o.summary,
+            "parameters": parameters(o),
+            "responses": responses(o, &mut list_schemas),
+        });
+        if let Some(body) = o.body {
+            operation["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": reference(body)}}});
+        }
+        if o.extension {
+            operation["x-hookline"] = json!(true);
+        }
+        if o.tag == "Health" || o.tag == "Documentation" {
+            operation["security"] = json!([]);
+        }
+        paths.entry(o.path).or_default().insert(o.method.into(), operation);
+    }
+    let mut schemas = schemas();
+    schemas.extend(list_schemas);
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Hookline API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Webhook delivery with a Svix v1 compatible API. Operations and fields marked \
+                `x-hookline` are Hookline extensions; everything else behaves as in Svix, so the official \
+                Svix SDKs work unchanged. Authenticate with `Authorization: Bearer <token>`. Errors are \
+                `{\"code\", \"detail\"}`, or `{\"detail\": [{\"loc\", \"msg\", \"type\"}]}` for 422. Lists \
+                page with `limit` (≤ 250), `iterator` and `done`. Metrics: `GET /metrics` (Prometheus).",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"HTTPBearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"HTTPBearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas,
+        },
+    })
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn responses(o: &Op, lists: &mut Map<String, Value>) -> Value {
+    let (status, schema) = o.ok;
+    let ok = match schema {
+        None => json!({"description": "Success"}),
+        Some(list) if list.starts_with('[') => {
+            let item = list.trim_matches(['[', ']']);
+            let name = format!("ListResponse_{item}_");
+            lists.insert(
+                name.clone(),
+                json!({
+                    "type": "object",
+                    "required": ["data", "done"],
+                    "properties": {
+                        "data": {"type": "array", "items": reference(item)},
+                        "iterator": {"type": ["string", "null"]},
+                        "prevIterator": {"type": ["string", "null"]},
+                        "done": {"type": "boolean"},
+                    },
+                }),
+            );
+            json!({"description": "Success", "content": {"application/json": {"schema": reference(&name)}}})
+        }
+        Some(name) => {
+            json!({"description": "Success", "content": {"application/json": {"schema": reference(name)}}})
+        }
+    };
+    let mut r = json!({ status.to_string(): ok });
+    let error = |d: &str| json!({"description": d, "content": {"application/json": {"schema": reference("HttpErrorOut")}}});
+    if o.tag != "Health" && o.tag != "Documentation" {
+        r["400"] = error("Bad request");
+        r["401"] = error("Missing or invalid token");
+        r["403"] = error("The token may not do this");
+        r["404"] = error("Not found");
+        r["409"] = error("Conflict (uid, eventId, state)");
+        r["413"] = error("Body too large");
+        r["422"] = json!({"description": "Validation error",
+            "content": {"application/json": {"schema": reference("HTTPValidationError")}}});
+    }
+    r
+}
+
+fn param(name: &str, location: &str, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": location, "required": location == "path", "schema": schema, "description": description})
+}
+
+fn parameters(o: &Op) -> Value {
+    let mut params: Vec<Value> = o
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| {
+            param(name, "path", json!({"type": "string"}), "id, or uid / eventId where the object has one")
+        })
+        .collect();
+    let string = || json!({"type": "string"});
+    let boolean = || json!({"type": "boolean"});
+    let time = || json!({"type": "string", "format": "date-time"});
+    for q in o.query {
+        match q {
+            Q::Page => params.extend([
+                param(
+                    "limit",
+                    "query",
+                    json!({"type": "integer", "minimum": 1, "maximum": 250}),
+                    "Page size (50)",
+                ),
+                param("iterator", "query", string(), "Where to continue; `-` prefix goes backwards"),
+                param("order", "query", json!({"enum": ["ascending", "descending"]}), "Sort order"),
+            ]),
+            Q::WithContent => {
+                params.push(param("with_content", "query", boolean(), "Include payloads / bodies"))
+            }
+            Q::MessageFilters => params.extend([
+                param("event_types", "query", string(), "Comma-separated or repeated"),
+                param("channel", "query", string(), "Only this channel"),
+                param("tag", "query", string(), "Only this tag"),
+                param("before", "query", time(), "Created before"),
+                param("after", "query", time(), "Created after"),
+                param("status", "query", reference("MessageStatus"), "Delivery status (endpoint messages)"),
+            ]),
+            Q::AttemptFilters => params.extend([
+                param("status", "query", reference("MessageStatus"), "Attempt status"),
+                param("status_code_class", "query", reference("StatusCodeClass"), "Response code class"),
+                param("event_types", "query", string(), "Comma-separated or repeated"),
+                param("channel", "query", string(), "Only this channel"),
+                param("before", "query", time(), "Made before"),
+                param("after", "query", time(), "Made after"),
+                param("with_msg", "query", boolean(), "Include the message (without payload)"),
+            ]),
+            Q::EndpointId => {
+                params.push(param("endpoint_id", "query", string(), "Only attempts to this endpoint"))
+            }
+            Q::Range => params.extend([
+                param("since", "query", time(), "From (default: 28 days ago)"),
+                param("until", "query", time(), "Until"),
+            ]),
+            Q::GetIfExists => params.push(param(
+                "get_if_exists",
+                "query",
+                boolean(),
+                "Return the application with this uid if it exists",
+            )),
+            Q::EventTypeList => params.extend([
+                param("include_archived", "query", boolean(), "Include archived types"),
+                param("with_content", "query", boolean(), "Include schemas"),
+            ]),
+            Q::Expunge => params.push(param("expunge", "query", boolean(), "Delete instead of archiving")),
+        }
+    }
+    Value::Array(params)
+}
+
+// --- schemas ---
+
+fn object(required: &[&str], props: &[(&str, Value)]) -> Value {
+    let properties: Map<String, Value> = props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    json!({"type": "object", "required": required, "properties": properties})
+}
+
+fn t(ty: &str) -> Value {
+    json!({"type": ty})
+}
+
+fn opt(ty: &str) -> Value {
+    json!({"type": [ty, "null"]})
+}
+
+fn dt() -> Value {
+    json!({"type": "string", "format": "date-time"})
+}
+
+fn strings() -> Value {
+    json!({"type": ["array", "null"], "items": {"type": "string"}, "uniqueItems": true})
+}
+
+fn map() -> Value {
+    json!({"type": "object", "additionalProperties": {"type": "string"}})
+}
+
+fn ext(mut schema: Value, description: &str) -> Value {
+    schema["x-hookline"] = json!(true);
+    schema["description"] = json!(description);
+    schema
+}
+
+fn schemas() -> Map<String, Value> {
+    let uid = || json!({"type": ["string", "null"], "pattern": "^[a-zA-Z0-9\\-_.]+$", "maxLength": 256});
+    let retry = || {
+        ext(
+            json!({"oneOf": [reference("RetryPolicy"), {"type": "null"}]}),
+            "Per-endpoint retry policy; null = server default",
+        )
+    };
+    let secret_kind = || ext(json!({"enum": ["hmac", "ed25519"]}), "Kind of secret to generate");
+    let app_fields = |name_required: bool| {
+        let mut o = object(
+            if name_required { &["name"] } else { &[] },
+            &[("name", t("string")), ("uid", uid()), ("metadata", map()), ("throttleRate", opt("integer"))],
+        );
+        o["properties"]["rateLimit"] = ext(opt("integer"), "Alias of throttleRate");
+        o
+    };
+    let endpoint_fields: Vec<(&str, Value)> = vec![
+        ("url", json!({"type": "string", "format": "uri"})),
+        ("description", t("string")),
+        ("disabled", t("boolean")),
+        ("uid", uid()),
+        ("eventTypes", strings()),
+        ("channels", strings()),
+        ("metadata", map()),
+        ("throttleRate", opt("integer")),
+        ("retryPolicy", retry()),
+    ];
+    let with = |base: &[(&str, Value)], more: &[(&str, Value)]| -> Vec<(String, Value)> {
+        base.iter().chain(more).map(|(k, v)| (k.to_string(), v.clone())).collect()
+    };
+    let obj = |required: &[&str], props: Vec<(String, Value)>| {
+        let props: Vec<(&str, Value)> = props.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        object(required, &props)
+    };
+    let status = || reference("MessageStatus");
+    let status_text = || json!({"enum": ["success", "pending", "fail", "sending"]});
+    let message_fields: Vec<(&str, Value)> = vec![
+        ("id", t("string")),
+        ("eventType", t("string")),
+        ("eventId", opt("string")),
+        ("payload", t("object")),
+        ("channels", strings()),
+        ("tags", strings()),
+        ("timestamp", dt()),
+        ("deliverAt", json!({"type": ["string", "null"], "format": "date-time"})),
+    ];
+    let delivery_fields: Vec<(&str, Value)> = vec![
+        ("status", status()),
+        ("statusText", status_text()),
+        ("nextAttempt", json!({"type": ["string", "null"], "format": "date-time"})),
+    ];
+    let endpoint_out: Vec<(&str, Value)> = endpoint_fields
+        .iter()
+        .cloned()
+        .chain([
+            ("id", t("string")),
+            ("filterTypes", ext(strings(), "Same as eventTypes, for older clients")),
+            ("version", t("integer")),
+            ("createdAt", dt()),
+            ("updatedAt", dt()),
+        ])
+        .collect();
+    let event_type_fields: Vec<(&str, Value)> = vec![
+        ("description", t("string")),
+        ("archived", t("boolean")),
+        ("deprecated", t("boolean")),
+        (
+            "schemas",
+            json!({"type": ["object", "null"], "description": "JSON Schemas by version, each may carry `examples`"}),
+        ),
+        ("groupName", opt("string")),
+        ("featureFlags", strings()),
+    ];
+    let range = || {
+        object(
+            &["since"],
+            &[("since", dt()), ("until", json!({"type": ["string", "null"], "format": "date-time"}))],
+        )
+    };
+
+    let mut s = Map::new();
+    let mut add = |name: &str, schema: Value| {
+        s.insert(name.to_owned(), schema);
+    };
+    add("ApplicationIn", app_fields(true));
+    add("ApplicationPatch", app_fields(false));
+    add("ApplicationOut", {
+        let mut o = app_fields(true);
+        o["required"] = json!(["id", "name", "metadata", "createdAt", "updatedAt"]);
+        o["properties"]["id"] = t("string");
+        o["properties"]["createdAt"] = dt();
+        o["properties"]["updatedAt"] = dt();
+        o
+    });
+    add(
+        "EndpointIn",
+        obj(
+            &["url"],
+            with(
+                &endpoint_fields,
+                &[
+                    (
+                        "secret",
+                        json!({"type": ["string", "null"], "description": "`whsec_` + base64 (HMAC) or `whsk_` + base64 (ed25519); generated when absent"}),
+                    ),
+                    ("secretKind", secret_kind()),
+                    ("headers", map()),
+                ],
+            ),
+        ),
+    );
+    add("EndpointUpdate", obj(&["url"], with(&endpoint_fields, &[])));
+    add("EndpointPatch", obj(&[], with(&endpoint_fields, &[])));
+    add(
+        "EndpointOut",
+        obj(&["id", "url", "description", "metadata", "createdAt", "updatedAt"], with(&endpoint_out, &[])),
+    );
+    add(
+        "RetryPolicy",
+        ext(
+            object(
+                &["schedule"],
+                &[
+                    (
+                        "schedule",
+                        json!({"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 50,
+            "description": "Seconds to wait after each failed attempt; the first attempt is immediate"}),
+                    ),
+                    ("success", json!({"enum": ["2xx", "200"], "default": "2xx"})),
+                    (
+                        "timeout",
+                        json!({"type": "integer", "minimum": 1, "maximum": 300, "default": 30, "description": "Seconds per attempt"}),
+                    ),
+                ],
+            ),
+            "Default: [5, 300, 1800, 7200, 18000, 36000, 36000], 2xx, 30 s",
+        ),
+    );
+    add("EndpointSecretOut", object(&["key"], &[("key", t("string"))]));
+    add(
+        "EndpointSecretRotateIn",
+        object(
+            &[],
+            &[
+                ("key", opt("string")),
+                (
+                    "gracePeriodSeconds",
+                    json!({"type": ["integer", "null"], "description": "How long the old secret keeps signing (86400)"}),
+                ),
+                ("secretKind", secret_kind()),
+            ],
+        ),
+    );
+    add("EndpointHeadersIn", object(&["headers"], &[("headers", map())]));
+    add("EndpointHeadersPatchIn", object(&["headers"], &[("headers", map()), ("deleteHeaders", strings())]));
+    add(
+        "EndpointHeadersOut",
+        object(&["headers", "sensitive"], &[("headers", map()), ("sensitive", strings())]),
+    );
+    add(
+        "EndpointStats",
+        object(
+            &["success", "pending", "sending", "fail"],
+            &[
+                ("success", t("integer")),
+                ("pending", t("integer")),
+                ("sending", t("integer")),
+                ("fail", t("integer")),
+                ("canceled", t("integer")),
+            ],
+        ),
+    );
+    add("RecoverIn", range());
+    add("ReplayIn", range());
+    add("BulkReplayIn", {
+        let mut o = range();
+        o["properties"]["eventTypes"] = strings();
+        o["properties"]["channel"] = opt("string");
+        o["properties"]["tag"] = opt("string");
+        o["properties"]["status"] = status();
+        o["properties"]["statusCodeClass"] = reference("StatusCodeClass");
+        o["properties"]["dryRun"] = ext(t("boolean"), "Only count what would be sent");
+        o
+    });
+    add(
+        "BackgroundTaskOut",
+        object(
+            &["id", "status", "task", "updatedAt"],
+            &[
+                ("id", t("string")),
+                ("status", json!({"enum": ["running", "finished", "failed"]})),
+                (
+                    "task",
+                    json!({"enum": ["endpoint.recover", "endpoint.replay", "endpoint.bulk-replay", "application.purge_content"]}),
+                ),
+                ("data", t("object")),
+                ("updatedAt", dt()),
+                ("count", ext(t("integer"), "How many deliveries or messages the task touched")),
+            ],
+        ),
+    );
+    add(
+        "EventExampleIn",
+        object(
+            &["eventType"],
+            &[("eventType", t("string")), ("exampleIndex", t("integer")), ("payload", t("object"))],
+        ),
+    );
+    add(
+        "MessageIn",
+        object(
+            &["eventType", "payload"],
+            &[
+                ("eventType", json!({"type": "string", "pattern": "^[a-zA-Z0-9\\-_.]+$", "maxLength": 256})),
+                ("payload", json!({"type": "object", "description": "Delivered byte for byte as sent"})),
+                ("eventId", uid()),
+                ("channels", strings()),
+                ("tags", strings()),
+                ("application", reference("ApplicationIn")),
+                ("deliverAt", json!({"type": ["string", "null"], "format": "date-time"})),
+                ("payloadRetentionPeriod", json!({"type": ["integer", "null"], "minimum": 1, "maximum": 90})),
+                (
+                    "payloadRetentionHours",
+                    json!({"type": ["integer", "null"], "minimum": 1, "maximum": 2160}),
+                ),
+            ],
+        ),
+    );
+    add("MessageOut", object(&["id", "eventType", "payload", "timestamp"], &message_fields));
+    add(
+        "EndpointMessageOut",
+        obj(
+            &["id", "eventType", "payload", "timestamp", "status", "statusText"],
+            with(&message_fields, &delivery_fields),
+        ),
+    );
+    add(
+        "MessageEndpointOut",
+        obj(
+            &["id", "url", "status", "statusText", "createdAt", "updatedAt"],
+            with(&endpoint_out, &delivery_fields),
+        ),
+    );
+    add(
+        "MessageAttemptOut",
+        object(
+            &[
+                "id",
+                "msgId",
+                "endpointId",
+                "url",
+                "response",
+                "responseStatusCode",
+                "responseDurationMs",
+                "status",
+                "statusText",
+                "triggerType",
+                "timestamp",
+            ],
+            &[
+                ("id", t("string")),
+                ("msgId", t("string")),
+                ("endpointId", t("string")),
+                ("url", t("string")),
+                ("response", json!({"type": "string", "description": "First 64 KiB of the response body"})),
+                (
+                    "responseStatusCode",
+                    json!({"type": "integer", "description": "0 when no response arrived"}),
+                ),
+                ("responseDurationMs", t("integer")),
+                ("status", status()),
+                ("statusText", status_text()),
+                ("triggerType", reference("MessageAttemptTriggerType")),
+                ("timestamp", dt()),
+                ("msg", reference("MessageOut")),
+                (
+                    "error",
+                    ext(opt("string"), "Why no response arrived: timeout, connection, TLS, refused target"),
+                ),
+            ],
+        ),
+    );
+    add("EventTypeIn", obj(&["name", "description"], with(&event_type_fields, &[("name", t("string"))])));
+    add("EventTypeUpdate", obj(&["description"], with(&event_type_fields, &[])));
+    add("EventTypePatch", obj(&[], with(&event_type_fields, &[])));
+    add(
+        "EventTypeOut",
+        obj(
+            &["name", "description", "deprecated", "createdAt", "updatedAt"],
+            with(
+                &event_type_fields,
+                &[
+                    ("name", t("string")),
+                    ("featureFlag", opt("string")),
+                    ("createdAt", dt()),
+                    ("updatedAt", dt()),
+                ],
+            ),
+        ),
+    );
+    add(
+        "AppPortalAccessIn",
+        object(
+            &[],
+            &[
+                ("application", reference("ApplicationIn")),
+                (
+                    "expiry",
+                    json!({"type": ["integer", "null"], "description": "Token lifetime in seconds (7 days)"}),
+                ),
+            ],
+        ),
+    );
+    add("AppPortalAccessOut", object(&["url", "token"], &[("url", t("string")), ("token", t("string"))]));
+    add("BulkExpungeIn", object(&[], &[("ids", strings())]));
+    add(
+        "BulkExpungeOut",
+        object(
+            &["results"],
+            &[(
+                "results",
+                json!({"type": "object", "additionalProperties": {"enum": ["expunged", "not-found"]}}),
+            )],
+        ),
+    );
+    add("EmptyResponse", t("object"));
+    add(
+        "MessageStatus",
+        json!({"type": "integer", "enum": [0, 1, 2, 3], "description": "0 success, 1 pending, 2 fail, 3 sending"}),
+    );
+    add(
+        "MessageAttemptTriggerType",
+        json!({"type": "integer", "enum": [0, 1], "description": "0 scheduled, 1 manual"}),
+    );
+    add("StatusCodeClass", json!({"type": "integer", "enum": [0, 100, 200, 300, 400, 500]}));
+    add("HttpErrorOut", object(&["code", "detail"], &[("code", t("string")), ("detail", t("string"))]));
+    add(
+        "ValidationErrorItem",
+        object(
+            &["loc", "msg", "type"],
+            &[
+                ("loc", json!({"type": "array", "items": {"type": "string"}})),
+                ("msg", t("string")),
+                ("type", t("string")),
+            ],
+        ),
+    );
+    add(
+        "HTTPValidationError",
+        object(
+            &["detail"],
+            &[("detail", json!({"type": "array", "items": reference("ValidationErrorItem")}))],
+        ),
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let text = doc.to_string();
+        for part in text.split("\"#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap();
+            assert!(schemas.contains_key(name), "dangling reference to {name}");
+        }
+    }
+
+    #[test]
+    fn operation_ids_are_unique_and_paths_have_their_parameters() {
+        let mut ids = std::collections::HashSet::new();
+        for o in OPS {
+            assert!(ids.insert(o.id), "duplicate operationId {}", o.id);
+            let params = parameters(o);
+            let in_path = params.as_array().unwrap().iter().filter(|p| p["in"] == "path").count();
+            assert_eq!(in_path, o.path.matches('{').count(), "{}", o.path);
+        }
+    }
+}
