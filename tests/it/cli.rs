@@ -39,6 +39,13 @@ async fn read_until(lines: &mut Lines<BufReader<ChildStdout>>, needle: &str) -> 
     seen
 }
 
+/// `hookline send` against `server` for `app`, with more arguments.
+fn send(server: &str, app: &str, more: &[&str]) -> Command {
+    let mut cmd = hookline(&["send", "--server", server, "--token", TOKEN, "--app", app]);
+    cmd.args(more);
+    cmd
+}
+
 async fn start_listen(secret: &str) -> (Child, Lines<BufReader<ChildStdout>>, String) {
     let mut child = hookline(&["listen", "--listen", "127.0.0.1:0", "--secret", secret]).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -77,22 +84,12 @@ async fn send_posts_a_message_that_gets_delivered() {
     let t = TestServer::start().await;
     let rx = Receiver::start(Reply::Status(200, "")).await;
     let (app, _) = t.app_with_endpoint(&rx.url, json!({})).await;
-    let output = hookline(&[
-        "send",
-        "--server",
-        &t.server.url(),
-        "--token",
-        TOKEN,
-        "--app",
-        &app,
-        "--event-type",
-        "cli.sent",
-        "--payload",
-        r#"{"from": "the command line"}"#,
-    ])
-    .output()
-    .await
-    .unwrap();
+    let url = t.server.url();
+    let output =
+        send(&url, &app, &["--event-type", "cli.sent", "--payload", r#"{"from": "the command line"}"#])
+            .output()
+            .await
+            .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     assert!(id.starts_with("msg_"), "{id}");
@@ -100,21 +97,7 @@ async fn send_posts_a_message_that_gets_delivered() {
     assert_eq!(got[0].header("webhook-id"), id);
 
     // Errors come back as a failure with Svix's message.
-    let bad = hookline(&[
-        "send",
-        "--server",
-        &t.server.url(),
-        "--token",
-        TOKEN,
-        "--app",
-        "nope",
-        "--event-type",
-        "x",
-    ])
-    .stderr(Stdio::piped())
-    .output()
-    .await
-    .unwrap();
+    let bad = send(&url, "nope", &["--event-type", "x"]).stderr(Stdio::piped()).output().await.unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("404"));
 }
