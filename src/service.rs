@@ -85,6 +85,15 @@ pub fn token_hash(token: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A message the service accepted.
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    pub message: Arc<Message>,
+    /// It was accepted earlier under the same idempotency key; nothing new
+    /// was stored or sent.
+    pub replayed: bool,
+}
+
 /// Which deliveries a bulk replay sends again.
 #[derive(Clone, Debug, Default)]
 pub struct ReplayRequest {
@@ -301,7 +310,7 @@ impl Service {
         app_ref: &str,
         new: NewMessage,
         idempotency_key: Option<String>,
-    ) -> StoreResult<Arc<Message>> {
+    ) -> StoreResult<Accepted> {
         self.insert_message(app_ref, new, idempotency_key, None).await
     }
 
@@ -311,7 +320,7 @@ impl Service {
         new: NewMessage,
         idempotency_key: Option<String>,
         only_endpoint: Option<String>,
-    ) -> StoreResult<Arc<Message>> {
+    ) -> StoreResult<Accepted> {
         let now = self.now();
         let new_app = new.create_app.map(|spec| {
             let mut app = self.new_app(spec);
@@ -344,7 +353,7 @@ impl Service {
         };
         let created = self.store.create_message(req).await?;
         if created.existing {
-            return Ok(created.message);
+            return Ok(Accepted { message: created.message, replayed: true });
         }
         telemetry::message_ingested();
         if created.leased {
@@ -357,7 +366,7 @@ impl Service {
         } else if let Some(at) = created.message.deliver_at {
             self.dispatcher.wake_at(at);
         }
-        Ok(created.message)
+        Ok(Accepted { message: created.message, replayed: false })
     }
 
     /// Send `msg` to `ep` once more, now, as a manual attempt. Works for
@@ -407,7 +416,7 @@ impl Service {
             create_app: None,
             retention: None,
         };
-        self.insert_message(&ep.app_id, new, None, Some(ep.id.clone())).await
+        Ok(self.insert_message(&ep.app_id, new, None, Some(ep.id.clone())).await?.message)
     }
 
     // --- sending again, in bulk ---

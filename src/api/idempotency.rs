@@ -7,6 +7,10 @@
 //! Keys are scoped to the caller's credentials and the path. Only 2xx
 //! responses are kept: a rejected request (4xx) can be corrected and
 //! retried under the same key. While a request runs, a repeat gets 409.
+//!
+//! Message creation does not go through this layer: the key is stored with
+//! the message (see `Store::create_message`), and a repeat returns the
+//! message created first.
 
 use std::time::Duration;
 
@@ -22,6 +26,8 @@ use super::{ApiError, ApiState};
 use crate::store::{IdempotencyBegin, StoredResponse};
 
 const HEADER: &str = "idempotency-key";
+/// Set (to `true`) on a response that repeats an earlier one.
+pub const REPLAYED: &str = "idempotent-replayed";
 const MAX_KEY_LEN: usize = 256;
 const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
 /// A request that crashed mid-way frees its key after this long.
@@ -100,6 +106,6 @@ fn replay(stored: StoredResponse) -> Response {
     if let Some(ct) = stored.content_type.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
         headers.insert(CONTENT_TYPE, ct);
     }
-    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    headers.insert(REPLAYED, HeaderValue::from_static("true"));
     response
 }

@@ -19,6 +19,7 @@ use serde_json::value::RawValue;
 use super::application::ApplicationIn;
 use super::error::Checks;
 use super::extract::{Principal, QueryParams, SvixJson, SvixPath, Validate};
+use super::idempotency::REPLAYED;
 use super::pagination::ListResponse;
 use super::task::TaskOut;
 use super::{ApiError, ApiResult, ApiState};
@@ -146,7 +147,7 @@ async fn create(
     q: QueryParams,
     headers: HeaderMap,
     SvixJson(body): SvixJson<MessageIn>,
-) -> ApiResult<(StatusCode, Json<MessageOut>)> {
+) -> ApiResult<(StatusCode, [(&'static str, &'static str); 1], Json<MessageOut>)> {
     // Admin tokens skip the pre-read: the store resolves the app in the
     // same transaction as the insert.
     if who.0 != Scope::Admin {
@@ -167,11 +168,12 @@ async fn create(
     // Also stored with the message, so even a retry after a crash between
     // the commit and the response cannot create a second message.
     let key = super::idempotency::key_of(&headers);
-    let msg = s.service.create_message(&app_ref, new, key).await.map_err(|e| match e {
+    let accepted = s.service.create_message(&app_ref, new, key).await.map_err(|e| match e {
         crate::store::StoreError::NotFound => ApiError::not_found("Application"),
         other => other.into(),
     })?;
-    Ok((StatusCode::ACCEPTED, Json(MessageOut::new((*msg).clone(), with_content))))
+    let replayed = [(REPLAYED, if accepted.replayed { "true" } else { "false" })];
+    Ok((StatusCode::ACCEPTED, replayed, Json(MessageOut::new((*accepted.message).clone(), with_content))))
 }
 
 async fn list(

@@ -64,15 +64,18 @@ pub fn router(service: Arc<Service>, max_payload: usize, public_url: Option<Stri
         .merge(application::routes())
         .merge(endpoint::routes())
         .merge(recovery::routes())
-        .merge(message::routes())
         .merge(attempt::routes())
         .merge(event_type::routes())
         .merge(auth::routes())
         .merge(task::routes())
         .merge(operational::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer));
+    // Messages keep their idempotency key in the message row itself (same
+    // transaction, unique per application), which is both stronger and far
+    // cheaper on the hot path than remembering whole responses.
     Router::new()
         .merge(api)
+        .merge(message::routes())
         .merge(health::routes())
         .merge(openapi::routes())
         .fallback(not_found)

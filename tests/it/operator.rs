@@ -236,7 +236,8 @@ async fn idempotency_key_returns_the_first_response_and_creates_one_message() {
     let service = &t.server.service;
     let m1 = service.create_message(&app, new(), Some("k".into())).await.unwrap();
     let m2 = service.create_message(&app, new(), Some("k".into())).await.unwrap();
-    assert_eq!(m1.id, m2.id);
+    assert_eq!(m1.message.id, m2.message.id);
+    assert!(!m1.replayed && m2.replayed);
 
     // Other POSTs too: one application for one key.
     let create_app = || {
