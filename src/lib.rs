@@ -4,9 +4,11 @@
 //! `store` → `api`. See `ARCHITECTURE.md` for the map and the invariants.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod dispatch;
 pub mod domain;
 pub mod maintenance;

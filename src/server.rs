@@ -20,6 +20,7 @@ use tower_http::normalize_path::NormalizePathLayer;
 use crate::api;
 use crate::clock::SharedClock;
 use crate::config::ServerConfig;
+use crate::dashboard;
 use crate::dispatch::Dispatcher;
 use crate::domain::model::{AppSpec, EndpointSpec, Scope};
 use crate::maintenance::Maintenance;
@@ -97,11 +98,10 @@ impl Server {
             ensure_operational_endpoint(&service, url).await?;
         }
 
-        let app = NormalizePathLayer::trim_trailing_slash().layer(api::router(
-            Arc::clone(&service),
-            cfg.max_payload_bytes,
-            cfg.public_url.clone(),
-        ));
+        let app = NormalizePathLayer::trim_trailing_slash().layer(
+            api::router(Arc::clone(&service), cfg.max_payload_bytes, cfg.public_url.clone())
+                .merge(dashboard::router(Arc::clone(&service))),
+        );
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;

@@ -174,6 +174,13 @@ impl Service {
         self.store.delete_token(&hash).await.map(|_| ())
     }
 
+    /// End a dashboard session: its token stops working at once.
+    pub async fn end_session(&self, token: &str) -> StoreResult<()> {
+        let hash = token_hash(token);
+        self.lock_tokens().remove(&hash);
+        self.store.delete_token(&hash).await.map(|_| ())
+    }
+
     /// A token and URL giving access to one application only (app portal).
     pub async fn app_portal_access(&self, app: &App, ttl: Option<Duration>) -> StoreResult<String> {
         self.create_token(&Scope::App(app.id.clone()), Some(ttl.unwrap_or(self.cfg.portal_token_ttl))).await

@@ -13,7 +13,7 @@ use super::{ApiError, ApiResult, ApiState};
 use crate::domain::id;
 use crate::domain::model::{App, AppPatch, AppSpec, Metadata};
 use crate::domain::validate;
-use crate::store::{Order, StoreError};
+use crate::store::{AppFilter, Order, StoreError};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -114,7 +114,8 @@ async fn list(
     q: QueryParams,
 ) -> ApiResult<Json<ListResponse<ApplicationOut>>> {
     who.require_admin()?;
-    let page = s.service.store.list_apps(&q.page(Order::Ascending)?).await?;
+    let filter = AppFilter { search: q.string("search") };
+    let page = s.service.store.list_apps(&filter, &q.page(Order::Ascending)?).await?;
     Ok(Json(ListResponse::from_page(page, |a| a.id.clone(), ApplicationOut::from)))
 }
 

@@ -23,7 +23,7 @@ async fn metrics() -> impl IntoResponse {
 }
 
 async fn health(State(s): State<ApiState>) -> ApiResult<StatusCode> {
-    s.service.store.list_apps(&PageRequest::first(1, Order::Ascending)).await?;
+    s.service.store.list_apps(&Default::default(), &PageRequest::first(1, Order::Ascending)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

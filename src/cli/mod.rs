@@ -53,6 +53,8 @@ pub enum Command {
     Listen(listen::ListenArgs),
     /// Send a message to a running Hookline.
     Send(send::SendArgs),
+    /// Measure: `hookline bench <scenario> --help`.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,6 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Listen(args) => listen::run(args).await,
         Command::Send(args) => send::run(args).await,
+        Command::Bench(args) => crate::bench::run(args).await,
         Command::Token(TokenCommand::Create { data, app, expires_in_days }) => {
             let store = SqliteStore::open(&data.data_dir)?;
             let scope = match app {

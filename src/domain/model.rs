@@ -292,6 +292,11 @@ pub struct Delivery {
     pub attempts: u32,
     pub next_attempt: Option<Timestamp>,
     pub updated_at: Timestamp,
+    /// Every attempt, manual ones included.
+    pub total_attempts: u32,
+    /// Status code of the latest attempt (0: no response).
+    pub last_code: Option<u16>,
+    pub last_attempt_at: Option<Timestamp>,
 }
 
 /// One HTTP request of a delivery.
@@ -382,6 +387,15 @@ pub struct Task {
     pub data: serde_json::Value,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// What the applications list shows about each application.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppSummary {
+    pub endpoints: u64,
+    /// Messages, counted up to a cap (see `Store::app_summaries`).
+    pub messages: u64,
+    pub last_message_at: Option<Timestamp>,
 }
 
 /// Deliveries of one endpoint, counted by status.

@@ -100,6 +100,41 @@ impl RetryPolicy {
     }
 }
 
+/// Parse delays written for people: `"5s, 5m, 30m, 2h"`; a bare number is
+/// seconds.
+pub fn parse_delays(text: &str) -> Result<Vec<Duration>, String> {
+    text.split([',', ' ']).filter(|s| !s.trim().is_empty()).map(|item| parse_delay(item.trim())).collect()
+}
+
+fn parse_delay(item: &str) -> Result<Duration, String> {
+    let split = item.find(|c: char| !c.is_ascii_digit()).unwrap_or(item.len());
+    let (number, unit) = item.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("'{item}' is not a delay like 30s, 5m, 2h or 1d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("'{item}' has an unknown unit (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// The inverse of [`parse_delays`], in the largest whole unit.
+pub fn format_delays(delays: &[Duration]) -> String {
+    let one = |d: &Duration| {
+        let s = d.as_secs();
+        match s {
+            0 => "0s".to_owned(),
+            _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+            _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+            _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+            _ => format!("{s}s"),
+        }
+    };
+    delays.iter().map(one).collect::<Vec<_>>().join(", ")
+}
+
 /// The wire and storage form: whole seconds, as written in the API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -192,6 +227,18 @@ mod tests {
         assert_eq!(RetryPolicyJson::from(&p), RetryPolicyJson { timeout: 30, ..j });
         assert!(serde_json::from_str::<RetryPolicyJson>(r#"{"schedule":[],"x":1}"#).is_err());
         assert!(serde_json::from_str::<RetryPolicyJson>(r#"{"schedule":[1],"success":"3xx"}"#).is_err());
+    }
+
+    #[test]
+    fn human_delays_round_trip() {
+        let p = RetryPolicy::exponential();
+        let text = format_delays(&p.schedule);
+        assert_eq!(text, "5s, 5m, 30m, 2h, 5h, 10h, 10h");
+        assert_eq!(parse_delays(&text).unwrap(), p.schedule);
+        assert_eq!(parse_delays("90, 1d").unwrap(), [Duration::from_secs(90), Duration::from_secs(86_400)]);
+        assert_eq!(parse_delays("").unwrap(), []);
+        assert!(parse_delays("5 minutes").is_err());
+        assert!(parse_delays("-5s").is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod sqlite;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,8 +20,8 @@ use std::time::Duration;
 
 use crate::domain::delivery::{DeliveryState, Outcome};
 use crate::domain::model::{
-    App, AppPatch, Attempt, Delivery, DeliveryCounts, DeliveryStatus, Endpoint, EndpointPatch, EventType,
-    EventTypePatch, Message, Scope, Task,
+    App, AppPatch, AppSummary, Attempt, Delivery, DeliveryCounts, DeliveryStatus, Endpoint, EndpointPatch,
+    EventType, EventTypePatch, Message, Scope, Task,
 };
 use crate::domain::retry::RetryPolicy;
 use crate::domain::steering::Steering;
@@ -74,6 +75,12 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// More items exist beyond this page in the direction of travel.
     pub more: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppFilter {
+    /// Part of the name or uid, or the whole id.
+    pub search: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -291,7 +298,11 @@ pub trait Store: Send + Sync + 'static {
     /// `Conflict` if the uid is taken.
     async fn insert_app(&self, app: &App) -> StoreResult<()>;
     async fn get_app(&self, id_or_uid: &str) -> StoreResult<Option<App>>;
-    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Page<App>>;
+    async fn list_apps(&self, filter: &AppFilter, page: &PageRequest) -> StoreResult<Page<App>>;
+    /// For each application: endpoints, messages (counted up to `cap`, so
+    /// a busy application costs no more than `cap` index entries), last
+    /// message time.
+    async fn app_summaries(&self, app_ids: &[String], cap: u64) -> StoreResult<HashMap<String, AppSummary>>;
     async fn update_app(&self, id: &str, patch: AppPatch, now: Timestamp) -> StoreResult<App>;
     /// Removes the application with its endpoints, messages and attempts.
     async fn delete_app(&self, id: &str) -> StoreResult<()>;
@@ -348,6 +359,18 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> StoreResult<Page<Attempt>>;
     async fn get_attempt(&self, app_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>>;
+    /// Each endpoint's latest `recent` deliveries (by message time),
+    /// counted by status: recent health at the cost of a bounded index scan.
+    async fn endpoint_recent(
+        &self,
+        endpoint_ids: &[String],
+        recent: usize,
+    ) -> StoreResult<HashMap<String, DeliveryCounts>>;
+    /// Each message's deliveries, counted by status.
+    async fn message_delivery_counts(
+        &self,
+        msg_ids: &[String],
+    ) -> StoreResult<HashMap<String, DeliveryCounts>>;
     /// An endpoint's deliveries by status, for messages created in the range.
     async fn endpoint_stats(
         &self,

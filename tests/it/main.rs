@@ -5,9 +5,12 @@
 //! `svix` client, against real HTTP receivers on loopback.
 
 mod api;
+mod bench;
+mod browser;
 mod cli;
 mod common;
 mod crash;
+mod dashboard;
 mod delivery;
 mod metrics;
 mod openapi;

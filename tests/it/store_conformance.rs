@@ -16,8 +16,8 @@ use hookline::domain::steering::Steering;
 use hookline::domain::time::Timestamp;
 use hookline::store::sqlite::SqliteStore;
 use hookline::store::{
-    AttemptFilter, AttemptRecord, CreateMessage, Cursor, DeliveryFilter, DeliveryKey, Lease, MessageFilter,
-    Order, PageRequest, SharedStore, StoreError,
+    AppFilter, AttemptFilter, AttemptRecord, CreateMessage, Cursor, DeliveryFilter, DeliveryKey, Lease,
+    MessageFilter, Order, PageRequest, SharedStore, StoreError,
 };
 
 const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
@@ -196,22 +196,32 @@ pub async fn pagination(store: SharedStore) {
         ids.push(a.id);
     }
     let page = |limit, cursor, order| PageRequest { limit, cursor, order };
-    let p1 = store.list_apps(&page(2, None, Order::Ascending)).await.unwrap();
+    let p1 = store.list_apps(&AppFilter::default(), &page(2, None, Order::Ascending)).await.unwrap();
     assert_eq!(p1.items.iter().map(|a| &a.id).collect::<Vec<_>>(), [&ids[0], &ids[1]]);
     assert!(p1.more);
-    let p2 = store.list_apps(&page(2, Some(Cursor::After(ids[1].clone())), Order::Ascending)).await.unwrap();
+    let p2 = store
+        .list_apps(&AppFilter::default(), &page(2, Some(Cursor::After(ids[1].clone())), Order::Ascending))
+        .await
+        .unwrap();
     assert_eq!(p2.items.iter().map(|a| &a.id).collect::<Vec<_>>(), [&ids[2], &ids[3]]);
-    let p3 = store.list_apps(&page(2, Some(Cursor::After(ids[3].clone())), Order::Ascending)).await.unwrap();
+    let p3 = store
+        .list_apps(&AppFilter::default(), &page(2, Some(Cursor::After(ids[3].clone())), Order::Ascending))
+        .await
+        .unwrap();
     assert_eq!(p3.items.len(), 1);
     assert!(!p3.more);
     // Backwards from the third item, in display order.
-    let back =
-        store.list_apps(&page(2, Some(Cursor::Before(ids[2].clone())), Order::Ascending)).await.unwrap();
+    let back = store
+        .list_apps(&AppFilter::default(), &page(2, Some(Cursor::Before(ids[2].clone())), Order::Ascending))
+        .await
+        .unwrap();
     assert_eq!(back.items.iter().map(|a| &a.id).collect::<Vec<_>>(), [&ids[0], &ids[1]]);
-    let desc = store.list_apps(&page(3, None, Order::Descending)).await.unwrap();
+    let desc = store.list_apps(&AppFilter::default(), &page(3, None, Order::Descending)).await.unwrap();
     assert_eq!(desc.items.iter().map(|a| &a.id).collect::<Vec<_>>(), [&ids[4], &ids[3], &ids[2]]);
-    let back =
-        store.list_apps(&page(2, Some(Cursor::Before(ids[1].clone())), Order::Descending)).await.unwrap();
+    let back = store
+        .list_apps(&AppFilter::default(), &page(2, Some(Cursor::Before(ids[1].clone())), Order::Descending))
+        .await
+        .unwrap();
     assert_eq!(back.items.iter().map(|a| &a.id).collect::<Vec<_>>(), [&ids[3], &ids[2]]);
 }
 
@@ -460,13 +470,71 @@ pub async fn listings_filter(store: SharedStore) {
     );
 }
 
+pub async fn dashboard_queries(store: SharedStore) {
+    let acme = App { name: "Acme Corp".into(), ..app(Some("acme-prod")) };
+    let other = App { name: "Globex".into(), ..app(None) };
+    store.insert_app(&acme).await.unwrap();
+    store.insert_app(&other).await.unwrap();
+    let page = PageRequest::first(10, Order::Ascending);
+    let search = |s: &str| AppFilter { search: Some(s.into()) };
+    let found = |p: hookline::store::Page<App>| p.items.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(found(store.list_apps(&search("corp"), &page).await.unwrap()), vec![acme.id.clone()]);
+    assert_eq!(found(store.list_apps(&search("PROD"), &page).await.unwrap()), vec![acme.id.clone()]);
+    assert_eq!(found(store.list_apps(&search(&other.id), &page).await.unwrap()), vec![other.id.clone()]);
+    assert!(found(store.list_apps(&search("%"), &page).await.unwrap()).is_empty(), "wildcards are literal");
+
+    let ep = endpoint(&acme.id);
+    store.insert_endpoint(&ep).await.unwrap();
+    let mut msgs = Vec::new();
+    for i in 0..5 {
+        msgs.push(create(&store, &acme.id, message("t", at(i)), None).await);
+    }
+    let summaries = store.app_summaries(&[acme.id.clone(), other.id.clone()], 3).await.unwrap();
+    let s = &summaries[&acme.id];
+    assert_eq!(
+        (s.endpoints, s.messages, s.last_message_at),
+        (1, 3, Some(at(4))),
+        "messages counted up to the cap"
+    );
+    assert_eq!(summaries[&other.id].messages, 0);
+
+    // Attempts: 2 delivered, 1 failed for good, 2 still pending.
+    record(&store, &msgs[0], &ep, Trigger::Scheduled, 200, at(10)).await;
+    record(&store, &msgs[1], &ep, Trigger::Scheduled, 200, at(11)).await;
+    for k in 0..4 {
+        record(&store, &msgs[2], &ep, Trigger::Scheduled, 500, at(12 + k)).await;
+    }
+    record(&store, &msgs[3], &ep, Trigger::Manual, 503, at(20)).await;
+    let d = store.get_delivery(&msgs[2].id, &ep.id).await.unwrap().unwrap();
+    assert_eq!((d.total_attempts, d.last_code, d.last_attempt_at), (4, Some(500), Some(at(15))));
+    let d = store.get_delivery(&msgs[3].id, &ep.id).await.unwrap().unwrap();
+    assert_eq!(
+        (d.total_attempts, d.attempts, d.last_code),
+        (1, 0, Some(503)),
+        "manual attempts count in the total only"
+    );
+
+    let recent = store.endpoint_recent(std::slice::from_ref(&ep.id), 100).await.unwrap();
+    let c = &recent[&ep.id];
+    assert_eq!((c.success, c.fail, c.pending), (2, 1, 2));
+    let latest = store.endpoint_recent(std::slice::from_ref(&ep.id), 2).await.unwrap();
+    let c = &latest[&ep.id];
+    assert_eq!((c.success, c.fail, c.pending), (0, 0, 2), "only the latest deliveries");
+
+    let ids: Vec<String> = msgs.iter().map(|m| m.id.clone()).collect();
+    let counts = store.message_delivery_counts(&ids).await.unwrap();
+    assert_eq!(counts[&msgs[0].id].success, 1);
+    assert_eq!(counts[&msgs[2].id].fail, 1);
+    assert_eq!(counts[&msgs[4].id].pending, 1);
+}
+
 /// One `#[tokio::test]` per check, for a backend given by a factory that
 /// returns a fresh store and whatever keeps it alive.
 macro_rules! conformance {
     ($backend:ident, $factory:path) => {
         mod $backend {
             conformance!(@each $factory; tokens, applications, pagination, endpoints, message_fan_out,
-                claiming_and_leases, attempts_advance_deliveries, listings_filter);
+                claiming_and_leases, attempts_advance_deliveries, listings_filter, dashboard_queries);
         }
     };
     (@each $factory:path; $($check:ident),*) => {

@@ -180,10 +180,11 @@ pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<Attempt
     if endpoint.is_some() {
         c.prepare_cached(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, next_attempt, due_at,
-                lease_owner, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                lease_owner, updated_at, total_attempts, last_code, last_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?9)
              ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = ?4, attempts = ?5,
-                next_attempt = ?6, due_at = ?7, lease_owner = ?8, updated_at = ?9",
+                next_attempt = ?6, due_at = ?7, lease_owner = ?8, updated_at = ?9,
+                total_attempts = total_attempts + 1, last_code = ?10, last_attempt_at = ?9",
         )?
         .execute(params![
             a.msg_id,
@@ -195,6 +196,7 @@ pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<Attempt
             opt_ts_value(due_at),
             lease_owner,
             a.created_at.as_millis(),
+            a.status_code,
         ])?;
     }
     insert_attempt(c, &rec)?;

@@ -17,6 +17,7 @@ mod tasks;
 mod tenants;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,13 +28,13 @@ use tokio::sync::Semaphore;
 
 use self::writer::Writer;
 use super::{
-    AttemptEffects, AttemptFilter, AttemptRecord, CreateMessage, CreatedMessage, DeliveryFilter, DeliveryKey,
-    DeliveryTask, IdempotencyBegin, Lease, MessageFilter, Page, PageRequest, RequeueFilter, Store,
-    StoreError, StoreResult, StoredResponse,
+    AppFilter, AttemptEffects, AttemptFilter, AttemptRecord, CreateMessage, CreatedMessage, DeliveryFilter,
+    DeliveryKey, DeliveryTask, IdempotencyBegin, Lease, MessageFilter, Page, PageRequest, RequeueFilter,
+    Store, StoreError, StoreResult, StoredResponse,
 };
 use crate::domain::model::{
-    App, AppPatch, Attempt, Delivery, DeliveryCounts, Endpoint, EndpointPatch, EventType, EventTypePatch,
-    Message, Scope, Task,
+    App, AppPatch, AppSummary, Attempt, Delivery, DeliveryCounts, Endpoint, EndpointPatch, EventType,
+    EventTypePatch, Message, Scope, Task,
 };
 use crate::domain::time::Timestamp;
 
@@ -233,9 +234,14 @@ impl Store for SqliteStore {
         self.read(move |c| tenants::get_app(c, &key)).await
     }
 
-    async fn list_apps(&self, page: &PageRequest) -> StoreResult<Page<App>> {
-        let page = page.clone();
-        self.read(move |c| tenants::list_apps(c, &page)).await
+    async fn list_apps(&self, filter: &AppFilter, page: &PageRequest) -> StoreResult<Page<App>> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |c| tenants::list_apps(c, &filter, &page)).await
+    }
+
+    async fn app_summaries(&self, app_ids: &[String], cap: u64) -> StoreResult<HashMap<String, AppSummary>> {
+        let ids = app_ids.to_vec();
+        self.read(move |c| tenants::app_summaries(c, &ids, cap)).await
     }
 
     async fn update_app(&self, id: &str, patch: AppPatch, now: Timestamp) -> StoreResult<App> {
@@ -338,6 +344,23 @@ impl Store for SqliteStore {
     async fn get_attempt(&self, app_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>> {
         let (app_id, attempt_id) = (app_id.to_owned(), attempt_id.to_owned());
         self.read(move |c| messages::get_attempt(c, &app_id, &attempt_id)).await
+    }
+
+    async fn endpoint_recent(
+        &self,
+        endpoint_ids: &[String],
+        recent: usize,
+    ) -> StoreResult<HashMap<String, DeliveryCounts>> {
+        let ids = endpoint_ids.to_vec();
+        self.read(move |c| redelivery::endpoint_recent(c, &ids, recent)).await
+    }
+
+    async fn message_delivery_counts(
+        &self,
+        msg_ids: &[String],
+    ) -> StoreResult<HashMap<String, DeliveryCounts>> {
+        let ids = msg_ids.to_vec();
+        self.read(move |c| redelivery::message_delivery_counts(c, &ids)).await
     }
 
     async fn endpoint_stats(

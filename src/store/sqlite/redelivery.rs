@@ -1,8 +1,10 @@
 //! Sending again: recover, bulk replay, replay-missing; and the per-endpoint
 //! counts that help decide to.
 
+use std::collections::HashMap;
+
 use rusqlite::types::Value;
-use rusqlite::{Connection, params_from_iter};
+use rusqlite::{CachedStatement, Connection, Params, params, params_from_iter};
 
 use super::messages::{insert_delivery, message_filters};
 use super::rows::{self, MESSAGE_COLS};
@@ -108,18 +110,60 @@ pub fn endpoint_stats(
     q.time_range("m.created_at", until, None);
     let (sql, params) = q.into_parts();
     let mut stmt = c.prepare_cached(&format!("{sql} GROUP BY 1, 2"))?;
-    let rows = stmt.query_map(params_from_iter(params.iter()), |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?, r.get::<_, i64>(2)? as u64))
-    })?;
+    count_by_status(&mut stmt, params_from_iter(params.iter()))
+}
+
+pub fn endpoint_recent(
+    c: &Connection,
+    endpoint_ids: &[String],
+    recent: usize,
+) -> StoreResult<HashMap<String, DeliveryCounts>> {
+    // The latest deliveries by message id (time order): a bounded index scan.
+    let mut stmt = c.prepare_cached(
+        "SELECT status, leased, COUNT(*) FROM (
+            SELECT status, lease_owner IS NOT NULL AS leased FROM deliveries WHERE endpoint_id = ?
+            ORDER BY msg_id DESC LIMIT ?
+         ) GROUP BY 1, 2",
+    )?;
+    let mut out = HashMap::new();
+    for id in endpoint_ids {
+        out.insert(id.clone(), count_by_status(&mut stmt, params![id, recent as i64])?);
+    }
+    Ok(out)
+}
+
+pub fn message_delivery_counts(
+    c: &Connection,
+    msg_ids: &[String],
+) -> StoreResult<HashMap<String, DeliveryCounts>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT status, lease_owner IS NOT NULL, COUNT(*) FROM deliveries WHERE msg_id = ? GROUP BY 1, 2",
+    )?;
+    let mut out = HashMap::new();
+    for id in msg_ids {
+        out.insert(id.clone(), count_by_status(&mut stmt, [id])?);
+    }
+    Ok(out)
+}
+
+/// Sum rows of `(status, leased, count)` into counts by status.
+fn count_by_status(stmt: &mut CachedStatement<'_>, params: impl Params) -> StoreResult<DeliveryCounts> {
+    let rows = stmt
+        .query_map(params, |r| Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?, r.get::<_, i64>(2)? as u64)))?;
     let mut counts = DeliveryCounts::default();
     for row in rows {
         let (status, leased, n) = row?;
-        match DeliveryStatus::from_code(status) {
-            Some(DeliveryStatus::Success) => counts.success += n,
-            Some(DeliveryStatus::Fail) => counts.fail += n,
-            Some(DeliveryStatus::Pending) if leased => counts.sending += n,
-            _ => counts.pending += n,
-        }
+        add_count(&mut counts, status, leased, n);
     }
     Ok(counts)
+}
+
+/// Count `n` deliveries of stored `status` (pending + leased = sending).
+fn add_count(counts: &mut DeliveryCounts, status: i64, leased: bool, n: u64) {
+    match DeliveryStatus::from_code(status) {
+        Some(DeliveryStatus::Success) => counts.success += n,
+        Some(DeliveryStatus::Fail) => counts.fail += n,
+        Some(DeliveryStatus::Pending) if leased => counts.sending += n,
+        _ => counts.pending += n,
+    }
 }

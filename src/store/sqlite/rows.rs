@@ -125,9 +125,9 @@ pub fn message(row: &Row, o: usize) -> rusqlite::Result<Message> {
     })
 }
 
-pub const DELIVERY_COLS: &str =
-    "d.msg_id, d.endpoint_id, d.app_id, d.status, d.attempts, d.next_attempt, d.lease_owner, d.updated_at";
-pub const DELIVERY_NCOLS: usize = 8;
+pub const DELIVERY_COLS: &str = "d.msg_id, d.endpoint_id, d.app_id, d.status, d.attempts, d.next_attempt, \
+    d.lease_owner, d.updated_at, d.total_attempts, d.last_code, d.last_attempt_at";
+pub const DELIVERY_NCOLS: usize = 11;
 
 pub fn delivery(row: &Row, o: usize) -> rusqlite::Result<Delivery> {
     let status = status(row, o + 3)?;
@@ -141,6 +141,9 @@ pub fn delivery(row: &Row, o: usize) -> rusqlite::Result<Delivery> {
         attempts: row.get(o + 4)?,
         next_attempt: opt_ts(row, o + 5)?,
         updated_at: ts(row, o + 7)?,
+        total_attempts: row.get(o + 8)?,
+        last_code: row.get(o + 9)?,
+        last_attempt_at: opt_ts(row, o + 10)?,
     })
 }
 

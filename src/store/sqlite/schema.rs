@@ -69,9 +69,14 @@ const MIGRATIONS: &[&str] = &[
         status       INTEGER NOT NULL,
         attempts     INTEGER NOT NULL,
         next_attempt INTEGER,
-        due_at       INTEGER,
+                due_at       INTEGER,
         lease_owner  TEXT,
         updated_at   INTEGER NOT NULL,
+        -- What the dashboard lists per delivery, kept here so a page of
+        -- messages needs no lookup into attempts.
+        total_attempts  INTEGER NOT NULL DEFAULT 0,
+        last_code       INTEGER,
+        last_attempt_at INTEGER,
         PRIMARY KEY (msg_id, endpoint_id)
     ) WITHOUT ROWID;
     CREATE INDEX deliveries_due ON deliveries (due_at) WHERE due_at IS NOT NULL;

@@ -1,13 +1,15 @@
 //! Tokens, applications and endpoints: the slowly changing configuration.
 
 use rusqlite::types::Value;
+use std::collections::HashMap;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{self, APP_COLS, ENDPOINT_COLS, opt_json, opt_ts_value, retry_policy_value, to_json};
 use super::sql::Select;
-use crate::domain::model::{App, AppPatch, DeliveryStatus, Endpoint, EndpointPatch, Scope};
+use crate::domain::model::{App, AppPatch, AppSummary, DeliveryStatus, Endpoint, EndpointPatch, Scope};
 use crate::domain::time::Timestamp;
-use crate::store::{Page, PageRequest, StoreError, StoreResult};
+use crate::store::{AppFilter, Page, PageRequest, StoreError, StoreResult};
 
 pub fn insert_token(
     c: &Connection,
@@ -87,8 +89,43 @@ pub fn get_app(c: &Connection, id_or_uid: &str) -> StoreResult<Option<App>> {
     Ok(None)
 }
 
-pub fn list_apps(c: &Connection, page: &PageRequest) -> StoreResult<Page<App>> {
-    Select::new(format!("SELECT {APP_COLS} FROM apps a")).page(c, "a.id", page, |r| rows::app(r, 0))
+pub fn list_apps(c: &Connection, filter: &AppFilter, page: &PageRequest) -> StoreResult<Page<App>> {
+    let mut q = Select::new(format!("SELECT {APP_COLS} FROM apps a"));
+    if let Some(search) = filter.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let like = format!("%{}%", search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        q.and(
+            "(a.id = ? OR a.name LIKE ? ESCAPE '\\' OR a.uid LIKE ? ESCAPE '\\')",
+            [Value::Text(search.to_owned()), Value::Text(like.clone()), Value::Text(like)],
+        );
+    }
+    q.page(c, "a.id", page, |r| rows::app(r, 0))
+}
+
+pub fn app_summaries(
+    c: &Connection,
+    app_ids: &[String],
+    cap: u64,
+) -> StoreResult<HashMap<String, AppSummary>> {
+    let mut endpoints = c.prepare_cached("SELECT COUNT(*) FROM endpoints WHERE app_id = ?")?;
+    let mut messages =
+        c.prepare_cached("SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE app_id = ? LIMIT ?)")?;
+    // Ids sort by creation time: the newest message is the largest id, an
+    // index lookup, where MAX(created_at) would read every message.
+    let mut last =
+        c.prepare_cached("SELECT created_at FROM messages WHERE app_id = ? ORDER BY id DESC LIMIT 1")?;
+    let mut out = HashMap::new();
+    for id in app_ids {
+        let summary = AppSummary {
+            endpoints: endpoints.query_row([id], |r| r.get::<_, i64>(0))? as u64,
+            messages: messages.query_row(params![id, cap as i64], |r| r.get::<_, i64>(0))? as u64,
+            last_message_at: last
+                .query_row([id], |r| r.get::<_, i64>(0))
+                .optional()?
+                .map(Timestamp::from_millis),
+        };
+        out.insert(id.clone(), summary);
+    }
+    Ok(out)
 }
 
 pub fn update_app(c: &Connection, id: &str, patch: AppPatch, now: Timestamp) -> StoreResult<App> {

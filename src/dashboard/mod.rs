@@ -1,0 +1,57 @@
+//! The dashboard: server-rendered pages (maud) with a little JavaScript,
+//! served by the same binary at `/`. It calls the same [`Service`] as the
+//! API; no page handler touches a store implementation or SQL.
+//!
+//! Sign-in exchanges an API token for a short-lived session token kept in an
+//! `HttpOnly`, `SameSite=Strict` cookie; every form carries a CSRF token and
+//! cross-origin posts are refused. An app-scoped token (the customer portal
+//! link) gives the same pages limited to its one application.
+//!
+//! Pages: applications → application (endpoints) → endpoint (settings,
+//! secret, retry policy, headers, bulk replay) → endpoint messages →
+//! message (payload, attempts, Retry / Replay); and the application's
+//! message log. Regions marked `#live` refresh themselves (`static/app.js`).
+
+mod apps;
+mod endpoints;
+mod layout;
+mod messages;
+mod session;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+
+use crate::service::Service;
+
+#[derive(Clone)]
+pub struct Dash {
+    pub service: Arc<Service>,
+}
+
+pub fn router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/apps") }))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/portal", get(session::portal))
+        .route("/assets/app.css", get(|| async { asset("text/css", include_str!("static/app.css")) }))
+        .route("/assets/app.js", get(|| async { asset("text/javascript", include_str!("static/app.js")) }))
+        .route("/apps", get(apps::list).post(apps::create))
+        .route("/apps/{app}", get(apps::show))
+        .route("/apps/{app}/endpoints", post(endpoints::create))
+        .route("/apps/{app}/endpoints/{ep}", get(endpoints::show))
+        .route("/apps/{app}/endpoints/{ep}/messages", get(messages::for_endpoint))
+        .route("/apps/{app}/endpoints/{ep}/{action}", post(endpoints::act))
+        .route("/apps/{app}/messages", get(messages::for_app))
+        .route("/apps/{app}/messages/{msg}", get(messages::show))
+        .route("/apps/{app}/messages/{msg}/{action}", post(messages::act))
+        .with_state(Dash { service })
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    ([(CONTENT_TYPE, content_type), (CACHE_CONTROL, "public, max-age=300")], body)
+}

@@ -1,0 +1,184 @@
+//! The dashboard in a real headless Chromium, against a running server and
+//! a real receiver: the seeds' workflow end to end.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::browser::Browser;
+use crate::common::{Receiver, Reply, TOKEN, TestServer};
+
+async fn sign_in(b: &Browser, base: &str) {
+    b.goto(&format!("{base}/apps")).await;
+    assert_eq!(b.path().await, "/login", "signed-out visitors are sent to the sign-in page");
+    b.screenshot("login").await;
+    b.fill("#token", TOKEN).await;
+    b.click("button[type=submit]").await;
+    b.wait_for_text("Applications").await;
+}
+
+/// Acceptance 1: sign in; create an endpoint; a failing endpoint's attempt
+/// with its code and next retry; Retry after the receiver recovers shows
+/// the new attempt without a reload; replay a succeeded message; disable
+/// and no attempt follows; a portal link cannot reach another application.
+#[tokio::test]
+async fn the_seed_workflow_in_a_browser() {
+    let t = TestServer::start().await;
+    let base = t.server.url();
+    let rx = Receiver::start(Reply::Status(500, "upstream exploded")).await;
+    let (status, acme) = t.post("/api/v1/app", json!({"name": "Acme", "uid": "acme"})).await;
+    assert_eq!(status, 201);
+    let acme = acme["id"].as_str().unwrap().to_owned();
+    let (_, other) = t.post("/api/v1/app", json!({"name": "Globex"})).await;
+    let other = other["id"].as_str().unwrap().to_owned();
+
+    let b = Browser::start().await;
+    sign_in(&b, &base).await;
+    let text = b.text().await;
+    assert!(text.contains("Acme") && text.contains("Globex"));
+    b.screenshot("apps").await;
+
+    // Create an endpoint from the application page (seed 000's policy).
+    b.click(&format!("a[href='/apps/{acme}']")).await;
+    b.wait_for_text("No endpoints yet").await;
+    b.fill("#url", &rx.url).await;
+    b.fill("#description", "Orders service").await;
+    b.find("#preset").await.select_by_value("fixed").await.unwrap();
+    b.click("form[action$='/endpoints'] button[type=submit]").await;
+    b.wait_for_text("Endpoint created.").await;
+    let endpoint_path = b.path().await;
+    let ep = endpoint_path.rsplit('/').next().unwrap().to_owned();
+    assert!(ep.starts_with("ep_"), "{endpoint_path}");
+    assert_eq!(b.find("#schedule").await.prop("value").await.unwrap().as_deref(), Some("2m, 2m, 2m"));
+    b.screenshot("endpoint").await;
+
+    // A message to the failing endpoint: its attempt, code and next retry.
+    let msg1 = t.send(&acme, json!({"order": 1001, "total": "42.00"})).await;
+    rx.wait_for(1).await;
+    b.goto(&format!("{base}{endpoint_path}/messages")).await;
+    let row = b.wait_for_in("#live tbody", "500").await;
+    assert!(row.contains("in 2 min") || row.contains("in 1 min"), "next retry shown: {row}");
+    b.screenshot("endpoint-messages").await;
+    b.click("#live tbody a").await;
+    b.wait_for_text("Attempts (1)").await;
+    let text = b.text().await;
+    assert!(text.contains("500") && text.contains("scheduled"), "{text}");
+    assert!(text.contains("\"order\": 1001"), "payload pretty-printed: {text}");
+    let endpoints = b.wait_for_in("#live table", "pending").await;
+    assert!(endpoints.contains("in 2 min") || endpoints.contains("in 1 min"), "{endpoints}");
+    b.screenshot("message-failed").await;
+
+    // The receiver recovers; Retry adds a successful manual attempt in place.
+    rx.set_default(Reply::Status(200, "thanks"));
+    b.mark().await;
+    b.click("form[action$='/retry'] button").await;
+    b.wait_for_text("Attempts (2)").await;
+    let text = b.wait_for_in("#live", "manual").await;
+    assert!(text.contains("200"), "{text}");
+    assert!(b.still_marked().await, "the new attempt appeared without a reload");
+    b.wait_for_in("#live table", "success").await;
+    b.screenshot("message").await;
+
+    // Replay the (now succeeded) message.
+    b.click("form[action$='/replay'] button[type=submit]").await;
+    b.wait_for_text("Attempts (3)").await;
+    assert!(b.still_marked().await);
+    assert_eq!(rx.count(), 3);
+    let attempts = t.attempts(&acme, &msg1).await;
+    assert_eq!(
+        attempts.iter().filter(|a| a["triggerType"] == 1).count(),
+        2,
+        "Retry and Replay are manual attempts"
+    );
+
+    // Phone width stays readable.
+    b.client.set_window_size(390, 844).await.unwrap();
+    b.screenshot("message-phone").await;
+    b.client.set_window_size(1280, 900).await.unwrap();
+
+    // A failing message with a retry pending, then disable: nothing follows.
+    rx.set_default(Reply::Status(503, ""));
+    let msg2 = t.send(&acme, json!({"order": 1002})).await;
+    rx.wait_for(4).await;
+    b.goto(&format!("{base}{endpoint_path}")).await;
+    b.click("form[action$='/toggle'] button").await;
+    b.client.accept_alert().await.unwrap();
+    b.wait_for_text("Endpoint disabled").await;
+    assert!(b.text().await.contains("disabled"));
+    let msg3 = t.send(&acme, json!({"order": 1003})).await;
+    b.goto(&format!("{base}/apps/{acme}/messages/{msg2}")).await;
+    let row = b.wait_for_in("#live table", "fail").await;
+    assert!(row.contains("endpoint disabled") && !row.contains("in 2 min"), "no retry left: {row}");
+    b.goto(&format!("{base}/apps/{acme}/messages/{msg3}")).await;
+    b.wait_for_text("Sent to no endpoint").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.count(), 4, "no attempt after the endpoint was disabled");
+
+    // The application's message log.
+    b.goto(&format!("{base}/apps/{acme}/messages")).await;
+    b.wait_for_text("Message log").await;
+    b.screenshot("message-log").await;
+    b.goto(&format!("{base}/apps/{acme}")).await;
+    b.wait_for_text("Orders service").await;
+    b.screenshot("app").await;
+
+    // Sign out, then open a customer portal link for Acme.
+    b.click("header form button").await;
+    b.wait_for_text("Sign in to Hookline").await;
+    b.goto(&format!("{base}/apps")).await;
+    assert_eq!(b.path().await, "/login", "signed out");
+    let (_, portal) = t.post(&format!("/api/v1/auth/app-portal-access/{acme}"), json!({})).await;
+    let portal_url = portal["url"].as_str().unwrap();
+    b.goto(portal_url).await;
+    b.wait_for_text("Orders service").await;
+    assert_eq!(b.path().await, format!("/apps/{acme}"));
+    assert!(b.text().await.contains("Application portal"));
+    b.screenshot("portal").await;
+    b.goto(&format!("{base}/apps/{other}")).await;
+    b.wait_for_text("Application not found").await;
+    b.goto(&format!("{base}/apps")).await;
+    assert_eq!(b.path().await, format!("/apps/{acme}"), "the portal cannot list other applications");
+    assert!(!b.text().await.contains("Globex"));
+}
+
+/// Forms refuse posts without the session's CSRF token or from elsewhere.
+#[tokio::test]
+async fn forms_need_the_session_and_its_csrf_token() {
+    let t = TestServer::start().await;
+    let (_, app) = t.post("/api/v1/app", json!({"name": "Acme"})).await;
+    let app = app["id"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let base = t.server.url();
+
+    let login =
+        http.post(format!("{base}/login")).form(&[("token", TOKEN), ("next", "/apps")]).send().await.unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    assert!(!session.contains(TOKEN), "the API token is not put in the cookie");
+
+    let page = http.get(format!("{base}/apps/{app}")).header("cookie", &session).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let csrf = html.split("name=\"_csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+
+    let create = |csrf: &str, origin: &str| {
+        http.post(format!("{base}/apps/{app}/endpoints"))
+            .header("cookie", &session)
+            .header("origin", origin)
+            .form(&[("_csrf", csrf), ("url", "https://example.com/hook")])
+            .send()
+    };
+    assert_eq!(create("wrong", &base).await.unwrap().status(), 403);
+    assert_eq!(create(&csrf, "http://evil.example").await.unwrap().status(), 403);
+    assert_eq!(create(&csrf, &base).await.unwrap().status(), 303);
+    assert_eq!(t.get(&format!("/api/v1/app/{app}/endpoint")).await["data"].as_array().unwrap().len(), 1);
+
+    // No session: pages send you to sign in, posts are refused.
+    let anon = http.get(format!("{base}/apps/{app}")).send().await.unwrap();
+    assert_eq!(anon.status(), 303);
+    assert!(anon.headers()["location"].to_str().unwrap().starts_with("/login?next="));
+    let wrong = http.post(format!("{base}/login")).form(&[("token", "hl_nope")]).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+}
