@@ -182,3 +182,141 @@ async fn forms_need_the_session_and_its_csrf_token() {
     let wrong = http.post(format!("{base}/login")).form(&[("token", "hl_nope")]).send().await.unwrap();
     assert_eq!(wrong.status(), 401);
 }
+
+/// A signed-in dashboard user without a browser: forms posted as browsers do.
+struct Dashboard {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+}
+
+impl Dashboard {
+    async fn sign_in(t: &TestServer) -> Dashboard {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let base = t.server.url();
+        let login = http.post(format!("{base}/login")).form(&[("token", TOKEN)]).send().await.unwrap();
+        let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        Dashboard { http, base, cookie }
+    }
+
+    async fn page(&self, path: &str) -> String {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        resp.text().await.unwrap()
+    }
+
+    /// Post a form found on `page` (its CSRF token included); returns the
+    /// status and the page redirected to, or the body.
+    async fn post(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let html = self.page(page).await;
+        let csrf =
+            html.split("name=\"_csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        let mut form: Vec<(&str, &str)> = vec![("_csrf", &csrf)];
+        form.extend_from_slice(fields);
+        let resp = self
+            .http
+            .post(format!("{}{action}", self.base))
+            .header("cookie", &self.cookie)
+            .header("origin", &self.base)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        match resp.headers().get("location") {
+            Some(to) => {
+                let to = to.to_str().unwrap().to_owned();
+                (status, self.page(&to).await)
+            }
+            None => (status, resp.text().await.unwrap()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn endpoint_forms_change_settings_policy_headers_and_secret() {
+    let t = TestServer::start().await;
+    let rx = Receiver::start(Reply::Status(200, "")).await;
+    let (app, ep) = t.app_with_endpoint(&rx.url, json!({})).await;
+    let d = Dashboard::sign_in(&t).await;
+    let page = format!("/apps/{app}/endpoints/{ep}");
+
+    let (_, html) = d
+        .post(
+            &page,
+            &format!("{page}/policy"),
+            &[("schedule", "2m, 2m, 2m"), ("success", "200"), ("timeout", "15")],
+        )
+        .await;
+    assert!(html.contains("Retry policy saved."), "{html}");
+    let shown = t.get(&format!("/api/v1/app/{app}/endpoint/{ep}")).await;
+    assert_eq!(shown["retryPolicy"], json!({"schedule": [120, 120, 120], "success": "200", "timeout": 15}));
+    let (_, html) = d.post(&page, &format!("{page}/policy"), &[("schedule", "5 minutes")]).await;
+    assert!(html.contains("Retry policy:"), "a bad schedule is explained: {html}");
+    let (_, html) = d.post(&page, &format!("{page}/policy"), &[("reset", "1")]).await;
+    assert!(html.contains("Using the server default"));
+
+    let (_, html) =
+        d.post(&page, &format!("{page}/headers"), &[("headers", "X-Tenant: 42\nX-Env: test")]).await;
+    assert!(html.contains("Headers saved."));
+    t.send(&app, json!({})).await;
+    let got = rx.wait_for(1).await;
+    assert_eq!((got[0].header("x-tenant"), got[0].header("x-env")), ("42", "test"));
+
+    let (_, html) = d
+        .post(
+            &page,
+            &format!("{page}/settings"),
+            &[("url", &rx.url), ("description", "Billing"), ("event_types", "a.b, c.d")],
+        )
+        .await;
+    assert!(html.contains("Settings saved."));
+    let shown = t.get(&format!("/api/v1/app/{app}/endpoint/{ep}")).await;
+    assert_eq!(
+        (shown["description"].as_str(), shown["eventTypes"].clone()),
+        (Some("Billing"), json!(["a.b", "c.d"]))
+    );
+
+    let before = t.get(&format!("/api/v1/app/{app}/endpoint/{ep}/secret")).await["key"].clone();
+    let (_, html) = d.post(&page, &format!("{page}/rotate"), &[]).await;
+    assert!(html.contains("Secret rotated"));
+    assert_ne!(t.get(&format!("/api/v1/app/{app}/endpoint/{ep}/secret")).await["key"], before);
+}
+
+#[tokio::test]
+async fn bulk_replay_of_failed_messages_counts_before_sending() {
+    let t = TestServer::start().await;
+    let rx = Receiver::start(Reply::Status(500, "")).await;
+    let (app, ep) = t.app_with_endpoint(&rx.url, json!({"retryPolicy": {"schedule": []}})).await;
+    for i in 0..3 {
+        let m = t.send(&app, json!({"i": i})).await;
+        t.wait_status(&app, &m, &ep, "fail").await;
+    }
+    rx.set_default(Reply::Status(200, ""));
+    let d = Dashboard::sign_in(&t).await;
+    let page = format!("/apps/{app}/endpoints/{ep}");
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M").to_string();
+    let (status, preview) =
+        d.post(&page, &format!("{page}/replay"), &[("step", "preview"), ("since", &since)]).await;
+    assert_eq!(status, 200);
+    assert!(preview.contains("<b>3</b> failed messages"), "{preview}");
+    assert!(preview.contains("Send 3 again"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.count(), 3, "the count sends nothing");
+
+    let (_, after) =
+        d.post(&page, &format!("{page}/replay"), &[("step", "confirm"), ("since", &since)]).await;
+    assert!(after.contains("3 failed messages are being sent again."), "{after}");
+    rx.wait_for(6).await;
+    crate::common::eventually("all delivered", || async {
+        let s = t.get(&format!("/api/v1/app/{app}/endpoint/{ep}/stats")).await;
+        (s["success"] == 3).then_some(())
+    })
+    .await;
+}
