@@ -140,13 +140,19 @@ impl Browser {
         self.client.current_url().await.unwrap().path().to_owned()
     }
 
-    /// Save a PNG of the viewport under `docs/screenshots/`.
+        /// Save a PNG of the viewport: under `target/screenshots/`, or with
+    /// `HOOKLINE_UPDATE_SCREENSHOTS=1`, into `docs/screenshots/` (the ones
+    /// the README shows).
     pub async fn screenshot(&self, name: &str) {
         let tidy = "window.scrollTo(0, 0); var t = document.getElementById('toast'); if (t) t.classList.remove('show');";
         self.client.execute(tidy, vec![]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(250)).await;
         let png = self.client.screenshot().await.unwrap();
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+                let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = match std::env::var("HOOKLINE_UPDATE_SCREENSHOTS").as_deref() {
+            Ok("1") => root.join("docs/screenshots"),
+            _ => root.join("target/screenshots"),
+        };
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
