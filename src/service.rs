@@ -49,6 +49,8 @@ impl Default for ServiceConfig {
 /// How long a validated token is trusted from memory before the store is
 /// asked again (bounds how long a revoked token keeps working elsewhere).
 const TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Distinct tokens remembered at most (then the cache starts over).
+const TOKEN_CACHE_MAX: usize = 10_000;
 
 pub struct Service {
     pub store: SharedStore,
@@ -56,7 +58,7 @@ pub struct Service {
     pub clock: SharedClock,
     pub cfg: ServiceConfig,
     events: Emitter,
-    /// Token hash → (scope, trusted until).
+    /// Token → (scope, trusted until).
     tokens: Mutex<HashMap<String, (Scope, Timestamp)>>,
 }
 
@@ -82,7 +84,12 @@ pub async fn create_token(
 
 pub fn token_hash(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 /// A message the service accepted.
@@ -136,22 +143,27 @@ impl Service {
         }
     }
 
+    /// The scope of a valid token. Valid tokens are remembered (by their
+    /// text, in memory) for [`TOKEN_CACHE_TTL`], so the common case costs a
+    /// map lookup rather than a hash and a store read.
     pub async fn authenticate(&self, token: &str) -> StoreResult<Option<Scope>> {
-        let hash = token_hash(token);
         let now = self.now();
-        if let Some((scope, until)) = self.lock_tokens().get(&hash)
+        if let Some((scope, until)) = self.lock_tokens().get(token)
             && *until > now
         {
             return Ok(Some(scope.clone()));
         }
-        let found = self.store.find_token(&hash, now).await?;
+        let found = self.store.find_token(&token_hash(token), now).await?;
         let mut cache = self.lock_tokens();
+        if cache.len() >= TOKEN_CACHE_MAX {
+            cache.clear();
+        }
         match &found {
             Some(scope) => {
-                cache.insert(hash, (scope.clone(), now.plus(TOKEN_CACHE_TTL)));
+                cache.insert(token.to_owned(), (scope.clone(), now.plus(TOKEN_CACHE_TTL)));
             }
             None => {
-                cache.remove(&hash);
+                cache.remove(token);
             }
         }
         Ok(found)
@@ -169,16 +181,14 @@ impl Service {
                 "admin tokens cannot log out; only app-portal tokens can".into(),
             ));
         }
-        let hash = token_hash(token);
-        self.lock_tokens().remove(&hash);
-        self.store.delete_token(&hash).await.map(|_| ())
+        self.lock_tokens().remove(token);
+        self.store.delete_token(&token_hash(token)).await.map(|_| ())
     }
 
     /// End a dashboard session: its token stops working at once.
     pub async fn end_session(&self, token: &str) -> StoreResult<()> {
-        let hash = token_hash(token);
-        self.lock_tokens().remove(&hash);
-        self.store.delete_token(&hash).await.map(|_| ())
+        self.lock_tokens().remove(token);
+        self.store.delete_token(&token_hash(token)).await.map(|_| ())
     }
 
     /// A token and URL giving access to one application only (app portal).

@@ -7,20 +7,15 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::json;
 
-use super::receiver::Receiver;
+use super::receiver::{Behaviour, Receiver};
 use super::report::{Latency, table};
-use super::{Subject, Target};
+use super::{Opts, Subject, message_body, send_closed};
 
 #[derive(Args, Debug)]
 pub struct DashboardArgs {
-    #[command(flatten)]
-    pub target: Target,
     /// Messages in the store before measuring.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long = "store-messages", default_value_t = 100_000)]
     pub messages: usize,
-    /// Clients sending them.
-    #[arg(long, default_value_t = 32)]
-    pub concurrency: usize,
     /// Requests per page.
     #[arg(long, default_value_t = 20)]
     pub samples: usize,
@@ -28,16 +23,27 @@ pub struct DashboardArgs {
 
 const BUDGET_MS: f64 = 100.0;
 
-pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
-    let subject = Subject::connect(&args.target).await?;
-    let rx = Receiver::start(10).await?;
-    let (app, ep) = subject.app_with_endpoint("bench-dashboard", &rx.url()).await?;
-    eprintln!("loading {} messages through the API ({} clients)…", args.messages, args.concurrency);
+pub async fn run(opts: &Opts, args: DashboardArgs) -> anyhow::Result<()> {
+    let subject = Subject::new(opts).await?;
+    let rx = Receiver::start(Behaviour::FailEvery(10), None).await?;
+    let app = subject.app("bench-dashboard").await?;
+    let ep = subject.endpoint(&app, &rx.url(), json!({"retryPolicy": {"schedule": []}})).await?;
+    eprintln!("loading {} messages through the API ({} clients)…", args.messages, opts.concurrency);
     let started = Instant::now();
-    subject
-        .send_many(&app, args.messages, args.concurrency, &["order.created", "order.paid", "order.shipped"])
-        .await?;
-    subject.settle(&app, &ep, Duration::from_secs(1800)).await?;
+    let types = ["order.created", "order.paid", "order.shipped"];
+    let body = std::sync::Arc::new(move |i: usize| message_body(types[i % 3], i));
+    send_closed(
+        &subject.http,
+        &subject.messages_url(&app),
+        &subject.token,
+        args.messages,
+        opts.concurrency,
+        body,
+        None,
+    )
+    .await?;
+    rx.wait_for(args.messages as u64, Duration::from_secs(1800)).await?;
+    settle(&subject, &app, &ep).await?;
     eprintln!("loaded and delivered in {:.1} s", started.elapsed().as_secs_f64());
 
     let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
@@ -114,11 +120,24 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         args.samples,
         table(&["page", "p50 ms", "p99 ms", "max ms", "< 100 ms"], &rows)
     );
-    if let Some(path) = &args.target.json {
+    if let Some(path) = &opts.json {
         std::fs::write(
             path,
             serde_json::to_string_pretty(&json!({"messages": args.messages, "pages": results}))?,
         )?;
     }
     Ok(())
+}
+
+/// Wait until the endpoint has nothing pending (the attempts are recorded).
+async fn settle(subject: &Subject, app: &str, endpoint: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let s = subject.get(&format!("/api/v1/app/{app}/endpoint/{endpoint}/stats")).await?;
+        if s["pending"] == 0 && s["sending"] == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "deliveries did not settle: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

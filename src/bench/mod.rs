@@ -1,86 +1,224 @@
 //! `hookline bench`: reproducible measurements through the public HTTP API
 //! only, so the same scenarios can be pointed at any Svix-compatible server
-//! (`--url`, `--token`). Without `--url` an embedded-store Hookline is
-//! started in this process on a temporary directory.
+//! (`--url`, `--token`). Without `--url` each scenario starts a fresh
+//! embedded-store `hookline serve` as a child process (this binary), so its
+//! memory can be read and it can be killed and restarted.
 //!
-//! Scenarios live one per file; this module holds what they share: the
-//! target server, a fast local receiver, timing statistics and the report.
+//! Scenarios live in their own files (`delivery.rs`, `backlog.rs`,
+//! `dashboard.rs`); this module has the target server, the load generators
+//! and the report.
 
+mod backlog;
 mod dashboard;
+mod delivery;
 pub mod receiver;
 pub mod report;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 
-use crate::clock::SystemClock;
-use crate::config::ServerConfig;
-use crate::dispatch::ssrf::TargetPolicy;
-use crate::server::Server;
+use self::receiver::SendTimes;
+use self::report::Report;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    pub scenario: Scenario,
+    pub scenario: Option<Scenario>,
+    #[command(flatten)]
+    pub opts: Opts,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Scenario {
+    /// Everything below except the dashboard (the default).
+    All,
+    /// (a) loopback limit, (b) delivery throughput and its ratio to (a).
+    Throughput,
+    /// (c) acknowledged messages per second with no endpoint subscribed.
+    Ingest,
+    /// (d) acknowledgement and end-to-end latency at a fixed rate.
+    Latency,
+    /// (e) throughput and latency of a healthy endpoint beside a hanging and a failing one.
+    Isolation,
+    /// (f) memory with a large retry backlog, and restart to first due delivery.
+    Backlog,
+    /// Idle memory and start-up time.
+    Idle,
     /// Dashboard page times with many messages in the store.
     Dashboard(dashboard::DashboardArgs),
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.scenario {
-        Scenario::Dashboard(a) => dashboard::run(a).await,
-    }
-}
-
-/// Which server to measure.
 #[derive(Args, Debug, Clone)]
-pub struct Target {
-    /// Base URL of a running server; default: start one here.
-    #[arg(long)]
+pub struct Opts {
+    /// Base URL of a running server; default: start one per scenario.
+    #[arg(long, global = true)]
     pub url: Option<String>,
     /// Admin token for `--url`.
-    #[arg(long, env = "HOOKLINE_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "HOOKLINE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Write the results as JSON here too.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: Option<PathBuf>,
+    /// Messages for the throughput and ingest runs (N).
+    #[arg(long, global = true, default_value_t = 100_000)]
+    pub messages: usize,
+    /// Concurrent clients (C).
+    #[arg(long, global = true, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Offered rate for the latency runs, messages per second.
+    #[arg(long, global = true, default_value_t = 1000)]
+    pub rate: u64,
+    /// Length of the latency runs, seconds.
+    #[arg(long, global = true, default_value_t = 10)]
+    pub duration: u64,
+    /// Deliveries waiting for a retry in the backlog run.
+    #[arg(long, global = true, default_value_t = 1_000_000)]
+    pub backlog: usize,
+    /// The backlog becomes due this many seconds after loading starts.
+    #[arg(long, global = true, default_value_t = 240)]
+    pub due_in: u64,
 }
 
-/// A server under test and an API client for it.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let opts = args.opts;
+    let mut report = Report::new();
+    match args.scenario.unwrap_or(Scenario::All) {
+        Scenario::Dashboard(a) => return dashboard::run(&opts, a).await,
+        Scenario::All => {
+            delivery::throughput(&opts, &mut report).await?;
+            delivery::ingest(&opts, &mut report).await?;
+            delivery::latency(&opts, &mut report).await?;
+            delivery::isolation(&opts, &mut report).await?;
+            backlog::idle(&opts, &mut report).await?;
+            backlog::backlog(&opts, &mut report).await?;
+        }
+        Scenario::Throughput => delivery::throughput(&opts, &mut report).await?,
+        Scenario::Ingest => delivery::ingest(&opts, &mut report).await?,
+        Scenario::Latency => delivery::latency(&opts, &mut report).await?,
+        Scenario::Isolation => {
+            delivery::throughput(&opts, &mut report).await?;
+            delivery::latency(&opts, &mut report).await?;
+            delivery::isolation(&opts, &mut report).await?;
+        }
+        Scenario::Backlog => backlog::backlog(&opts, &mut report).await?,
+        Scenario::Idle => backlog::idle(&opts, &mut report).await?,
+    }
+    println!("{}", report.render());
+    if let Some(path) = &opts.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report.json())?)?;
+    }
+    Ok(())
+}
+
+/// A `hookline serve` child process on its own data directory.
+struct LocalServer {
+    child: Child,
+    data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The server under test and an API client for it.
 pub struct Subject {
     pub url: String,
     pub token: String,
     pub http: reqwest::Client,
-    /// Kept alive for the run when the server is ours.
-    _local: Option<(Server, tempfile::TempDir)>,
+    local: Option<LocalServer>,
+    /// Spawn to first answered request, for a local server.
+    pub startup: Option<Duration>,
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .tcp_nodelay(true)
+        .build()
+        .expect("static client configuration")
+}
+
+async fn spawn_server(data_dir: &Path, token: &str) -> anyhow::Result<(Child, String, Duration)> {
+    let started = Instant::now();
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets", "--log", "warn"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("HOOKLINE_ADMIN_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let url = loop {
+        let line = lines.next_line().await?.ok_or_else(|| anyhow::anyhow!("hookline serve exited"))?;
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap_or_default().to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let probe = reqwest::Client::new();
+    loop {
+        if let Ok(r) = probe.get(format!("{url}/api/v1/health")).send().await
+            && r.status().is_success()
+        {
+            return Ok((child, url, started.elapsed()));
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "hookline serve did not answer");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 impl Subject {
-    pub async fn connect(target: &Target) -> anyhow::Result<Subject> {
-        let http = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build()?;
-        if let Some(url) = &target.url {
-            let token = target.token.clone().ok_or_else(|| anyhow::anyhow!("--url needs --token"))?;
-            return Ok(Subject { url: url.trim_end_matches('/').to_owned(), token, http, _local: None });
+    /// The `--url` server, or a fresh local one.
+    pub async fn new(opts: &Opts) -> anyhow::Result<Subject> {
+        let http = client();
+        if let Some(url) = &opts.url {
+            let token = opts.token.clone().ok_or_else(|| anyhow::anyhow!("--url needs --token"))?;
+            return Ok(Subject {
+                url: url.trim_end_matches('/').into(),
+                token,
+                http,
+                local: None,
+                startup: None,
+            });
         }
         let dir = tempfile::tempdir()?;
         let token = crate::service::generate_token();
-        let mut cfg = ServerConfig::new(dir.path());
-        cfg.listen = "127.0.0.1:0".parse()?;
-        cfg.admin_token = Some(token.clone());
-        cfg.dispatch.targets = TargetPolicy { allow_private: true, allowed: vec![] };
-        let server = Server::start(cfg, Arc::new(SystemClock)).await?;
-        Ok(Subject { url: server.url(), token, http, _local: Some((server, dir)) })
+        let (child, url, startup) = spawn_server(dir.path(), &token).await?;
+        let local = LocalServer { child, data_dir: dir.path().to_owned(), _dir: dir };
+        Ok(Subject { url, token, http, local: Some(local), startup: Some(startup) })
     }
 
-    /// POST JSON to an API path; the response body, or an error with it.
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// `kill -9` the local server and start it again on the same data.
+    pub async fn crash_and_restart(&mut self) -> anyhow::Result<Duration> {
+        let local =
+            self.local.as_mut().ok_or_else(|| anyhow::anyhow!("only a local server can be restarted"))?;
+        local.child.kill().await?;
+        let (child, url, startup) = spawn_server(&local.data_dir, &self.token).await?;
+        local.child = child;
+        self.url = url;
+        Ok(startup)
+    }
+
+    /// Resident memory of the local server, in MiB.
+    pub fn rss_mib(&self) -> Option<f64> {
+        let pid = self.local.as_ref()?.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib: f64 =
+            status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let resp =
             self.http.post(format!("{}{path}", self.url)).bearer_auth(&self.token).json(body).send().await?;
@@ -98,66 +236,127 @@ impl Subject {
         Ok(serde_json::from_str(&text)?)
     }
 
-    /// An application and one endpoint (no retries) to `url`.
-    pub async fn app_with_endpoint(&self, name: &str, url: &str) -> anyhow::Result<(String, String)> {
+    pub async fn app(&self, name: &str) -> anyhow::Result<String> {
         let app = self.post("/api/v1/app", &json!({"name": name})).await?;
-        let app = app["id"].as_str().unwrap_or_default().to_owned();
-        let ep = self
-            .post(
-                &format!("/api/v1/app/{app}/endpoint"),
-                &json!({"url": url, "retryPolicy": {"schedule": []}}),
-            )
-            .await?;
-        Ok((app, ep["id"].as_str().unwrap_or_default().to_owned()))
+        Ok(app["id"].as_str().unwrap_or_default().to_owned())
     }
 
-    /// Send `n` messages from `concurrency` clients; the event type of
-    /// message `i` is `types[i % types.len()]`.
-    pub async fn send_many(
-        &self,
-        app: &str,
-        n: usize,
-        concurrency: usize,
-        types: &[&str],
-    ) -> anyhow::Result<()> {
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let types: Arc<Vec<String>> = Arc::new(types.iter().map(|s| s.to_string()).collect());
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..concurrency.max(1) {
-            let (next, types, http) = (Arc::clone(&next), Arc::clone(&types), self.http.clone());
-            let (url, token) = (format!("{}/api/v1/app/{app}/msg", self.url), self.token.clone());
-            workers.spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= n {
-                        return Ok::<_, anyhow::Error>(());
-                    }
-                    let body =
-                        json!({"eventType": types[i % types.len()], "payload": {"i": i, "note": "bench"}});
-                    let resp = http.post(&url).bearer_auth(&token).json(&body).send().await?;
-                    anyhow::ensure!(resp.status().is_success(), "send: {}", resp.status());
-                    if i > 0 && i % 10_000 == 0 {
-                        eprintln!("  sent {i}/{n}");
-                    }
+    /// An endpoint for `url` on `app` (extra fields merged in).
+    pub async fn endpoint(&self, app: &str, url: &str, extra: Value) -> anyhow::Result<String> {
+        let mut body = json!({"url": url});
+        body.as_object_mut().expect("object").extend(extra.as_object().cloned().unwrap_or_default());
+        let ep = self.post(&format!("/api/v1/app/{app}/endpoint"), &body).await?;
+        Ok(ep["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    pub fn messages_url(&self, app: &str) -> String {
+        format!("{}/api/v1/app/{app}/msg", self.url)
+    }
+}
+
+/// One message body: a small, realistic payload carrying its sequence number.
+pub fn message_body(event_type: &str, seq: usize) -> String {
+    format!(
+        r#"{{"eventType":"{event_type}","payload":{{"seq":{seq},"type":"invoice.paid","invoice":"in_{seq:08}","amount":4200,"currency":"eur","customer":"cus_1234567890"}}}}"#
+    )
+}
+
+/// Closed loop: `concurrency` clients send `n` messages, each waiting for
+/// its acknowledgement before the next. Returns the acknowledgement times.
+pub async fn send_closed(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    n: usize,
+    concurrency: usize,
+    body: Arc<dyn Fn(usize) -> String + Send + Sync>,
+    times: Option<Arc<SendTimes>>,
+) -> anyhow::Result<Vec<Duration>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let progress = report::progress(n as u64, "sending");
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (next, body, times, http) = (Arc::clone(&next), Arc::clone(&body), times.clone(), http.clone());
+        let (url, token, progress) = (url.to_owned(), token.to_owned(), progress.clone());
+        workers.spawn(async move {
+            let mut acks = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(acks);
                 }
-            });
-        }
-        while let Some(done) = workers.join_next().await {
-            done??;
-        }
-        Ok(())
-    }
-
-    /// Wait until the endpoint has nothing pending.
-    pub async fn settle(&self, app: &str, endpoint: &str, patience: Duration) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            let s = self.get(&format!("/api/v1/app/{app}/endpoint/{endpoint}/stats")).await?;
-            if s["pending"] == 0 && s["sending"] == 0 {
-                return Ok(());
+                if let Some(t) = &times {
+                    t.mark_sent(i);
+                }
+                let started = Instant::now();
+                let resp = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(body(i))
+                    .send()
+                    .await?;
+                anyhow::ensure!(resp.status().is_success(), "send: {}", resp.status());
+                resp.bytes().await?;
+                acks.push(started.elapsed());
+                progress.inc(1);
             }
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "deliveries did not settle: {s}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        });
     }
+    let mut acks = Vec::with_capacity(n);
+    while let Some(done) = workers.join_next().await {
+        acks.extend(done??);
+    }
+    progress.finish_and_clear();
+    Ok(acks)
+}
+
+/// Open loop: one message every `1/rate` s for `duration`, each sent on its
+/// own (a slow answer does not hold back the next send, so queueing shows
+/// up in the latencies instead of being hidden). Returns the
+/// acknowledgement times.
+pub async fn send_open(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    rate: u64,
+    duration: Duration,
+    body: Arc<dyn Fn(usize) -> String + Send + Sync>,
+    times: Option<Arc<SendTimes>>,
+) -> anyhow::Result<Vec<Duration>> {
+    let total = (rate as f64 * duration.as_secs_f64()) as usize;
+    let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let progress = report::progress(total as u64, "sending at a fixed rate");
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..total {
+        ticker.tick().await;
+        let (body, times, http, progress) =
+            (Arc::clone(&body), times.clone(), http.clone(), progress.clone());
+        let (url, token) = (url.to_owned(), token.to_owned());
+        sends.spawn(async move {
+            if let Some(t) = &times {
+                t.mark_sent(i);
+            }
+            let started = Instant::now();
+            let resp = http
+                .post(&url)
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(body(i))
+                .send()
+                .await?;
+            anyhow::ensure!(resp.status().is_success(), "send: {}", resp.status());
+            resp.bytes().await?;
+            progress.inc(1);
+            Ok::<_, anyhow::Error>(started.elapsed())
+        });
+    }
+    let mut acks = Vec::with_capacity(total);
+    while let Some(done) = sends.join_next().await {
+        acks.push(done??);
+    }
+    progress.finish_and_clear();
+    Ok(acks)
 }

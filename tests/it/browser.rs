@@ -140,7 +140,7 @@ impl Browser {
         self.client.current_url().await.unwrap().path().to_owned()
     }
 
-        /// Save a PNG of the viewport: under `target/screenshots/`, or with
+    /// Save a PNG of the viewport: under `target/screenshots/`, or with
     /// `HOOKLINE_UPDATE_SCREENSHOTS=1`, into `docs/screenshots/` (the ones
     /// the README shows).
     pub async fn screenshot(&self, name: &str) {
@@ -148,7 +148,7 @@ impl Browser {
         self.client.execute(tidy, vec![]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(250)).await;
         let png = self.client.screenshot().await.unwrap();
-                let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = match std::env::var("HOOKLINE_UPDATE_SCREENSHOTS").as_deref() {
             Ok("1") => root.join("docs/screenshots"),
             _ => root.join("target/screenshots"),

@@ -127,7 +127,17 @@ pub fn release_all(c: &Connection, owner: Option<&str>) -> StoreResult<u64> {
 
 pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffects> {
     let a = &rec.attempt;
-    let endpoint = load_endpoint(c, &a.endpoint_id)?;
+    // Just what the state machine needs; the whole endpoint only if it is
+    // about to be disabled (for the operational event).
+    let endpoint: Option<EndpointHealth> = c
+        .prepare_cached("SELECT disabled, failing_since FROM endpoints WHERE id = ?")?
+        .query_row([&a.endpoint_id], |r| {
+            Ok(EndpointHealth {
+                disabled: r.get(0)?,
+                failing_since: r.get::<_, Option<i64>>(1)?.map(Timestamp::from_millis),
+            })
+        })
+        .optional()?;
     let stored: Option<(DeliveryState, Option<i64>, Option<String>)> = c
         .prepare_cached(
             "SELECT status, attempts, next_attempt, due_at, lease_owner FROM deliveries
@@ -145,7 +155,7 @@ pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<Attempt
         .optional()?;
 
     let endpoint_disabled = match endpoint.as_ref().filter(|e| !e.disabled) {
-        Some(ep) => update_health(c, ep, &rec)?,
+        Some(ep) => update_health(c, &a.endpoint_id, ep, &rec)?,
         None => None,
     };
     let endpoint_active = endpoint.as_ref().is_some_and(|e| !e.disabled) && endpoint_disabled.is_none();
@@ -203,11 +213,18 @@ pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<Attempt
     Ok(AttemptEffects { state: next, exhausted, endpoint_disabled })
 }
 
+/// The columns of an endpoint that recording an attempt needs.
+struct EndpointHealth {
+    disabled: bool,
+    failing_since: Option<Timestamp>,
+}
+
 /// Track the endpoint's failure streak; disable it when the receiver asked
 /// for that or it has failed for too long.
 fn update_health(
     c: &Connection,
-    ep: &Endpoint,
+    endpoint_id: &str,
+    ep: &EndpointHealth,
     rec: &AttemptRecord,
 ) -> StoreResult<Option<EndpointDisabled>> {
     let at = rec.finished_at;
@@ -217,9 +234,9 @@ fn update_health(
         c.prepare_cached(
             "UPDATE endpoints SET disabled = 1, failing_since = ?, updated_at = ? WHERE id = ?",
         )?
-        .execute(params![opt_ts_value(failing_since), at.as_millis(), ep.id])?;
-        tenants::settle_pending(c, &ep.id, at)?;
-        let endpoint = Endpoint { disabled: true, failing_since, updated_at: at, ..ep.clone() };
+        .execute(params![opt_ts_value(failing_since), at.as_millis(), endpoint_id])?;
+        tenants::settle_pending(c, endpoint_id, at)?;
+        let endpoint = load_endpoint(c, endpoint_id)?.ok_or(crate::store::StoreError::NotFound)?;
         return Ok(Some(EndpointDisabled {
             endpoint,
             failing_since,
@@ -228,7 +245,7 @@ fn update_health(
     }
     if failing_since != ep.failing_since {
         c.prepare_cached("UPDATE endpoints SET failing_since = ? WHERE id = ?")?
-            .execute(params![opt_ts_value(failing_since), ep.id])?;
+            .execute(params![opt_ts_value(failing_since), endpoint_id])?;
     }
     Ok(None)
 }

@@ -1,6 +1,7 @@
 //! Messages, their deliveries and attempts: ingest and the read side.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -11,7 +12,7 @@ use super::rows::{
 use super::sql::Select;
 use super::tenants;
 use crate::domain::filter;
-use crate::domain::model::{Attempt, Delivery, DeliveryStatus, Endpoint, Message};
+use crate::domain::model::{App, Attempt, Delivery, DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
 use crate::store::{
     AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, MessageFilter, Page, PageRequest,
@@ -21,9 +22,52 @@ use crate::store::{
 /// How long an idempotency key holds on to the message it created.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
-pub fn create_message(c: &Connection, req: CreateMessage) -> StoreResult<CreatedMessage> {
+/// What ingest reads for every message, kept in memory by the writer:
+/// applications by id and uid, and each application's enabled endpoints.
+/// Every change to applications and endpoints is a writer job too and
+/// clears it, so it is never stale (see `SqliteStore::write_config`).
+#[derive(Default)]
+pub struct IngestCache {
+    apps: HashMap<String, App>,
+    endpoints: HashMap<String, Arc<Vec<Arc<Endpoint>>>>,
+}
+
+impl IngestCache {
+    pub fn clear(&mut self) {
+        self.apps.clear();
+        self.endpoints.clear();
+    }
+
+    fn app(&mut self, c: &Connection, app_ref: &str) -> StoreResult<Option<App>> {
+        if let Some(app) = self.apps.get(app_ref) {
+            return Ok(Some(app.clone()));
+        }
+        let found = tenants::get_app(c, app_ref)?;
+        if let Some(app) = &found {
+            self.apps.insert(app_ref.to_owned(), app.clone());
+        }
+        Ok(found)
+    }
+
+    fn endpoints(&mut self, c: &Connection, app_id: &str) -> StoreResult<Arc<Vec<Arc<Endpoint>>>> {
+        if let Some(eps) = self.endpoints.get(app_id) {
+            return Ok(Arc::clone(eps));
+        }
+        let eps =
+            Arc::new(tenants::enabled_endpoints(c, app_id)?.into_iter().map(Arc::new).collect::<Vec<_>>());
+        self.endpoints.insert(app_id.to_owned(), Arc::clone(&eps));
+        Ok(eps)
+    }
+}
+
+pub fn create_message(
+    c: &Connection,
+    req: CreateMessage,
+    cache: &Mutex<IngestCache>,
+) -> StoreResult<CreatedMessage> {
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
     let CreateMessage { app_ref, new_app, mut message, lease, only_endpoint, idempotency_key } = req;
-    let app = match tenants::get_app(c, &app_ref)? {
+    let app = match cache.app(c, &app_ref)? {
         Some(app) => app,
         None => {
             let app = new_app.ok_or(StoreError::NotFound)?;
@@ -84,16 +128,16 @@ pub fn create_message(c: &Connection, req: CreateMessage) -> StoreResult<Created
     let endpoints: Vec<Arc<Endpoint>> = match &only_endpoint {
         Some(id) => tenants::get_endpoint(c, &message.app_id, id)?
             .filter(|e| !e.disabled)
+            .map(Arc::new)
             .into_iter()
-            .collect::<Vec<_>>(),
-        None => tenants::enabled_endpoints(c, &message.app_id)?
-            .into_iter()
-            .filter(|ep| filter::wants(ep, &message.event_type, message.channels.as_ref()))
             .collect(),
-    }
-    .into_iter()
-    .map(Arc::new)
-    .collect();
+        None => cache
+            .endpoints(c, &message.app_id)?
+            .iter()
+            .filter(|ep| filter::wants(ep, &message.event_type, message.channels.as_ref()))
+            .cloned()
+            .collect(),
+    };
 
     let first_at = message.deliver_at.unwrap_or(message.created_at).max(message.created_at);
     let lease = lease.filter(|_| first_at <= message.created_at);

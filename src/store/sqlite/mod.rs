@@ -44,6 +44,8 @@ const MAX_READERS: usize = 8;
 pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Readers>,
+    /// Only touched by writer jobs, so the lock is never contended.
+    cache: Arc<Mutex<messages::IngestCache>>,
 }
 
 impl SqliteStore {
@@ -58,7 +60,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         let readers =
             Arc::new(Readers { path, idle: Mutex::new(Vec::new()), permits: Semaphore::new(MAX_READERS) });
-        Ok(SqliteStore { writer, readers })
+        Ok(SqliteStore { writer, readers, cache: Arc::default() })
     }
 
     async fn write<T, F>(&self, work: F) -> StoreResult<T>
@@ -67,6 +69,22 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         self.writer.run(work).await
+    }
+
+    /// A write that changes applications or endpoints: the ingest cache is
+    /// cleared in the same writer job.
+    async fn write_config<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let cache = Arc::clone(&self.cache);
+        self.writer
+            .run(move |c| {
+                cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                work(c)
+            })
+            .await
     }
 
     async fn read<T, F>(&self, work: F) -> StoreResult<T>
@@ -226,7 +244,7 @@ impl Store for SqliteStore {
 
     async fn insert_app(&self, app: &App) -> StoreResult<()> {
         let app = app.clone();
-        self.write(move |c| tenants::insert_app(c, &app)).await
+        self.write_config(move |c| tenants::insert_app(c, &app)).await
     }
 
     async fn get_app(&self, id_or_uid: &str) -> StoreResult<Option<App>> {
@@ -246,17 +264,17 @@ impl Store for SqliteStore {
 
     async fn update_app(&self, id: &str, patch: AppPatch, now: Timestamp) -> StoreResult<App> {
         let id = id.to_owned();
-        self.write(move |c| tenants::update_app(c, &id, patch, now)).await
+        self.write_config(move |c| tenants::update_app(c, &id, patch, now)).await
     }
 
     async fn delete_app(&self, id: &str) -> StoreResult<()> {
         let id = id.to_owned();
-        self.write(move |c| tenants::delete_app(c, &id)).await
+        self.write_config(move |c| tenants::delete_app(c, &id)).await
     }
 
     async fn insert_endpoint(&self, ep: &Endpoint) -> StoreResult<()> {
         let ep = ep.clone();
-        self.write(move |c| tenants::insert_endpoint(c, &ep)).await
+        self.write_config(move |c| tenants::insert_endpoint(c, &ep)).await
     }
 
     async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
@@ -277,16 +295,17 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<Endpoint> {
         let (app_id, id) = (app_id.to_owned(), id.to_owned());
-        self.write(move |c| tenants::update_endpoint(c, &app_id, &id, patch, now)).await
+        self.write_config(move |c| tenants::update_endpoint(c, &app_id, &id, patch, now)).await
     }
 
     async fn delete_endpoint(&self, app_id: &str, id: &str) -> StoreResult<()> {
         let (app_id, id) = (app_id.to_owned(), id.to_owned());
-        self.write(move |c| tenants::delete_endpoint(c, &app_id, &id)).await
+        self.write_config(move |c| tenants::delete_endpoint(c, &app_id, &id)).await
     }
 
     async fn create_message(&self, req: CreateMessage) -> StoreResult<CreatedMessage> {
-        self.write(move |c| messages::create_message(c, req)).await
+        let cache = Arc::clone(&self.cache);
+        self.write(move |c| messages::create_message(c, req, &cache)).await
     }
 
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
@@ -443,7 +462,15 @@ impl Store for SqliteStore {
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<AttemptEffects> {
-        self.write(move |c| dispatch::record_attempt(c, record)).await
+        let cache = Arc::clone(&self.cache);
+        self.write(move |c| {
+            let effects = dispatch::record_attempt(c, record)?;
+            if effects.endpoint_disabled.is_some() {
+                cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+            Ok(effects)
+        })
+        .await
     }
 
     async fn count_pending(&self) -> StoreResult<u64> {

@@ -1,0 +1,253 @@
+//! (a) loopback limit, (b) delivery throughput, (c) ingest, (d) latency at
+//! a fixed rate, (e) isolation from a hanging and a failing endpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::receiver::{Behaviour, Receiver, SendTimes};
+use super::report::{Latency, Report};
+use super::{Opts, Subject, message_body, send_closed, send_open};
+
+const PATIENCE: Duration = Duration::from_secs(600);
+
+fn body_fn(event_type: &'static str) -> Arc<dyn Fn(usize) -> String + Send + Sync> {
+    Arc::new(move |i| message_body(event_type, i))
+}
+
+/// The webhook body a receiver would get for message `i`, for the loopback
+/// run to post the same bytes.
+fn payload_fn() -> Arc<dyn Fn(usize) -> String + Send + Sync> {
+    Arc::new(|i| {
+        let full = message_body("x", i);
+        full[full.find("\"payload\":").map(|p| p + 10).unwrap_or(0)..full.len() - 1].to_owned()
+    })
+}
+
+/// Deliveries per second of `n` messages sent by `c` clients to one
+/// healthy endpoint, first send to last receipt.
+async fn deliver(
+    subject: &Subject,
+    app: &str,
+    rx: &Receiver,
+    times: Arc<SendTimes>,
+    n: usize,
+    c: usize,
+) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let before = rx.count();
+    send_closed(
+        &subject.http,
+        &subject.messages_url(app),
+        &subject.token,
+        n,
+        c,
+        body_fn("bench.good"),
+        Some(times),
+    )
+    .await?;
+    rx.wait_for(before + n as u64, PATIENCE).await?;
+    Ok(n as f64 / rx.last_at().duration_since(start).as_secs_f64())
+}
+
+pub async fn throughput(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
+    let (n, c) = (opts.messages, opts.concurrency);
+    eprintln!("(a) loopback limit: {n} posts by {c} clients straight to the receiver");
+    let direct = Receiver::start(Behaviour::Ok, None).await?;
+    let start = Instant::now();
+    send_closed(&super::client(), &direct.url(), "", n, c, payload_fn(), None).await?;
+    let loopback = n as f64 / start.elapsed().as_secs_f64();
+    report.add("(a) loopback", "requests/s", format!("{loopback:.0}"), "(reference)", None);
+
+    eprintln!("(b) delivery throughput: {n} messages by {c} clients, first send to last receipt");
+    let subject = Subject::new(opts).await?;
+    let times = SendTimes::new(n);
+    let rx = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
+    let app = subject.app("bench-throughput").await?;
+    subject.endpoint(&app, &rx.url(), json!({})).await?;
+    let rate = deliver(&subject, &app, &rx, Arc::clone(&times), n, c).await?;
+    let ratio = rate / loopback;
+    report.add("(b) delivery", "messages/s", format!("{rate:.0}"), "", None);
+    report.add(
+        "(b) delivery",
+        "ratio to (a)",
+        format!("{:.1} %", ratio * 100.0),
+        ">= 40 %",
+        Some(ratio >= 0.4),
+    );
+    let e2e = Latency::of(times.latencies());
+    report.add("(b) delivery", "end-to-end at saturation", e2e.brief(), "(info)", None);
+    report.data(
+        "throughput",
+        json!({"loopback_rps": loopback, "delivered_per_s": rate, "ratio": ratio, "e2e": e2e}),
+    );
+    Ok(())
+}
+
+pub async fn ingest(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
+    let (n, c) = (opts.messages, opts.concurrency);
+    eprintln!("(c) ingest: {n} messages by {c} clients, no endpoint subscribed");
+    let subject = Subject::new(opts).await?;
+    let app = subject.app("bench-ingest").await?;
+    let start = Instant::now();
+    let acks = send_closed(
+        &subject.http,
+        &subject.messages_url(&app),
+        &subject.token,
+        n,
+        c,
+        body_fn("bench.ingest"),
+        None,
+    )
+    .await?;
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let acks = Latency::of(acks);
+    report.add(
+        "(c) ingest",
+        "acknowledged messages/s",
+        format!("{rate:.0}"),
+        ">= 20000",
+        Some(rate >= 20_000.0),
+    );
+    report.add("(c) ingest", "ack latency at saturation", acks.brief(), "(info)", None);
+    report.data("ingest", json!({"acked_per_s": rate, "ack": acks}));
+    Ok(())
+}
+
+/// Send at a fixed rate to `app`; (ack, end-to-end) latencies.
+async fn at_rate(
+    subject: &Subject,
+    app: &str,
+    rx: &Receiver,
+    times: Arc<SendTimes>,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<(Latency, Latency)> {
+    let before = rx.count();
+    let acks = send_open(
+        &subject.http,
+        &subject.messages_url(app),
+        &subject.token,
+        rate,
+        duration,
+        body_fn("bench.good"),
+        Some(Arc::clone(&times)),
+    )
+    .await?;
+    rx.wait_for(before + acks.len() as u64, PATIENCE).await?;
+    Ok((Latency::of(acks), Latency::of(times.latencies())))
+}
+
+pub async fn latency(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
+    let (rate, duration) = (opts.rate, Duration::from_secs(opts.duration));
+    eprintln!("(d) latency: {rate} messages/s for {} s", opts.duration);
+    let subject = Subject::new(opts).await?;
+    let times = SendTimes::new((rate * opts.duration) as usize + 1);
+    let rx = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
+    let app = subject.app("bench-latency").await?;
+    subject.endpoint(&app, &rx.url(), json!({})).await?;
+    let (ack, e2e) = at_rate(&subject, &app, &rx, times, rate, duration).await?;
+    report.add("(d) latency", &format!("ack at {rate}/s"), ack.brief(), "p99 < 3 ms", Some(ack.p99_ms < 3.0));
+    report.add(
+        "(d) latency",
+        &format!("end-to-end at {rate}/s"),
+        e2e.brief(),
+        "p99 < 5 ms",
+        Some(e2e.p99_ms < 5.0),
+    );
+    report.data("latency", json!({"rate": rate, "ack": ack, "e2e": e2e}));
+    Ok(())
+}
+
+/// Background load on the misbehaving endpoints while the healthy one is
+/// measured: an open loop at `rate`, until stopped.
+fn bad_traffic(subject: &Subject, app: &str, rate: u64) -> tokio::task::JoinHandle<()> {
+    let (http, url, token) = (subject.http.clone(), subject.messages_url(app), subject.token.clone());
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+        for i in 0.. {
+            ticker.tick().await;
+            let (http, url, token) = (http.clone(), url.clone(), token.clone());
+            tokio::spawn(async move {
+                let _ = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(message_body("bench.bad", i))
+                    .send()
+                    .await;
+            });
+        }
+    })
+}
+
+pub async fn isolation(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
+    let (n, c, rate) = (opts.messages, opts.concurrency, opts.rate);
+    let baseline_rate = report_f64(report, "throughput", "delivered_per_s");
+    let baseline_p99 = report_f64(report, "latency", "e2e.p99_ms");
+    let bad_rate = (rate / 10).max(1);
+    eprintln!(
+        "(e) isolation: the healthy endpoint while another hangs and a third answers 500 ({bad_rate} messages/s to them)"
+    );
+    let subject = Subject::new(opts).await?;
+    let times = SendTimes::new(n.max((rate * opts.duration) as usize) + 1);
+    let healthy = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
+    let hanging = Receiver::start(Behaviour::Hang, None).await?;
+    let failing = Receiver::start(Behaviour::Fail, None).await?;
+    let good = subject.app("bench-good").await?;
+    subject.endpoint(&good, &healthy.url(), json!({})).await?;
+    let bad = subject.app("bench-bad").await?;
+    subject.endpoint(&bad, &hanging.url(), json!({})).await?;
+    subject.endpoint(&bad, &failing.url(), json!({})).await?;
+    let noise = bad_traffic(&subject, &bad, bad_rate);
+    tokio::time::sleep(Duration::from_secs(2)).await; // let the hanging lane fill up
+
+    let delivered = deliver(&subject, &good, &healthy, Arc::clone(&times), n, c).await?;
+    let fresh = SendTimes::new((rate * opts.duration) as usize + 1);
+    let healthy_fixed = Receiver::start(Behaviour::Ok, Some(Arc::clone(&fresh))).await?;
+    let good2 = subject.app("bench-good-rate").await?;
+    subject.endpoint(&good2, &healthy_fixed.url(), json!({})).await?;
+    let (_, e2e) =
+        at_rate(&subject, &good2, &healthy_fixed, fresh, rate, Duration::from_secs(opts.duration)).await?;
+    noise.abort();
+
+    let within = |value: f64, base: Option<f64>, higher_is_better: bool| {
+        base.map(|b| if higher_is_better { value >= 0.8 * b } else { value <= 1.2 * b })
+    };
+    let vs = |base: Option<f64>| {
+        base.map(|b| format!("within 20 % of {b:.1}")).unwrap_or_else(|| "(run (b)/(d) too)".into())
+    };
+    report.add(
+        "(e) isolation",
+        "healthy messages/s",
+        format!("{delivered:.0}"),
+        &vs(baseline_rate),
+        within(delivered, baseline_rate, true),
+    );
+    report.add(
+        "(e) isolation",
+        &format!("healthy end-to-end at {rate}/s"),
+        e2e.brief(),
+        &vs(baseline_p99).replace("within", "p99 within"),
+        within(e2e.p99_ms, baseline_p99, false),
+    );
+    report.add(
+        "(e) isolation",
+        "hanging / failing endpoints got",
+        format!("{} / {} requests", hanging.count(), failing.count()),
+        "(info)",
+        None,
+    );
+    report.data("isolation", json!({"delivered_per_s": delivered, "e2e": e2e, "bad_rate": bad_rate}));
+    Ok(())
+}
+
+/// A figure an earlier scenario left in the report (`a.b.c` path).
+fn report_f64(report: &Report, section: &str, path: &str) -> Option<f64> {
+    let mut v = report.json()["data"][section].clone();
+    for key in path.split('.') {
+        v = v[key].clone();
+    }
+    v.as_f64()
+}
