@@ -119,10 +119,10 @@ impl Sender {
         let id = HeaderValue::try_from(msg.id.as_str()).map_err(|e| e.to_string())?;
         let ts = HeaderValue::from(ts);
         let sig = HeaderValue::try_from(signature).map_err(|e| e.to_string())?;
-        for prefix in ["webhook", "svix"] {
-            headers.insert(header(prefix, "id"), id.clone());
-            headers.insert(header(prefix, "timestamp"), ts.clone());
-            headers.insert(header(prefix, "signature"), sig.clone());
+        for [id_name, ts_name, sig_name] in SIGNATURE_HEADERS {
+            headers.insert(HeaderName::from_static(id_name), id.clone());
+            headers.insert(HeaderName::from_static(ts_name), ts.clone());
+            headers.insert(HeaderName::from_static(sig_name), sig.clone());
         }
 
         let mut resp =
@@ -143,9 +143,12 @@ impl Sender {
     }
 }
 
-fn header(prefix: &str, name: &str) -> HeaderName {
-    HeaderName::try_from(format!("{prefix}-{name}")).expect("static header names are valid")
-}
+/// Standard Webhooks' names, and Svix's for receivers that verify with older
+/// Svix libraries.
+const SIGNATURE_HEADERS: [[&str; 3]; 2] = [
+    ["webhook-id", "webhook-timestamp", "webhook-signature"],
+    ["svix-id", "svix-timestamp", "svix-signature"],
+];
 
 fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
     match url.host()? {

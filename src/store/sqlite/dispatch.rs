@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{self, ATTEMPT_COLS, ENDPOINT_COLS, MESSAGE_COLS, opt_ts_value};
+use super::rows::{self, ENDPOINT_COLS, MESSAGE_COLS, opt_ts_value};
 use super::sql::Select;
 use super::tenants;
 use crate::domain::delivery::{AttemptResult, DeliveryState, Outcome, after_attempt};
@@ -125,6 +125,8 @@ pub fn release_all(c: &Connection, owner: Option<&str>) -> StoreResult<u64> {
     Ok(n as u64)
 }
 
+/// Runs without a savepoint: every error after the first write must come
+/// from SQLite (see `writer::Guard::ChecksFirst`).
 pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffects> {
     let a = &rec.attempt;
     // Just what the state machine needs; the whole endpoint only if it is
@@ -236,7 +238,10 @@ fn update_health(
         )?
         .execute(params![opt_ts_value(failing_since), at.as_millis(), endpoint_id])?;
         tenants::settle_pending(c, endpoint_id, at)?;
-        let endpoint = load_endpoint(c, endpoint_id)?.ok_or(crate::store::StoreError::NotFound)?;
+        // Read a moment ago in this job, so its absence is a store failure
+        // (and must be a `Backend` error: this job runs without a savepoint).
+        let endpoint = load_endpoint(c, endpoint_id)?
+            .ok_or_else(|| crate::store::StoreError::Backend("endpoint vanished mid-write".into()))?;
         return Ok(Some(EndpointDisabled {
             endpoint,
             failing_since,
@@ -259,21 +264,24 @@ pub fn count_pending(c: &Connection) -> StoreResult<u64> {
 
 fn insert_attempt(c: &Connection, rec: &AttemptRecord) -> StoreResult<()> {
     let a = &rec.attempt;
-    let cols = ATTEMPT_COLS.replace("t.", "");
-    c.prepare_cached(&format!("INSERT INTO attempts ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))?
-        .execute(params![
-            a.id,
-            a.msg_id,
-            a.endpoint_id,
-            a.app_id,
-            a.url,
-            a.status.code(),
-            a.status_code,
-            a.response,
-            a.duration_ms,
-            a.trigger.code(),
-            a.error,
-            a.created_at.as_millis(),
-        ])?;
+    c.prepare_cached(
+        "INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, status_code, response,
+            duration_ms, trigger, error, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        a.id,
+        a.msg_id,
+        a.endpoint_id,
+        a.app_id,
+        a.url,
+        a.status.code(),
+        a.status_code,
+        a.response,
+        a.duration_ms,
+        a.trigger.code(),
+        a.error,
+        a.created_at.as_millis(),
+    ])?;
     Ok(())
 }

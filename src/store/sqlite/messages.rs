@@ -77,6 +77,7 @@ pub fn create_message(
     };
     message.app_id = app.id;
 
+    let mut expired_key_holder = None;
     if let Some(key) = &idempotency_key {
         let sql = format!("SELECT {MESSAGE_COLS} FROM messages m WHERE m.app_id = ? AND m.idem_key = ?");
         let prior =
@@ -90,10 +91,8 @@ pub fn create_message(
                     existing: true,
                 });
             }
-            // An old message keeps its key only for the window; free it.
-            Some(m) => {
-                c.prepare_cached("UPDATE messages SET idem_key = NULL WHERE id = ?")?.execute([&m.id])?;
-            }
+            // An old message keeps its key only for the window; freed below.
+            Some(m) => expired_key_holder = Some(m.id),
             None => {}
         }
     }
@@ -105,6 +104,12 @@ pub fn create_message(
         if taken {
             return Err(StoreError::Conflict(format!("a message with eventId '{event_id}' already exists")));
         }
+    }
+
+    // Every check is made: from here on only SQLite itself can fail (this
+    // job runs without a savepoint; see `writer::Guard::ChecksFirst`).
+    if let Some(id) = expired_key_holder {
+        c.prepare_cached("UPDATE messages SET idem_key = NULL WHERE id = ?")?.execute([&id])?;
     }
 
     let cols = MESSAGE_COLS.replace("m.", "");

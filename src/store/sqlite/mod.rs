@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-use self::writer::Writer;
+use self::writer::{Guard, Writer};
 use super::{
     AppFilter, AttemptEffects, AttemptFilter, AttemptRecord, CreateMessage, CreatedMessage, DeliveryFilter,
     DeliveryKey, DeliveryTask, IdempotencyBegin, Lease, MessageFilter, Page, PageRequest, RequeueFilter,
@@ -56,11 +56,13 @@ impl SqliteStore {
         let path = dir.join(DB_FILE);
         let mut conn = open_connection(&path)?;
         schema::migrate(&mut conn)?;
-        let writer = Writer::start(conn)
-            .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+        let cache: Arc<Mutex<messages::IngestCache>> = Arc::default();
+        let dropped = Arc::clone(&cache);
+        let on_abort = Box::new(move || dropped.lock().unwrap_or_else(|e| e.into_inner()).clear());
+        let writer = Writer::start(conn, open_connection(&path)?, on_abort)?;
         let readers =
             Arc::new(Readers { path, idle: Mutex::new(Vec::new()), permits: Semaphore::new(MAX_READERS) });
-        Ok(SqliteStore { writer, readers, cache: Arc::default() })
+        Ok(SqliteStore { writer, readers, cache })
     }
 
     async fn write<T, F>(&self, work: F) -> StoreResult<T>
@@ -68,7 +70,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.writer.run(work).await
+        self.writer.run(Guard::Savepoint, work).await
+    }
+
+    /// A hot-path write that makes all its checks before its first write
+    /// (see [`Guard::ChecksFirst`]).
+    async fn write_checked_first<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.writer.run(Guard::ChecksFirst, work).await
     }
 
     /// A write that changes applications or endpoints: the ingest cache is
@@ -80,7 +92,7 @@ impl SqliteStore {
     {
         let cache = Arc::clone(&self.cache);
         self.writer
-            .run(move |c| {
+            .run(Guard::Savepoint, move |c| {
                 cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 work(c)
             })
@@ -305,7 +317,7 @@ impl Store for SqliteStore {
 
     async fn create_message(&self, req: CreateMessage) -> StoreResult<CreatedMessage> {
         let cache = Arc::clone(&self.cache);
-        self.write(move |c| messages::create_message(c, req, &cache)).await
+        self.write_checked_first(move |c| messages::create_message(c, req, &cache)).await
     }
 
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
@@ -463,7 +475,7 @@ impl Store for SqliteStore {
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<AttemptEffects> {
         let cache = Arc::clone(&self.cache);
-        self.write(move |c| {
+        self.write_checked_first(move |c| {
             let effects = dispatch::record_attempt(c, record)?;
             if effects.endpoint_disabled.is_some() {
                 cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
