@@ -188,6 +188,13 @@ impl Subject {
                 startup: None,
             });
         }
+        // The previous scenario's server wrote hundreds of megabytes that the
+        // kernel may still be flushing; its fsyncs would land in this
+        // scenario's latencies. Start every scenario on a quiet disk.
+        let flushed = tokio::process::Command::new("sync").status().await;
+        if !flushed.is_ok_and(|s| s.success()) {
+            eprintln!("  (could not run `sync`; latencies may include earlier disk writes)");
+        }
         let dir = tempfile::tempdir()?;
         let token = crate::service::generate_token();
         let (child, url, startup) = spawn_server(dir.path(), &token).await?;
@@ -199,11 +206,18 @@ impl Subject {
         self.local.is_some()
     }
 
-    /// `kill -9` the local server and start it again on the same data.
-    pub async fn crash_and_restart(&mut self) -> anyhow::Result<Duration> {
+    /// `kill -9` the local server.
+    pub async fn crash(&mut self) -> anyhow::Result<()> {
+        let local =
+            self.local.as_mut().ok_or_else(|| anyhow::anyhow!("only a local server can be killed"))?;
+        local.child.kill().await?;
+        Ok(())
+    }
+
+    /// Start the local server again on the same data (after [`Self::crash`]).
+    pub async fn restart(&mut self) -> anyhow::Result<Duration> {
         let local =
             self.local.as_mut().ok_or_else(|| anyhow::anyhow!("only a local server can be restarted"))?;
-        local.child.kill().await?;
         let (child, url, startup) = spawn_server(&local.data_dir, &self.token).await?;
         local.child = child;
         self.url = url;

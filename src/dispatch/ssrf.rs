@@ -10,8 +10,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper_util::client::legacy::connect::dns::Name;
 use ipnet::IpNet;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 #[derive(Clone, Debug, Default)]
 pub struct TargetPolicy {
@@ -80,25 +83,40 @@ pub struct Refused {
     pub addr: IpAddr,
 }
 
-/// A DNS resolver for reqwest that drops addresses the policy forbids.
+/// The DNS resolver of the outbound HTTP client: drops the addresses the
+/// policy forbids, and refuses the name when none is left.
+#[derive(Clone)]
 pub struct GuardedResolver {
     pub policy: Arc<TargetPolicy>,
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = Arc::clone(&self.policy);
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> =
-                resolved.iter().copied().filter(|a| policy.permits(a.ip())).collect();
-            match (allowed.is_empty(), resolved.first()) {
-                (false, _) => Ok(Box::new(allowed.into_iter()) as Addrs),
-                (true, Some(first)) => Err(Box::new(Refused { host, addr: first.ip() }) as _),
-                (true, None) => Err(format!("{host} did not resolve to any address").into()),
-            }
-        })
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl GuardedResolver {
+    pub async fn resolve(&self, host: String) -> Result<std::vec::IntoIter<SocketAddr>, BoxError> {
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+        let allowed: Vec<SocketAddr> =
+            resolved.iter().copied().filter(|a| self.policy.permits(a.ip())).collect();
+        match (allowed.is_empty(), resolved.first()) {
+            (false, _) => Ok(allowed.into_iter()),
+            (true, Some(first)) => Err(Box::new(Refused { host, addr: first.ip() })),
+            (true, None) => Err(format!("{host} did not resolve to any address").into()),
+        }
+    }
+}
+
+impl tower::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.resolve(name.as_str().to_owned()).await })
     }
 }
 
@@ -155,13 +173,13 @@ mod tests {
     #[tokio::test]
     async fn resolver_refuses_localhost_by_default() {
         let r = GuardedResolver { policy: Arc::new(TargetPolicy::default()) };
-        let err = match r.resolve("localhost".parse().unwrap()).await {
+        let err = match r.resolve("localhost".into()).await {
             Ok(_) => panic!("localhost must be refused"),
             Err(e) => e.to_string(),
         };
         assert!(err.contains("refused to connect"), "{err}");
         let open =
             GuardedResolver { policy: Arc::new(TargetPolicy { allow_private: true, allowed: vec![] }) };
-        assert!(open.resolve("localhost".parse().unwrap()).await.is_ok());
+        assert!(open.resolve("localhost".into()).await.is_ok());
     }
 }

@@ -23,7 +23,7 @@ async fn bench(args: &[&str]) -> (String, Value) {
 
 #[tokio::test]
 async fn dashboard_bench_smoke() {
-    let (table, report) = bench(&["dashboard", "--messages", "300", "--samples", "2"]).await;
+    let (table, report) = bench(&["dashboard", "--store-messages", "300", "--samples", "2"]).await;
     assert!(table.contains("endpoint messages"), "{table}");
     let pages = report["pages"].as_array().unwrap();
     assert!(pages.len() >= 10);
@@ -32,4 +32,56 @@ async fn dashboard_bench_smoke() {
         assert_eq!(l["samples"], 2, "{page}");
         assert!(l["max_ms"].as_f64().unwrap() > 0.0, "{page}");
     }
+}
+
+/// Every scenario of `hookline bench` (a) to (f), at a size that runs in
+/// seconds. Targets are not checked here (a loaded CI machine, tiny runs);
+/// that the figures exist and are consistent is.
+#[tokio::test]
+async fn all_scenarios_smoke() {
+    let args = [
+        "all",
+        "--messages",
+        "300",
+        "--concurrency",
+        "8",
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+        "--backlog",
+        "400",
+        "--due-in",
+        "10",
+    ];
+    let (table, report) = bench(&args).await;
+    for scenario in
+        ["(a) loopback", "(b) delivery", "(c) ingest", "(d) latency", "(e) isolation", "(f) backlog", "idle"]
+    {
+        assert!(table.contains(scenario), "{scenario} missing from\n{table}");
+    }
+    let data = &report["data"];
+    let positive = |path: &str| {
+        let v = path.split('.').fold(data, |v, k| &v[k]);
+        assert!(v.as_f64().is_some_and(|x| x > 0.0), "{path} = {v} in {data}");
+    };
+    for path in [
+        "throughput.loopback_rps",
+        "throughput.delivered_per_s",
+        "throughput.ratio",
+        "ingest.acked_per_s",
+        "latency.ack.p99_ms",
+        "latency.e2e.p99_ms",
+        "isolation.delivered_per_s",
+        "backlog.rss_mib",
+        "idle.rss_mib",
+        "idle.startup_ms",
+    ] {
+        positive(path);
+    }
+    // Every message sent at the fixed rate arrived and was timed.
+    assert_eq!(data["latency"]["e2e"]["samples"], data["latency"]["ack"]["samples"], "{data}");
+    // The backlog went out after the restart, not before the kill.
+    let restart = data["backlog"]["restart_to_first_s"].as_f64().unwrap();
+    assert!(restart > 0.0 && restart < 60.0, "{data}");
 }

@@ -8,9 +8,12 @@
 //! knows its data is durable.
 //!
 //! Checkpoints (copying the WAL back into the database file, with its own
-//! fsync) run on a second thread and connection, so a commit never waits
-//! behind one: under load, SQLite's automatic checkpoint in the writer showed
-//! up as the longest acknowledgement latencies.
+//! fsync) run on a second thread and connection, so commits rarely wait
+//! behind one. A background checkpoint can never let the WAL start over
+//! while the writer keeps appending, though, so once the WAL is long the
+//! writer finishes the job itself between two batches: by then nearly every
+//! frame is copied, and that short checkpoint lets the next batch restart
+//! the WAL from its beginning.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,15 +116,17 @@ impl Writer {
     ) -> StoreResult<Writer> {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let commits = Arc::new(AtomicU64::new(0));
-        let watched = Arc::downgrade(&commits);
+        // At most this much WAL is kept on disk once it has started over.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        let wal = Arc::new(WalState::default());
+        let watched = Arc::downgrade(&wal);
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
                 .name(name.into())
                 .spawn(f)
                 .map_err(|e| StoreError::Backend(format!("cannot start {name} thread: {e}")))
         };
-        spawn("sqlite-writer", Box::new(move || writer_loop(conn, rx, commits, on_abort)))?;
+        spawn("sqlite-writer", Box::new(move || writer_loop(conn, rx, wal, on_abort)))?;
         spawn("sqlite-checkpoint", Box::new(move || checkpoint_loop(checkpoints, watched)))?;
         Ok(Writer { queue: tx })
     }
@@ -142,7 +147,7 @@ impl Writer {
 fn writer_loop(
     conn: Connection,
     mut rx: mpsc::Receiver<Box<dyn Job>>,
-    commits: Arc<AtomicU64>,
+    wal: Arc<WalState>,
     on_abort: Box<dyn Fn() + Send>,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
@@ -157,7 +162,13 @@ fn writer_loop(
         let commit = run_batch(&conn, &mut batch);
         match &commit {
             Ok(()) => {
-                commits.fetch_add(1, Ordering::Relaxed);
+                wal.commits.fetch_add(1, Ordering::Relaxed);
+                if wal.frames.load(Ordering::Relaxed) >= RESTART_FRAMES {
+                    wal.frames.store(0, Ordering::Relaxed);
+                    if let Err(e) = checkpoint(&conn) {
+                        tracing::warn!(error = %e, "sqlite checkpoint in the writer failed");
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, jobs = batch.len(), "sqlite batch failed");
@@ -187,24 +198,40 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String
 
 /// How often the checkpointer looks for new commits.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// WAL length (pages) at which the writer checkpoints itself so that the
+/// WAL can start over: 4,096 pages is 16 MiB.
+const RESTART_FRAMES: u64 = 4096;
+
+/// What the writer and the checkpointer share.
+#[derive(Default)]
+struct WalState {
+    /// Batches committed so far.
+    commits: AtomicU64,
+    /// Frames in the WAL at the last background checkpoint.
+    frames: AtomicU64,
+}
+
+/// A PASSIVE checkpoint (never blocks the writer or readers); returns the
+/// number of frames in the WAL.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)).map(|n| n.max(0) as u64)
+}
 
 /// Copy committed WAL frames into the database file while the writer goes
-/// on. PASSIVE never blocks the writer or readers; once a checkpoint has
-/// caught up, the writer's next transaction starts the WAL file over, so it
-/// stays small. Ends when the writer thread has stopped.
-fn checkpoint_loop(conn: Connection, commits: Weak<AtomicU64>) {
+/// on. Ends when the writer thread has stopped.
+fn checkpoint_loop(conn: Connection, wal: Weak<WalState>) {
     let mut seen = 0;
     loop {
         thread::sleep(CHECKPOINT_EVERY);
-        let Some(counter) = commits.upgrade() else { return };
-        let now = counter.load(Ordering::Relaxed);
-        drop(counter);
+        let Some(wal) = wal.upgrade() else { return };
+        let now = wal.commits.load(Ordering::Relaxed);
         if now == seen {
             continue;
         }
         seen = now;
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "sqlite checkpoint failed; will retry");
+        match checkpoint(&conn) {
+            Ok(frames) => wal.frames.store(frames, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed; will retry"),
         }
     }
 }
