@@ -9,6 +9,7 @@
 //! Implementations own their schema and migrations and must pass the shared
 //! conformance suite in `tests/store_conformance.rs`.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -241,8 +242,29 @@ pub struct EndpointDisabled {
     pub automatic: bool,
 }
 
+/// What another process sharing the store changed, for this one to react.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Deliveries became claimable at this time (released, requeued,
+    /// replayed, scheduled): the dispatcher should look then.
+    Due(Timestamp),
+    /// Applications, endpoints or tokens changed: drop what is cached.
+    Changed,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Several processes may share this store (PostgreSQL): leases found at
+    /// start-up may belong to live nodes and must be left to expire.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Changes made by the other processes sharing the store. `None` for a
+    /// store this process has to itself.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        None
+    }
     // --- API tokens (stored as SHA-256 hashes) ---
     async fn insert_token(
         &self,

@@ -15,4 +15,5 @@ mod delivery;
 mod metrics;
 mod openapi;
 mod operator;
+mod pg;
 mod store_conformance;

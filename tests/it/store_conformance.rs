@@ -14,6 +14,7 @@ use hookline::domain::model::{
 use hookline::domain::retry::RetryPolicy;
 use hookline::domain::steering::Steering;
 use hookline::domain::time::Timestamp;
+use hookline::store::postgres::PgStore;
 use hookline::store::sqlite::SqliteStore;
 use hookline::store::{
     AppFilter, AttemptFilter, AttemptRecord, CreateMessage, Cursor, DeliveryFilter, DeliveryKey, Lease,
@@ -555,3 +556,11 @@ pub async fn sqlite_store() -> (SharedStore, tempfile::TempDir) {
 }
 
 conformance!(sqlite, super::sqlite_store);
+
+pub async fn postgres_store() -> (SharedStore, ()) {
+    let url = crate::pg::fresh_database().await;
+    let store: SharedStore = Arc::new(PgStore::connect(&url).await.unwrap());
+    (store, ())
+}
+
+conformance!(postgres, super::postgres_store);
