@@ -13,6 +13,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where the embedded store keeps its files.
     pub data_dir: PathBuf,
+    /// Use PostgreSQL (shared by every node given the same URL) instead of
+    /// the embedded store.
+    pub database: Option<DatabaseConfig>,
     /// Make sure this token exists as an admin token (instead of creating a
     /// random one on first start).
     pub admin_token: Option<String>,
@@ -29,6 +32,14 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
 }
 
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/database`
+    pub url: String,
+    /// Connections this node keeps open at most.
+    pub pool: u32,
+}
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8071";
 pub const DEFAULT_DATA_DIR: &str = "./hookline-data";
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
@@ -38,6 +49,7 @@ impl ServerConfig {
         ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             data_dir: data_dir.into(),
+            database: None,
             admin_token: None,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD,
             dispatch: DispatchConfig::default(),

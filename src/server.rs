@@ -6,12 +6,12 @@
 
 use std::fs::File;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use anyhow::Context;
 use axum::ServiceExt;
 use axum::extract::Request;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tower::Layer;
@@ -26,8 +26,10 @@ use crate::domain::model::{AppSpec, EndpointSpec, Scope};
 use crate::maintenance::Maintenance;
 use crate::operational::{self, Emitter};
 use crate::service::Service;
-use crate::store::SharedStore;
+
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{SharedStore, StoreEvent};
 use crate::telemetry;
 
 pub struct Server {
@@ -40,8 +42,46 @@ pub struct Server {
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     background: TaskTracker,
-    /// Held for the server's lifetime: one process per data directory.
-    _lock: File,
+    /// Held for the server's lifetime: one process per data directory
+    /// (none on PostgreSQL, which nodes share by design).
+    _lock: Option<File>,
+}
+
+/// Open the store the configuration names. The embedded store belongs to
+/// this process alone: leases left over are from a previous run and are
+/// released. On PostgreSQL they may belong to live nodes, so they are left
+/// to be renewed or to expire.
+async fn open_store(cfg: &ServerConfig) -> anyhow::Result<(SharedStore, Option<File>)> {
+    if let Some(db) = &cfg.database {
+        let store =
+            PgStore::connect_with(&db.url, db.pool).await.context("cannot open the PostgreSQL store")?;
+        return Ok((Arc::new(store), None));
+    }
+    let lock = lock_data_dir(cfg)?;
+    let store: SharedStore = Arc::new(SqliteStore::open(&cfg.data_dir)?);
+    let released = store.release_all(None).await?;
+    if released > 0 {
+        tracing::info!(released, "resuming deliveries that were in flight at the last stop");
+    }
+    Ok((store, Some(lock)))
+}
+
+/// React to what other nodes sharing the store did: look for newly due
+/// work, forget cached tokens.
+async fn follow_store(mut events: broadcast::Receiver<StoreEvent>, service: Weak<Service>) {
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            // Missed some: assume the worst of what they could have said.
+            Err(broadcast::error::RecvError::Lagged(_)) => StoreEvent::Changed,
+            Err(broadcast::error::RecvError::Closed) => break,
+        };
+        let Some(service) = service.upgrade() else { break };
+        match event {
+            StoreEvent::Due(at) => service.dispatcher.wake_at(at),
+            StoreEvent::Changed => service.forget_cached(),
+        }
+    }
 }
 
 /// Take the data directory for this process alone. Two servers on one
@@ -59,15 +99,8 @@ fn lock_data_dir(cfg: &ServerConfig) -> anyhow::Result<File> {
 
 impl Server {
     pub async fn start(cfg: ServerConfig, clock: SharedClock) -> anyhow::Result<Server> {
-        let lock = lock_data_dir(&cfg)?;
         telemetry::install();
-        let store: SharedStore = Arc::new(SqliteStore::open(&cfg.data_dir)?);
-        // Embedded store, single node: any lease left over belonged to a
-        // previous run of this process, which is gone.
-        let released = store.release_all(None).await?;
-        if released > 0 {
-            tracing::info!(released, "resuming deliveries that were in flight at the last stop");
-        }
+        let (store, lock) = open_store(&cfg).await?;
 
         let (events, event_rx) = Emitter::channel();
         let dispatcher =
@@ -82,6 +115,9 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let background = TaskTracker::new();
         background.spawn(operational::forward(event_rx, Arc::downgrade(&service)));
+        if let Some(events) = store.subscribe() {
+            background.spawn(follow_store(events, Arc::downgrade(&service)));
+        }
         let maintenance =
             Maintenance { store: Arc::clone(&store), clock, dispatcher, retention: cfg.service.retention };
         maintenance.clone().spawn(&background, stopped.clone());

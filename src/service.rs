@@ -169,6 +169,12 @@ impl Service {
         Ok(found)
     }
 
+    /// Another node changed tokens or configuration: cached answers may be
+    /// stale (a revoked token must stop working everywhere).
+    pub fn forget_cached(&self) {
+        self.lock_tokens().clear();
+    }
+
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Scope, Timestamp)>> {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -51,7 +51,7 @@ pub async fn backlog(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
             r#"{{"eventType":"bench.later","payload":{{"seq":{i},"note":"retry backlog"}},"deliverAt":"{due}"}}"#
         )
     });
-    send_closed(&subject.http, &subject.messages_url(&app), &subject.token, m, c, body, None).await?;
+    send_closed(&subject.http, &subject.messages_urls(&app), &subject.token, m, c, body, None).await?;
     let loaded_in = started.elapsed();
     anyhow::ensure!(
         loaded_in < Duration::from_secs(opts.due_in),

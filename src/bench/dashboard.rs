@@ -34,7 +34,7 @@ pub async fn run(opts: &Opts, args: DashboardArgs) -> anyhow::Result<()> {
     let body = std::sync::Arc::new(move |i: usize| message_body(types[i % 3], i));
     send_closed(
         &subject.http,
-        &subject.messages_url(&app),
+        &subject.messages_urls(&app),
         &subject.token,
         args.messages,
         opts.concurrency,

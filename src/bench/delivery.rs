@@ -39,7 +39,7 @@ async fn deliver(
     let before = rx.count();
     send_closed(
         &subject.http,
-        &subject.messages_url(app),
+        &subject.messages_urls(app),
         &subject.token,
         n,
         c,
@@ -56,7 +56,7 @@ pub async fn throughput(opts: &Opts, report: &mut Report) -> anyhow::Result<()> 
     eprintln!("(a) loopback limit: {n} posts by {c} clients straight to the receiver");
     let direct = Receiver::start(Behaviour::Ok, None).await?;
     let start = Instant::now();
-    send_closed(&super::client(), &direct.url(), "", n, c, payload_fn(), None).await?;
+    send_closed(&super::client(), &[direct.url()], "", n, c, payload_fn(), None).await?;
     let loopback = n as f64 / start.elapsed().as_secs_f64();
     report.add("(a) loopback", "requests/s", format!("{loopback:.0}"), "(reference)", None);
 
@@ -93,7 +93,7 @@ pub async fn ingest(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let start = Instant::now();
     let acks = send_closed(
         &subject.http,
-        &subject.messages_url(&app),
+        &subject.messages_urls(&app),
         &subject.token,
         n,
         c,
@@ -127,7 +127,7 @@ async fn at_rate(
     let before = rx.count();
     let acks = send_open(
         &subject.http,
-        &subject.messages_url(app),
+        &subject.messages_urls(app),
         &subject.token,
         rate,
         duration,
@@ -163,7 +163,8 @@ pub async fn latency(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
 /// Background load on the misbehaving endpoints while the healthy one is
 /// measured: an open loop at `rate`, until stopped.
 fn bad_traffic(subject: &Subject, app: &str, rate: u64) -> tokio::task::JoinHandle<()> {
-    let (http, url, token) = (subject.http.clone(), subject.messages_url(app), subject.token.clone());
+    let (http, url, token) =
+        (subject.http.clone(), subject.messages_urls(app).swap_remove(0), subject.token.clone());
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
         for i in 0.. {

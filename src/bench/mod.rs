@@ -59,8 +59,10 @@ pub enum Scenario {
 #[derive(Args, Debug, Clone)]
 pub struct Opts {
     /// Base URL of a running server; default: start one per scenario.
-    #[arg(long, global = true)]
-    pub url: Option<String>,
+    /// Several (comma-separated) for nodes sharing one database: messages
+    /// are spread over them in turn.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub url: Vec<String>,
     /// Admin token for `--url`.
     #[arg(long, global = true, env = "HOOKLINE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -127,7 +129,10 @@ struct LocalServer {
 
 /// The server under test and an API client for it.
 pub struct Subject {
+    /// Where setup calls go (the first `--url`).
     pub url: String,
+    /// Where messages go, in turn.
+    pub urls: Vec<String>,
     pub token: String,
     pub http: reqwest::Client,
     local: Option<LocalServer>,
@@ -178,10 +183,11 @@ impl Subject {
     /// The `--url` server, or a fresh local one.
     pub async fn new(opts: &Opts) -> anyhow::Result<Subject> {
         let http = client();
-        if let Some(url) = &opts.url {
+        if let Some(url) = opts.url.first() {
             let token = opts.token.clone().ok_or_else(|| anyhow::anyhow!("--url needs --token"))?;
             return Ok(Subject {
                 url: url.trim_end_matches('/').into(),
+                urls: opts.url.iter().map(|u| u.trim_end_matches('/').to_owned()).collect(),
                 token,
                 http,
                 local: None,
@@ -199,7 +205,7 @@ impl Subject {
         let token = crate::service::generate_token();
         let (child, url, startup) = spawn_server(dir.path(), &token).await?;
         let local = LocalServer { child, data_dir: dir.path().to_owned(), _dir: dir };
-        Ok(Subject { url, token, http, local: Some(local), startup: Some(startup) })
+        Ok(Subject { urls: vec![url.clone()], url, token, http, local: Some(local), startup: Some(startup) })
     }
 
     pub fn is_local(&self) -> bool {
@@ -220,6 +226,7 @@ impl Subject {
             self.local.as_mut().ok_or_else(|| anyhow::anyhow!("only a local server can be restarted"))?;
         let (child, url, startup) = spawn_server(&local.data_dir, &self.token).await?;
         local.child = child;
+        self.urls = vec![url.clone()];
         self.url = url;
         Ok(startup)
     }
@@ -263,8 +270,9 @@ impl Subject {
         Ok(ep["id"].as_str().unwrap_or_default().to_owned())
     }
 
-    pub fn messages_url(&self, app: &str) -> String {
-        format!("{}/api/v1/app/{app}/msg", self.url)
+    /// The create-message URL on every node.
+    pub fn messages_urls(&self, app: &str) -> Vec<String> {
+        self.urls.iter().map(|u| format!("{u}/api/v1/app/{app}/msg")).collect()
     }
 }
 
@@ -279,7 +287,7 @@ pub fn message_body(event_type: &str, seq: usize) -> String {
 /// its acknowledgement before the next. Returns the acknowledgement times.
 pub async fn send_closed(
     http: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     token: &str,
     n: usize,
     concurrency: usize,
@@ -291,7 +299,7 @@ pub async fn send_closed(
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
         let (next, body, times, http) = (Arc::clone(&next), Arc::clone(&body), times.clone(), http.clone());
-        let (url, token, progress) = (url.to_owned(), token.to_owned(), progress.clone());
+        let (urls, token, progress) = (urls.to_vec(), token.to_owned(), progress.clone());
         workers.spawn(async move {
             let mut acks = Vec::new();
             loop {
@@ -304,7 +312,7 @@ pub async fn send_closed(
                 }
                 let started = Instant::now();
                 let resp = http
-                    .post(&url)
+                    .post(&urls[i % urls.len()])
                     .bearer_auth(&token)
                     .header("content-type", "application/json")
                     .body(body(i))
@@ -331,7 +339,7 @@ pub async fn send_closed(
 /// acknowledgement times.
 pub async fn send_open(
     http: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     token: &str,
     rate: u64,
     duration: Duration,
@@ -348,7 +356,7 @@ pub async fn send_open(
         ticker.tick().await;
         let (body, times, http, progress) =
             (Arc::clone(&body), times.clone(), http.clone(), progress.clone());
-        let (url, token) = (url.to_owned(), token.to_owned());
+        let (url, token) = (urls[i % urls.len()].clone(), token.to_owned());
         sends.spawn(async move {
             if let Some(t) = &times {
                 t.mark_sent(i);

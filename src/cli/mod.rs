@@ -13,13 +13,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_MAX_PAYLOAD, ServerConfig};
+use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_MAX_PAYLOAD, DatabaseConfig, ServerConfig};
 use crate::dispatch::DispatchConfig;
 use crate::dispatch::ssrf::TargetPolicy;
 use crate::domain::model::Scope;
 use crate::server::Server;
 use crate::service;
-use crate::store::Store;
+use crate::store::SharedStore;
+use crate::store::postgres::{self, PgStore};
 use crate::store::sqlite::SqliteStore;
 
 #[derive(Parser, Debug)]
@@ -77,6 +78,39 @@ pub struct DataArgs {
     /// Directory of the embedded store.
     #[arg(long, env = "HOOKLINE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Use PostgreSQL instead of the embedded store
+    /// (`postgres://user:password@host:port/database`); every node given
+    /// the same URL shares the work.
+    #[arg(long, env = "HOOKLINE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// PostgreSQL connections this node keeps open at most.
+    #[arg(long, env = "HOOKLINE_DATABASE_POOL", default_value_t = 16)]
+    pub database_pool: u32,
+}
+
+impl DataArgs {
+    fn database(&self) -> Option<DatabaseConfig> {
+        self.database_url.clone().map(|url| DatabaseConfig { url, pool: self.database_pool })
+    }
+
+    /// Where the data lives, for messages to the operator (never the
+    /// database password).
+    fn describe(&self) -> String {
+        match &self.database_url {
+            Some(url) => match url::Url::parse(url) {
+                Ok(u) => format!("PostgreSQL {}{}", u.host_str().unwrap_or(""), u.path()),
+                Err(_) => "PostgreSQL".into(),
+            },
+            None => self.data_dir.display().to_string(),
+        }
+    }
+
+    async fn open(&self) -> anyhow::Result<SharedStore> {
+        Ok(match &self.database_url {
+            Some(url) => Arc::new(PgStore::connect_with(url, self.database_pool).await?),
+            None => Arc::new(SqliteStore::open(&self.data_dir)?),
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -118,16 +152,40 @@ pub struct ServeArgs {
     /// This server's URL as users reach it (for app-portal links).
     #[arg(long, env = "HOOKLINE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Name of this node's leases on a shared database (default: host
+    /// name, process id and a random suffix; must differ between nodes).
+    #[arg(long, env = "HOOKLINE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How long a claimed delivery stays this node's without renewal, in
+    /// seconds: after a node dies, others take its work this late at most
+    /// (default 30 on PostgreSQL, 600 on the embedded store).
+    #[arg(long, env = "HOOKLINE_LEASE_SECS")]
+    pub lease_secs: Option<u64>,
+}
+
+/// Unique enough between the nodes of one cluster, and readable in
+/// `deliveries.lease_owner` when an operator looks.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 
 impl ServeArgs {
     pub fn config(&self) -> ServerConfig {
         let mut cfg = ServerConfig::new(self.data.data_dir.clone());
+        cfg.database = self.data.database();
+        let lease_secs = self.lease_secs.unwrap_or(if cfg.database.is_some() { 30 } else { 600 });
         cfg.listen = self.listen;
         cfg.admin_token = self.admin_token.clone();
         cfg.max_payload_bytes = self.max_payload_bytes;
         const DAY: u64 = 24 * 3600;
         cfg.dispatch = DispatchConfig {
+            node_id: self.node_id.clone().unwrap_or_else(default_node_id),
+            lease: Duration::from_secs(lease_secs.max(3)),
             endpoint_concurrency: self.endpoint_concurrency,
             jitter: self.retry_jitter.clamp(0.0, 0.5),
             auto_disable_after: (self.auto_disable_days > 0)
@@ -159,15 +217,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(data) => {
-            SqliteStore::open(&data.data_dir)?;
-            println!("schema of {} is up to date", data.data_dir.display());
+            match &data.database_url {
+                Some(url) => {
+                    let ran = postgres::migrate(url).await?;
+                    println!("{ran} migration(s) applied");
+                }
+                None => drop(SqliteStore::open(&data.data_dir)?),
+            }
+            println!("schema of {} is up to date", data.describe());
             Ok(())
         }
         Command::Listen(args) => listen::run(args).await,
         Command::Send(args) => send::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Token(TokenCommand::Create { data, app, expires_in_days }) => {
-            let store = SqliteStore::open(&data.data_dir)?;
+            let store = data.open().await?;
             let scope = match app {
                 None => Scope::Admin,
                 Some(app_ref) => {
@@ -180,7 +244,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let now = SystemClock.now();
             let expires = expires_in_days.map(|d| now.plus(Duration::from_secs(d * 24 * 3600)));
-            let token = service::create_token(&store, &scope, expires, now).await?;
+            let token = service::create_token(&*store, &scope, expires, now).await?;
             println!("{token}");
             Ok(())
         }
@@ -190,17 +254,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = Server::start(args.config(), Arc::new(SystemClock)).await?;
     let url = server.url();
-    println!(
-        "Hookline {} listening on {url} (data in {})",
-        env!("CARGO_PKG_VERSION"),
-        args.data.data_dir.display()
-    );
+    println!("Hookline {} listening on {url} (data in {})", env!("CARGO_PKG_VERSION"), args.data.describe());
     match &server.new_admin_token {
         Some(token) => {
             println!("Admin API token (shown once, keep it): {token}");
             println!("Try: curl -H 'Authorization: Bearer {token}' {url}/api/v1/app");
         }
         None if args.admin_token.is_some() => println!("Admin API token: the one given by --admin-token"),
+        None if args.data.database_url.is_some() => println!(
+            "Admin token: printed at first start; create another with `hookline token create --database-url …`"
+        ),
         None => println!(
             "Admin token: printed at first start; create another with `hookline token create --data-dir {}`",
             args.data.data_dir.display()

@@ -117,6 +117,9 @@ impl Dispatcher {
             events,
         });
         inner.workers.spawn(scheduler::run(Arc::clone(&inner)));
+        if inner.store.shared() {
+            inner.workers.spawn(renew_leases(Arc::clone(&inner)));
+        }
         Dispatcher { inner }
     }
 
@@ -171,8 +174,35 @@ impl Dispatcher {
         let queued: Vec<Job> = self.inner.lock_lanes().close();
         self.inner.give_back(queued).await;
         self.inner.workers.close();
-        if tokio::time::timeout(grace, self.inner.workers.wait()).await.is_err() {
-            tracing::warn!("in-flight attempts still running at shutdown; their leases will expire");
+        let finished = tokio::time::timeout(grace, self.inner.workers.wait()).await.is_ok();
+        if !finished {
+            tracing::warn!("in-flight attempts still running at shutdown");
+        }
+        if self.inner.store.shared() {
+            // Whatever this node still holds goes to the other nodes now,
+            // not when the leases expire.
+            match self.inner.store.release_all(Some(&self.inner.cfg.node_id)).await {
+                Ok(n) => tracing::info!(released = n, "leases released"),
+                Err(e) => tracing::error!(error = %e, "could not release leases; they will expire"),
+            }
+        }
+    }
+}
+
+/// Keep this node's leases alive while it runs (shared stores only). A
+/// node that dies stops renewing, and the others claim its deliveries once
+/// the leases run out: the lease length bounds how late they are.
+async fn renew_leases(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let every = inner.cfg.lease / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => break,
+        }
+        let until = inner.clock.now().plus(inner.cfg.lease);
+        if let Err(e) = inner.store.renew_leases(&inner.cfg.node_id, until).await {
+            tracing::error!(error = %e, "renewing leases failed; other nodes may take over this node's deliveries");
         }
     }
 }

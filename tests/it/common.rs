@@ -2,6 +2,7 @@
 //! polling helpers with generous deadlines (tests must not flake on a loaded
 //! 2-core machine).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use hookline::clock::{ManualClock, SharedClock, SystemClock};
-use hookline::config::ServerConfig;
+use hookline::config::{DatabaseConfig, ServerConfig};
 use hookline::dispatch::ssrf::TargetPolicy;
 use hookline::server::Server;
 use serde_json::Value;
@@ -24,6 +25,36 @@ use tokio::sync::Notify;
 pub const TOKEN: &str = "hl_test_admin_token_0123456789";
 /// Longest we wait for anything asynchronous to happen.
 pub const PATIENCE: Duration = Duration::from_secs(30);
+
+thread_local! {
+    /// Set by [`on_postgres!`] for the test running on this thread.
+    static ON_POSTGRES: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run the test fn on this thread with its servers on PostgreSQL.
+pub fn with_postgres(test: fn()) {
+    ON_POSTGRES.set(true);
+    test();
+}
+
+/// Also run these `#[tokio::test]`s (defined in the same module) against
+/// PostgreSQL, as `<module>::on_postgres::<name>`: every `TestServer` they
+/// start gets a fresh database instead of a fresh data directory.
+/// (`#[tokio::test]` turns each into a plain fn building its own runtime on
+/// the calling thread, which is what makes the thread-local switch work.)
+macro_rules! on_postgres {
+    ($($test:ident),* $(,)?) => {
+        mod on_postgres {
+            $(
+                #[test]
+                fn $test() {
+                    crate::common::with_postgres(super::$test);
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_postgres;
 
 pub struct TestServer {
     pub server: Server,
@@ -56,6 +87,9 @@ impl TestServer {
     async fn start_configured(clock: Option<ManualClock>, targets: TargetPolicy) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = ServerConfig::new(dir.path());
+        if ON_POSTGRES.get() {
+            cfg.database = Some(DatabaseConfig { url: crate::pg::fresh_database().await, pool: 8 });
+        }
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.admin_token = Some(TOKEN.into());
         cfg.dispatch.targets = targets;
@@ -222,6 +256,8 @@ pub enum Reply {
     Headers(u16, &'static [(&'static str, &'static str)]),
     /// Never answer (the connection stays open until the client gives up).
     Hang,
+    /// 200, after this long.
+    Slow(Duration),
 }
 
 #[derive(Clone, Debug)]
@@ -317,7 +353,41 @@ async fn handle(State(state): State<Arc<ReceiverState>>, headers: HeaderMap, bod
             response
         }
         Reply::Hang => std::future::pending().await,
+        Reply::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            StatusCode::OK.into_response()
+        }
     }
+}
+
+/// Start the compiled `hookline serve` with these extra arguments on a free
+/// port (plus the test admin token and private targets allowed); returns
+/// the child, killed on drop, and its URL.
+pub async fn spawn_hookline(args: &[&std::ffi::OsStr]) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", TOKEN, "--allow-private-targets"])
+        .args(args)
+        .env("HOOKLINE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hookline");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("hookline exited before listening");
+    })
+    .await
+    .expect("hookline did not start in time");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
 }
 
 /// Seconds from `t0` to an RFC 3339 time.

@@ -2,50 +2,24 @@
 //! restarted, delivers every acknowledged message.
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::common::{PATIENCE, Receiver, Reply, TOKEN};
+use crate::common::{PATIENCE, Receiver, Reply, TOKEN, spawn_hookline};
 
-/// Start `hookline serve` on a free port; returns the child and its URL.
 async fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookline"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", TOKEN, "--allow-private-targets"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("HOOKLINE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start hookline");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("hookline exited before listening");
-    })
-    .await
-    .expect("hookline did not start in time");
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
+    spawn_hookline(&["--data-dir".as_ref(), data_dir.as_os_str()]).await
 }
 
-async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
+pub async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
     let resp = http.post(url).bearer_auth(TOKEN).json(&body).send().await.unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
     resp.json().await.unwrap()
 }
 
-async fn get(http: &reqwest::Client, url: String) -> Option<Value> {
+pub async fn get(http: &reqwest::Client, url: String) -> Option<Value> {
     http.get(url).bearer_auth(TOKEN).send().await.ok()?.json().await.ok()
 }
 

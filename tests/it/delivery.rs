@@ -308,3 +308,17 @@ async fn private_targets_are_refused_by_default() {
     }
     assert_eq!(rx.count(), 0);
 }
+
+// The same checks with the server on PostgreSQL (issue 6: both stores
+// must answer the svix client alike).
+crate::common::on_postgres!(
+    failure_then_success_is_recorded_step_by_step,
+    default_schedule_makes_eight_attempts_at_the_seed_offsets_then_stops,
+    fixed_policy_makes_four_attempts_two_minutes_apart_and_201_fails,
+    a_receiver_that_never_answers_times_out_and_is_retried,
+    disabling_an_endpoint_stops_scheduled_retries,
+    deleting_an_endpoint_stops_scheduled_retries,
+    resend_delivers_again_as_a_manual_attempt,
+    delayed_messages_wait_for_deliver_at,
+    private_targets_are_refused_by_default
+);

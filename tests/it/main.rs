@@ -8,6 +8,7 @@ mod api;
 mod bench;
 mod browser;
 mod cli;
+mod cluster;
 mod common;
 mod crash;
 mod dashboard;

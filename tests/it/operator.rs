@@ -609,3 +609,22 @@ async fn event_types_catalogue_and_send_example() {
     let stats = t.svix.endpoint().get_stats(app.clone(), ep.clone(), None).await.unwrap();
     assert_eq!((stats.success, stats.fail, stats.pending), (1, 0, 0));
 }
+
+// The same checks with the server on PostgreSQL (issue 6: both stores
+// must answer the svix client alike).
+crate::common::on_postgres!(
+    rotated_secret_signs_alongside_the_old_one_for_24_hours,
+    ed25519_endpoints_sign_with_v1a_and_expose_only_the_public_key,
+    recover_sends_failed_deliveries_again,
+    replay_missing_sends_what_the_endpoint_never_got,
+    bulk_replay_filters_and_counts_before_sending,
+    idempotency_key_returns_the_first_response_and_creates_one_message,
+    app_portal_token_sees_and_acts_on_its_application_only,
+    receivers_steer_with_410_and_webhook_delivery_headers,
+    retry_after_is_honoured_within_one_to_two_scheduled_delays,
+    endpoint_failing_for_five_days_is_disabled_with_an_operational_webhook,
+    exhausted_schedule_sends_message_attempt_exhausted,
+    content_can_be_expunged_by_message_attempt_and_application,
+    retention_expunges_payloads_and_response_bodies_when_they_age_out,
+    event_types_catalogue_and_send_example
+);

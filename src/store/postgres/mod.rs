@@ -26,6 +26,16 @@ impl PgStore {
         let _ = url;
         todo!()
     }
+
+    pub async fn connect_with(url: &str, max_connections: u32) -> StoreResult<PgStore> {
+        let _ = (url, max_connections);
+        todo!()
+    }
+}
+
+pub async fn migrate(url: &str) -> StoreResult<usize> {
+    let _ = url;
+    todo!()
 }
 
 #[async_trait]
@@ -307,6 +317,10 @@ impl Store for PgStore {
     }
 
     async fn release_all(&self, owner: Option<&str>) -> StoreResult<u64> {
+        todo!()
+    }
+
+    async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<u64> {
         todo!()
     }
 

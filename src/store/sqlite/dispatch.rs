@@ -125,6 +125,15 @@ pub fn release_all(c: &Connection, owner: Option<&str>) -> StoreResult<u64> {
     Ok(n as u64)
 }
 
+pub fn renew_leases(c: &Connection, owner: &str, until: Timestamp) -> StoreResult<u64> {
+    // Leased rows always have a `due_at`, so the partial due index narrows
+    // the scan to waiting and leased deliveries.
+    let n = c
+        .prepare_cached("UPDATE deliveries SET due_at = ? WHERE due_at IS NOT NULL AND lease_owner = ?")?
+        .execute(params![until.as_millis(), owner])?;
+    Ok(n as u64)
+}
+
 /// Runs without a savepoint: every error after the first write must come
 /// from SQLite (see `writer::Guard::ChecksFirst`).
 pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffects> {

@@ -1,0 +1,220 @@
+//! Cluster mode (issue 6): several `hookline serve` processes on one
+//! PostgreSQL database share the work, and a node that dies loses nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::Connection;
+use tokio::process::Child;
+
+use crate::common::{PATIENCE, Receiver, Reply, spawn_hookline};
+use crate::crash::post;
+use crate::pg;
+
+/// A node with a short lease, so the test waits seconds, not minutes, for
+/// a dead node's deliveries.
+async fn node(db: &str, name: &str, lease_secs: u64, extra: &[&str]) -> (Child, String) {
+    let lease = lease_secs.to_string();
+    let mut args: Vec<&OsStr> = vec![
+        "--database-url".as_ref(),
+        db.as_ref(),
+        "--node-id".as_ref(),
+        name.as_ref(),
+        "--lease-secs".as_ref(),
+        lease.as_ref(),
+    ];
+    args.extend(extra.iter().map(|a| OsStr::new(*a)));
+    spawn_hookline(&args).await
+}
+
+async fn app_with_endpoint(http: &reqwest::Client, url: &str, target: &str) -> String {
+    let app = post(http, format!("{url}/api/v1/app"), json!({"name": "cluster"})).await;
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    post(http, format!("{url}/api/v1/app/{app_id}/endpoint"), json!({"url": target})).await;
+    app_id
+}
+
+async fn leased_by(db: &str, owner: &str) -> HashSet<String> {
+    let mut conn = sqlx::PgConnection::connect(db).await.unwrap();
+    let rows: Vec<String> = sqlx::query_scalar("SELECT msg_id FROM deliveries WHERE lease_owner = $1")
+        .bind(owner)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    rows.into_iter().collect()
+}
+
+/// Webhook ids received, with how many times each arrived.
+fn arrivals(rx: &Receiver) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for r in rx.received() {
+        *seen.entry(r.header("webhook-id").to_owned()).or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_deliver_everything_when_one_is_killed() {
+    const MESSAGES: usize = 20_000;
+    const KILL_AFTER: usize = 6_000;
+    const SENDERS: usize = 24;
+    let db = pg::fresh_database().await;
+    let rx = Receiver::start(Reply::Status(200, "")).await;
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(node(&db, &format!("node-{i}"), 5, &[]).await);
+    }
+    let urls: Vec<String> = nodes.iter().map(|(_, u)| u.clone()).collect();
+    let http = reqwest::Client::new();
+    let app_id = app_with_endpoint(&http, &urls[0], &rx.url).await;
+
+    // Senders spread messages over the nodes; a message counts once a node
+    // acknowledged it. Node 0 dies mid-run: what was sent to it from then on
+    // fails and goes to the next node, as a client behind a load balancer
+    // would retry it.
+    let next = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let (killed_tx, killed_rx) = tokio::sync::watch::channel(false);
+    let mut senders = Vec::new();
+    for _ in 0..SENDERS {
+        let (next, acked, http, urls, app_id) =
+            (Arc::clone(&next), Arc::clone(&acked), http.clone(), urls.clone(), app_id.clone());
+        let killed = killed_rx.clone();
+        senders.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= MESSAGES {
+                    break;
+                }
+                let mut target = i % urls.len();
+                loop {
+                    if target == 0 && *killed.borrow() {
+                        target = 1;
+                    }
+                    let sent = http
+                        .post(format!("{}/api/v1/app/{app_id}/msg", urls[target]))
+                        .bearer_auth(crate::common::TOKEN)
+                        .json(&json!({"eventType": "cluster.test", "payload": {"i": i}}))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(resp) if resp.status().is_success() => {
+                            let body: serde_json::Value = resp.json().await.unwrap();
+                            acked.lock().unwrap().insert(body["id"].as_str().unwrap().to_owned());
+                            break;
+                        }
+                        Ok(resp) => panic!("node {target} answered {}", resp.status()),
+                        // The node is gone (or died mid-request): not acknowledged, try another.
+                        Err(_) => target = (target + 1) % urls.len(),
+                    }
+                }
+            }
+        }));
+    }
+
+    crate::common::eventually("node 0 to have work in flight", || async {
+        (acked.lock().unwrap().len() >= KILL_AFTER).then_some(())
+    })
+    .await;
+    let (mut victim, _) = nodes.remove(0);
+    victim.start_kill().unwrap(); // SIGKILL: no shutdown code runs
+    victim.wait().await.unwrap();
+    killed_tx.send(true).unwrap();
+    // Frozen at the moment of death: the dead node's leases are exactly
+    // the deliveries it had claimed and not yet recorded. Nobody else may
+    // touch them until they expire (5 s), long after this query.
+    let orphaned = leased_by(&db, "node-0").await;
+
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= MESSAGES - SENDERS, "only {} acknowledged", acked.len());
+
+    let deadline = tokio::time::Instant::now() + PATIENCE * 4;
+    loop {
+        let seen = arrivals(&rx);
+        let missing = acked.iter().filter(|id| !seen.contains_key(*id)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{missing} acknowledged messages never delivered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Give a second chance to any duplicate still on its way.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen = arrivals(&rx);
+    let duplicated: Vec<&String> = seen.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id).collect();
+    let by_live_nodes: Vec<&&String> = duplicated.iter().filter(|id| !orphaned.contains(**id)).collect();
+    assert!(
+        by_live_nodes.is_empty(),
+        "{} deliveries were sent twice though the dead node did not hold them (e.g. {:?})",
+        by_live_nodes.len(),
+        by_live_nodes.first()
+    );
+    assert!(duplicated.len() <= orphaned.len());
+    eprintln!(
+        "cluster: {} acknowledged, {} delivered, dead node held {} leases, {} delivered twice",
+        acked.len(),
+        seen.len(),
+        orphaned.len(),
+        duplicated.len()
+    );
+    // The survivors hold nothing once everything is delivered.
+    assert!(leased_by(&db, "node-1").await.is_empty());
+    assert!(leased_by(&db, "node-2").await.is_empty());
+}
+
+#[tokio::test]
+async fn graceful_shutdown_hands_leases_to_the_other_nodes_at_once() {
+    let db = pg::fresh_database().await;
+    // One request at a time, half a second each: the node has a queue of
+    // leased deliveries when it is asked to stop.
+    let rx = Receiver::start(Reply::Slow(Duration::from_millis(500))).await;
+    // A lease far longer than the test: only an explicit release can let
+    // the second node have the first one's deliveries in time.
+    let (mut first, url) = node(&db, "first", 600, &["--endpoint-concurrency", "1"]).await;
+    let http = reqwest::Client::new();
+    let app = post(&http, format!("{url}/api/v1/app"), json!({"name": "graceful"})).await;
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    post(&http, format!("{url}/api/v1/app/{app_id}/endpoint"), json!({"url": rx.url})).await;
+    let mut sent = HashSet::new();
+    for i in 0..20 {
+        let msg = post(
+            &http,
+            format!("{url}/api/v1/app/{app_id}/msg"),
+            json!({"eventType": "t", "payload": {"i": i}}),
+        )
+        .await;
+        sent.insert(msg["id"].as_str().unwrap().to_owned());
+    }
+    rx.wait_for(1).await;
+    assert!(!leased_by(&db, "first").await.is_empty(), "the first node should hold leases");
+
+    let (_second, _) = node(&db, "second", 600, &[]).await;
+    let pid = first.id().unwrap().to_string();
+    let term = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(term.success());
+    let exited = tokio::time::timeout(PATIENCE, first.wait()).await.expect("graceful stop in time").unwrap();
+    assert!(exited.success(), "{exited}");
+    assert!(leased_by(&db, "first").await.is_empty(), "leases left behind after a graceful stop");
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let seen = arrivals(&rx);
+        if sent.iter().all(|id| seen.contains_key(id)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} delivered: the second node did not take over",
+            sent.iter().filter(|id| seen.contains_key(*id)).count(),
+            sent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
