@@ -9,7 +9,8 @@ use bytes::Bytes;
 use hookline::domain::delivery::Outcome;
 use hookline::domain::id;
 use hookline::domain::model::{
-    App, AppPatch, Attempt, DeliveryStatus, Endpoint, EndpointPatch, Message, Scope, Trigger,
+    App, AppPatch, Attempt, DeliveryStatus, Endpoint, EndpointPatch, EventType, EventTypePatch, Message,
+    Scope, Task, Trigger,
 };
 use hookline::domain::retry::RetryPolicy;
 use hookline::domain::steering::Steering;
@@ -18,7 +19,7 @@ use hookline::store::postgres::PgStore;
 use hookline::store::sqlite::SqliteStore;
 use hookline::store::{
     AppFilter, AttemptFilter, AttemptRecord, CreateMessage, Cursor, DeliveryFilter, DeliveryKey, Lease,
-    MessageFilter, Order, PageRequest, SharedStore, StoreError,
+    MessageFilter, Order, PageRequest, SharedStore, StoreError, StoreEvent,
 };
 
 const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
@@ -529,13 +530,400 @@ pub async fn dashboard_queries(store: SharedStore) {
     assert_eq!(counts[&msgs[4].id].pending, 1);
 }
 
+pub async fn event_types_and_tasks(store: SharedStore) {
+    let et = EventType {
+        name: "invoice.paid".into(),
+        description: "paid".into(),
+        archived: false,
+        deprecated: false,
+        schemas: Some(serde_json::json!({"1": {"type": "object"}})),
+        group_name: Some("invoice".into()),
+        feature_flags: Some(set(&["beta"])),
+        created_at: T0,
+        updated_at: T0,
+    };
+    store.insert_event_type(&et).await.unwrap();
+    assert_eq!(store.get_event_type(&et.name).await.unwrap().as_ref(), Some(&et));
+    assert!(matches!(store.insert_event_type(&et).await, Err(StoreError::Conflict(_))));
+    let archive = EventTypePatch { archived: Some(true), ..Default::default() };
+    let archived = store.update_event_type(&et.name, archive, at(1)).await.unwrap();
+    assert!(archived.archived);
+    let page = PageRequest::first(10, Order::Ascending);
+    assert!(store.list_event_types(false, &page).await.unwrap().items.is_empty(), "archived are hidden");
+    assert_eq!(store.list_event_types(true, &page).await.unwrap().items.len(), 1);
+    // Creating an archived type again brings it back, with the new definition.
+    let again = EventType { description: "new".into(), ..et.clone() };
+    store.insert_event_type(&again).await.unwrap();
+    assert_eq!(store.get_event_type(&et.name).await.unwrap(), Some(again));
+    assert!(matches!(
+        store.update_event_type("nope", EventTypePatch::default(), at(2)).await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete_event_type(&et.name).await.unwrap();
+    assert!(matches!(store.delete_event_type(&et.name).await, Err(StoreError::NotFound)));
+
+    let task = Task {
+        id: id::new_id(id::TASK, T0),
+        kind: "endpoint.recover".into(),
+        status: "finished".into(),
+        data: serde_json::json!({"n": 3}),
+        created_at: T0,
+        updated_at: at(1),
+    };
+    store.insert_task(&task).await.unwrap();
+    assert_eq!(store.get_task(&task.id).await.unwrap().as_ref(), Some(&task));
+    assert!(matches!(store.insert_task(&task).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.list_tasks(&page).await.unwrap().items, vec![task]);
+    assert_eq!(store.get_task("qtask_missing").await.unwrap(), None);
+}
+
+pub async fn idempotency_keys(store: SharedStore) {
+    use hookline::store::{IdempotencyBegin, StoredResponse};
+    assert_eq!(store.idempotency_begin("k", T0, at(30)).await.unwrap(), IdempotencyBegin::Started);
+    assert_eq!(store.idempotency_begin("k", at(1), at(31)).await.unwrap(), IdempotencyBegin::InProgress);
+    // A lapsed lock can be taken over.
+    assert_eq!(store.idempotency_begin("k", at(30), at(60)).await.unwrap(), IdempotencyBegin::Started);
+    let response =
+        StoredResponse { status: 202, content_type: Some("application/json".into()), body: b"{}".to_vec() };
+    store.idempotency_finish("k", &response, at(3600)).await.unwrap();
+    assert_eq!(store.idempotency_begin("k", at(40), at(70)).await.unwrap(), IdempotencyBegin::Done(response));
+    store.idempotency_abort("k").await.unwrap();
+    assert!(
+        matches!(store.idempotency_begin("k", at(41), at(71)).await.unwrap(), IdempotencyBegin::Done(_)),
+        "abort leaves finished keys alone"
+    );
+    assert_eq!(store.idempotency_begin("k", at(3600), at(3630)).await.unwrap(), IdempotencyBegin::Started);
+
+    assert_eq!(store.idempotency_begin("j", T0, at(30)).await.unwrap(), IdempotencyBegin::Started);
+    store.idempotency_abort("j").await.unwrap();
+    assert_eq!(store.idempotency_begin("j", at(1), at(31)).await.unwrap(), IdempotencyBegin::Started);
+    // Retention drops lapsed records.
+    store.expunge_expired(at(7200), T0).await.unwrap();
+    assert_eq!(store.idempotency_begin("k", at(7200), at(7230)).await.unwrap(), IdempotencyBegin::Started);
+}
+
+pub async fn message_idempotency(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let e1 = endpoint(&a.id);
+    let e2 = Endpoint { uid: Some("second".into()), ..endpoint(&a.id) };
+    store.insert_endpoint(&e1).await.unwrap();
+    store.insert_endpoint(&e2).await.unwrap();
+    let keyed =
+        |m: Message| CreateMessage { idempotency_key: Some("key-1".into()), ..request(&a.id, m, None) };
+
+    let first = store.create_message(keyed(message("t", T0))).await.unwrap();
+    assert!(!first.existing);
+    assert_eq!(first.endpoints.len(), 2);
+    let again = store.create_message(keyed(message("t", at(60)))).await.unwrap();
+    assert!(again.existing);
+    assert_eq!(again.message.id, first.message.id);
+    assert!(again.endpoints.is_empty());
+    // The key holds for a day only.
+    let later = store.create_message(keyed(message("t", at(86_400)))).await.unwrap();
+    assert!(!later.existing);
+    assert_ne!(later.message.id, first.message.id);
+
+    // Nodes racing with a new key end up with one message between them.
+    let raced = |i| CreateMessage {
+        idempotency_key: Some("key-2".into()),
+        ..request(&a.id, message("t", at(i)), None)
+    };
+    let results = futures_join_all((0..8).map(|i| store.create_message(raced(i)))).await;
+    let results: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    let ids: BTreeSet<&str> = results.iter().map(|r| r.message.id.as_str()).collect();
+    assert_eq!(ids.len(), 1, "one message");
+    assert_eq!(results.iter().filter(|r| !r.existing).count(), 1, "created once");
+
+    // send-example: one endpoint, by id or uid, whatever its filters.
+    let only =
+        CreateMessage { only_endpoint: Some("second".into()), ..request(&a.id, message("t", at(5)), None) };
+    let sent = store.create_message(only).await.unwrap();
+    assert_eq!(sent.endpoints.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), [e2.id.as_str()]);
+    assert_eq!(store.get_delivery(&sent.message.id, &e1.id).await.unwrap(), None);
+}
+
+/// Poll every future to completion, concurrently (no extra dependency).
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in set.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(|v| v.unwrap()).collect()
+}
+
+pub async fn concurrent_claims(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let eps: Vec<Endpoint> = (0..3).map(|_| endpoint(&a.id)).collect();
+    for ep in &eps {
+        store.insert_endpoint(ep).await.unwrap();
+    }
+    for i in 0..20 {
+        create(&store, &a.id, message("t", at(i)), None).await;
+    }
+    let claimers = (0..6).map(|i| {
+        let store = store.clone();
+        async move {
+            let lease = Lease { owner: format!("node-{i}"), until: at(600) };
+            let mut got = Vec::new();
+            loop {
+                let batch = store.claim_due(at(100), &lease, 4, &[]).await.unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|t| t.key()));
+            }
+        }
+    });
+    let all: Vec<DeliveryKey> = futures_join_all(claimers).await.into_iter().flatten().collect();
+    assert_eq!(all.len(), 60, "every delivery claimed");
+    assert_eq!(all.iter().collect::<std::collections::HashSet<_>>().len(), 60, "none twice");
+
+    // Graceful shutdown of one node gives back its leases only.
+    assert_eq!(store.release_all(Some("node-nobody")).await.unwrap(), 0);
+    let mine = store.claim_due(at(600), &lease(at(900)), 5, &[]).await.unwrap();
+    assert_eq!(mine.len(), 5, "expired leases are claimable");
+    assert_eq!(store.release_all(Some("node-a")).await.unwrap(), 5);
+    assert_eq!(store.count_pending().await.unwrap(), 60);
+    let first = store.next_due(&[]).await.unwrap().unwrap();
+    assert!(first < at(20), "released at their original time, not the lease's end");
+}
+
+pub async fn requeue_and_replay(store: SharedStore) {
+    use hookline::store::RequeueFilter;
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let ep = endpoint(&a.id);
+    store.insert_endpoint(&ep).await.unwrap();
+    let ok = create(&store, &a.id, message("t", at(1)), None).await;
+    let bad = create(&store, &a.id, Message { tags: Some(set(&["x"])), ..message("t", at(2)) }, None).await;
+    let waiting = create(&store, &a.id, message("t", at(3)), None).await;
+    record(&store, &ok, &ep, Trigger::Scheduled, 200, at(10)).await;
+    for k in 0..4 {
+        record(&store, &bad, &ep, Trigger::Scheduled, 500, at(11 + k)).await;
+    }
+
+    let all = RequeueFilter { since: T0, ..Default::default() };
+    assert_eq!(store.requeue(&a.id, &ep.id, &all, at(100), true).await.unwrap(), 2, "settled ones only");
+    let failed = RequeueFilter { statuses: Some(vec![DeliveryStatus::Fail]), ..all.clone() };
+    assert_eq!(store.requeue(&a.id, &ep.id, &failed, at(100), true).await.unwrap(), 1);
+    let five = RequeueFilter { status_code_class: Some(500), ..all.clone() };
+    assert_eq!(store.requeue(&a.id, &ep.id, &five, at(100), true).await.unwrap(), 1);
+    let tagged = RequeueFilter { tag: Some("x".into()), ..all.clone() };
+    assert_eq!(store.requeue(&a.id, &ep.id, &tagged, at(100), true).await.unwrap(), 1);
+    let window = RequeueFilter { since: at(2), until: Some(at(3)), ..all.clone() };
+    assert_eq!(store.requeue(&a.id, &ep.id, &window, at(100), true).await.unwrap(), 1);
+    assert_eq!(store.get_delivery(&bad.id, &ep.id).await.unwrap().unwrap().status, DeliveryStatus::Fail);
+
+    assert_eq!(store.requeue(&a.id, &ep.id, &failed, at(100), false).await.unwrap(), 1);
+    let d = store.get_delivery(&bad.id, &ep.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.attempts, d.next_attempt), (DeliveryStatus::Pending, 0, Some(at(100))));
+    let due = store.claim_due(at(100), &lease(at(130)), 10, &[]).await.unwrap();
+    assert_eq!(
+        due.iter().map(|t| t.message.id.as_str()).collect::<BTreeSet<_>>(),
+        [bad.id.as_str(), waiting.id.as_str()].into()
+    );
+
+    // A new endpoint gets what it missed, once.
+    let late = Endpoint { event_types: Some(set(&["t"])), ..endpoint(&a.id) };
+    store.insert_endpoint(&late).await.unwrap();
+    assert_eq!(store.replay_missing(&late, at(2), None, at(200)).await.unwrap(), 2);
+    assert_eq!(store.replay_missing(&late, T0, None, at(200)).await.unwrap(), 1);
+    assert_eq!(store.replay_missing(&late, T0, None, at(200)).await.unwrap(), 0);
+    let d = store.get_delivery(&ok.id, &late.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.next_attempt), (DeliveryStatus::Pending, Some(at(200))));
+    let other = Endpoint { event_types: Some(set(&["other"])), ..endpoint(&a.id) };
+    store.insert_endpoint(&other).await.unwrap();
+    assert_eq!(store.replay_missing(&other, T0, None, at(200)).await.unwrap(), 0, "filters apply");
+
+    let stats = store.endpoint_stats(&a.id, &ep.id, None, None).await.unwrap();
+    assert_eq!((stats.success, stats.sending, stats.pending, stats.fail), (1, 2, 0, 0));
+    let since = store.endpoint_stats(&a.id, &ep.id, Some(at(2)), Some(at(3))).await.unwrap();
+    assert_eq!((since.success, since.sending), (0, 1));
+}
+
+pub async fn endpoint_health(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let ep = endpoint(&a.id);
+    store.insert_endpoint(&ep).await.unwrap();
+    let m1 = create(&store, &a.id, message("t", T0), None).await;
+    let m2 = create(&store, &a.id, message("t", T0), None).await;
+    let day = Duration::from_secs(86_400);
+    let failing = |m: &Message, when: Timestamp| {
+        let policy = ep.retry_policy.clone().unwrap();
+        AttemptRecord {
+            auto_disable_after: Some(day),
+            ..record_of(attempt(m, &ep, Trigger::Scheduled, 500, when), Outcome::Failed, policy)
+        }
+    };
+    let fx = store.record_attempt(failing(&m1, at(10))).await.unwrap();
+    assert_eq!(fx.endpoint_disabled, None);
+    assert!(!fx.exhausted);
+    let stored = store.get_endpoint(&a.id, &ep.id).await.unwrap().unwrap();
+    assert_eq!(stored.failing_since, Some(at(10)), "the streak starts");
+    // A success ends the streak.
+    let policy = ep.retry_policy.clone().unwrap();
+    store
+        .record_attempt(record_of(
+            attempt(&m2, &ep, Trigger::Manual, 200, at(20)),
+            Outcome::Delivered,
+            policy,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.get_endpoint(&a.id, &ep.id).await.unwrap().unwrap().failing_since, None);
+    store.record_attempt(failing(&m1, at(30))).await.unwrap();
+    let fx = store.record_attempt(failing(&m1, at(30).plus(day))).await.unwrap();
+    let disabled = fx.endpoint_disabled.expect("auto-disabled after a day of failures");
+    assert!(disabled.automatic);
+    assert_eq!(disabled.failing_since, Some(at(30)));
+    assert!(disabled.endpoint.disabled);
+    assert_eq!(fx.state.next_attempt, None, "no retry for a disabled endpoint");
+    assert!(store.get_endpoint(&a.id, &ep.id).await.unwrap().unwrap().disabled);
+
+    // The receiver may ask to be disabled; the endpoint's other pending
+    // deliveries are settled with it.
+    let ep2 = endpoint(&a.id);
+    store.insert_endpoint(&ep2).await.unwrap();
+    let m3 = create(&store, &a.id, message("t", at(40)), None).await;
+    let m4 = create(&store, &a.id, message("t", at(41)), None).await;
+    let policy = ep2.retry_policy.clone().unwrap();
+    let rec = AttemptRecord {
+        steering: Steering { disable_endpoint: true, ..Default::default() },
+        ..record_of(attempt(&m3, &ep2, Trigger::Scheduled, 410, at(50)), Outcome::Failed, policy)
+    };
+    let fx = store.record_attempt(rec).await.unwrap();
+    let disabled = fx.endpoint_disabled.expect("disabled on request");
+    assert!(!disabled.automatic);
+    assert_eq!(disabled.endpoint.id, ep2.id);
+    let d = store.get_delivery(&m4.id, &ep2.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.next_attempt), (DeliveryStatus::Fail, None));
+    let d = store.get_delivery(&m3.id, &ep2.id).await.unwrap().unwrap();
+    assert_eq!(
+        (d.status, d.attempts, d.total_attempts, d.last_code),
+        (DeliveryStatus::Fail, 1, 1, Some(410))
+    );
+}
+
+pub async fn content_erasure(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let ep = endpoint(&a.id);
+    store.insert_endpoint(&ep).await.unwrap();
+    let old = create(&store, &a.id, Message { expires_at: Some(at(50)), ..message("t", T0) }, None).await;
+    let new = create(&store, &a.id, message("t", at(10)), None).await;
+    record(&store, &old, &ep, Trigger::Scheduled, 200, at(1)).await;
+    record(&store, &new, &ep, Trigger::Scheduled, 200, at(100)).await;
+
+    assert_eq!(store.expunge_expired(at(60), at(50)).await.unwrap(), (1, 1));
+    assert_eq!(store.expunge_expired(at(60), at(50)).await.unwrap(), (0, 0), "nothing left to erase");
+    assert_eq!(store.get_message(&a.id, &old.id).await.unwrap().unwrap().payload, None);
+    assert!(store.get_message(&a.id, &new.id).await.unwrap().unwrap().payload.is_some());
+
+    let page = PageRequest::first(10, Order::Descending);
+    let attempts = store.list_attempts(&a.id, &AttemptFilter::default(), &page).await.unwrap().items;
+    assert_eq!(attempts.iter().map(|t| t.response.as_str()).collect::<Vec<_>>(), ["body 200", ""]);
+    store.expunge_attempt(&a.id, &attempts[0].id).await.unwrap();
+    assert_eq!(store.get_attempt(&a.id, &attempts[0].id).await.unwrap().unwrap().response, "");
+    assert!(matches!(store.expunge_attempt("app_other", &attempts[0].id).await, Err(StoreError::NotFound)));
+
+    store.expunge_message(&a.id, &new.id).await.unwrap();
+    assert!(matches!(store.expunge_message(&a.id, "msg_missing").await, Err(StoreError::NotFound)));
+    let third = create(&store, &a.id, message("t", at(20)), None).await;
+    assert_eq!(store.expunge_app_content(&a.id).await.unwrap(), 1);
+    assert_eq!(store.get_message(&a.id, &third.id).await.unwrap().unwrap().payload, None);
+}
+
+/// Stores shared between processes report changes; the store's own
+/// writes count too (it cannot tell them apart), which this relies on.
+pub async fn notifications(store: SharedStore) {
+    let Some(mut events) = store.subscribe() else {
+        assert!(!store.shared(), "a shared store must report other nodes' changes");
+        return;
+    };
+    async fn next(events: &mut tokio::sync::broadcast::Receiver<StoreEvent>) -> StoreEvent {
+        tokio::time::timeout(Duration::from_secs(10), events.recv()).await.expect("an event").unwrap()
+    }
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    assert_eq!(next(&mut events).await, StoreEvent::Changed);
+    let ep = endpoint(&a.id);
+    store.insert_endpoint(&ep).await.unwrap();
+    assert_eq!(next(&mut events).await, StoreEvent::Changed);
+    store.insert_token("h", &Scope::Admin, None, T0).await.unwrap();
+    assert_eq!(next(&mut events).await, StoreEvent::Changed);
+    store.delete_token("h").await.unwrap();
+    assert_eq!(next(&mut events).await, StoreEvent::Changed);
+
+    // Leased at ingest: nothing for the others to do.
+    let m = create(&store, &a.id, message("t", T0), Some(lease(at(30)))).await;
+    let delayed = Message { deliver_at: Some(at(3600)), ..message("t", T0) };
+    create(&store, &a.id, delayed, Some(lease(at(30)))).await;
+    assert_eq!(next(&mut events).await, StoreEvent::Due(at(3600)));
+    // A scheduled retry is anyone's to make.
+    record(&store, &m, &ep, Trigger::Scheduled, 500, at(1)).await;
+    assert_eq!(next(&mut events).await, StoreEvent::Due(at(121)));
+    let claimed = store.claim_due(at(121), &lease(at(200)), 10, &[]).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    store.release(&[claimed[0].key()], at(150)).await.unwrap();
+    assert_eq!(next(&mut events).await, StoreEvent::Due(at(150)));
+    assert!(events.try_recv().is_err(), "nothing else was sent");
+}
+
+/// What several nodes sharing a store rely on: a live node's renewal keeps
+/// its claims, a stopping node's release hands over only its own.
+pub async fn lease_renewal(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let e = endpoint(&a.id);
+    store.insert_endpoint(&e).await.unwrap();
+    let first = create(&store, &a.id, message("t", T0), None).await;
+    let node = |owner: &str, until: Timestamp| Lease { owner: owner.into(), until };
+
+    let claimed = store.claim_due(at(1), &node("node-a", at(30)), 10, &[]).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(store.claim_due(at(2), &node("node-b", at(32)), 10, &[]).await.unwrap().is_empty());
+    // A live node renews: the delivery stays its own past the first expiry.
+    assert_eq!(store.renew_leases("node-a", at(90)).await.unwrap(), 1);
+    assert_eq!(store.renew_leases("node-b", at(90)).await.unwrap(), 0);
+    assert!(store.claim_due(at(60), &node("node-b", at(90)), 10, &[]).await.unwrap().is_empty());
+    assert_eq!(store.next_due(&[]).await.unwrap(), Some(at(90)));
+    // A node stopping releases its own leases only.
+    assert_eq!(store.release_all(Some("node-b")).await.unwrap(), 0);
+    assert_eq!(store.release_all(Some("node-a")).await.unwrap(), 1);
+    let taken = store.claim_due(at(61), &node("node-b", at(91)), 10, &[]).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].message.id, first.id);
+    // Recording settles the delivery: nothing left to renew.
+    record(&store, &first, &e, Trigger::Scheduled, 200, at(62)).await;
+    assert_eq!(store.renew_leases("node-b", at(120)).await.unwrap(), 0);
+}
+
 /// One `#[tokio::test]` per check, for a backend given by a factory that
 /// returns a fresh store and whatever keeps it alive.
 macro_rules! conformance {
     ($backend:ident, $factory:path) => {
         mod $backend {
             conformance!(@each $factory; tokens, applications, pagination, endpoints, message_fan_out,
-                claiming_and_leases, attempts_advance_deliveries, listings_filter, dashboard_queries);
+                claiming_and_leases, attempts_advance_deliveries, listings_filter, dashboard_queries,
+                event_types_and_tasks, idempotency_keys, message_idempotency, concurrent_claims,
+                requeue_and_replay, endpoint_health, content_erasure, notifications, lease_renewal);
         }
     };
     (@each $factory:path; $($check:ident),*) => {

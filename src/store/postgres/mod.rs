@@ -1,10 +1,36 @@
 //! The shared store: PostgreSQL, for several Hookline nodes on one database.
 //!
-//! SKELETON: being filled in (issue 6).
+//! Unlike SQLite there is no single writer to serialise everything, so
+//! correctness between nodes rests on the database: each write is one
+//! statement or one transaction; read-modify-write happens under a row lock
+//! (`FOR UPDATE`) or as an expression over the current row; claiming uses
+//! `FOR UPDATE SKIP LOCKED`; uniqueness (uids, eventId, idempotency keys) is
+//! left to unique indexes, whose violations become `Conflict`s. Hot paths
+//! (ingest, claiming, recording attempts, token and application lookups)
+//! take few round trips: batched with arrays, one statement where possible.
+//! sqlx prepares each statement once per connection and caches it.
+//!
+//! Writes that another node must react to notify it (see [`notify`]).
+
+mod dispatch;
+mod event_types;
+mod messages;
+mod notify;
+mod redelivery;
+mod retention;
+mod rows;
+mod schema;
+mod sql;
+mod tasks;
+mod tenants;
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use tokio::sync::broadcast;
+use tokio::task::AbortHandle;
 
 use super::{
     AppFilter, AttemptEffects, AttemptFilter, AttemptRecord, CreateMessage, CreatedMessage, DeliveryFilter,
@@ -17,25 +43,49 @@ use crate::domain::model::{
 };
 use crate::domain::time::Timestamp;
 
-pub struct PgStore {}
+/// Connections per node unless told otherwise: enough for the dispatcher,
+/// the API and the listener's neighbours without crowding a server shared
+/// by several nodes (PostgreSQL's default limit is 100).
+const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+pub struct PgStore {
+    pool: PgPool,
+    events: broadcast::Sender<StoreEvent>,
+    /// The notification listener, stopped with the store.
+    listener: AbortHandle,
+}
 
 impl PgStore {
     /// Connect to `url` (`postgres://…`), bring the schema up to date and
     /// start listening for other nodes' notifications.
     pub async fn connect(url: &str) -> StoreResult<PgStore> {
-        let _ = url;
-        todo!()
+        Self::connect_with(url, DEFAULT_MAX_CONNECTIONS).await
     }
 
+    /// [`PgStore::connect`] with a pool of at most `max_connections`
+    /// (besides the listener's own connection).
     pub async fn connect_with(url: &str, max_connections: u32) -> StoreResult<PgStore> {
-        let _ = (url, max_connections);
-        todo!()
+        let pool = PgPoolOptions::new().max_connections(max_connections.max(1)).connect(url).await?;
+        schema::migrate(&mut *pool.acquire().await?).await?;
+        let (events, _) = broadcast::channel(notify::CAPACITY);
+        let listener = notify::start(url, events.clone()).await?;
+        Ok(PgStore { pool, events, listener })
     }
 }
 
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Apply pending migrations to the database at `url`; returns how many ran
+/// (`hookline migrate`).
 pub async fn migrate(url: &str) -> StoreResult<usize> {
-    let _ = url;
-    todo!()
+    let mut conn = PgConnection::connect(url).await?;
+    let n = schema::migrate(&mut conn).await?;
+    conn.close().await?;
+    Ok(n)
 }
 
 #[async_trait]
@@ -44,8 +94,8 @@ impl Store for PgStore {
         true
     }
 
-    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
-        todo!()
+    fn subscribe(&self) -> Option<broadcast::Receiver<StoreEvent>> {
+        Some(self.events.subscribe())
     }
 
     async fn insert_token(
@@ -55,27 +105,27 @@ impl Store for PgStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreResult<()> {
-        todo!()
+        tenants::insert_token(&self.pool, hash, scope, expires_at, now).await
     }
 
     async fn find_token(&self, hash: &str, now: Timestamp) -> StoreResult<Option<Scope>> {
-        todo!()
+        tenants::find_token(&self.pool, hash, now).await
     }
 
     async fn delete_token(&self, hash: &str) -> StoreResult<bool> {
-        todo!()
+        tenants::delete_token(&self.pool, hash).await
     }
 
     async fn has_admin_token(&self) -> StoreResult<bool> {
-        todo!()
+        tenants::has_admin_token(&self.pool).await
     }
 
     async fn insert_event_type(&self, et: &EventType) -> StoreResult<()> {
-        todo!()
+        event_types::insert(&self.pool, et).await
     }
 
     async fn get_event_type(&self, name: &str) -> StoreResult<Option<EventType>> {
-        todo!()
+        event_types::get(&self.pool, name).await
     }
 
     async fn list_event_types(
@@ -83,7 +133,7 @@ impl Store for PgStore {
         include_archived: bool,
         page: &PageRequest,
     ) -> StoreResult<Page<EventType>> {
-        todo!()
+        event_types::list(&self.pool, include_archived, page).await
     }
 
     async fn update_event_type(
@@ -92,23 +142,23 @@ impl Store for PgStore {
         patch: EventTypePatch,
         now: Timestamp,
     ) -> StoreResult<EventType> {
-        todo!()
+        event_types::update(&self.pool, name, patch, now).await
     }
 
     async fn delete_event_type(&self, name: &str) -> StoreResult<()> {
-        todo!()
+        event_types::delete(&self.pool, name).await
     }
 
     async fn insert_task(&self, task: &Task) -> StoreResult<()> {
-        todo!()
+        tasks::insert(&self.pool, task).await
     }
 
     async fn get_task(&self, id: &str) -> StoreResult<Option<Task>> {
-        todo!()
+        tasks::get(&self.pool, id).await
     }
 
     async fn list_tasks(&self, page: &PageRequest) -> StoreResult<Page<Task>> {
-        todo!()
+        tasks::list(&self.pool, page).await
     }
 
     async fn idempotency_begin(
@@ -117,7 +167,7 @@ impl Store for PgStore {
         now: Timestamp,
         lock_until: Timestamp,
     ) -> StoreResult<IdempotencyBegin> {
-        todo!()
+        tasks::idempotency_begin(&self.pool, key, now, lock_until).await
     }
 
     async fn idempotency_finish(
@@ -126,47 +176,47 @@ impl Store for PgStore {
         response: &StoredResponse,
         expires_at: Timestamp,
     ) -> StoreResult<()> {
-        todo!()
+        tasks::idempotency_finish(&self.pool, key, response, expires_at).await
     }
 
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()> {
-        todo!()
+        tasks::idempotency_abort(&self.pool, key).await
     }
 
     async fn insert_app(&self, app: &App) -> StoreResult<()> {
-        todo!()
+        tenants::insert_app(&self.pool, app).await
     }
 
     async fn get_app(&self, id_or_uid: &str) -> StoreResult<Option<App>> {
-        todo!()
+        tenants::get_app(&self.pool, id_or_uid).await
     }
 
     async fn list_apps(&self, filter: &AppFilter, page: &PageRequest) -> StoreResult<Page<App>> {
-        todo!()
+        tenants::list_apps(&self.pool, filter, page).await
     }
 
     async fn app_summaries(&self, app_ids: &[String], cap: u64) -> StoreResult<HashMap<String, AppSummary>> {
-        todo!()
+        tenants::app_summaries(&self.pool, app_ids, cap).await
     }
 
     async fn update_app(&self, id: &str, patch: AppPatch, now: Timestamp) -> StoreResult<App> {
-        todo!()
+        tenants::update_app(&self.pool, id, patch, now).await
     }
 
     async fn delete_app(&self, id: &str) -> StoreResult<()> {
-        todo!()
+        tenants::delete_app(&self.pool, id).await
     }
 
     async fn insert_endpoint(&self, ep: &Endpoint) -> StoreResult<()> {
-        todo!()
+        tenants::insert_endpoint(&self.pool, ep).await
     }
 
     async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
-        todo!()
+        tenants::get_endpoint(&self.pool, app_id, id_or_uid).await
     }
 
     async fn list_endpoints(&self, app_id: &str, page: &PageRequest) -> StoreResult<Page<Endpoint>> {
-        todo!()
+        tenants::list_endpoints(&self.pool, app_id, page).await
     }
 
     async fn update_endpoint(
@@ -176,19 +226,19 @@ impl Store for PgStore {
         patch: EndpointPatch,
         now: Timestamp,
     ) -> StoreResult<Endpoint> {
-        todo!()
+        tenants::update_endpoint(&self.pool, app_id, id, patch, now).await
     }
 
     async fn delete_endpoint(&self, app_id: &str, id: &str) -> StoreResult<()> {
-        todo!()
+        tenants::delete_endpoint(&self.pool, app_id, id).await
     }
 
     async fn create_message(&self, req: CreateMessage) -> StoreResult<CreatedMessage> {
-        todo!()
+        messages::create_message(&self.pool, req).await
     }
 
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
-        todo!()
+        messages::get_message(&self.pool, app_id, id_or_event_id).await
     }
 
     async fn list_messages(
@@ -197,11 +247,11 @@ impl Store for PgStore {
         filter: &MessageFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Message>> {
-        todo!()
+        messages::list_messages(&self.pool, app_id, filter, page).await
     }
 
     async fn get_delivery(&self, msg_id: &str, endpoint_id: &str) -> StoreResult<Option<Delivery>> {
-        todo!()
+        messages::get_delivery(&self.pool, msg_id, endpoint_id).await
     }
 
     async fn list_message_deliveries(
@@ -210,7 +260,7 @@ impl Store for PgStore {
         msg_id: &str,
         page: &PageRequest,
     ) -> StoreResult<Page<(Delivery, Endpoint)>> {
-        todo!()
+        messages::list_message_deliveries(&self.pool, app_id, msg_id, page).await
     }
 
     async fn list_endpoint_deliveries(
@@ -220,7 +270,7 @@ impl Store for PgStore {
         filter: &DeliveryFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<(Delivery, Message)>> {
-        todo!()
+        messages::list_endpoint_deliveries(&self.pool, app_id, endpoint_id, filter, page).await
     }
 
     async fn list_attempts(
@@ -229,11 +279,11 @@ impl Store for PgStore {
         filter: &AttemptFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Attempt>> {
-        todo!()
+        messages::list_attempts(&self.pool, app_id, filter, page).await
     }
 
     async fn get_attempt(&self, app_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>> {
-        todo!()
+        messages::get_attempt(&self.pool, app_id, attempt_id).await
     }
 
     async fn endpoint_recent(
@@ -241,14 +291,14 @@ impl Store for PgStore {
         endpoint_ids: &[String],
         recent: usize,
     ) -> StoreResult<HashMap<String, DeliveryCounts>> {
-        todo!()
+        redelivery::endpoint_recent(&self.pool, endpoint_ids, recent).await
     }
 
     async fn message_delivery_counts(
         &self,
         msg_ids: &[String],
     ) -> StoreResult<HashMap<String, DeliveryCounts>> {
-        todo!()
+        redelivery::message_delivery_counts(&self.pool, msg_ids).await
     }
 
     async fn endpoint_stats(
@@ -258,7 +308,7 @@ impl Store for PgStore {
         since: Option<Timestamp>,
         until: Option<Timestamp>,
     ) -> StoreResult<DeliveryCounts> {
-        todo!()
+        redelivery::endpoint_stats(&self.pool, app_id, endpoint_id, since, until).await
     }
 
     async fn requeue(
@@ -269,7 +319,7 @@ impl Store for PgStore {
         now: Timestamp,
         dry_run: bool,
     ) -> StoreResult<u64> {
-        todo!()
+        redelivery::requeue(&self.pool, app_id, endpoint_id, filter, now, dry_run).await
     }
 
     async fn replay_missing(
@@ -279,23 +329,23 @@ impl Store for PgStore {
         until: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreResult<u64> {
-        todo!()
+        redelivery::replay_missing(&self.pool, endpoint, since, until, now).await
     }
 
     async fn expunge_message(&self, app_id: &str, msg_id: &str) -> StoreResult<()> {
-        todo!()
+        retention::expunge_message(&self.pool, app_id, msg_id).await
     }
 
     async fn expunge_attempt(&self, app_id: &str, attempt_id: &str) -> StoreResult<()> {
-        todo!()
+        retention::expunge_attempt(&self.pool, app_id, attempt_id).await
     }
 
     async fn expunge_app_content(&self, app_id: &str) -> StoreResult<u64> {
-        todo!()
+        retention::expunge_app_content(&self.pool, app_id).await
     }
 
     async fn expunge_expired(&self, now: Timestamp, attempts_before: Timestamp) -> StoreResult<(u64, u64)> {
-        todo!()
+        retention::expunge_expired(&self.pool, now, attempts_before).await
     }
 
     async fn claim_due(
@@ -305,30 +355,30 @@ impl Store for PgStore {
         limit: usize,
         skip_endpoints: &[String],
     ) -> StoreResult<Vec<DeliveryTask>> {
-        todo!()
+        dispatch::claim_due(&self.pool, now, lease, limit, skip_endpoints).await
     }
 
     async fn next_due(&self, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>> {
-        todo!()
+        dispatch::next_due(&self.pool, skip_endpoints).await
     }
 
     async fn release(&self, keys: &[DeliveryKey], due: Timestamp) -> StoreResult<()> {
-        todo!()
+        dispatch::release(&self.pool, keys, due).await
     }
 
     async fn release_all(&self, owner: Option<&str>) -> StoreResult<u64> {
-        todo!()
+        dispatch::release_all(&self.pool, owner).await
     }
 
     async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<u64> {
-        todo!()
+        dispatch::renew_leases(&self.pool, owner, until).await
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<AttemptEffects> {
-        todo!()
+        dispatch::record_attempt(&self.pool, record).await
     }
 
     async fn count_pending(&self) -> StoreResult<u64> {
-        todo!()
+        dispatch::count_pending(&self.pool).await
     }
 }

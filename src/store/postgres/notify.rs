@@ -1,0 +1,155 @@
+//! Cross-node notifications over LISTEN/NOTIFY.
+//!
+//! Each node's dispatcher sleeps until the next delivery it knows of, and
+//! caches applications, endpoints and tokens. Another node's writes must
+//! wake the one or clear the other, so every such write also runs
+//! `pg_notify('hookline', …)` in its own transaction (PostgreSQL delivers
+//! it at commit, and not at all on rollback):
+//!
+//! * `due:<millis>`: deliveries became claimable at that time without a
+//!   lease held by the writer (released, requeued, replayed, a retry
+//!   scheduled, a message whose deliveries the writer did not lease);
+//! * `changed`: applications, endpoints, event types or tokens changed.
+//!
+//! One background task per store listens and forwards them, parsed, to a
+//! broadcast channel. Notifications sent while its connection is down are
+//! lost, so after reconnecting it reports both kinds of change, the
+//! conservative answer to "what did I miss?".
+
+use std::time::Duration;
+
+use sqlx::PgConnection;
+use sqlx::postgres::PgListener;
+use tokio::sync::broadcast;
+use tokio::task::AbortHandle;
+
+use crate::domain::time::Timestamp;
+use crate::store::{StoreEvent, StoreResult};
+
+pub const CHANNEL: &str = "hookline";
+/// Events buffered per subscriber before the slowest one starts losing them.
+pub const CAPACITY: usize = 1024;
+const CHANGED: &str = "changed";
+const DUE: &str = "due:";
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub fn due_payload(at: Timestamp) -> String {
+    format!("{DUE}{}", at.as_millis())
+}
+
+pub fn parse(payload: &str) -> Option<StoreEvent> {
+    if payload == CHANGED {
+        return Some(StoreEvent::Changed);
+    }
+    let millis = payload.strip_prefix(DUE)?.parse().ok()?;
+    Some(StoreEvent::Due(Timestamp::from_millis(millis)))
+}
+
+/// Tell the other nodes, when `tx` commits, that configuration changed.
+pub async fn changed(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(CHANGED).execute(tx).await?;
+    Ok(())
+}
+
+/// `stmt`, an UPDATE or INSERT ending in `RETURNING due_at`, as one
+/// statement that also sends `due:<earliest due_at>` if it touched any row.
+/// The result is the number of rows touched (a BIGINT). Done in SQL so the
+/// common writes stay one round trip; the sub-select keeps `pg_notify`
+/// from being optimised away (volatile outputs are never pruned).
+pub fn with_due(stmt: &str) -> String {
+    format!("{WITH_DUE_OPEN}{stmt}{}", with_due_close())
+}
+
+/// [`with_due`] in two halves, for a statement built piecemeal.
+pub const WITH_DUE_OPEN: &str = "WITH changed AS (";
+
+pub fn with_due_close() -> String {
+    format!(
+        ")
+         SELECT c.n, (SELECT count(*) FROM (
+             SELECT pg_notify('{CHANNEL}', '{DUE}' || c.first) WHERE c.n > 0) s)
+         FROM (SELECT count(*) AS n, min(due_at) AS first FROM changed) c"
+    )
+}
+
+/// Start listening on `url`. Returns once LISTEN is in place, so nothing
+/// committed after `connect` returns is missed; the task runs until aborted.
+pub async fn start(url: &str, events: broadcast::Sender<StoreEvent>) -> StoreResult<AbortHandle> {
+    let listener = listen(url).await?;
+    let url = url.to_owned();
+    Ok(tokio::spawn(run(url, listener, events)).abort_handle())
+}
+
+async fn listen(url: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect(url).await?;
+    // Reconnections are ours (with backoff, and reporting what may have
+    // been missed), not sqlx's silent ones.
+    listener.eager_reconnect(false);
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+async fn run(url: String, mut listener: PgListener, events: broadcast::Sender<StoreEvent>) {
+    loop {
+        forward(&mut listener, &events).await;
+        drop(listener);
+        listener = reconnect(&url).await;
+        // Whatever was sent while we were away is lost: assume everything.
+        let _ = events.send(StoreEvent::Changed);
+        let _ = events.send(StoreEvent::Due(Timestamp::from_millis(0)));
+    }
+}
+
+/// Forward notifications until the connection is lost.
+async fn forward(listener: &mut PgListener, events: &broadcast::Sender<StoreEvent>) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(n)) => match parse(n.payload()) {
+                // No receivers is fine: nobody is interested yet.
+                Some(event) => drop(events.send(event)),
+                None => tracing::debug!(payload = n.payload(), "ignoring unknown notification"),
+            },
+            Ok(None) => {
+                tracing::warn!("lost the PostgreSQL notification connection");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "PostgreSQL notification connection failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn reconnect(url: &str) -> PgListener {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        tokio::time::sleep(backoff).await;
+        match listen(url).await {
+            Ok(listener) => {
+                tracing::info!("PostgreSQL notification connection re-established");
+                return listener;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot reconnect for notifications");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip() {
+        let at = Timestamp::from_millis(1_800_000_000_123);
+        assert_eq!(parse(&due_payload(at)), Some(StoreEvent::Due(at)));
+        assert_eq!(parse("changed"), Some(StoreEvent::Changed));
+        assert_eq!(parse("due:soon"), None);
+        assert_eq!(parse("other"), None);
+    }
+}

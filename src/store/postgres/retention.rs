@@ -1,0 +1,69 @@
+//! Erasing content: on request (a message, an attempt, a whole
+//! application) and by retention age. Metadata stays; payloads and
+//! response bodies go.
+
+use sqlx::PgPool;
+
+use super::rows::col;
+use crate::domain::time::Timestamp;
+use crate::store::{StoreError, StoreResult};
+
+pub async fn expunge_message(pool: &PgPool, app_id: &str, msg_id: &str) -> StoreResult<()> {
+    let n = sqlx::query("UPDATE messages SET payload = NULL WHERE app_id = $1 AND id = $2")
+        .bind(app_id)
+        .bind(msg_id)
+        .execute(pool)
+        .await?;
+    if n.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
+pub async fn expunge_attempt(pool: &PgPool, app_id: &str, attempt_id: &str) -> StoreResult<()> {
+    let n = sqlx::query("UPDATE attempts SET response = '' WHERE app_id = $1 AND id = $2")
+        .bind(app_id)
+        .bind(attempt_id)
+        .execute(pool)
+        .await?;
+    if n.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
+/// Both tables in one statement, so the erasure is all or nothing.
+pub async fn expunge_app_content(pool: &PgPool, app_id: &str) -> StoreResult<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "WITH m AS (
+            UPDATE messages SET payload = NULL WHERE app_id = $1 AND payload IS NOT NULL RETURNING 1
+         ), t AS (
+            UPDATE attempts SET response = '' WHERE app_id = $1 AND response <> '' RETURNING 1
+         )
+         SELECT count(*) FROM m",
+    )
+    .bind(app_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(n.max(0) as u64)
+}
+
+/// Erase expired payloads, and response bodies of attempts made before
+/// `attempts_before`; drop lapsed idempotency records. Both erasures use
+/// partial indexes that hold only rows with content left, so each run
+/// touches what is due and nothing else.
+pub async fn expunge_expired(
+    pool: &PgPool,
+    now: Timestamp,
+    attempts_before: Timestamp,
+) -> StoreResult<(u64, u64)> {
+    let row = sqlx::query(
+        "WITH m AS (
+            UPDATE messages SET payload = NULL WHERE payload IS NOT NULL AND expires_at <= $1 RETURNING 1
+         ), t AS (
+            UPDATE attempts SET response = '' WHERE response <> '' AND created_at < $2 RETURNING 1
+         ), i AS (
+            DELETE FROM idempotency WHERE expires_at <= $1
+         )
+         SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM t)",
+    )
+    .bind(now.as_millis())
+    .bind(attempts_before.as_millis())
+    .fetch_one(pool)
+    .await?;
+    Ok((col::<i64>(&row, 0)?.max(0) as u64, col::<i64>(&row, 1)?.max(0) as u64))
+}

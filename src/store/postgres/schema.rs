@@ -1,0 +1,196 @@
+//! Schema and migrations, applied in order at connect (and by `hookline
+//! migrate`); `hookline_schema_migrations` records which have run. Append
+//! new migrations, never edit old ones.
+//!
+//! The tables mirror the SQLite schema column for column: timestamps are
+//! BIGINT milliseconds, JSON is TEXT, flags are BOOLEAN. Identifiers use the
+//! "C" collation whatever the database's default: ids sort by creation time
+//! only byte-wise, and cursor pagination compares them with `<` and `>`.
+
+use sqlx::{Connection, PgConnection};
+
+use crate::domain::time::Timestamp;
+use crate::store::{StoreError, StoreResult};
+
+/// Held (per transaction) while migrating, so nodes starting together
+/// migrate one after the other: "hookline" in ASCII.
+const MIGRATION_LOCK: i64 = 0x686f_6f6b_6c69_6e65;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    r#"
+    CREATE TABLE apps (
+        id            TEXT COLLATE "C" PRIMARY KEY,
+        uid           TEXT COLLATE "C" UNIQUE,
+        name          TEXT NOT NULL,
+        metadata      TEXT NOT NULL,
+        throttle_rate INTEGER,
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL
+    );
+
+    CREATE TABLE endpoints (
+        id            TEXT COLLATE "C" PRIMARY KEY,
+        app_id        TEXT COLLATE "C" NOT NULL,
+        uid           TEXT COLLATE "C",
+        url           TEXT NOT NULL,
+        description   TEXT NOT NULL,
+        disabled      BOOLEAN NOT NULL,
+        event_types   TEXT,
+        channels      TEXT,
+        metadata      TEXT NOT NULL,
+        headers       TEXT NOT NULL,
+        throttle_rate INTEGER,
+        secret        TEXT NOT NULL,
+        old_secrets   TEXT NOT NULL,
+        retry_policy  TEXT,
+        failing_since BIGINT,
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL
+    );
+    CREATE INDEX endpoints_by_app ON endpoints (app_id, id);
+    CREATE UNIQUE INDEX endpoints_uid ON endpoints (app_id, uid) WHERE uid IS NOT NULL;
+
+    CREATE TABLE messages (
+        id          TEXT COLLATE "C" PRIMARY KEY,
+        app_id      TEXT COLLATE "C" NOT NULL,
+        event_type  TEXT NOT NULL,
+        event_id    TEXT COLLATE "C",
+        channels    TEXT,
+        tags        TEXT,
+        payload     TEXT,
+        created_at  BIGINT NOT NULL,
+        deliver_at  BIGINT,
+        expires_at  BIGINT,
+        idem_key    TEXT COLLATE "C"
+    );
+    CREATE INDEX messages_by_app ON messages (app_id, id);
+    CREATE UNIQUE INDEX messages_event_id ON messages (app_id, event_id) WHERE event_id IS NOT NULL;
+    CREATE UNIQUE INDEX messages_idem_key ON messages (app_id, idem_key) WHERE idem_key IS NOT NULL;
+    -- Retention: only messages still holding a payload are indexed.
+    CREATE INDEX messages_expiry ON messages (expires_at) WHERE payload IS NOT NULL;
+
+    -- One row per message x endpoint. `due_at` is when a dispatcher may
+    -- next claim the row: the next attempt time, or the lease expiry while
+    -- a node holds it. NULL once the delivery is settled.
+    CREATE TABLE deliveries (
+        msg_id       TEXT COLLATE "C" NOT NULL,
+        endpoint_id  TEXT COLLATE "C" NOT NULL,
+        app_id       TEXT COLLATE "C" NOT NULL,
+        status       INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL,
+        next_attempt BIGINT,
+        due_at       BIGINT,
+        lease_owner  TEXT,
+        updated_at   BIGINT NOT NULL,
+        -- What the dashboard lists per delivery, kept here so a page of
+        -- messages needs no lookup into attempts.
+        total_attempts  INTEGER NOT NULL DEFAULT 0,
+        last_code       INTEGER,
+        last_attempt_at BIGINT,
+        PRIMARY KEY (msg_id, endpoint_id)
+    );
+        CREATE INDEX deliveries_due ON deliveries (due_at) WHERE due_at IS NOT NULL;
+    -- Lease renewal and per-node release: only leased rows are indexed.
+    CREATE INDEX deliveries_leased ON deliveries (lease_owner) WHERE lease_owner IS NOT NULL;
+    CREATE INDEX deliveries_by_endpoint ON deliveries (endpoint_id, msg_id);
+
+    CREATE TABLE attempts (
+        id          TEXT COLLATE "C" PRIMARY KEY,
+        msg_id      TEXT COLLATE "C" NOT NULL,
+        endpoint_id TEXT COLLATE "C" NOT NULL,
+        app_id      TEXT COLLATE "C" NOT NULL,
+        url         TEXT NOT NULL,
+        status      INTEGER NOT NULL,
+        status_code INTEGER NOT NULL,
+        response    TEXT NOT NULL,
+        duration_ms BIGINT NOT NULL,
+        trigger     INTEGER NOT NULL,
+        error       TEXT,
+        created_at  BIGINT NOT NULL
+    );
+    CREATE INDEX attempts_by_msg ON attempts (msg_id, id);
+    CREATE INDEX attempts_by_endpoint ON attempts (endpoint_id, id);
+    -- Retention: only attempts still holding a response body are indexed.
+    CREATE INDEX attempts_expiry ON attempts (created_at) WHERE response <> '';
+
+    CREATE TABLE tokens (
+        hash       TEXT COLLATE "C" PRIMARY KEY,
+        app_id     TEXT COLLATE "C",
+        expires_at BIGINT,
+        created_at BIGINT NOT NULL
+    );
+
+    CREATE TABLE event_types (
+        name          TEXT COLLATE "C" PRIMARY KEY,
+        description   TEXT NOT NULL,
+        archived      BOOLEAN NOT NULL,
+        deprecated    BOOLEAN NOT NULL,
+        schemas       TEXT,
+        group_name    TEXT,
+        feature_flags TEXT,
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL
+    );
+
+    CREATE TABLE tasks (
+        id         TEXT COLLATE "C" PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        data       TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+
+    -- Responses to requests carrying an `idempotency-key`. While a request
+    -- runs, `done` is false and `expires_at` is when its lock lapses.
+    CREATE TABLE idempotency (
+        key          TEXT COLLATE "C" PRIMARY KEY,
+        done         BOOLEAN NOT NULL,
+        status       INTEGER,
+        content_type TEXT,
+        body         BYTEA,
+        expires_at   BIGINT NOT NULL
+    );
+    CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+    "#,
+];
+
+/// Bring the schema up to date; returns how many migrations ran.
+///
+/// Everything happens in one transaction holding an advisory lock: a node
+/// that starts while another migrates waits, then finds nothing to do; a
+/// failing migration leaves the schema as it was.
+pub async fn migrate(conn: &mut PgConnection) -> StoreResult<usize> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS hookline_schema_migrations (
+            version    INTEGER PRIMARY KEY,
+            applied_at BIGINT NOT NULL
+        )",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let current: i32 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM hookline_schema_migrations")
+        .fetch_one(&mut *tx)
+        .await?;
+    let current = usize::try_from(current).unwrap_or(0);
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "database schema version {current} is newer than this binary ({}); upgrade Hookline",
+            MIGRATIONS.len()
+        )));
+    }
+    let now = Timestamp::from_datetime(chrono::Utc::now());
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO hookline_schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(i32::try_from(i + 1).unwrap_or(i32::MAX))
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(MIGRATIONS.len() - current)
+}
