@@ -29,7 +29,7 @@ use crate::service::Service;
 
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{SharedStore, StoreEvent};
+use crate::store::{SharedStore, StoreError, StoreEvent};
 use crate::telemetry;
 
 pub struct Server {
@@ -174,7 +174,7 @@ impl Server {
 
 /// The operational-webhook application, with an endpoint for `url`.
 async fn ensure_operational_endpoint(service: &Service, url: &str) -> anyhow::Result<()> {
-    let app = match service.store.get_app(operational::APP_UID).await? {
+        let app = match service.store.get_app(operational::APP_UID).await? {
         Some(app) => app,
         None => {
             let spec = AppSpec {
@@ -182,7 +182,16 @@ async fn ensure_operational_endpoint(service: &Service, url: &str) -> anyhow::Re
                 name: "Hookline operational webhooks".into(),
                 ..Default::default()
             };
-            service.create_app(spec).await?
+            match service.create_app(spec).await {
+                Ok(app) => app,
+                // Another node starting at the same time created it.
+                Err(StoreError::Conflict(_)) => service
+                    .store
+                    .get_app(operational::APP_UID)
+                    .await?
+                    .context("operational application vanished")?,
+                Err(e) => return Err(e.into()),
+            }
         }
     };
     if !service.all_endpoints(&app.id).await?.iter().any(|e| e.url == url) {

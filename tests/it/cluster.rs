@@ -64,10 +64,11 @@ async fn three_nodes_deliver_everything_when_one_is_killed() {
     const SENDERS: usize = 24;
     let db = pg::fresh_database().await;
     let rx = Receiver::start(Reply::Status(200, "")).await;
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        nodes.push(node(&db, &format!("node-{i}"), 5, &[]).await);
-    }
+        // Started at the same moment: migrations and the admin token must not
+    // trip over each other.
+    let (n0, n1, n2) =
+        tokio::join!(node(&db, "node-0", 5, &[]), node(&db, "node-1", 5, &[]), node(&db, "node-2", 5, &[]));
+    let mut nodes = vec![n0, n1, n2];
     let urls: Vec<String> = nodes.iter().map(|(_, u)| u.clone()).collect();
     let http = reqwest::Client::new();
     let app_id = app_with_endpoint(&http, &urls[0], &rx.url).await;
