@@ -174,7 +174,7 @@ impl Server {
 
 /// The operational-webhook application, with an endpoint for `url`.
 async fn ensure_operational_endpoint(service: &Service, url: &str) -> anyhow::Result<()> {
-        let app = match service.store.get_app(operational::APP_UID).await? {
+    let app = match service.store.get_app(operational::APP_UID).await? {
         Some(app) => app,
         None => {
             let spec = AppSpec {

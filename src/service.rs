@@ -139,7 +139,7 @@ impl Service {
             Some(Scope::App(_)) => {
                 Err(StoreError::Conflict("that token is scoped to one application".into()))
             }
-                        None => match self.store.insert_token(&hash, &Scope::Admin, None, self.now()).await {
+            None => match self.store.insert_token(&hash, &Scope::Admin, None, self.now()).await {
                 // Another node sharing the database inserted it first.
                 Err(StoreError::Conflict(_)) if self.store.find_token(&hash, self.now()).await?.is_some() => {
                     Ok(())

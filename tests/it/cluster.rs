@@ -64,7 +64,7 @@ async fn three_nodes_deliver_everything_when_one_is_killed() {
     const SENDERS: usize = 24;
     let db = pg::fresh_database().await;
     let rx = Receiver::start(Reply::Status(200, "")).await;
-        // Started at the same moment: migrations and the admin token must not
+    // Started at the same moment: migrations and the admin token must not
     // trip over each other.
     let (n0, n1, n2) =
         tokio::join!(node(&db, "node-0", 5, &[]), node(&db, "node-1", 5, &[]), node(&db, "node-2", 5, &[]));
