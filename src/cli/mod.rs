@@ -29,7 +29,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `hookline=debug`.
-    #[arg(long, global = true, env = "HOOKLINE_LOG", default_value = "info")]
+    /// (sqlx logs PostgreSQL's notices at info: harmless "already exists, skipping".)
+    #[arg(long, global = true, env = "HOOKLINE_LOG", default_value = "info,sqlx=warn")]
     pub log: String,
     #[arg(long, global = true, env = "HOOKLINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
