@@ -141,6 +141,12 @@ impl Lanes {
         ids.iter().flat_map(|id| self.drop_queued(id)).collect()
     }
 
+    /// Scheduled deliveries queued or in flight here: the leases this node
+    /// must keep.
+    pub fn held(&self) -> Vec<DeliveryKey> {
+        self.held.iter().cloned().collect()
+    }
+
     pub fn in_flight(&self) -> usize {
         self.lanes.values().map(|l| l.in_flight).sum()
     }
@@ -202,6 +208,22 @@ mod tests {
         run(lanes.admit(job("e", "m", Trigger::Manual), true));
         lanes.finish(&a);
         run(lanes.admit(job("e", "m", Trigger::Scheduled), false));
+    }
+
+    #[test]
+    fn held_lists_the_scheduled_deliveries_in_flight_or_queued() {
+        let mut lanes = Lanes::new(1, 10);
+        let a = run(lanes.admit(job("e", "m1", Trigger::Scheduled), false));
+        assert!(matches!(lanes.admit(job("e", "m2", Trigger::Scheduled), false), Admission::Queued));
+        assert!(matches!(lanes.admit(job("e", "m3", Trigger::Manual), true), Admission::Queued));
+        let mut held: Vec<String> = lanes.held().into_iter().map(|k| k.msg_id).collect();
+        held.sort();
+        assert_eq!(held, ["m1", "m2"], "manual attempts hold no lease");
+        let (next, _) = lanes.finish(&a);
+        assert_eq!(lanes.held().len(), 1);
+        lanes.finish(&next.unwrap());
+        lanes.drop_queued("e");
+        assert!(lanes.held().is_empty());
     }
 
     #[test]

@@ -201,7 +201,8 @@ async fn renew_leases(inner: Arc<Inner>) {
             _ = shutdown.changed() => break,
         }
         let until = inner.clock.now().plus(inner.cfg.lease);
-        if let Err(e) = inner.store.renew_leases(&inner.cfg.node_id, until).await {
+        let held = inner.lock_lanes().held();
+        if let Err(e) = inner.store.renew_leases(&inner.cfg.node_id, &held, until).await {
             tracing::error!(error = %e, "renewing leases failed; other nodes may take over this node's deliveries");
         }
     }

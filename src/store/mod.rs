@@ -451,9 +451,11 @@ pub trait Store: Send + Sync + 'static {
     /// Release every lease held by `owner`, or by anyone when `None` (a
     /// single-node store at start-up: whoever held them is gone).
     async fn release_all(&self, owner: Option<&str>) -> StoreResult<u64>;
-    /// Extend every lease `owner` holds to `until`: a live node keeps what
-    /// it claimed, a dead one stops renewing and loses it at expiry.
-    async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<u64>;
+    /// Extend `owner`'s leases on these deliveries to `until`: a live node
+    /// keeps what it is working on, a dead one stops renewing and loses it
+    /// at expiry. Only the given keys: a lease the node lost track of (its
+    /// attempt could not be recorded, its release failed) must still lapse.
+    async fn renew_leases(&self, owner: &str, keys: &[DeliveryKey], until: Timestamp) -> StoreResult<u64>;
     /// Record an attempt and advance its delivery (see
     /// [`crate::domain::delivery::after_attempt`]) and its endpoint's health
     /// (steering, auto-disable) in one transaction.

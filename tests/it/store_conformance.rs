@@ -887,32 +887,39 @@ pub async fn notifications(store: SharedStore) {
 }
 
 /// What several nodes sharing a store rely on: a live node's renewal keeps
-/// its claims, a stopping node's release hands over only its own.
+/// what it is working on (and only that), a stopping node's release hands
+/// over only its own.
 pub async fn lease_renewal(store: SharedStore) {
     let a = app(None);
     store.insert_app(&a).await.unwrap();
     let e = endpoint(&a.id);
     store.insert_endpoint(&e).await.unwrap();
     let first = create(&store, &a.id, message("t", T0), None).await;
+    let forgotten = create(&store, &a.id, message("t", T0), None).await;
     let node = |owner: &str, until: Timestamp| Lease { owner: owner.into(), until };
+    let key = |m: &Message| DeliveryKey { msg_id: m.id.clone(), endpoint_id: e.id.clone() };
 
     let claimed = store.claim_due(at(1), &node("node-a", at(30)), 10, &[]).await.unwrap();
-    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed.len(), 2);
     assert!(store.claim_due(at(2), &node("node-b", at(32)), 10, &[]).await.unwrap().is_empty());
-    // A live node renews: the delivery stays its own past the first expiry.
-    assert_eq!(store.renew_leases("node-a", at(90)).await.unwrap(), 1);
-    assert_eq!(store.renew_leases("node-b", at(90)).await.unwrap(), 0);
-    assert!(store.claim_due(at(60), &node("node-b", at(90)), 10, &[]).await.unwrap().is_empty());
+    // A live node renews what it holds: that stays its own past the first
+    // expiry. A lease it lost track of is not renewed and lapses.
+    let held = [key(&first)];
+    assert_eq!(store.renew_leases("node-a", &held, at(90)).await.unwrap(), 1);
+    assert_eq!(store.renew_leases("node-b", &held, at(90)).await.unwrap(), 0, "not node-b's lease");
+    let lapsed = store.claim_due(at(60), &node("node-b", at(90)), 10, &[]).await.unwrap();
+    assert_eq!(lapsed.len(), 1);
+    assert_eq!(lapsed[0].message.id, forgotten.id);
     assert_eq!(store.next_due(&[]).await.unwrap(), Some(at(90)));
     // A node stopping releases its own leases only.
-    assert_eq!(store.release_all(Some("node-b")).await.unwrap(), 0);
+    assert_eq!(store.release_all(Some("node-c")).await.unwrap(), 0);
     assert_eq!(store.release_all(Some("node-a")).await.unwrap(), 1);
     let taken = store.claim_due(at(61), &node("node-b", at(91)), 10, &[]).await.unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].message.id, first.id);
     // Recording settles the delivery: nothing left to renew.
     record(&store, &first, &e, Trigger::Scheduled, 200, at(62)).await;
-    assert_eq!(store.renew_leases("node-b", at(120)).await.unwrap(), 0);
+    assert_eq!(store.renew_leases("node-b", &[key(&first), key(&forgotten)], at(120)).await.unwrap(), 1);
 }
 
 /// One `#[tokio::test]` per check, for a backend given by a factory that

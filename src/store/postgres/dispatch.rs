@@ -4,8 +4,10 @@
 //! Lock order: an endpoint row before any of its delivery rows. Every
 //! writer that takes both (endpoint update and delete, recording an attempt
 //! that changes the endpoint's health) takes them in that order, so they
-//! queue rather than deadlock. Claiming locks delivery rows only and skips
-//! locked ones instead of waiting.
+//! queue rather than deadlock. Updates of many delivery rows by key
+//! (release, renewal, settling) lock them in key order (`lock_keys`).
+//! Claiming locks delivery rows only and skips locked ones instead of
+//! waiting.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -109,23 +111,40 @@ async fn load<'a, T>(
     found.iter().map(|r| Ok((col(r, 0)?, Arc::new(decode(r)?)))).collect()
 }
 
+/// A CTE `l` of the delivery rows named by two text arrays (message ids in
+/// `$first`, endpoint ids in the next parameter) that pass `filter`, locked
+/// in key order. Every multi-row update of deliveries takes its locks in
+/// this order, so two of them (a node's release and its lease renewal, or
+/// two nodes' releases) queue instead of deadlocking.
+fn lock_keys(first: usize, filter: &str) -> String {
+    format!(
+        "WITH l AS (
+            SELECT d.msg_id, d.endpoint_id FROM deliveries d
+            JOIN UNNEST(${first}::text[], ${}::text[]) AS k(msg_id, endpoint_id)
+              ON d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id
+            WHERE {filter}
+            ORDER BY d.msg_id, d.endpoint_id FOR UPDATE OF d
+         ) ",
+        first + 1
+    )
+}
+
 /// Settle deliveries we hold that can never be sent.
 async fn settle_failed(pool: &PgPool, keys: &[DeliveryKey], now: Timestamp, owner: &str) -> StoreResult<()> {
     let (msgs, eps): (Vec<&str>, Vec<&str>) =
         keys.iter().map(|k| (k.msg_id.as_str(), k.endpoint_id.as_str())).unzip();
-    sqlx::query(
-        "UPDATE deliveries d SET status = $1, next_attempt = NULL, due_at = NULL, lease_owner = NULL,
+    let sql = lock_keys(3, "d.lease_owner = $5")
+        + "UPDATE deliveries d SET status = $1, next_attempt = NULL, due_at = NULL, lease_owner = NULL,
             updated_at = $2
-         FROM UNNEST($3::text[], $4::text[]) AS k(msg_id, endpoint_id)
-         WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND d.lease_owner = $5",
-    )
-    .bind(int4(DeliveryStatus::Fail.code()))
-    .bind(now.as_millis())
-    .bind(&msgs)
-    .bind(&eps)
-    .bind(owner)
-    .execute(pool)
-    .await?;
+         FROM l WHERE d.msg_id = l.msg_id AND d.endpoint_id = l.endpoint_id";
+    sqlx::query(&sql)
+        .bind(int4(DeliveryStatus::Fail.code()))
+        .bind(now.as_millis())
+        .bind(&msgs)
+        .bind(&eps)
+        .bind(owner)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -146,11 +165,10 @@ pub async fn release(pool: &PgPool, keys: &[DeliveryKey], due: Timestamp) -> Sto
     let (msgs, eps): (Vec<&str>, Vec<&str>) =
         keys.iter().map(|k| (k.msg_id.as_str(), k.endpoint_id.as_str())).unzip();
     let sql = notify::with_due(
-        "UPDATE deliveries d SET due_at = $1, lease_owner = NULL
-         FROM UNNEST($2::text[], $3::text[]) AS k(msg_id, endpoint_id)
-         WHERE d.msg_id = k.msg_id AND d.endpoint_id = k.endpoint_id AND d.status = $4
-            AND d.lease_owner IS NOT NULL
-         RETURNING d.due_at",
+        &(lock_keys(2, "d.status = $4 AND d.lease_owner IS NOT NULL")
+            + "UPDATE deliveries d SET due_at = $1, lease_owner = NULL
+               FROM l WHERE d.msg_id = l.msg_id AND d.endpoint_id = l.endpoint_id
+               RETURNING d.due_at"),
     );
     sqlx::query(&sql)
         .bind(due.as_millis())
@@ -164,21 +182,37 @@ pub async fn release(pool: &PgPool, keys: &[DeliveryKey], due: Timestamp) -> Sto
 
 pub async fn release_all(pool: &PgPool, owner: Option<&str>) -> StoreResult<u64> {
     // The attempt a lease was taken for is still owed: due at its original time.
+    // Locked in key order, like the keyed updates (see `lock_keys`).
     let sql = notify::with_due(
-        "UPDATE deliveries SET due_at = COALESCE(next_attempt, due_at), lease_owner = NULL
-         WHERE lease_owner IS NOT NULL AND ($1::text IS NULL OR lease_owner = $1)
-         RETURNING due_at",
+        "WITH l AS (
+            SELECT msg_id, endpoint_id FROM deliveries
+            WHERE lease_owner IS NOT NULL AND ($1::text IS NULL OR lease_owner = $1)
+            ORDER BY msg_id, endpoint_id FOR UPDATE
+         )
+         UPDATE deliveries d SET due_at = COALESCE(d.next_attempt, d.due_at), lease_owner = NULL
+         FROM l WHERE d.msg_id = l.msg_id AND d.endpoint_id = l.endpoint_id
+         RETURNING d.due_at",
     );
     let n: i64 = sqlx::query_scalar(&sql).bind(owner).fetch_one(pool).await?;
     Ok(n.max(0) as u64)
 }
 
-pub async fn renew_leases(pool: &PgPool, owner: &str, until: Timestamp) -> StoreResult<u64> {
-    let done = sqlx::query("UPDATE deliveries SET due_at = $1 WHERE lease_owner = $2")
-        .bind(until.as_millis())
-        .bind(owner)
-        .execute(pool)
-        .await?;
+pub async fn renew_leases(
+    pool: &PgPool,
+    owner: &str,
+    keys: &[DeliveryKey],
+    until: Timestamp,
+) -> StoreResult<u64> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let (msgs, eps): (Vec<&str>, Vec<&str>) =
+        keys.iter().map(|k| (k.msg_id.as_str(), k.endpoint_id.as_str())).unzip();
+    let sql = lock_keys(2, "d.lease_owner = $4")
+        + "UPDATE deliveries d SET due_at = $1 FROM l
+           WHERE d.msg_id = l.msg_id AND d.endpoint_id = l.endpoint_id";
+    let done =
+        sqlx::query(&sql).bind(until.as_millis()).bind(&msgs).bind(&eps).bind(owner).execute(pool).await?;
     Ok(done.rows_affected())
 }
 

@@ -370,8 +370,8 @@ impl Store for PgStore {
         dispatch::release_all(&self.pool, owner).await
     }
 
-    async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<u64> {
-        dispatch::renew_leases(&self.pool, owner, until).await
+    async fn renew_leases(&self, owner: &str, keys: &[DeliveryKey], until: Timestamp) -> StoreResult<u64> {
+        dispatch::renew_leases(&self.pool, owner, keys, until).await
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<AttemptEffects> {

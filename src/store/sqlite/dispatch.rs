@@ -125,12 +125,14 @@ pub fn release_all(c: &Connection, owner: Option<&str>) -> StoreResult<u64> {
     Ok(n as u64)
 }
 
-pub fn renew_leases(c: &Connection, owner: &str, until: Timestamp) -> StoreResult<u64> {
-    // Leased rows always have a `due_at`, so the partial due index narrows
-    // the scan to waiting and leased deliveries.
-    let n = c
-        .prepare_cached("UPDATE deliveries SET due_at = ? WHERE due_at IS NOT NULL AND lease_owner = ?")?
-        .execute(params![until.as_millis(), owner])?;
+pub fn renew_leases(c: &Connection, owner: &str, keys: &[DeliveryKey], until: Timestamp) -> StoreResult<u64> {
+    let mut stmt = c.prepare_cached(
+        "UPDATE deliveries SET due_at = ? WHERE msg_id = ? AND endpoint_id = ? AND lease_owner = ?",
+    )?;
+    let mut n = 0;
+    for k in keys {
+        n += stmt.execute(params![until.as_millis(), k.msg_id, k.endpoint_id, owner])?;
+    }
     Ok(n as u64)
 }
 

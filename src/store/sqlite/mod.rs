@@ -473,9 +473,9 @@ impl Store for SqliteStore {
         self.write(move |c| dispatch::release_all(c, owner.as_deref())).await
     }
 
-    async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<u64> {
-        let owner = owner.to_owned();
-        self.write(move |c| dispatch::renew_leases(c, &owner, until)).await
+    async fn renew_leases(&self, owner: &str, keys: &[DeliveryKey], until: Timestamp) -> StoreResult<u64> {
+        let (owner, keys) = (owner.to_owned(), keys.to_vec());
+        self.write(move |c| dispatch::renew_leases(c, &owner, &keys, until)).await
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<AttemptEffects> {
