@@ -18,8 +18,8 @@ use hookline::domain::time::Timestamp;
 use hookline::store::postgres::PgStore;
 use hookline::store::sqlite::SqliteStore;
 use hookline::store::{
-    AppFilter, AttemptFilter, AttemptRecord, CreateMessage, Cursor, DeliveryFilter, DeliveryKey, Lease,
-    MessageFilter, Order, PageRequest, SharedStore, StoreError, StoreEvent,
+    AppFilter, AttemptFilter, AttemptRecord, CreateMessage, Cursor, DeliveryFilter, DeliveryKey,
+    EndpointDisabled, Lease, MessageFilter, Order, PageRequest, SharedStore, StoreError, StoreEvent,
 };
 
 const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
@@ -821,6 +821,133 @@ pub async fn endpoint_health(store: SharedStore) {
     );
 }
 
+/// Attempts recorded at once (a store may batch them) end as recording
+/// them one after the other, in any order, would leave them.
+pub async fn concurrent_attempts(store: SharedStore) {
+    let day = Duration::from_secs(86_400);
+    let mut eps = Vec::new();
+    for failing_since in [None, None, Some(T0)] {
+        let a = app(None);
+        store.insert_app(&a).await.unwrap();
+        let ep = Endpoint { failing_since, ..endpoint(&a.id) };
+        store.insert_endpoint(&ep).await.unwrap();
+        eps.push(ep);
+    }
+    // `ok`: a healthy endpoint; `asks`: one whose receiver asks to be
+    // disabled; `stale`: one failing for a day already, auto-disabled.
+    let (ok, asks, stale) = (&eps[0], &eps[1], &eps[2]);
+    let msgs = |ep: &Endpoint, n: usize| {
+        let store = store.clone();
+        let app_id = ep.app_id.clone();
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(create(&store, &app_id, message("t", T0), None).await);
+            }
+            out
+        }
+    };
+    let delivered = msgs(ok, 10).await;
+    let retried = msgs(ok, 10).await;
+    let manual = msgs(ok, 1).await.remove(0);
+    let exhausted = msgs(ok, 1).await.remove(0);
+    let settled = msgs(asks, 14).await;
+    let auto = msgs(stale, 6).await;
+    let policy = ok.retry_policy.clone().unwrap();
+    let rec = |m: &Message, ep: &Endpoint, trigger: Trigger, code: u16, when: Timestamp| {
+        let outcome = Outcome::classify(&policy, Some(code));
+        record_of(attempt(m, ep, trigger, code, when), outcome, policy.clone())
+    };
+
+    let mut recs = Vec::new();
+    for i in 0..10 {
+        recs.push(rec(&delivered[i], ok, Trigger::Scheduled, 200, at(10)));
+        recs.push(rec(&retried[i], ok, Trigger::Scheduled, 503, at(10)));
+        if i < 5 {
+            recs.push(rec(&manual, ok, Trigger::Manual, 500, at(10)));
+        }
+        if i < 4 {
+            recs.push(rec(&exhausted, ok, Trigger::Scheduled, 503, at(10)));
+        }
+        if (1..10).contains(&i) {
+            recs.push(rec(&settled[i], asks, Trigger::Scheduled, 503, at(20)));
+        }
+        if i == 5 {
+            let mut r = rec(&settled[0], asks, Trigger::Scheduled, 410, at(20));
+            r.steering = Steering { disable_endpoint: true, ..Default::default() };
+            recs.push(r);
+        }
+        if i < 6 {
+            let mut r =
+                rec(&auto[i], stale, Trigger::Scheduled, 503, T0.plus(day).plus(Duration::from_secs(10)));
+            r.auto_disable_after = Some(day);
+            recs.push(r);
+        }
+    }
+    assert_eq!(recs.len(), 45);
+    let tasks = recs.iter().cloned().map(|r| {
+        let store = store.clone();
+        async move { store.record_attempt(r).await.unwrap() }
+    });
+    let effects = futures_join_all(tasks).await;
+
+    let delivery = |m: &Message, ep: &Endpoint| {
+        let store = store.clone();
+        let (msg_id, ep_id) = (m.id.clone(), ep.id.clone());
+        async move {
+            let d = store.get_delivery(&msg_id, &ep_id).await.unwrap().unwrap();
+            (d.status, d.attempts, d.next_attempt, d.total_attempts)
+        }
+    };
+    for m in &delivered {
+        assert_eq!(delivery(m, ok).await, (DeliveryStatus::Success, 1, None, 1));
+    }
+    for m in &retried {
+        assert_eq!(delivery(m, ok).await, (DeliveryStatus::Pending, 1, Some(at(130)), 1));
+    }
+    assert_eq!(
+        delivery(&manual, ok).await,
+        (DeliveryStatus::Pending, 0, Some(T0), 5),
+        "manual failures change nothing"
+    );
+    assert_eq!(delivery(&exhausted, ok).await, (DeliveryStatus::Fail, 4, None, 4), "four attempts in a row");
+    let is = |r: &AttemptRecord, m: &Message| r.attempt.msg_id == m.id;
+    let used_up: Vec<bool> =
+        recs.iter().zip(&effects).filter(|(r, _)| is(r, &exhausted)).map(|(_, fx)| fx.exhausted).collect();
+    assert_eq!(used_up.iter().filter(|e| **e).count(), 1, "exactly one attempt used the schedule up");
+    assert!(effects.iter().zip(&recs).all(|(fx, r)| !fx.exhausted || is(r, &exhausted)));
+
+    // The receiver's request disabled its endpoint: every delivery of it is
+    // settled, whether its attempt was recorded before or after.
+    for (i, m) in settled.iter().enumerate() {
+        let attempts = u32::from(i < 10);
+        assert_eq!(delivery(m, asks).await, (DeliveryStatus::Fail, attempts, None, attempts), "delivery {i}");
+    }
+    let stored = store.get_endpoint(&asks.app_id, &asks.id).await.unwrap().unwrap();
+    assert!(stored.disabled);
+    assert_eq!(stored.failing_since, Some(at(20)));
+    let reported: Vec<(&AttemptRecord, &EndpointDisabled)> = recs
+        .iter()
+        .zip(&effects)
+        .filter_map(|(r, fx)| fx.endpoint_disabled.as_ref().map(|d| (r, d)))
+        .collect();
+    assert_eq!(reported.len(), 2, "each disabled endpoint reported once");
+    let by_request = reported.iter().find(|(r, _)| r.attempt.endpoint_id == asks.id).unwrap();
+    assert!(is(by_request.0, &settled[0]), "reported to the attempt that asked");
+    assert!(!by_request.1.automatic);
+    assert!(by_request.1.endpoint.disabled);
+
+    // Auto-disabled by whichever failure came first; the others found it so.
+    let by_streak = reported.iter().find(|(r, _)| r.attempt.endpoint_id == stale.id).unwrap();
+    assert!(by_streak.1.automatic);
+    assert_eq!(by_streak.1.failing_since, Some(T0));
+    for m in &auto {
+        assert_eq!(delivery(m, stale).await, (DeliveryStatus::Fail, 1, None, 1));
+    }
+    assert!(store.get_endpoint(&stale.app_id, &stale.id).await.unwrap().unwrap().disabled);
+    assert!(!store.get_endpoint(&ok.app_id, &ok.id).await.unwrap().unwrap().disabled);
+}
+
 pub async fn content_erasure(store: SharedStore) {
     let a = app(None);
     store.insert_app(&a).await.unwrap();
@@ -930,7 +1057,8 @@ macro_rules! conformance {
             conformance!(@each $factory; tokens, applications, pagination, endpoints, message_fan_out,
                 claiming_and_leases, attempts_advance_deliveries, listings_filter, dashboard_queries,
                 event_types_and_tasks, idempotency_keys, message_idempotency, concurrent_claims,
-                requeue_and_replay, endpoint_health, content_erasure, notifications, lease_renewal);
+                requeue_and_replay, endpoint_health, content_erasure, notifications, lease_renewal,
+                concurrent_attempts);
         }
     };
     (@each $factory:path; $($check:ident),*) => {

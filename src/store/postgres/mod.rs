@@ -16,6 +16,7 @@ mod dispatch;
 mod event_types;
 mod messages;
 mod notify;
+mod recorder;
 mod redelivery;
 mod retention;
 mod rows;
@@ -53,6 +54,8 @@ pub struct PgStore {
     events: broadcast::Sender<StoreEvent>,
     /// The notification listener, stopped with the store.
     listener: AbortHandle,
+    /// Records attempts in batches; its task ends with the store.
+    recorder: recorder::Recorder,
 }
 
 impl PgStore {
@@ -69,7 +72,8 @@ impl PgStore {
         schema::migrate(&mut *pool.acquire().await?).await?;
         let (events, _) = broadcast::channel(notify::CAPACITY);
         let listener = notify::start(url, events.clone()).await?;
-        Ok(PgStore { pool, events, listener })
+        let recorder = recorder::Recorder::start(pool.clone());
+        Ok(PgStore { pool, events, listener, recorder })
     }
 }
 
@@ -375,7 +379,7 @@ impl Store for PgStore {
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<AttemptEffects> {
-        dispatch::record_attempt(&self.pool, record).await
+        self.recorder.record(record).await
     }
 
     async fn count_pending(&self) -> StoreResult<u64> {

@@ -1,0 +1,568 @@
+//! Recording attempts with group commit.
+//!
+//! Each `record_attempt` call hands its record to one background task per
+//! store and waits for its own answer. The task takes whatever records are
+//! waiting (at most [`MAX_BATCH`]; none is held back for company: batches
+//! form while the previous transaction runs) and records them all in one
+//! transaction with a fixed number of statements, in the order they came:
+//!
+//! 1. the endpoints' health, read without a lock; the ones whose row the
+//!    batch will change (failure streak, disabling) are then locked
+//!    (`FOR UPDATE`, by id) and read again, and the batch is planned
+//!    against what is stored;
+//! 2. those changes written in one statement and, for endpoints the batch
+//!    disables, their other pending deliveries settled in another;
+//! 3. the batch's delivery rows locked (`FOR UPDATE`, by key);
+//! 4. [`decide`] applied to each record in order, so two records for one
+//!    delivery or one endpoint chain as if recorded one after the other;
+//! 5. every delivery upsert, attempt insert and at most one `due:`
+//!    notification (the earliest retry) in one statement.
+//!
+//! Lock order is endpoint, then delivery (as everywhere, see `dispatch`),
+//! each by id, so batches of several nodes queue rather than deadlock.
+//!
+//! When a batch of several fails, its records are recorded again one by
+//! one (each a batch of one), so one bad record, or a deadlock with an
+//! endpoint update settling deliveries, fails only whom it must.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::notify;
+use super::rows::{self, ENDPOINT_COLS, col, int4, opt_ts, pg_text};
+use crate::domain::delivery::{AttemptResult, DeliveryState, Outcome, after_attempt};
+use crate::domain::health;
+use crate::domain::model::{DeliveryStatus, Endpoint, Trigger};
+use crate::domain::time::Timestamp;
+use crate::store::{AttemptEffects, AttemptRecord, EndpointDisabled, StoreError, StoreResult};
+
+/// Records per transaction at most.
+pub const MAX_BATCH: usize = 256;
+
+type Job = (AttemptRecord, oneshot::Sender<StoreResult<AttemptEffects>>);
+
+/// The store's side of the recording task. The task ends once this is
+/// dropped (with the store) and what was queued is recorded.
+pub struct Recorder {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Recorder {
+    pub fn start(pool: PgPool) -> Recorder {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, queue));
+        Recorder { jobs }
+    }
+
+    pub async fn record(&self, rec: AttemptRecord) -> StoreResult<AttemptEffects> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Backend("the attempt recorder stopped".into());
+        self.jobs.send((rec, reply)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let (recs, replies): (Vec<_>, Vec<_>) = jobs.drain(..).unzip();
+        match record_batch(&pool, &recs).await {
+            Ok(effects) => {
+                for (reply, fx) in replies.into_iter().zip(effects) {
+                    // A caller that stopped waiting has nobody to tell.
+                    let _ = reply.send(Ok(fx));
+                }
+            }
+            Err(e) if recs.len() == 1 => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, records = recs.len(), "attempt batch failed, recording one by one");
+                for (rec, reply) in recs.iter().zip(replies) {
+                    let one = record_batch(&pool, std::slice::from_ref(rec)).await;
+                    let _ = reply.send(one.map(|mut fx| fx.remove(0)));
+                }
+            }
+        }
+    }
+}
+
+/// Record `recs`, in this order, in one transaction; their effects in the
+/// same order. A batch of one is the plain per-record path.
+pub async fn record_batch(pool: &PgPool, recs: &[AttemptRecord]) -> StoreResult<Vec<AttemptEffects>> {
+    let mut tx = pool.begin().await?;
+
+    // 1. Endpoint health: read, plan, and when the plan changes rows, lock
+    //    those, read them again and plan against what is stored.
+    let mut ids: Vec<&str> = recs.iter().map(|r| r.attempt.endpoint_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut stored = health_of(&mut tx, &ids, false).await?;
+    let mut plan = plan_health(&stored, recs);
+    if !plan.writes.is_empty() {
+        let locking: Vec<&str> = plan.writes.keys().map(String::as_str).collect();
+        let mut locked = health_of(&mut tx, &locking, true).await?;
+        for id in locking {
+            match locked.remove(id) {
+                Some(h) => stored.insert(id.to_owned(), h),
+                None => stored.remove(id),
+            };
+        }
+        plan = plan_health(&stored, recs);
+    }
+
+    // 2. Health changes, and the other pending deliveries of endpoints
+    //    this batch disables (its own are settled below, in order).
+    let disabled = write_health(&mut tx, &plan.writes, recs).await?;
+
+    // 3. The deliveries, locked.
+    let mut keys: Vec<(&str, &str)> =
+        recs.iter().map(|r| (r.attempt.msg_id.as_str(), r.attempt.endpoint_id.as_str())).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut slots = lock_deliveries(&mut tx, &keys).await?;
+
+    // 4. Each record in turn against the state the previous ones left.
+    let mut effects = Vec::with_capacity(recs.len());
+    let mut first_retry: Option<Timestamp> = None;
+    for (rec, step) in recs.iter().zip(&plan.steps) {
+        let a = &rec.attempt;
+        let key = (a.msg_id.as_str(), a.endpoint_id.as_str());
+        let slot = slots.get_mut(&key).ok_or_else(|| StoreError::Backend("delivery slot missing".into()))?;
+        let done = decide(&slot.stored, rec, step.active, step.exists);
+        // A deleted endpoint keeps its attempt history but gets no delivery row.
+        if step.exists {
+            slot.stored = done.next.clone();
+            slot.exists = true;
+            slot.updated_at = a.created_at.as_millis();
+            let w =
+                slot.written.get_or_insert(Written { app_id: &a.app_id, added: 0, last_code: 0, last_at: 0 });
+            w.added += 1;
+            w.last_code = i32::from(a.status_code);
+            w.last_at = a.created_at.as_millis();
+        }
+        if let Some(at) = done.retry {
+            first_retry = Some(first_retry.map_or(at, |f| f.min(at)));
+        }
+        let endpoint_disabled = match &step.disabled {
+            Some(d) => {
+                settle_in_batch(&mut slots, key, rec.finished_at);
+                let endpoint = disabled
+                    .get(&a.endpoint_id)
+                    .cloned()
+                    .ok_or_else(|| StoreError::Backend("endpoint vanished mid-write".into()))?;
+                Some(EndpointDisabled { endpoint, failing_since: d.failing_since, automatic: d.automatic })
+            }
+            None => None,
+        };
+        effects.push(AttemptEffects { state: done.next.state, exhausted: done.exhausted, endpoint_disabled });
+    }
+
+    // 5. Everything written at once.
+    write_rows(&mut tx, &keys, &slots, recs, first_retry).await?;
+    tx.commit().await?;
+    Ok(effects)
+}
+
+/// A delivery's row as recording an attempt reads and writes it.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub state: DeliveryState,
+    pub due_at: Option<Timestamp>,
+    pub lease_owner: Option<String>,
+}
+
+impl Stored {
+    /// What a missing row is taken for.
+    fn missing() -> Stored {
+        Stored { state: DeliveryState::unscheduled(), due_at: None, lease_owner: None }
+    }
+}
+
+/// What one attempt does to its delivery.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub next: Stored,
+    pub exhausted: bool,
+    /// A retry anyone may claim is now scheduled at this time.
+    pub retry: Option<Timestamp>,
+}
+
+/// The delivery after `rec`, given its row before (`prev`) and whether the
+/// endpoint still exists and takes deliveries after the attempt's own
+/// health change.
+pub fn decide(prev: &Stored, rec: &AttemptRecord, endpoint_active: bool, endpoint_exists: bool) -> Decision {
+    let a = &rec.attempt;
+    let next = after_attempt(
+        &prev.state,
+        &AttemptResult {
+            trigger: a.trigger,
+            outcome: rec.outcome,
+            policy: &rec.policy,
+            endpoint_active,
+            finished_at: rec.finished_at,
+            steering: rec.steering.clone(),
+            jitter: rec.jitter,
+        },
+    );
+    let exhausted = a.trigger == Trigger::Scheduled
+        && rec.outcome == Outcome::Failed
+        && prev.state.is_pending()
+        && next.next_attempt.is_none()
+        && endpoint_active;
+    // A scheduled attempt ends its lease. A manual one leaves any lease and
+    // schedule alone unless it settled the delivery.
+    let (due_at, lease_owner) = match (a.trigger, next.next_attempt) {
+        (Trigger::Scheduled, next_at) => (next_at, None),
+        (Trigger::Manual, None) => (None, None),
+        (Trigger::Manual, Some(_)) => (prev.due_at, prev.lease_owner.clone()),
+    };
+    let retry = match (a.trigger, due_at) {
+        (Trigger::Scheduled, Some(at)) if endpoint_exists => Some(at),
+        _ => None,
+    };
+    Decision { next: Stored { state: next, due_at, lease_owner }, exhausted, retry }
+}
+
+/// The columns of an endpoint that recording an attempt needs.
+#[derive(Clone, Copy, Debug)]
+struct EndpointHealth {
+    disabled: bool,
+    failing_since: Option<Timestamp>,
+}
+
+/// An endpoint row's change: its final streak start, and when it was
+/// disabled if it was.
+#[derive(Clone, Copy, Debug)]
+struct HealthWrite {
+    failing_since: Option<Timestamp>,
+    disabled_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Disabling {
+    failing_since: Option<Timestamp>,
+    automatic: bool,
+}
+
+/// One record's view of its endpoint, after the record's own change.
+#[derive(Clone, Copy, Debug)]
+struct HealthStep {
+    exists: bool,
+    active: bool,
+    /// This record disabled the endpoint.
+    disabled: Option<Disabling>,
+}
+
+struct HealthPlan {
+    steps: Vec<HealthStep>,
+    writes: BTreeMap<String, HealthWrite>,
+}
+
+/// Track each endpoint's failure streak through the records in order;
+/// disable it when the receiver asked for that or it has failed for too
+/// long. A disabled (or missing) endpoint is left alone.
+fn plan_health(stored: &HashMap<String, EndpointHealth>, recs: &[AttemptRecord]) -> HealthPlan {
+    let mut now = stored.clone();
+    let mut writes = BTreeMap::new();
+    let steps = recs
+        .iter()
+        .map(|rec| {
+            let id = &rec.attempt.endpoint_id;
+            match now.get_mut(id) {
+                None => HealthStep { exists: false, active: false, disabled: None },
+                Some(ep) if ep.disabled => HealthStep { exists: true, active: false, disabled: None },
+                Some(ep) => {
+                    let at = rec.finished_at;
+                    let failing_since = health::failing_since(ep.failing_since, rec.outcome, at);
+                    let automatic = health::should_disable(failing_since, at, rec.auto_disable_after);
+                    let changed = failing_since != ep.failing_since;
+                    ep.failing_since = failing_since;
+                    if rec.steering.disable_endpoint || automatic {
+                        ep.disabled = true;
+                        writes.insert(id.clone(), HealthWrite { failing_since, disabled_at: Some(at) });
+                        let disabling =
+                            Disabling { failing_since, automatic: !rec.steering.disable_endpoint };
+                        HealthStep { exists: true, active: false, disabled: Some(disabling) }
+                    } else {
+                        if changed {
+                            writes.insert(id.clone(), HealthWrite { failing_since, disabled_at: None });
+                        }
+                        HealthStep { exists: true, active: true, disabled: None }
+                    }
+                }
+            }
+        })
+        .collect();
+    HealthPlan { steps, writes }
+}
+
+async fn health_of(
+    c: &mut PgConnection,
+    ids: &[&str],
+    lock: bool,
+) -> StoreResult<HashMap<String, EndpointHealth>> {
+    let sql = if lock {
+        "SELECT id, disabled, failing_since FROM endpoints WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+    } else {
+        "SELECT id, disabled, failing_since FROM endpoints WHERE id = ANY($1)"
+    };
+    let found = sqlx::query(sql).bind(ids).fetch_all(c).await?;
+    found
+        .iter()
+        .map(|r| {
+            let health = EndpointHealth {
+                disabled: col(r, 1)?,
+                failing_since: col::<Option<i64>>(r, 2)?.map(Timestamp::from_millis),
+            };
+            Ok((col(r, 0)?, health))
+        })
+        .collect()
+}
+
+/// Write the planned endpoint changes; the endpoints disabled, by id. The
+/// pending deliveries of those, except the batch's own, fail now.
+async fn write_health(
+    c: &mut PgConnection,
+    writes: &BTreeMap<String, HealthWrite>,
+    recs: &[AttemptRecord],
+) -> StoreResult<HashMap<String, Endpoint>> {
+    if writes.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<&str> = writes.keys().map(String::as_str).collect();
+    let since: Vec<Option<i64>> = writes.values().map(|w| opt_ts(w.failing_since)).collect();
+    let disable: Vec<bool> = writes.values().map(|w| w.disabled_at.is_some()).collect();
+    let at: Vec<Option<i64>> = writes.values().map(|w| opt_ts(w.disabled_at)).collect();
+    let sql = format!(
+        "UPDATE endpoints e SET failing_since = k.failing_since, disabled = e.disabled OR k.disable,
+            updated_at = CASE WHEN k.disable THEN k.at ELSE e.updated_at END
+         FROM UNNEST($1::text[], $2::int8[], $3::bool[], $4::int8[]) AS k(id, failing_since, disable, at)
+         WHERE e.id = k.id
+         RETURNING {ENDPOINT_COLS}"
+    );
+    let updated =
+        sqlx::query(&sql).bind(&ids).bind(&since).bind(&disable).bind(&at).fetch_all(&mut *c).await?;
+    let mut disabled = HashMap::new();
+    for r in &updated {
+        let ep: Endpoint = rows::endpoint(r, 0)?;
+        if writes.get(&ep.id).is_some_and(|w| w.disabled_at.is_some()) {
+            disabled.insert(ep.id.clone(), ep);
+        }
+    }
+    if disabled.is_empty() {
+        return Ok(disabled);
+    }
+
+    let (eps, ats): (Vec<&str>, Vec<Option<i64>>) = writes
+        .iter()
+        .filter(|(_, w)| w.disabled_at.is_some())
+        .map(|(id, w)| (id.as_str(), opt_ts(w.disabled_at)))
+        .unzip();
+    let (own_msgs, own_eps): (Vec<&str>, Vec<&str>) =
+        recs.iter().map(|r| (r.attempt.msg_id.as_str(), r.attempt.endpoint_id.as_str())).unzip();
+    sqlx::query(
+        "UPDATE deliveries d SET status = $1, next_attempt = NULL, due_at = NULL, lease_owner = NULL,
+            updated_at = k.at
+         FROM UNNEST($2::text[], $3::int8[]) AS k(endpoint_id, at)
+         WHERE d.endpoint_id = k.endpoint_id AND d.status = $4
+            AND NOT EXISTS (SELECT 1 FROM UNNEST($5::text[], $6::text[]) AS o(msg_id, endpoint_id)
+                WHERE o.msg_id = d.msg_id AND o.endpoint_id = d.endpoint_id)",
+    )
+    .bind(int4(DeliveryStatus::Fail.code()))
+    .bind(&eps)
+    .bind(&ats)
+    .bind(int4(DeliveryStatus::Pending.code()))
+    .bind(&own_msgs)
+    .bind(&own_eps)
+    .execute(c)
+    .await?;
+    Ok(disabled)
+}
+
+/// What the batch writes to a delivery row besides its state.
+struct Written<'a> {
+    app_id: &'a str,
+    added: i32,
+    last_code: i32,
+    last_at: i64,
+}
+
+/// A delivery of the batch as the records so far left it.
+struct Slot<'a> {
+    stored: Stored,
+    /// The row exists (stored, or written by an earlier record).
+    exists: bool,
+    updated_at: i64,
+    written: Option<Written<'a>>,
+}
+
+type Slots<'a> = HashMap<(&'a str, &'a str), Slot<'a>>;
+
+async fn lock_deliveries<'a>(c: &mut PgConnection, keys: &[(&'a str, &'a str)]) -> StoreResult<Slots<'a>> {
+    let (msgs, eps): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+    let found = sqlx::query(
+        "SELECT msg_id, endpoint_id, status, attempts, next_attempt, due_at, lease_owner, updated_at
+         FROM deliveries
+         WHERE (msg_id, endpoint_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+         ORDER BY msg_id, endpoint_id FOR UPDATE",
+    )
+    .bind(&msgs)
+    .bind(&eps)
+    .fetch_all(c)
+    .await?;
+    let mut slots: Slots<'a> = keys
+        .iter()
+        .map(|k| (*k, Slot { stored: Stored::missing(), exists: false, updated_at: 0, written: None }))
+        .collect();
+    for r in &found {
+        let (m, e): (String, String) = (col(r, 0)?, col(r, 1)?);
+        // `keys` is sorted: find the batch's own key for the row.
+        let Ok(i) = keys.binary_search_by(|k| (k.0, k.1).cmp(&(m.as_str(), e.as_str()))) else { continue };
+        let Some(slot) = slots.get_mut(&keys[i]) else { continue };
+        let status = DeliveryStatus::from_code(col::<i32>(r, 2)?.into()).unwrap_or(DeliveryStatus::Pending);
+        slot.stored = Stored {
+            state: DeliveryState {
+                status,
+                attempts: u32::try_from(col::<i32>(r, 3)?).unwrap_or(0),
+                next_attempt: col::<Option<i64>>(r, 4)?.map(Timestamp::from_millis),
+            },
+            due_at: col::<Option<i64>>(r, 5)?.map(Timestamp::from_millis),
+            lease_owner: col(r, 6)?,
+        };
+        slot.exists = true;
+        slot.updated_at = col(r, 7)?;
+    }
+    Ok(slots)
+}
+
+/// The endpoint of `by` was just disabled: its other pending deliveries in
+/// the batch fail now, as the stored ones did in [`write_health`].
+fn settle_in_batch(slots: &mut Slots<'_>, by: (&str, &str), at: Timestamp) {
+    for (key, slot) in slots.iter_mut() {
+        if key.1 == by.1
+            && key.0 != by.0
+            && slot.exists
+            && slot.stored.state.status == DeliveryStatus::Pending
+        {
+            let attempts = slot.stored.state.attempts;
+            slot.stored = Stored {
+                state: DeliveryState { status: DeliveryStatus::Fail, attempts, next_attempt: None },
+                due_at: None,
+                lease_owner: None,
+            };
+            slot.updated_at = at.as_millis();
+        }
+    }
+}
+
+async fn write_rows(
+    c: &mut PgConnection,
+    keys: &[(&str, &str)],
+    slots: &Slots<'_>,
+    recs: &[AttemptRecord],
+    first_retry: Option<Timestamp>,
+) -> StoreResult<()> {
+    let mut d = DeliveryColumns::default();
+    for key in keys {
+        let Some(slot) = slots.get(key) else { continue };
+        let Some(w) = &slot.written else { continue };
+        let s = &slot.stored;
+        d.msg.push(key.0);
+        d.ep.push(key.1);
+        d.app.push(w.app_id);
+        d.status.push(int4(s.state.status.code()));
+        d.attempts.push(i32::try_from(s.state.attempts).unwrap_or(i32::MAX));
+        d.next.push(opt_ts(s.state.next_attempt));
+        d.due.push(opt_ts(s.due_at));
+        d.lease.push(s.lease_owner.as_deref());
+        d.updated.push(slot.updated_at);
+        d.added.push(w.added);
+        d.code.push(w.last_code);
+        d.last_at.push(w.last_at);
+    }
+    let attempts = recs.iter().map(|r| &r.attempt);
+    let ids: Vec<&str> = attempts.clone().map(|a| a.id.as_str()).collect();
+    let msgs: Vec<&str> = attempts.clone().map(|a| a.msg_id.as_str()).collect();
+    let eps: Vec<&str> = attempts.clone().map(|a| a.endpoint_id.as_str()).collect();
+    let apps: Vec<&str> = attempts.clone().map(|a| a.app_id.as_str()).collect();
+    let urls: Vec<&str> = attempts.clone().map(|a| a.url.as_str()).collect();
+    let status: Vec<i32> = attempts.clone().map(|a| int4(a.status.code())).collect();
+    let codes: Vec<i32> = attempts.clone().map(|a| i32::from(a.status_code)).collect();
+    let responses: Vec<String> = attempts.clone().map(|a| pg_text(&a.response).into_owned()).collect();
+    let durations: Vec<i64> = attempts.clone().map(|a| a.duration_ms).collect();
+    let triggers: Vec<i32> = attempts.clone().map(|a| int4(a.trigger.code())).collect();
+    let errors: Vec<Option<String>> =
+        attempts.clone().map(|a| a.error.as_deref().map(|e| pg_text(e).into_owned())).collect();
+    let created: Vec<i64> = attempts.map(|a| a.created_at.as_millis()).collect();
+
+    sqlx::query(
+        "WITH d AS (
+            INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, next_attempt, due_at,
+                lease_owner, updated_at, total_attempts, last_code, last_attempt_at)
+            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::int8[],
+                $7::int8[], $8::text[], $9::int8[], $10::int4[], $11::int4[], $12::int8[])
+            ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = EXCLUDED.status,
+                attempts = EXCLUDED.attempts, next_attempt = EXCLUDED.next_attempt,
+                due_at = EXCLUDED.due_at, lease_owner = EXCLUDED.lease_owner,
+                updated_at = EXCLUDED.updated_at,
+                total_attempts = deliveries.total_attempts + EXCLUDED.total_attempts,
+                last_code = EXCLUDED.last_code, last_attempt_at = EXCLUDED.last_attempt_at
+         ), t AS (
+            INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, status_code, response,
+                duration_ms, trigger, error, created_at)
+            SELECT * FROM UNNEST($13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
+                $18::int4[], $19::int4[], $20::text[], $21::int8[], $22::int4[], $23::text[], $24::int8[])
+         )
+         SELECT pg_notify($25, $26) WHERE $26::text IS NOT NULL",
+    )
+    .bind(&d.msg)
+    .bind(&d.ep)
+    .bind(&d.app)
+    .bind(&d.status)
+    .bind(&d.attempts)
+    .bind(&d.next)
+    .bind(&d.due)
+    .bind(&d.lease)
+    .bind(&d.updated)
+    .bind(&d.added)
+    .bind(&d.code)
+    .bind(&d.last_at)
+    .bind(&ids)
+    .bind(&msgs)
+    .bind(&eps)
+    .bind(&apps)
+    .bind(&urls)
+    .bind(&status)
+    .bind(&codes)
+    .bind(&responses)
+    .bind(&durations)
+    .bind(&triggers)
+    .bind(&errors)
+    .bind(&created)
+    .bind(notify::CHANNEL)
+    .bind(first_retry.map(notify::due_payload))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct DeliveryColumns<'a> {
+    msg: Vec<&'a str>,
+    ep: Vec<&'a str>,
+    app: Vec<&'a str>,
+    status: Vec<i32>,
+    attempts: Vec<i32>,
+    next: Vec<Option<i64>>,
+    due: Vec<Option<i64>>,
+    lease: Vec<Option<&'a str>>,
+    updated: Vec<i64>,
+    added: Vec<i32>,
+    code: Vec<i32>,
+    last_at: Vec<i64>,
+}
