@@ -153,7 +153,12 @@ impl Server {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-        tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "hookline serving");
+        match &cfg.database {
+            Some(_) => {
+                tracing::info!(%addr, node_id = %cfg.dispatch.node_id, "hookline serving on PostgreSQL")
+            }
+            None => tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "hookline serving"),
+        }
         Ok(Server { addr, service, new_admin_token, maintenance, cfg, stop, http, background, _lock: lock })
     }
 
