@@ -200,9 +200,16 @@ async fn ensure_operational_endpoint(service: &Service, url: &str) -> anyhow::Re
         }
     };
     if !service.all_endpoints(&app.id).await?.iter().any(|e| e.url == url) {
-        let spec = EndpointSpec { url: url.to_owned(), ..Default::default() };
-        let ep = service.create_endpoint(&app.id, spec).await?;
-        tracing::info!(endpoint_id = %ep.id, url, "operational webhook endpoint created");
+        // A uid derived from the URL: nodes starting together on one
+        // database create one endpoint between them, not one each.
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(url.as_bytes());
+        let uid = format!("op-{}", digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>());
+        let spec = EndpointSpec { uid: Some(uid), url: url.to_owned(), ..Default::default() };
+        match service.create_endpoint(&app.id, spec).await {
+            Ok(ep) => tracing::info!(endpoint_id = %ep.id, url, "operational webhook endpoint created"),
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
