@@ -277,10 +277,18 @@ pub(super) async fn settle_pending(
     now: Timestamp,
     except: Option<&str>,
 ) -> StoreResult<()> {
+    // Locked in key order, like every multi-row update of deliveries (see
+    // `dispatch::lock_keys`), so a node releasing some of them concurrently
+    // queues instead of deadlocking.
     sqlx::query(
-        "UPDATE deliveries SET status = $1, next_attempt = NULL, due_at = NULL, lease_owner = NULL,
+        "WITH l AS (
+            SELECT msg_id, endpoint_id FROM deliveries
+            WHERE endpoint_id = $3 AND status = $4 AND msg_id IS DISTINCT FROM $5
+            ORDER BY msg_id, endpoint_id FOR UPDATE
+         )
+         UPDATE deliveries d SET status = $1, next_attempt = NULL, due_at = NULL, lease_owner = NULL,
             updated_at = $2
-         WHERE endpoint_id = $3 AND status = $4 AND msg_id IS DISTINCT FROM $5",
+         FROM l WHERE d.msg_id = l.msg_id AND d.endpoint_id = l.endpoint_id",
     )
     .bind(rows::int4(DeliveryStatus::Fail.code()))
     .bind(now.as_millis())
