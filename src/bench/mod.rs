@@ -283,6 +283,26 @@ pub fn message_body(event_type: &str, seq: usize) -> String {
     )
 }
 
+/// POST one message; returns how long its acknowledgement took.
+async fn post_message(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: String,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let resp = http
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status().is_success(), "send: {}", resp.status());
+    resp.bytes().await?;
+    Ok(started.elapsed())
+}
+
 /// Closed loop: `concurrency` clients send `n` messages, each waiting for
 /// its acknowledgement before the next. Returns the acknowledgement times.
 pub async fn send_closed(
@@ -310,17 +330,7 @@ pub async fn send_closed(
                 if let Some(t) = &times {
                     t.mark_sent(i);
                 }
-                let started = Instant::now();
-                let resp = http
-                    .post(&urls[i % urls.len()])
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .body(body(i))
-                    .send()
-                    .await?;
-                anyhow::ensure!(resp.status().is_success(), "send: {}", resp.status());
-                resp.bytes().await?;
-                acks.push(started.elapsed());
+                acks.push(post_message(&http, &urls[i % urls.len()], &token, body(i)).await?);
                 progress.inc(1);
             }
         });
@@ -361,18 +371,9 @@ pub async fn send_open(
             if let Some(t) = &times {
                 t.mark_sent(i);
             }
-            let started = Instant::now();
-            let resp = http
-                .post(&url)
-                .bearer_auth(&token)
-                .header("content-type", "application/json")
-                .body(body(i))
-                .send()
-                .await?;
-            anyhow::ensure!(resp.status().is_success(), "send: {}", resp.status());
-            resp.bytes().await?;
+            let ack = post_message(&http, &url, &token, body(i)).await?;
             progress.inc(1);
-            Ok::<_, anyhow::Error>(started.elapsed())
+            Ok::<_, anyhow::Error>(ack)
         });
     }
     let mut acks = Vec::with_capacity(total);

@@ -196,8 +196,10 @@ async fn renew_leases(inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.subscribe();
     let every = inner.cfg.lease / 3;
     loop {
+        // On the injected clock, like the leases themselves.
+        let wake = inner.clock.now().plus(every);
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = inner.clock.sleep_until(wake) => {}
             _ = shutdown.changed() => break,
         }
         let until = inner.clock.now().plus(inner.cfg.lease);

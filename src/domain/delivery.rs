@@ -102,6 +102,51 @@ pub fn retry_delay(delay: Duration, retry_after: Option<Duration>, jitter: f64) 
     }
 }
 
+/// A delivery row as recording an attempt reads and writes it: its state
+/// and its claim (`due_at`: when a dispatcher may next take it, the lease
+/// expiry while `lease_owner` holds it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryRow {
+    pub state: DeliveryState,
+    pub due_at: Option<Timestamp>,
+    pub lease_owner: Option<String>,
+}
+
+impl DeliveryRow {
+    /// What a missing row is taken for.
+    pub fn missing() -> DeliveryRow {
+        DeliveryRow { state: DeliveryState::unscheduled(), due_at: None, lease_owner: None }
+    }
+}
+
+/// What recording one attempt does to its delivery row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded {
+    pub row: DeliveryRow,
+    /// A scheduled failure used up the schedule just now.
+    pub exhausted: bool,
+}
+
+/// [`after_attempt`] plus what every store writes with it: whether the
+/// schedule just ran out, and the row's claim afterwards. A scheduled
+/// attempt ends its lease (the row falls due at the next attempt, if any);
+/// a manual one leaves any lease and schedule alone unless it settled the
+/// delivery.
+pub fn record(prev: &DeliveryRow, r: &AttemptResult<'_>) -> Recorded {
+    let state = after_attempt(&prev.state, r);
+    let exhausted = r.trigger == Trigger::Scheduled
+        && r.outcome == Outcome::Failed
+        && prev.state.is_pending()
+        && state.next_attempt.is_none()
+        && r.endpoint_active;
+    let (due_at, lease_owner) = match (r.trigger, state.next_attempt) {
+        (Trigger::Scheduled, next_at) => (next_at, None),
+        (Trigger::Manual, None) => (None, None),
+        (Trigger::Manual, Some(_)) => (prev.due_at, prev.lease_owner.clone()),
+    };
+    Recorded { row: DeliveryRow { state, due_at, lease_owner }, exhausted }
+}
+
 /// The delivery's state after an attempt.
 pub fn after_attempt(prev: &DeliveryState, r: &AttemptResult<'_>) -> DeliveryState {
     match (r.trigger, r.outcome) {
@@ -182,6 +227,41 @@ mod tests {
         assert_eq!(state.status, DeliveryStatus::Fail);
         assert_eq!(state.attempts, policy.max_attempts());
         times
+    }
+
+    #[test]
+    fn recording_moves_the_claim_and_reports_exhaustion() {
+        let p = RetryPolicy::fixed_two_minutes();
+        let leased = |state: DeliveryState| DeliveryRow {
+            state,
+            due_at: Some(t(600)),
+            lease_owner: Some("node-a".into()),
+        };
+        // A scheduled failure ends the lease: due at the retry, held by nobody.
+        let first =
+            record(&leased(DeliveryState::new(t(0))), &result(Trigger::Scheduled, Outcome::Failed, &p, t(1)));
+        assert_eq!((first.row.due_at, first.row.lease_owner.as_deref()), (Some(t(121)), None));
+        assert!(!first.exhausted);
+        // A manual failure leaves the claim alone while retries remain…
+        let manual =
+            record(&leased(first.row.state.clone()), &result(Trigger::Manual, Outcome::Failed, &p, t(2)));
+        assert_eq!((manual.row.due_at, manual.row.lease_owner.as_deref()), (Some(t(600)), Some("node-a")));
+        // …and clears it once it settles the delivery.
+        let ok =
+            record(&leased(first.row.state.clone()), &result(Trigger::Manual, Outcome::Delivered, &p, t(2)));
+        assert_eq!((ok.row.due_at, ok.row.lease_owner), (None, None));
+        assert!(!ok.exhausted, "a success never exhausts");
+        // The last scheduled failure exhausts the schedule, once.
+        let mut row = first.row;
+        let mut exhausted = 0;
+        while let Some(at) = row.state.next_attempt {
+            let r = record(&row, &result(Trigger::Scheduled, Outcome::Failed, &p, at));
+            exhausted += usize::from(r.exhausted);
+            row = r.row;
+        }
+        assert_eq!((exhausted, row.state.status, row.due_at), (1, DeliveryStatus::Fail, None));
+        let late = record(&row, &result(Trigger::Scheduled, Outcome::Failed, &p, t(9999)));
+        assert!(!late.exhausted, "a late failure of a settled delivery is not news");
     }
 
     #[test]

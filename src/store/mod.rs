@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 use std::time::Duration;
 
-use crate::domain::delivery::{DeliveryState, Outcome};
+use crate::domain::delivery::{AttemptResult, DeliveryState, Outcome};
 use crate::domain::model::{
     App, AppPatch, AppSummary, Attempt, Delivery, DeliveryCounts, DeliveryStatus, Endpoint, EndpointPatch,
     EventType, EventTypePatch, Message, Scope, Task,
@@ -67,6 +67,48 @@ pub struct PageRequest {
 impl PageRequest {
     pub fn first(limit: usize, order: Order) -> Self {
         PageRequest { limit, cursor: None, order }
+    }
+}
+
+/// How a listing reads one page by id: a bound on the id (operator and
+/// id), the order, and whether it reads backwards. Going backwards (a
+/// `prevIterator`) reads in the opposite order and flips the result, so the
+/// page is always in display order.
+pub struct PageScan<'a> {
+    pub bound: Option<(&'static str, &'a str)>,
+    pub ascending: bool,
+    pub backwards: bool,
+}
+
+impl PageRequest {
+    pub fn scan(&self) -> PageScan<'_> {
+        use Order::*;
+        let (bound, ascending, backwards) = match (&self.cursor, self.order) {
+            (None, o) => (None, o == Ascending, false),
+            (Some(Cursor::After(id)), Descending) => (Some(("<", id.as_str())), false, false),
+            (Some(Cursor::After(id)), Ascending) => (Some((">", id.as_str())), true, false),
+            (Some(Cursor::Before(id)), Descending) => (Some((">", id.as_str())), true, true),
+            (Some(Cursor::Before(id)), Ascending) => (Some(("<", id.as_str())), false, true),
+        };
+        PageScan { bound, ascending, backwards }
+    }
+
+    /// Rows to read: one more than the page, to know whether more follow.
+    pub fn rows_to_read(&self) -> usize {
+        self.limit + 1
+    }
+}
+
+impl<T> Page<T> {
+    /// The page from up to [`PageRequest::rows_to_read`] rows read as
+    /// [`PageRequest::scan`] said.
+    pub fn from_rows(mut items: Vec<T>, page: &PageRequest) -> Page<T> {
+        let more = items.len() > page.limit;
+        items.truncate(page.limit);
+        if page.scan().backwards {
+            items.reverse();
+        }
+        Page { items, more }
     }
 }
 
@@ -175,6 +217,19 @@ pub struct RequeueFilter {
     pub status_code_class: Option<u16>,
 }
 
+impl RequeueFilter {
+    /// The delivery states to requeue (settled ones unless told).
+    pub fn statuses(&self) -> Vec<DeliveryStatus> {
+        self.statuses.clone().unwrap_or_else(|| vec![DeliveryStatus::Success, DeliveryStatus::Fail])
+    }
+}
+
+/// The status codes of a class (0 = no response, 100, …, 500) as a
+/// half-open range.
+pub fn status_code_range(class: u16) -> (i32, i32) {
+    if class == 0 { (0, 1) } else { (i32::from(class), i32::from(class) + 100) }
+}
+
 /// What happened to the idempotency key of a request about to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdempotencyBegin {
@@ -221,6 +276,23 @@ pub struct AttemptRecord {
     pub jitter: f64,
     /// Disable the endpoint once every attempt has failed for this long.
     pub auto_disable_after: Option<Duration>,
+}
+
+impl AttemptRecord {
+    /// What the state machine needs of this record, given whether the
+    /// endpoint still takes deliveries once this attempt's own health change
+    /// is applied.
+    pub fn result(&self, endpoint_active: bool) -> AttemptResult<'_> {
+        AttemptResult {
+            trigger: self.attempt.trigger,
+            outcome: self.outcome,
+            policy: &self.policy,
+            endpoint_active,
+            finished_at: self.finished_at,
+            steering: self.steering.clone(),
+            jitter: self.jitter,
+        }
+    }
 }
 
 /// What recording an attempt changed.

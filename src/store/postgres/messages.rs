@@ -16,7 +16,7 @@ use crate::domain::model::{App, Attempt, Delivery, DeliveryStatus, Endpoint, Mes
 use crate::domain::time::Timestamp;
 use crate::store::{
     AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, MessageFilter, Page, PageRequest,
-    StoreError, StoreResult,
+    StoreError, StoreResult, status_code_range,
 };
 
 /// How long an idempotency key holds on to the message it created.
@@ -334,15 +334,9 @@ pub async fn list_attempts(
     if let Some(s) = f.status {
         q.eq("t.status", int4(s.code()));
     }
-    match f.status_code_class {
-        None => {}
-        Some(0) => {
-            q.eq("t.status_code", 0i32);
-        }
-        Some(class) => {
-            let lo = i32::from(class);
-            q.cmp("t.status_code", ">=", lo).cmp("t.status_code", "<", lo + 100);
-        }
+    if let Some(class) = f.status_code_class {
+        let (lo, hi) = status_code_range(class);
+        q.cmp("t.status_code", ">=", lo).cmp("t.status_code", "<", hi);
     }
     message_filters(&mut q, &f.event_types, &f.channel);
     q.time_range("t.created_at", f.before, f.after);

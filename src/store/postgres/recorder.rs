@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::notify;
 use super::rows::{self, ENDPOINT_COLS, col, int4, opt_ts, pg_text};
-use crate::domain::delivery::{AttemptResult, DeliveryState, Outcome, after_attempt};
+use crate::domain::delivery::{DeliveryRow, DeliveryState, record};
 use crate::domain::health;
 use crate::domain::model::{DeliveryStatus, Endpoint, Trigger};
 use crate::domain::time::Timestamp;
@@ -168,25 +168,10 @@ pub async fn record_batch(pool: &PgPool, recs: &[AttemptRecord]) -> StoreResult<
     Ok(effects)
 }
 
-/// A delivery's row as recording an attempt reads and writes it.
-#[derive(Clone, Debug)]
-pub struct Stored {
-    pub state: DeliveryState,
-    pub due_at: Option<Timestamp>,
-    pub lease_owner: Option<String>,
-}
-
-impl Stored {
-    /// What a missing row is taken for.
-    fn missing() -> Stored {
-        Stored { state: DeliveryState::unscheduled(), due_at: None, lease_owner: None }
-    }
-}
-
 /// What one attempt does to its delivery.
 #[derive(Clone, Debug)]
 pub struct Decision {
-    pub next: Stored,
+    pub next: DeliveryRow,
     pub exhausted: bool,
     /// A retry anyone may claim is now scheduled at this time.
     pub retry: Option<Timestamp>,
@@ -195,37 +180,19 @@ pub struct Decision {
 /// The delivery after `rec`, given its row before (`prev`) and whether the
 /// endpoint still exists and takes deliveries after the attempt's own
 /// health change.
-pub fn decide(prev: &Stored, rec: &AttemptRecord, endpoint_active: bool, endpoint_exists: bool) -> Decision {
+pub fn decide(
+    prev: &DeliveryRow,
+    rec: &AttemptRecord,
+    endpoint_active: bool,
+    endpoint_exists: bool,
+) -> Decision {
     let a = &rec.attempt;
-    let next = after_attempt(
-        &prev.state,
-        &AttemptResult {
-            trigger: a.trigger,
-            outcome: rec.outcome,
-            policy: &rec.policy,
-            endpoint_active,
-            finished_at: rec.finished_at,
-            steering: rec.steering.clone(),
-            jitter: rec.jitter,
-        },
-    );
-    let exhausted = a.trigger == Trigger::Scheduled
-        && rec.outcome == Outcome::Failed
-        && prev.state.is_pending()
-        && next.next_attempt.is_none()
-        && endpoint_active;
-    // A scheduled attempt ends its lease. A manual one leaves any lease and
-    // schedule alone unless it settled the delivery.
-    let (due_at, lease_owner) = match (a.trigger, next.next_attempt) {
-        (Trigger::Scheduled, next_at) => (next_at, None),
-        (Trigger::Manual, None) => (None, None),
-        (Trigger::Manual, Some(_)) => (prev.due_at, prev.lease_owner.clone()),
-    };
-    let retry = match (a.trigger, due_at) {
+    let done = record(prev, &rec.result(endpoint_active));
+    let retry = match (a.trigger, done.row.due_at) {
         (Trigger::Scheduled, Some(at)) if endpoint_exists => Some(at),
         _ => None,
     };
-    Decision { next: Stored { state: next, due_at, lease_owner }, exhausted, retry }
+    Decision { next: done.row, exhausted: done.exhausted, retry }
 }
 
 /// The columns of an endpoint that recording an attempt needs.
@@ -394,7 +361,7 @@ struct Written<'a> {
 
 /// A delivery of the batch as the records so far left it.
 struct Slot<'a> {
-    stored: Stored,
+    stored: DeliveryRow,
     /// The row exists (stored, or written by an earlier record).
     exists: bool,
     updated_at: i64,
@@ -417,7 +384,7 @@ async fn lock_deliveries<'a>(c: &mut PgConnection, keys: &[(&'a str, &'a str)]) 
     .await?;
     let mut slots: Slots<'a> = keys
         .iter()
-        .map(|k| (*k, Slot { stored: Stored::missing(), exists: false, updated_at: 0, written: None }))
+        .map(|k| (*k, Slot { stored: DeliveryRow::missing(), exists: false, updated_at: 0, written: None }))
         .collect();
     for r in &found {
         let (m, e): (String, String) = (col(r, 0)?, col(r, 1)?);
@@ -425,7 +392,7 @@ async fn lock_deliveries<'a>(c: &mut PgConnection, keys: &[(&'a str, &'a str)]) 
         let Ok(i) = keys.binary_search_by(|k| (k.0, k.1).cmp(&(m.as_str(), e.as_str()))) else { continue };
         let Some(slot) = slots.get_mut(&keys[i]) else { continue };
         let status = DeliveryStatus::from_code(col::<i32>(r, 2)?.into()).unwrap_or(DeliveryStatus::Pending);
-        slot.stored = Stored {
+        slot.stored = DeliveryRow {
             state: DeliveryState {
                 status,
                 attempts: u32::try_from(col::<i32>(r, 3)?).unwrap_or(0),
@@ -450,7 +417,7 @@ fn settle_in_batch(slots: &mut Slots<'_>, by: (&str, &str), at: Timestamp) {
             && slot.stored.state.status == DeliveryStatus::Pending
         {
             let attempts = slot.stored.state.attempts;
-            slot.stored = Stored {
+            slot.stored = DeliveryRow {
                 state: DeliveryState { status: DeliveryStatus::Fail, attempts, next_attempt: None },
                 due_at: None,
                 lease_owner: None,

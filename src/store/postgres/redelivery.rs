@@ -13,7 +13,7 @@ use super::sql::{Select, limit};
 use crate::domain::filter;
 use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint, NameSet};
 use crate::domain::time::Timestamp;
-use crate::store::{RequeueFilter, StoreError, StoreResult};
+use crate::store::{RequeueFilter, StoreError, StoreResult, status_code_range};
 
 /// Conditions on `deliveries d` and `messages m` for the endpoint's
 /// deliveries matching `f`. They apply to the updated rows themselves, so
@@ -25,7 +25,7 @@ fn matching(q: &mut Select, app_id: &str, endpoint_id: &str, f: &RequeueFilter) 
     if let Some(until) = f.until {
         q.cmp("m.created_at", "<", until.as_millis());
     }
-    let statuses = f.statuses.clone().unwrap_or_else(|| vec![DeliveryStatus::Success, DeliveryStatus::Fail]);
+    let statuses = f.statuses();
     let codes: Vec<i32> = statuses.iter().map(|s| int4(s.code())).collect();
     q.cond().push("d.status = ANY(").push_bind(codes).push(")");
     // Settled ones only: a pending delivery someone holds is being sent.
@@ -38,7 +38,7 @@ fn matching(q: &mut Select, app_id: &str, endpoint_id: &str, f: &RequeueFilter) 
     if let Some(class) = f.status_code_class {
         let latest = "(SELECT t.status_code FROM attempts t WHERE t.msg_id = d.msg_id \
                       AND t.endpoint_id = d.endpoint_id ORDER BY t.id DESC LIMIT 1)";
-        let (lo, hi) = if class == 0 { (0, 1) } else { (i32::from(class), i32::from(class) + 100) };
+        let (lo, hi) = status_code_range(class);
         q.cond()
             .push(format_args!("{latest} >= "))
             .push_bind(lo)

@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Encode, PgExecutor, Postgres, QueryBuilder, Type};
 
 use crate::domain::time::Timestamp;
-use crate::store::{Cursor, Order, Page, PageRequest, StoreResult};
+use crate::store::{Page, PageRequest, StoreResult};
 
 pub struct Select {
     qb: QueryBuilder<'static, Postgres>,
@@ -89,29 +89,13 @@ impl Select {
         page: &PageRequest,
         decode: impl Fn(&PgRow) -> StoreResult<T>,
     ) -> StoreResult<Page<T>> {
-        use Order::*;
-        // Going backwards (a `prevIterator`) reads in the opposite order
-        // and flips the result, so the page is always in display order.
-        let (cmp, ascending, backwards) = match (&page.cursor, page.order) {
-            (None, o) => (None, o == Ascending, false),
-            (Some(Cursor::After(id)), Descending) => (Some(("<", id)), false, false),
-            (Some(Cursor::After(id)), Ascending) => (Some((">", id)), true, false),
-            (Some(Cursor::Before(id)), Descending) => (Some((">", id)), true, true),
-            (Some(Cursor::Before(id)), Ascending) => (Some(("<", id)), false, true),
-        };
-        if let Some((op, id)) = cmp {
-            self.cmp(id_col, op, id.clone());
+        let scan = page.scan();
+        if let Some((op, id)) = scan.bound {
+            self.cmp(id_col, op, id.to_owned());
         }
-        let dir = if ascending { "ASC" } else { "DESC" };
-        self.qb.push(format_args!(" ORDER BY {id_col} {dir} LIMIT ")).push_bind(limit(page.limit + 1));
-
-        let mut items = self.rows(db, decode).await?;
-        let more = items.len() > page.limit;
-        items.truncate(page.limit);
-        if backwards {
-            items.reverse();
-        }
-        Ok(Page { items, more })
+        let dir = if scan.ascending { "ASC" } else { "DESC" };
+        self.qb.push(format_args!(" ORDER BY {id_col} {dir} LIMIT ")).push_bind(limit(page.rows_to_read()));
+        Ok(Page::from_rows(self.rows(db, decode).await?, page))
     }
 
     pub async fn rows<'e, T>(

@@ -10,9 +10,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::rows::{self, ENDPOINT_COLS, MESSAGE_COLS, opt_ts_value};
 use super::sql::Select;
 use super::tenants;
-use crate::domain::delivery::{AttemptResult, DeliveryState, Outcome, after_attempt};
+use crate::domain::delivery::{DeliveryRow, DeliveryState, Recorded, record};
 use crate::domain::health;
-use crate::domain::model::{DeliveryStatus, Endpoint, Message, Trigger};
+use crate::domain::model::{DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
 use crate::store::{
     AttemptEffects, AttemptRecord, DeliveryKey, DeliveryTask, EndpointDisabled, Lease, StoreResult,
@@ -151,7 +151,7 @@ pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<Attempt
             })
         })
         .optional()?;
-    let stored: Option<(DeliveryState, Option<i64>, Option<String>)> = c
+    let stored: Option<DeliveryRow> = c
         .prepare_cached(
             "SELECT status, attempts, next_attempt, due_at, lease_owner FROM deliveries
              WHERE msg_id = ? AND endpoint_id = ?",
@@ -163,7 +163,11 @@ pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<Attempt
                 attempts: r.get(1)?,
                 next_attempt: r.get::<_, Option<i64>>(2)?.map(Timestamp::from_millis),
             };
-            Ok((state, r.get(3)?, r.get(4)?))
+            Ok(DeliveryRow {
+                state,
+                due_at: r.get::<_, Option<i64>>(3)?.map(Timestamp::from_millis),
+                lease_owner: r.get(4)?,
+            })
         })
         .optional()?;
 
@@ -173,31 +177,9 @@ pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<Attempt
     };
     let endpoint_active = endpoint.as_ref().is_some_and(|e| !e.disabled) && endpoint_disabled.is_none();
 
-    let (prev, due_at, lease_owner) = stored.unwrap_or((DeliveryState::unscheduled(), None, None));
-    let next = after_attempt(
-        &prev,
-        &AttemptResult {
-            trigger: a.trigger,
-            outcome: rec.outcome,
-            policy: &rec.policy,
-            endpoint_active,
-            finished_at: rec.finished_at,
-            steering: rec.steering.clone(),
-            jitter: rec.jitter,
-        },
-    );
-    let exhausted = a.trigger == Trigger::Scheduled
-        && rec.outcome == Outcome::Failed
-        && prev.is_pending()
-        && next.next_attempt.is_none()
-        && endpoint_active;
-    // A scheduled attempt ends its lease. A manual one leaves any lease and
-    // schedule alone unless it settled the delivery.
-    let (due_at, lease_owner) = match (a.trigger, next.next_attempt) {
-        (Trigger::Scheduled, next_at) => (next_at, None),
-        (Trigger::Manual, None) => (None, None),
-        (Trigger::Manual, Some(_)) => (due_at.map(Timestamp::from_millis), lease_owner),
-    };
+    let Recorded { row, exhausted } =
+        record(&stored.unwrap_or_else(DeliveryRow::missing), &rec.result(endpoint_active));
+    let DeliveryRow { state: next, due_at, lease_owner } = row;
 
     // A deleted endpoint keeps its attempt history but gets no delivery row.
     if endpoint.is_some() {

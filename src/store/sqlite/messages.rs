@@ -16,7 +16,7 @@ use crate::domain::model::{App, Attempt, Delivery, DeliveryStatus, Endpoint, Mes
 use crate::domain::time::Timestamp;
 use crate::store::{
     AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, MessageFilter, Page, PageRequest,
-    StoreError, StoreResult,
+    StoreError, StoreResult, status_code_range,
 };
 
 /// How long an idempotency key holds on to the message it created.
@@ -305,15 +305,12 @@ pub fn list_attempts(
     if let Some(s) = f.status {
         q.eq("t.status", s.code());
     }
-    match f.status_code_class {
-        None => {}
-        Some(0) => {
-            q.eq("t.status_code", 0);
-        }
-        Some(class) => {
-            let lo = i64::from(class);
-            q.and("t.status_code >= ? AND t.status_code < ?", [Value::Integer(lo), Value::Integer(lo + 100)]);
-        }
+    if let Some(class) = f.status_code_class {
+        let (lo, hi) = status_code_range(class);
+        q.and(
+            "t.status_code >= ? AND t.status_code < ?",
+            [Value::Integer(lo.into()), Value::Integer(hi.into())],
+        );
     }
     message_filters(&mut q, &f.event_types, &f.channel);
     q.time_range("t.created_at", f.before, f.after);

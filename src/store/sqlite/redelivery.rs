@@ -12,7 +12,7 @@ use super::sql::Select;
 use crate::domain::filter;
 use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint};
 use crate::domain::time::Timestamp;
-use crate::store::{RequeueFilter, StoreResult};
+use crate::store::{RequeueFilter, StoreResult, status_code_range};
 
 /// The endpoint's deliveries matching `f`, as (msg_id, endpoint_id) rows.
 fn matching(app_id: &str, endpoint_id: &str, f: &RequeueFilter) -> Select {
@@ -23,7 +23,7 @@ fn matching(app_id: &str, endpoint_id: &str, f: &RequeueFilter) -> Select {
     if let Some(until) = f.until {
         q.and("m.created_at < ?", [Value::Integer(until.as_millis())]);
     }
-    let statuses = f.statuses.clone().unwrap_or_else(|| vec![DeliveryStatus::Success, DeliveryStatus::Fail]);
+    let statuses = f.statuses();
     let codes: Vec<String> = statuses.iter().map(|s| s.code().to_string()).collect();
     q.and(&format!("d.status IN ({})", codes.join(", ")), []);
     // Settled ones only: a pending delivery someone holds is being sent.
@@ -36,8 +36,11 @@ fn matching(app_id: &str, endpoint_id: &str, f: &RequeueFilter) -> Select {
     if let Some(class) = f.status_code_class {
         let latest = "(SELECT t.status_code FROM attempts t WHERE t.msg_id = d.msg_id \
                       AND t.endpoint_id = d.endpoint_id ORDER BY t.id DESC LIMIT 1)";
-        let (lo, hi) = if class == 0 { (0, 1) } else { (i64::from(class), i64::from(class) + 100) };
-        q.and(&format!("{latest} >= ? AND {latest} < ?"), [Value::Integer(lo), Value::Integer(hi)]);
+        let (lo, hi) = status_code_range(class);
+        q.and(
+            &format!("{latest} >= ? AND {latest} < ?"),
+            [Value::Integer(lo.into()), Value::Integer(hi.into())],
+        );
     }
     q
 }

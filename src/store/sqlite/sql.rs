@@ -5,7 +5,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, Row, params_from_iter};
 
 use crate::domain::time::Timestamp;
-use crate::store::{Cursor, Order, Page, PageRequest, StoreResult};
+use crate::store::{Page, PageRequest, StoreResult};
 
 pub struct Select {
     sql: String,
@@ -81,30 +81,14 @@ impl Select {
         page: &PageRequest,
         decode: impl FnMut(&Row) -> rusqlite::Result<T>,
     ) -> StoreResult<Page<T>> {
-        use Order::*;
-        // Going backwards (a `prevIterator`) reads in the opposite order
-        // and flips the result, so the page is always in display order.
-        let (cmp, ascending, backwards) = match (&page.cursor, page.order) {
-            (None, o) => (None, o == Ascending, false),
-            (Some(Cursor::After(id)), Descending) => (Some(("<", id)), false, false),
-            (Some(Cursor::After(id)), Ascending) => (Some((">", id)), true, false),
-            (Some(Cursor::Before(id)), Descending) => (Some((">", id)), true, true),
-            (Some(Cursor::Before(id)), Ascending) => (Some(("<", id)), false, true),
-        };
-        if let Some((op, id)) = cmp {
-            self.and(&format!("{id_col} {op} ?"), [Value::Text(id.clone())]);
+        let scan = page.scan();
+        if let Some((op, id)) = scan.bound {
+            self.and(&format!("{id_col} {op} ?"), [Value::Text(id.to_owned())]);
         }
-        let dir = if ascending { "ASC" } else { "DESC" };
+        let dir = if scan.ascending { "ASC" } else { "DESC" };
         self.sql.push_str(&format!(" ORDER BY {id_col} {dir} LIMIT ?"));
-        self.params.push(Value::Integer(page.limit as i64 + 1));
-
-        let mut items = self.rows(conn, decode)?;
-        let more = items.len() > page.limit;
-        items.truncate(page.limit);
-        if backwards {
-            items.reverse();
-        }
-        Ok(Page { items, more })
+        self.params.push(Value::Integer(page.rows_to_read() as i64));
+        Ok(Page::from_rows(self.rows(conn, decode)?, page))
     }
 
     /// Run with `suffix` (an ORDER BY ending in `LIMIT ?`) appended.
