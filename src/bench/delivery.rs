@@ -183,6 +183,44 @@ fn bad_traffic(subject: &Subject, app: &str, rate: u64) -> tokio::task::JoinHand
     })
 }
 
+/// A server for (e): the `bad` application's endpoints hang and fail, and
+/// traffic to them runs in the background until the guard is dropped.
+struct BadNeighbours {
+    subject: Subject,
+    hanging: Receiver,
+    failing: Receiver,
+    noise: tokio::task::JoinHandle<()>,
+}
+
+impl BadNeighbours {
+    async fn start(opts: &Opts, bad_rate: u64) -> anyhow::Result<BadNeighbours> {
+        let subject = Subject::new(opts).await?;
+        let hanging = Receiver::start(Behaviour::Hang, None).await?;
+        let failing = Receiver::start(Behaviour::Fail, None).await?;
+        let bad = subject.app("bench-bad").await?;
+        subject.endpoint(&bad, &hanging.url(), json!({})).await?;
+        subject.endpoint(&bad, &failing.url(), json!({})).await?;
+        let noise = bad_traffic(&subject, &bad, bad_rate);
+        tokio::time::sleep(Duration::from_secs(2)).await; // let the hanging lane fill up
+        Ok(BadNeighbours { subject, hanging, failing, noise })
+    }
+
+    /// A fresh application with one endpoint, `healthy`.
+    async fn healthy_app(&self, healthy: &Receiver) -> anyhow::Result<String> {
+        let app = self.subject.app("bench-good").await?;
+        self.subject.endpoint(&app, &healthy.url(), json!({})).await?;
+        Ok(app)
+    }
+}
+
+impl Drop for BadNeighbours {
+    fn drop(&mut self) {
+        self.noise.abort();
+    }
+}
+
+/// (e): (b) and (d) again, each on a fresh server like theirs, while the
+/// same server also delivers to a hanging and a failing endpoint.
 pub async fn isolation(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let (n, c, rate) = (opts.messages, opts.concurrency, opts.rate);
     let baseline_rate = report_f64(report, "throughput", "delivered_per_s");
@@ -191,27 +229,22 @@ pub async fn isolation(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     eprintln!(
         "(e) isolation: the healthy endpoint while another hangs and a third answers 500 ({bad_rate} messages/s to them)"
     );
-    let subject = Subject::new(opts).await?;
-    let times = SendTimes::new(n.max((rate * opts.duration) as usize) + 1);
-    let healthy = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
-    let hanging = Receiver::start(Behaviour::Hang, None).await?;
-    let failing = Receiver::start(Behaviour::Fail, None).await?;
-    let good = subject.app("bench-good").await?;
-    subject.endpoint(&good, &healthy.url(), json!({})).await?;
-    let bad = subject.app("bench-bad").await?;
-    subject.endpoint(&bad, &hanging.url(), json!({})).await?;
-    subject.endpoint(&bad, &failing.url(), json!({})).await?;
-    let noise = bad_traffic(&subject, &bad, bad_rate);
-    tokio::time::sleep(Duration::from_secs(2)).await; // let the hanging lane fill up
-
-    let delivered = deliver(&subject, &good, &healthy, Arc::clone(&times), n, c).await?;
-    let fresh = SendTimes::new((rate * opts.duration) as usize + 1);
-    let healthy_fixed = Receiver::start(Behaviour::Ok, Some(Arc::clone(&fresh))).await?;
-    let good2 = subject.app("bench-good-rate").await?;
-    subject.endpoint(&good2, &healthy_fixed.url(), json!({})).await?;
-    let (_, e2e) =
-        at_rate(&subject, &good2, &healthy_fixed, fresh, rate, Duration::from_secs(opts.duration)).await?;
-    noise.abort();
+    let (delivered, hanging_got, failing_got) = {
+        let bad = BadNeighbours::start(opts, bad_rate).await?;
+        let times = SendTimes::new(n + 1);
+        let healthy = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
+        let app = bad.healthy_app(&healthy).await?;
+        let delivered = deliver(&bad.subject, &app, &healthy, times, n, c).await?;
+        (delivered, bad.hanging.count(), bad.failing.count())
+    };
+    let (ack, e2e) = {
+        let bad = BadNeighbours::start(opts, bad_rate).await?;
+        let times = SendTimes::new((rate * opts.duration) as usize + 1);
+        let healthy = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
+        let app = bad.healthy_app(&healthy).await?;
+        let duration = Duration::from_secs(opts.duration);
+        at_rate(&bad.subject, &app, &healthy, times, rate, duration).await?
+    };
 
     let within = |value: f64, base: Option<f64>, higher_is_better: bool| {
         base.map(|b| if higher_is_better { value >= 0.8 * b } else { value <= 1.2 * b })
@@ -233,14 +266,20 @@ pub async fn isolation(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         &vs(baseline_p99).replace("within", "p99 within"),
         within(e2e.p99_ms, baseline_p99, false),
     );
+    // Beside e2e, to tell where extra tail latency comes from: the store's
+    // commits (ack and e2e alike) or the dispatcher (e2e alone).
+    report.add("(e) isolation", &format!("healthy ack at {rate}/s"), ack.brief(), "(info)", None);
     report.add(
         "(e) isolation",
         "hanging / failing endpoints got",
-        format!("{} / {} requests", hanging.count(), failing.count()),
+        format!("{hanging_got} / {failing_got} requests (during the throughput run)"),
         "(info)",
         None,
     );
-    report.data("isolation", json!({"delivered_per_s": delivered, "e2e": e2e, "bad_rate": bad_rate}));
+    report.data(
+        "isolation",
+        json!({"delivered_per_s": delivered, "ack": ack, "e2e": e2e, "bad_rate": bad_rate}),
+    );
     Ok(())
 }
 
