@@ -205,11 +205,14 @@ impl BadNeighbours {
         Ok(BadNeighbours { subject, hanging, failing, noise })
     }
 
-    /// A fresh application with one endpoint, `healthy`.
-    async fn healthy_app(&self, healthy: &Receiver) -> anyhow::Result<String> {
+    /// A fresh application whose one endpoint is a new healthy receiver
+    /// timing up to `messages` messages.
+    async fn healthy(&self, messages: usize) -> anyhow::Result<(String, Receiver, Arc<SendTimes>)> {
+        let times = SendTimes::new(messages + 1);
+        let healthy = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
         let app = self.subject.app("bench-good").await?;
         self.subject.endpoint(&app, &healthy.url(), json!({})).await?;
-        Ok(app)
+        Ok((app, healthy, times))
     }
 }
 
@@ -231,17 +234,13 @@ pub async fn isolation(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     );
     let (delivered, hanging_got, failing_got) = {
         let bad = BadNeighbours::start(opts, bad_rate).await?;
-        let times = SendTimes::new(n + 1);
-        let healthy = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
-        let app = bad.healthy_app(&healthy).await?;
+        let (app, healthy, times) = bad.healthy(n).await?;
         let delivered = deliver(&bad.subject, &app, &healthy, times, n, c).await?;
         (delivered, bad.hanging.count(), bad.failing.count())
     };
     let (ack, e2e) = {
         let bad = BadNeighbours::start(opts, bad_rate).await?;
-        let times = SendTimes::new((rate * opts.duration) as usize + 1);
-        let healthy = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
-        let app = bad.healthy_app(&healthy).await?;
+        let (app, healthy, times) = bad.healthy((rate * opts.duration) as usize).await?;
         let duration = Duration::from_secs(opts.duration);
         at_rate(&bad.subject, &app, &healthy, times, rate, duration).await?
     };
