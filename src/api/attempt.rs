@@ -172,9 +172,8 @@ async fn find(
     let attempt = s
         .service
         .store
-        .get_attempt(&app.id, &attempt_id)
+        .get_attempt(&app.id, &msg.id, &attempt_id)
         .await?
-        .filter(|a| a.msg_id == msg.id)
         .ok_or_else(|| ApiError::not_found("Attempt"))?;
     Ok((app.id, attempt))
 }
@@ -186,7 +185,7 @@ async fn expunge(
     SvixPath(path): SvixPath<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
     let (app_id, attempt) = find(&s, &who, path).await?;
-    s.service.store.expunge_attempt(&app_id, &attempt.id).await?;
+    s.service.store.expunge_attempt(&app_id, &attempt.msg_id, &attempt.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -452,7 +452,9 @@ pub trait Store: Send + Sync + 'static {
         filter: &AttemptFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Attempt>>;
-    async fn get_attempt(&self, app_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>>;
+    /// The attempt, if it belongs to that application and message.
+    async fn get_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str)
+    -> StoreResult<Option<Attempt>>;
     /// Each endpoint's latest `recent` deliveries (by message time),
     /// counted by status: recent health at the cost of a bounded index scan.
     async fn endpoint_recent(
@@ -497,7 +499,7 @@ pub trait Store: Send + Sync + 'static {
 
     // --- content erasure and retention ---
     async fn expunge_message(&self, app_id: &str, msg_id: &str) -> StoreResult<()>;
-    async fn expunge_attempt(&self, app_id: &str, attempt_id: &str) -> StoreResult<()>;
+    async fn expunge_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<()>;
     /// Every payload and response body of the application; returns how many
     /// messages were affected.
     async fn expunge_app_content(&self, app_id: &str) -> StoreResult<u64>;

@@ -398,9 +398,10 @@ pub async fn attempts_advance_deliveries(store: SharedStore) {
     let codes: Vec<u16> = listed.items.iter().map(|t| t.status_code).collect();
     assert_eq!(codes, [200, 500, 201], "newest first");
     assert_eq!(listed.items[1].trigger, Trigger::Manual);
-    let one = store.get_attempt(&a.id, &listed.items[0].id).await.unwrap().unwrap();
+    let one = store.get_attempt(&a.id, &m.id, &listed.items[0].id).await.unwrap().unwrap();
     assert_eq!(one, listed.items[0]);
-    assert_eq!(store.get_attempt("app_other", &one.id).await.unwrap(), None, "scoped to its app");
+    assert_eq!(store.get_attempt("app_other", &m.id, &one.id).await.unwrap(), None, "scoped to its app");
+    assert_eq!(store.get_attempt(&a.id, "msg_other", &one.id).await.unwrap(), None, "and to its message");
 
     let failed = AttemptFilter { status: Some(DeliveryStatus::Fail), ..all.clone() };
     assert_eq!(store.list_attempts(&a.id, &failed, &page).await.unwrap().items.len(), 2);
@@ -966,9 +967,11 @@ pub async fn content_erasure(store: SharedStore) {
     let page = PageRequest::first(10, Order::Descending);
     let attempts = store.list_attempts(&a.id, &AttemptFilter::default(), &page).await.unwrap().items;
     assert_eq!(attempts.iter().map(|t| t.response.as_str()).collect::<Vec<_>>(), ["body 200", ""]);
-    store.expunge_attempt(&a.id, &attempts[0].id).await.unwrap();
-    assert_eq!(store.get_attempt(&a.id, &attempts[0].id).await.unwrap().unwrap().response, "");
-    assert!(matches!(store.expunge_attempt("app_other", &attempts[0].id).await, Err(StoreError::NotFound)));
+    let (newest, msg) = (&attempts[0].id, &attempts[0].msg_id);
+    store.expunge_attempt(&a.id, msg, newest).await.unwrap();
+    assert_eq!(store.get_attempt(&a.id, msg, newest).await.unwrap().unwrap().response, "");
+    assert!(matches!(store.expunge_attempt("app_other", msg, newest).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.expunge_attempt(&a.id, &old.id, newest).await, Err(StoreError::NotFound)));
 
     store.expunge_message(&a.id, &new.id).await.unwrap();
     assert!(matches!(store.expunge_message(&a.id, "msg_missing").await, Err(StoreError::NotFound)));

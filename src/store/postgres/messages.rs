@@ -343,8 +343,14 @@ pub async fn list_attempts(
     q.page(pool, "t.id", page, |r| rows::attempt(r, 0)).await
 }
 
-pub async fn get_attempt(pool: &PgPool, app_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>> {
-    let sql = format!("SELECT {ATTEMPT_COLS} FROM attempts t WHERE t.app_id = $1 AND t.id = $2");
-    let row = sqlx::query(&sql).bind(app_id).bind(attempt_id).fetch_optional(pool).await?;
+pub async fn get_attempt(
+    pool: &PgPool,
+    app_id: &str,
+    msg_id: &str,
+    attempt_id: &str,
+) -> StoreResult<Option<Attempt>> {
+    let sql =
+        format!("SELECT {ATTEMPT_COLS} FROM attempts t WHERE t.app_id = $1 AND t.msg_id = $2 AND t.id = $3");
+    let row = sqlx::query(&sql).bind(app_id).bind(msg_id).bind(attempt_id).fetch_optional(pool).await?;
     row.map(|r| rows::attempt(&r, 0)).transpose()
 }

@@ -286,8 +286,13 @@ impl Store for PgStore {
         messages::list_attempts(&self.pool, app_id, filter, page).await
     }
 
-    async fn get_attempt(&self, app_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>> {
-        messages::get_attempt(&self.pool, app_id, attempt_id).await
+    async fn get_attempt(
+        &self,
+        app_id: &str,
+        msg_id: &str,
+        attempt_id: &str,
+    ) -> StoreResult<Option<Attempt>> {
+        messages::get_attempt(&self.pool, app_id, msg_id, attempt_id).await
     }
 
     async fn endpoint_recent(
@@ -340,8 +345,8 @@ impl Store for PgStore {
         retention::expunge_message(&self.pool, app_id, msg_id).await
     }
 
-    async fn expunge_attempt(&self, app_id: &str, attempt_id: &str) -> StoreResult<()> {
-        retention::expunge_attempt(&self.pool, app_id, attempt_id).await
+    async fn expunge_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<()> {
+        retention::expunge_attempt(&self.pool, app_id, msg_id, attempt_id).await
     }
 
     async fn expunge_app_content(&self, app_id: &str) -> StoreResult<u64> {

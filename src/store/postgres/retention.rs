@@ -17,9 +17,10 @@ pub async fn expunge_message(pool: &PgPool, app_id: &str, msg_id: &str) -> Store
     if n.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
-pub async fn expunge_attempt(pool: &PgPool, app_id: &str, attempt_id: &str) -> StoreResult<()> {
-    let n = sqlx::query("UPDATE attempts SET response = '' WHERE app_id = $1 AND id = $2")
+pub async fn expunge_attempt(pool: &PgPool, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<()> {
+    let n = sqlx::query("UPDATE attempts SET response = '' WHERE app_id = $1 AND msg_id = $2 AND id = $3")
         .bind(app_id)
+        .bind(msg_id)
         .bind(attempt_id)
         .execute(pool)
         .await?;

@@ -25,11 +25,11 @@ pub fn claim_due(
     limit: usize,
     skip_endpoints: &[String],
 ) -> StoreResult<Vec<DeliveryTask>> {
-    let mut q = Select::new("SELECT d.msg_id, d.endpoint_id FROM deliveries d");
+    let mut q = Select::new("SELECT d.msg_id, d.endpoint_id, d.app_id FROM deliveries d");
     q.and("d.due_at IS NOT NULL AND d.due_at <= ?", [Value::Integer(now.as_millis())]);
     q.not_in("d.endpoint_id", skip_endpoints);
-    let keys = q.rows_with_suffix(c, " ORDER BY d.due_at LIMIT ?", limit, |r| {
-        Ok(DeliveryKey { msg_id: r.get(0)?, endpoint_id: r.get(1)? })
+    let due = q.rows_with_suffix(c, " ORDER BY d.due_at LIMIT ?", limit, |r| {
+        Ok((DeliveryKey { msg_id: r.get(0)?, endpoint_id: r.get(1)? }, r.get::<_, String>(2)?))
     })?;
 
     let mut messages: HashMap<String, Option<Arc<Message>>> = HashMap::new();
@@ -37,12 +37,12 @@ pub fn claim_due(
     let mut take = c.prepare_cached(
         "UPDATE deliveries SET due_at = ?, lease_owner = ? WHERE msg_id = ? AND endpoint_id = ?",
     )?;
-    let mut tasks = Vec::with_capacity(keys.len());
-    for key in keys {
+    let mut tasks = Vec::with_capacity(due.len());
+    for (key, app_id) in due {
         let message = match messages.get(&key.msg_id) {
             Some(m) => m.clone(),
             None => {
-                let m = load_message(c, &key.msg_id)?.map(Arc::new);
+                let m = load_message(c, &app_id, &key.msg_id)?.map(Arc::new);
                 messages.insert(key.msg_id.clone(), m.clone());
                 m
             }
@@ -67,9 +67,9 @@ pub fn claim_due(
     Ok(tasks)
 }
 
-fn load_message(c: &Connection, id: &str) -> StoreResult<Option<Message>> {
-    let sql = format!("SELECT {MESSAGE_COLS} FROM messages m WHERE m.id = ?");
-    Ok(c.prepare_cached(&sql)?.query_row([id], |r| rows::message(r, 0)).optional()?)
+fn load_message(c: &Connection, app_id: &str, id: &str) -> StoreResult<Option<Message>> {
+    let sql = format!("SELECT {MESSAGE_COLS} FROM messages m WHERE m.app_id = ? AND m.id = ?");
+    Ok(c.prepare_cached(&sql)?.query_row([app_id, id], |r| rows::message(r, 0)).optional()?)
 }
 
 fn load_endpoint(c: &Connection, id: &str) -> StoreResult<Option<Endpoint>> {

@@ -109,7 +109,8 @@ pub fn create_message(
     // Every check is made: from here on only SQLite itself can fail (this
     // job runs without a savepoint; see `writer::Guard::ChecksFirst`).
     if let Some(id) = expired_key_holder {
-        c.prepare_cached("UPDATE messages SET idem_key = NULL WHERE id = ?")?.execute([&id])?;
+        c.prepare_cached("UPDATE messages SET idem_key = NULL WHERE app_id = ? AND id = ?")?
+            .execute([&message.app_id, &id])?;
     }
 
     let cols = MESSAGE_COLS.replace("m.", "");
@@ -261,7 +262,7 @@ pub fn list_endpoint_deliveries(
     page: &PageRequest,
 ) -> StoreResult<Page<(Delivery, Message)>> {
     let mut q = Select::new(format!(
-        "SELECT {DELIVERY_COLS}, {MESSAGE_COLS} FROM deliveries d JOIN messages m ON m.id = d.msg_id"
+        "SELECT {DELIVERY_COLS}, {MESSAGE_COLS} FROM deliveries d JOIN messages m ON m.app_id = d.app_id AND m.id = d.msg_id"
     ));
     q.eq("d.app_id", app_id.to_owned()).eq("d.endpoint_id", endpoint_id.to_owned());
     status_filter(&mut q, f.status);
@@ -293,7 +294,7 @@ pub fn list_attempts(
     page: &PageRequest,
 ) -> StoreResult<Page<Attempt>> {
     let needs_message = f.event_types.is_some() || f.channel.is_some();
-    let join = if needs_message { " JOIN messages m ON m.id = t.msg_id" } else { "" };
+    let join = if needs_message { " JOIN messages m ON m.app_id = t.app_id AND m.id = t.msg_id" } else { "" };
     let mut q = Select::new(format!("SELECT {ATTEMPT_COLS} FROM attempts t{join}"));
     q.eq("t.app_id", app_id.to_owned());
     if let Some(id) = &f.msg_id {
@@ -317,7 +318,13 @@ pub fn list_attempts(
     q.page(c, "t.id", page, |r| rows::attempt(r, 0))
 }
 
-pub fn get_attempt(c: &Connection, app_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>> {
-    let sql = format!("SELECT {ATTEMPT_COLS} FROM attempts t WHERE t.app_id = ? AND t.id = ?");
-    Ok(c.prepare_cached(&sql)?.query_row([app_id, attempt_id], |r| rows::attempt(r, 0)).optional()?)
+pub fn get_attempt(
+    c: &Connection,
+    app_id: &str,
+    msg_id: &str,
+    attempt_id: &str,
+) -> StoreResult<Option<Attempt>> {
+    let sql =
+        format!("SELECT {ATTEMPT_COLS} FROM attempts t WHERE t.msg_id = ? AND t.id = ? AND t.app_id = ?");
+    Ok(c.prepare_cached(&sql)?.query_row([msg_id, attempt_id, app_id], |r| rows::attempt(r, 0)).optional()?)
 }

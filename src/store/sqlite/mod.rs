@@ -372,9 +372,14 @@ impl Store for SqliteStore {
         self.read(move |c| messages::list_attempts(c, &app_id, &filter, &page)).await
     }
 
-    async fn get_attempt(&self, app_id: &str, attempt_id: &str) -> StoreResult<Option<Attempt>> {
-        let (app_id, attempt_id) = (app_id.to_owned(), attempt_id.to_owned());
-        self.read(move |c| messages::get_attempt(c, &app_id, &attempt_id)).await
+    async fn get_attempt(
+        &self,
+        app_id: &str,
+        msg_id: &str,
+        attempt_id: &str,
+    ) -> StoreResult<Option<Attempt>> {
+        let (app_id, msg_id, attempt_id) = (app_id.to_owned(), msg_id.to_owned(), attempt_id.to_owned());
+        self.read(move |c| messages::get_attempt(c, &app_id, &msg_id, &attempt_id)).await
     }
 
     async fn endpoint_recent(
@@ -433,9 +438,9 @@ impl Store for SqliteStore {
         self.write(move |c| retention::expunge_message(c, &app_id, &msg_id)).await
     }
 
-    async fn expunge_attempt(&self, app_id: &str, attempt_id: &str) -> StoreResult<()> {
-        let (app_id, attempt_id) = (app_id.to_owned(), attempt_id.to_owned());
-        self.write(move |c| retention::expunge_attempt(c, &app_id, &attempt_id)).await
+    async fn expunge_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<()> {
+        let (app_id, msg_id, attempt_id) = (app_id.to_owned(), msg_id.to_owned(), attempt_id.to_owned());
+        self.write(move |c| retention::expunge_attempt(c, &app_id, &msg_id, &attempt_id)).await
     }
 
     async fn expunge_app_content(&self, app_id: &str) -> StoreResult<u64> {

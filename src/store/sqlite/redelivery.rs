@@ -16,8 +16,9 @@ use crate::store::{RequeueFilter, StoreResult, status_code_range};
 
 /// The endpoint's deliveries matching `f`, as (msg_id, endpoint_id) rows.
 fn matching(app_id: &str, endpoint_id: &str, f: &RequeueFilter) -> Select {
-    let mut q =
-        Select::new("SELECT d.msg_id, d.endpoint_id FROM deliveries d JOIN messages m ON m.id = d.msg_id");
+    let mut q = Select::new(
+        "SELECT d.msg_id, d.endpoint_id FROM deliveries d JOIN messages m ON m.app_id = d.app_id AND m.id = d.msg_id",
+    );
     q.eq("d.app_id", app_id.to_owned()).eq("d.endpoint_id", endpoint_id.to_owned());
     q.and("m.created_at >= ?", [Value::Integer(f.since.as_millis())]);
     if let Some(until) = f.until {
@@ -104,7 +105,7 @@ pub fn endpoint_stats(
     until: Option<Timestamp>,
 ) -> StoreResult<DeliveryCounts> {
     let mut q = Select::new(
-        "SELECT d.status, d.lease_owner IS NOT NULL, COUNT(*) FROM deliveries d JOIN messages m ON m.id = d.msg_id",
+        "SELECT d.status, d.lease_owner IS NOT NULL, COUNT(*) FROM deliveries d JOIN messages m ON m.app_id = d.app_id AND m.id = d.msg_id",
     );
     q.eq("d.app_id", app_id.to_owned()).eq("d.endpoint_id", endpoint_id.to_owned());
     if let Some(s) = since {

@@ -17,10 +17,10 @@ pub fn expunge_message(c: &Connection, app_id: &str, msg_id: &str) -> StoreResul
     }
 }
 
-pub fn expunge_attempt(c: &Connection, app_id: &str, attempt_id: &str) -> StoreResult<()> {
+pub fn expunge_attempt(c: &Connection, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<()> {
     match c
-        .prepare_cached("UPDATE attempts SET response = '' WHERE app_id = ? AND id = ?")?
-        .execute([app_id, attempt_id])?
+        .prepare_cached("UPDATE attempts SET response = '' WHERE msg_id = ? AND id = ? AND app_id = ?")?
+        .execute([msg_id, attempt_id, app_id])?
     {
         0 => Err(StoreError::NotFound),
         _ => Ok(()),
