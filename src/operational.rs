@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::domain::model::{Attempt, Endpoint, Message, NewMessage};
 use crate::domain::time::Timestamp;
@@ -91,10 +91,22 @@ impl Emitter {
     }
 }
 
-/// Turn events into messages of the operational application, for as long
-/// as the service lives.
-pub async fn forward(mut rx: mpsc::UnboundedReceiver<Event>, service: Weak<Service>) {
-    while let Some(event) = rx.recv().await {
+/// Turn events into messages of the operational application, until
+/// `drained` says nothing emits any more (or the service is gone); then
+/// what is already queued is sent and the task ends.
+pub async fn forward(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    service: Weak<Service>,
+    mut drained: watch::Receiver<bool>,
+) {
+    loop {
+        let event = tokio::select! {
+            event = rx.recv() => event,
+            // The emitters live as long as the service, so the channel
+            // never closes on its own during shutdown.
+            _ = drained.wait_for(|d| *d) => rx.try_recv().ok(),
+        };
+        let Some(event) = event else { break };
         let Some(service) = service.upgrade() else { break };
         if let Err(e) = send(&service, event).await {
             tracing::warn!(error = %e, "could not queue an operational webhook");

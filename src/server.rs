@@ -40,6 +40,9 @@ pub struct Server {
     pub maintenance: Maintenance,
     cfg: ServerConfig,
     stop: watch::Sender<bool>,
+    /// Set once the HTTP server and the dispatcher have stopped: the tasks
+    /// that forward their events may finish.
+    drained: watch::Sender<bool>,
     http: JoinHandle<()>,
     background: TaskTracker,
     /// Held for the server's lifetime: one process per data directory
@@ -68,9 +71,18 @@ async fn open_store(cfg: &ServerConfig) -> anyhow::Result<(SharedStore, Option<F
 
 /// React to what other nodes sharing the store did: look for newly due
 /// work, forget cached tokens.
-async fn follow_store(mut events: broadcast::Receiver<StoreEvent>, service: Weak<Service>) {
+async fn follow_store(
+    mut events: broadcast::Receiver<StoreEvent>,
+    service: Weak<Service>,
+    mut drained: watch::Receiver<bool>,
+) {
     loop {
-        let event = match events.recv().await {
+        let received = tokio::select! {
+            received = events.recv() => received,
+            // Nothing left to wake or invalidate.
+            _ = drained.wait_for(|d| *d) => break,
+        };
+        let event = match received {
             Ok(event) => event,
             // Missed some: assume the worst of what they could have said.
             Err(broadcast::error::RecvError::Lagged(_)) => StoreEvent::Changed,
@@ -113,10 +125,11 @@ impl Server {
             events,
         ));
         let (stop, stopped) = watch::channel(false);
+        let (drained, drained_rx) = watch::channel(false);
         let background = TaskTracker::new();
-        background.spawn(operational::forward(event_rx, Arc::downgrade(&service)));
+        background.spawn(operational::forward(event_rx, Arc::downgrade(&service), drained_rx.clone()));
         if let Some(events) = store.subscribe() {
-            background.spawn(follow_store(events, Arc::downgrade(&service)));
+            background.spawn(follow_store(events, Arc::downgrade(&service), drained_rx));
         }
         let maintenance =
             Maintenance { store: Arc::clone(&store), clock, dispatcher, retention: cfg.service.retention };
@@ -159,7 +172,18 @@ impl Server {
             }
             None => tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "hookline serving"),
         }
-        Ok(Server { addr, service, new_admin_token, maintenance, cfg, stop, http, background, _lock: lock })
+        Ok(Server {
+            addr,
+            service,
+            new_admin_token,
+            maintenance,
+            cfg,
+            stop,
+            drained,
+            http,
+            background,
+            _lock: lock,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -172,6 +196,7 @@ impl Server {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(self.cfg.shutdown_grace, self.http).await;
         self.service.dispatcher.shutdown(self.cfg.shutdown_grace).await;
+        let _ = self.drained.send(true);
         self.background.close();
         let _ = tokio::time::timeout(self.cfg.shutdown_grace, self.background.wait()).await;
     }

@@ -83,3 +83,27 @@ async fn acknowledged_messages_survive_kill_9_and_restart() {
     }
     server.kill().await.unwrap();
 }
+
+/// SIGTERM on an idle server: it stops at once (nothing is in flight), not
+/// after the whole shutdown grace of 10 s, and leaves the data directory
+/// free for the next start.
+#[tokio::test]
+async fn sigterm_stops_an_idle_server_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let (mut server, url) = spawn_server(dir.path()).await;
+    post(&http, format!("{url}/api/v1/app"), json!({"name": "stop"})).await;
+
+    let pid = server.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exited = tokio::time::timeout(Duration::from_secs(5), server.wait())
+        .await
+        .expect("still running 5 s after SIGTERM")
+        .unwrap();
+    assert!(exited.success(), "{exited}");
+
+    let (mut again, url) = spawn_server(dir.path()).await;
+    let apps = get(&http, format!("{url}/api/v1/app")).await.unwrap();
+    assert_eq!(apps["data"][0]["name"], "stop");
+    again.kill().await.unwrap();
+}
