@@ -211,6 +211,8 @@ pub fn migrate(conn: &mut Connection) -> StoreResult<usize> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        // Some rebuild whole tables: say why start-up waits.
+        tracing::info!(migration = i + 1, "applying sqlite schema migration");
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
