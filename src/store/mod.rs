@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 use crate::domain::delivery::{AttemptResult, DeliveryState, Outcome};
+use crate::domain::health;
 use crate::domain::model::{
     App, AppPatch, AppSummary, Attempt, Delivery, DeliveryCounts, DeliveryStatus, Endpoint, EndpointPatch,
     EventType, EventTypePatch, Message, Scope, Task,
@@ -292,6 +293,18 @@ impl AttemptRecord {
             steering: self.steering.clone(),
             jitter: self.jitter,
         }
+    }
+
+    /// What this attempt does to its endpoint's health, from the stored
+    /// start of its failure streak (the endpoint being active).
+    pub fn health(&self, failing_since: Option<Timestamp>) -> health::Change {
+        health::after_attempt(
+            failing_since,
+            self.outcome,
+            self.finished_at,
+            self.steering.disable_endpoint,
+            self.auto_disable_after,
+        )
     }
 }
 

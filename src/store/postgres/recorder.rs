@@ -245,15 +245,14 @@ fn plan_health(stored: &HashMap<String, EndpointHealth>, recs: &[AttemptRecord])
                 Some(ep) if ep.disabled => HealthStep { exists: true, active: false, disabled: None },
                 Some(ep) => {
                     let at = rec.finished_at;
-                    let failing_since = health::failing_since(ep.failing_since, rec.outcome, at);
-                    let automatic = health::should_disable(failing_since, at, rec.auto_disable_after);
+                    let health::Change { failing_since, disabled_automatically } =
+                        rec.health(ep.failing_since);
                     let changed = failing_since != ep.failing_since;
                     ep.failing_since = failing_since;
-                    if rec.steering.disable_endpoint || automatic {
+                    if let Some(automatic) = disabled_automatically {
                         ep.disabled = true;
                         writes.insert(id.clone(), HealthWrite { failing_since, disabled_at: Some(at) });
-                        let disabling =
-                            Disabling { failing_since, automatic: !rec.steering.disable_endpoint };
+                        let disabling = Disabling { failing_since, automatic };
                         HealthStep { exists: true, active: false, disabled: Some(disabling) }
                     } else {
                         if changed {

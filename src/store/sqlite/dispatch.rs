@@ -223,9 +223,8 @@ fn update_health(
     rec: &AttemptRecord,
 ) -> StoreResult<Option<EndpointDisabled>> {
     let at = rec.finished_at;
-    let failing_since = health::failing_since(ep.failing_since, rec.outcome, at);
-    let automatic = health::should_disable(failing_since, at, rec.auto_disable_after);
-    if rec.steering.disable_endpoint || automatic {
+    let health::Change { failing_since, disabled_automatically } = rec.health(ep.failing_since);
+    if let Some(automatic) = disabled_automatically {
         c.prepare_cached(
             "UPDATE endpoints SET disabled = 1, failing_since = ?, updated_at = ? WHERE id = ?",
         )?
@@ -235,11 +234,7 @@ fn update_health(
         // (and must be a `Backend` error: this job runs without a savepoint).
         let endpoint = load_endpoint(c, endpoint_id)?
             .ok_or_else(|| crate::store::StoreError::Backend("endpoint vanished mid-write".into()))?;
-        return Ok(Some(EndpointDisabled {
-            endpoint,
-            failing_since,
-            automatic: !rec.steering.disable_endpoint,
-        }));
+        return Ok(Some(EndpointDisabled { endpoint, failing_since, automatic }));
     }
     if failing_since != ep.failing_since {
         c.prepare_cached("UPDATE endpoints SET failing_since = ? WHERE id = ?")?
