@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::rows::{
     self, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_NCOLS, ENDPOINT_COLS, MESSAGE_COLS, opt_json, opt_ts_value,
 };
-use super::sql::Select;
+use super::sql::{DELIVERIES_WITH_MESSAGES, JOIN_ATTEMPT_MESSAGES, Select};
 use super::tenants;
 use crate::domain::filter;
 use crate::domain::model::{App, Attempt, Delivery, DeliveryStatus, Endpoint, Message};
@@ -261,9 +261,8 @@ pub fn list_endpoint_deliveries(
     f: &DeliveryFilter,
     page: &PageRequest,
 ) -> StoreResult<Page<(Delivery, Message)>> {
-    let mut q = Select::new(format!(
-        "SELECT {DELIVERY_COLS}, {MESSAGE_COLS} FROM deliveries d JOIN messages m ON m.app_id = d.app_id AND m.id = d.msg_id"
-    ));
+    let mut q =
+        Select::new(format!("SELECT {DELIVERY_COLS}, {MESSAGE_COLS} FROM {DELIVERIES_WITH_MESSAGES}"));
     q.eq("d.app_id", app_id.to_owned()).eq("d.endpoint_id", endpoint_id.to_owned());
     status_filter(&mut q, f.status);
     message_filters(&mut q, &f.event_types, &f.channel);
@@ -294,7 +293,7 @@ pub fn list_attempts(
     page: &PageRequest,
 ) -> StoreResult<Page<Attempt>> {
     let needs_message = f.event_types.is_some() || f.channel.is_some();
-    let join = if needs_message { " JOIN messages m ON m.app_id = t.app_id AND m.id = t.msg_id" } else { "" };
+    let join = if needs_message { JOIN_ATTEMPT_MESSAGES } else { "" };
     let mut q = Select::new(format!("SELECT {ATTEMPT_COLS} FROM attempts t{join}"));
     q.eq("t.app_id", app_id.to_owned());
     if let Some(id) = &f.msg_id {

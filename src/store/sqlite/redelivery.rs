@@ -8,7 +8,7 @@ use rusqlite::{CachedStatement, Connection, Params, params, params_from_iter};
 
 use super::messages::{insert_delivery, message_filters};
 use super::rows::{self, MESSAGE_COLS};
-use super::sql::Select;
+use super::sql::{DELIVERIES_WITH_MESSAGES, Select};
 use crate::domain::filter;
 use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint};
 use crate::domain::time::Timestamp;
@@ -16,9 +16,7 @@ use crate::store::{RequeueFilter, StoreResult, status_code_range};
 
 /// The endpoint's deliveries matching `f`, as (msg_id, endpoint_id) rows.
 fn matching(app_id: &str, endpoint_id: &str, f: &RequeueFilter) -> Select {
-    let mut q = Select::new(
-        "SELECT d.msg_id, d.endpoint_id FROM deliveries d JOIN messages m ON m.app_id = d.app_id AND m.id = d.msg_id",
-    );
+    let mut q = Select::new(format!("SELECT d.msg_id, d.endpoint_id FROM {DELIVERIES_WITH_MESSAGES}"));
     q.eq("d.app_id", app_id.to_owned()).eq("d.endpoint_id", endpoint_id.to_owned());
     q.and("m.created_at >= ?", [Value::Integer(f.since.as_millis())]);
     if let Some(until) = f.until {
@@ -104,9 +102,9 @@ pub fn endpoint_stats(
     since: Option<Timestamp>,
     until: Option<Timestamp>,
 ) -> StoreResult<DeliveryCounts> {
-    let mut q = Select::new(
-        "SELECT d.status, d.lease_owner IS NOT NULL, COUNT(*) FROM deliveries d JOIN messages m ON m.app_id = d.app_id AND m.id = d.msg_id",
-    );
+    let mut q = Select::new(format!(
+        "SELECT d.status, d.lease_owner IS NOT NULL, COUNT(*) FROM {DELIVERIES_WITH_MESSAGES}"
+    ));
     q.eq("d.app_id", app_id.to_owned()).eq("d.endpoint_id", endpoint_id.to_owned());
     if let Some(s) = since {
         q.and("m.created_at >= ?", [Value::Integer(s.as_millis())]);

@@ -7,6 +7,14 @@ use rusqlite::{Connection, Row, params_from_iter};
 use crate::domain::time::Timestamp;
 use crate::store::{Page, PageRequest, StoreResult};
 
+/// Deliveries (`d`) with their messages (`m`). Messages are keyed by
+/// `(app_id, id)` (no index on `id` alone, see `schema.rs`), so every join
+/// on them names the application.
+pub const DELIVERIES_WITH_MESSAGES: &str =
+    "deliveries d JOIN messages m ON m.app_id = d.app_id AND m.id = d.msg_id";
+/// Appended to a query over attempts (`t`) to reach their messages (`m`).
+pub const JOIN_ATTEMPT_MESSAGES: &str = " JOIN messages m ON m.app_id = t.app_id AND m.id = t.msg_id";
+
 pub struct Select {
     sql: String,
     params: Vec<Value>,
