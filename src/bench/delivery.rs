@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::cpu::CpuMeter;
 use super::receiver::{Behaviour, Receiver, SendTimes};
 use super::report::{Latency, Report};
 use super::{Opts, Subject, message_body, send_closed, send_open};
@@ -115,7 +116,21 @@ pub async fn ingest(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Send at a fixed rate to `app`; (ack, end-to-end) latencies.
+/// What a fixed-rate run measured.
+struct AtRate {
+    ack: Latency,
+    e2e: Latency,
+    /// Share of the machine's CPUs busy meanwhile (see [`CpuMeter`]).
+    cpu_busy: Option<f64>,
+}
+
+impl AtRate {
+    fn cpu_brief(&self) -> String {
+        self.cpu_busy.map(|b| format!("{:.0} % of all CPUs", b * 100.0)).unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// Send at a fixed rate to `app`.
 async fn at_rate(
     subject: &Subject,
     app: &str,
@@ -123,8 +138,9 @@ async fn at_rate(
     times: Arc<SendTimes>,
     rate: u64,
     duration: Duration,
-) -> anyhow::Result<(Latency, Latency)> {
+) -> anyhow::Result<AtRate> {
     let before = rx.count();
+    let cpu = CpuMeter::start();
     let acks = send_open(
         &subject.http,
         &subject.messages_urls(app),
@@ -136,7 +152,8 @@ async fn at_rate(
     )
     .await?;
     rx.wait_for(before + acks.len() as u64, PATIENCE).await?;
-    Ok((Latency::of(acks), Latency::of(times.latencies())))
+    let cpu_busy = cpu.busy();
+    Ok(AtRate { ack: Latency::of(acks), e2e: Latency::of(times.latencies()), cpu_busy })
 }
 
 pub async fn latency(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
@@ -147,7 +164,8 @@ pub async fn latency(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let rx = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
     let app = subject.app("bench-latency").await?;
     subject.endpoint(&app, &rx.url(), json!({})).await?;
-    let (ack, e2e) = at_rate(&subject, &app, &rx, times, rate, duration).await?;
+    let run = at_rate(&subject, &app, &rx, times, rate, duration).await?;
+    let (ack, e2e) = (&run.ack, &run.e2e);
     report.add("(d) latency", &format!("ack at {rate}/s"), ack.brief(), "p99 < 3 ms", Some(ack.p99_ms < 3.0));
     report.add(
         "(d) latency",
@@ -156,7 +174,8 @@ pub async fn latency(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         "p99 < 5 ms",
         Some(e2e.p99_ms < 5.0),
     );
-    report.data("latency", json!({"rate": rate, "ack": ack, "e2e": e2e}));
+    report.add("(d) latency", "machine busy meanwhile", run.cpu_brief(), "(info)", None);
+    report.data("latency", json!({"rate": rate, "ack": ack, "e2e": e2e, "cpu_busy": run.cpu_busy}));
     Ok(())
 }
 
@@ -238,7 +257,7 @@ pub async fn isolation(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         let delivered = deliver(&bad.subject, &app, &healthy, times, n, c).await?;
         (delivered, bad.hanging.count(), bad.failing.count())
     };
-    let (ack, e2e) = {
+    let run = {
         let bad = BadNeighbours::start(opts, bad_rate).await?;
         let (app, healthy, times) = bad.healthy((rate * opts.duration) as usize).await?;
         let duration = Duration::from_secs(opts.duration);
@@ -261,13 +280,15 @@ pub async fn isolation(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     report.add(
         "(e) isolation",
         &format!("healthy end-to-end at {rate}/s"),
-        e2e.brief(),
+        run.e2e.brief(),
         &vs(baseline_p99).replace("within", "p99 within"),
-        within(e2e.p99_ms, baseline_p99, false),
+        within(run.e2e.p99_ms, baseline_p99, false),
     );
     // Beside e2e, to tell where extra tail latency comes from: the store's
     // commits (ack and e2e alike) or the dispatcher (e2e alone).
-    report.add("(e) isolation", &format!("healthy ack at {rate}/s"), ack.brief(), "(info)", None);
+    report.add("(e) isolation", &format!("healthy ack at {rate}/s"), run.ack.brief(), "(info)", None);
+    // The neighbours' work shares the two cores: compare with (d)'s figure.
+    report.add("(e) isolation", "machine busy meanwhile", run.cpu_brief(), "(info)", None);
     report.add(
         "(e) isolation",
         "hanging / failing endpoints got",
@@ -277,7 +298,13 @@ pub async fn isolation(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     );
     report.data(
         "isolation",
-        json!({"delivered_per_s": delivered, "ack": ack, "e2e": e2e, "bad_rate": bad_rate}),
+        json!({
+            "delivered_per_s": delivered,
+            "ack": run.ack,
+            "e2e": run.e2e,
+            "cpu_busy": run.cpu_busy,
+            "bad_rate": bad_rate
+        }),
     );
     Ok(())
 }

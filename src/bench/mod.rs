@@ -9,6 +9,7 @@
 //! and the report.
 
 mod backlog;
+mod cpu;
 mod dashboard;
 mod delivery;
 pub mod receiver;
