@@ -1,10 +1,17 @@
-//! How busy the whole machine was during a run, from `/proc/stat`.
+//! Where the CPUs went during a run, from `/proc`.
 //!
 //! The benchmark shares the machine with the server it measures. On two
 //! cores, tail latency follows how much of the CPUs everything together
 //! (server, benchmark, kernel) uses, so the latency scenarios print this
 //! beside their percentiles: a reader can then tell a slower server from a
-//! busier machine. Linux only; elsewhere the figure is left out.
+//! busier machine. And the CPU time each process spends per message, by
+//! thread (the server's HTTP workers, its store writer), says what a ratio
+//! to the loopback limit is made of. Linux only; elsewhere the figures are
+//! left out.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Ticks {
@@ -48,6 +55,100 @@ fn fraction(from: Ticks, to: Ticks) -> Option<f64> {
     Some(to.busy.saturating_sub(from.busy) as f64 / total as f64)
 }
 
+/// Clock ticks per second of the times in `/proc/<pid>/stat` (`USER_HZ`,
+/// part of Linux's user-space ABI: 100 on every architecture we build for).
+const USER_HZ: f64 = 100.0;
+
+/// CPU ticks (user + system) of one process and of each of its threads.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct ProcTicks {
+    /// The whole process, threads that have already exited included.
+    total: u64,
+    /// By thread id: the thread's name and its ticks.
+    threads: BTreeMap<u32, (String, u64)>,
+}
+
+/// A `stat` file's name (between the parentheses; it may hold spaces and
+/// parentheses itself) and utime + stime (fields 14 and 15).
+fn name_and_ticks(stat: &str) -> Option<(String, u64)> {
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let name = stat.get(open + 1..close)?.to_owned();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some((name, ticks(11)? + ticks(12)?))
+}
+
+fn proc_ticks(pid: &str) -> Option<ProcTicks> {
+    let (_, total) = name_and_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut threads = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else { continue };
+        // A thread may end between listing and reading: skip it.
+        if let Some(t) =
+            std::fs::read_to_string(task.path().join("stat")).ok().and_then(|s| name_and_ticks(&s))
+        {
+            threads.insert(tid, t);
+        }
+    }
+    Some(ProcTicks { total, threads })
+}
+
+/// CPU time per message, in µs: the process, and its threads by name.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PerMessage {
+    pub us: f64,
+    /// Threads of the same name added up; "(exited)" is what threads that
+    /// ended during the run spent.
+    pub threads: BTreeMap<String, f64>,
+}
+
+impl PerMessage {
+    /// `80 µs (sqlite-writer 26, tokio-rt-worker 52)`, largest first.
+    pub fn brief(&self) -> String {
+        let mut parts: Vec<(&String, &f64)> = self.threads.iter().filter(|(_, us)| **us >= 0.5).collect();
+        parts.sort_by(|a, b| b.1.total_cmp(a.1));
+        let parts: Vec<String> = parts.iter().map(|(name, us)| format!("{name} {us:.0}")).collect();
+        format!("{:.0} µs ({})", self.us, parts.join(", "))
+    }
+}
+
+fn per_message(from: &ProcTicks, to: &ProcTicks, messages: usize) -> Option<PerMessage> {
+    if messages == 0 {
+        return None;
+    }
+    let us = |ticks: u64| ticks as f64 / USER_HZ * 1e6 / messages as f64;
+    let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
+    for (tid, (name, ticks)) in &to.threads {
+        let before = from.threads.get(tid).map_or(0, |(_, t)| *t);
+        *by_name.entry(name.clone()).or_default() += ticks.saturating_sub(before);
+    }
+    let total = to.total.checked_sub(from.total)?;
+    let exited = total.saturating_sub(by_name.values().sum());
+    if exited > 0 {
+        by_name.insert("(exited)".into(), exited);
+    }
+    Some(PerMessage { us: us(total), threads: by_name.into_iter().map(|(n, t)| (n, us(t))).collect() })
+}
+
+/// Started before a run, read after it: CPU time of one process (this
+/// one when `pid` is `None`) per message.
+pub struct ProcessMeter {
+    pid: String,
+    start: Option<ProcTicks>,
+}
+
+impl ProcessMeter {
+    pub fn start(pid: Option<u32>) -> ProcessMeter {
+        let pid = pid.map_or_else(|| "self".to_owned(), |p| p.to_string());
+        let start = proc_ticks(&pid);
+        ProcessMeter { pid, start }
+    }
+
+    pub fn per_message(&self, messages: usize) -> Option<PerMessage> {
+        per_message(self.start.as_ref()?, &proc_ticks(&self.pid)?, messages)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +167,57 @@ mod tests {
         assert_eq!(parse("cpu  1 2 3\n"), None);
         assert_eq!(parse("cpu  1 2 x 4 5 6 7 8\n"), None);
         assert_eq!(fraction(Ticks { busy: 1, total: 10 }, Ticks { busy: 1, total: 10 }), None);
+    }
+
+    #[test]
+    fn reads_name_and_cpu_ticks_of_a_stat_line() {
+        // Fields after the name: state ppid pgrp session tty tpgid flags
+        // minflt cminflt majflt cmajflt utime stime ...
+        let stat = "4242 (sqlite (w) x) S 1 2 3 0 -1 4194368 10 0 0 0 250 130 0 0 20 0 1 0";
+        assert_eq!(name_and_ticks(stat), Some(("sqlite (w) x".into(), 380)));
+        assert_eq!(name_and_ticks("4242 (short) S 1 2"), None);
+        assert_eq!(name_and_ticks("no parentheses"), None);
+    }
+
+    #[test]
+    fn cpu_per_message_by_thread_name_with_what_exited_threads_spent() {
+        let ticks = |total, threads: &[(u32, &str, u64)]| ProcTicks {
+            total,
+            threads: threads.iter().map(|(tid, n, t)| (*tid, (n.to_string(), *t))).collect(),
+        };
+        let from = ticks(100, &[(1, "worker", 40), (2, "worker", 30), (3, "writer", 20), (4, "gone", 10)]);
+        // 1,000 messages; 1 tick = 10 ms, so 1 tick per 1,000 messages = 10 µs each.
+        let to = ticks(160, &[(1, "worker", 60), (2, "worker", 50), (3, "writer", 30), (5, "new", 5)]);
+        let got = per_message(&from, &to, 1000).unwrap();
+        assert_eq!(got.us, 600.0);
+        let want: BTreeMap<String, f64> =
+            [("worker", 400.0), ("writer", 100.0), ("new", 50.0), ("(exited)", 50.0)]
+                .into_iter()
+                .map(|(n, us)| (n.to_owned(), us))
+                .collect();
+        assert_eq!(got.threads, want);
+        assert_eq!(got.brief(), "600 µs (worker 400, writer 100, (exited) 50, new 50)");
+        assert_eq!(per_message(&from, &to, 0), None);
+    }
+
+    #[test]
+    fn measures_this_process() {
+        let meter = ProcessMeter::start(None);
+        // Spin until the meter sees 20 ms of CPU (two ticks); on a loaded
+        // machine that may take longer than 20 ms of wall time, so allow
+        // plenty.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut x = 0u64;
+        loop {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            let got = meter.per_message(1).expect("linux /proc");
+            assert!(got.threads.values().sum::<f64>() <= got.us + 1e-6, "{got:?}");
+            if got.us >= 20_000.0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "20 s of spinning, CPU seen: {got:?}");
+        }
     }
 }

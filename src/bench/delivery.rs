@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::cpu::CpuMeter;
+use super::cpu::{CpuMeter, PerMessage, ProcessMeter};
 use super::receiver::{Behaviour, Receiver, SendTimes};
 use super::report::{Latency, Report};
 use super::{Opts, Subject, message_body, send_closed, send_open};
@@ -26,6 +26,46 @@ fn payload_fn() -> Arc<dyn Fn(usize) -> String + Send + Sync> {
     })
 }
 
+/// What a closed-loop delivery run measured.
+struct Delivered {
+    /// Messages per second, first send to last receipt.
+    rate: f64,
+    cpu: CpuUse,
+}
+
+/// CPU time per message of the server (when the benchmark started it) and
+/// of the benchmark itself (load generator and receivers).
+#[derive(serde::Serialize)]
+struct CpuUse {
+    server: Option<PerMessage>,
+    bench: Option<PerMessage>,
+}
+
+impl CpuUse {
+    fn brief(&self) -> String {
+        let server = self
+            .server
+            .as_ref()
+            .map_or_else(|| "not known (not started by the benchmark)".into(), PerMessage::brief);
+        let bench = self.bench.as_ref().map_or_else(|| "not known".into(), |b| format!("{:.0} µs", b.us));
+        format!("server {server}; benchmark {bench}")
+    }
+}
+
+/// Meters for [`CpuUse`], started before a run.
+struct CpuMeters(ProcessMeter, ProcessMeter);
+
+impl CpuMeters {
+    fn start(subject: &Subject) -> CpuMeters {
+        CpuMeters(ProcessMeter::start(subject.pid()), ProcessMeter::start(None))
+    }
+
+    fn per_message(&self, subject: &Subject, messages: usize) -> CpuUse {
+        let server = subject.pid().and_then(|_| self.0.per_message(messages));
+        CpuUse { server, bench: self.1.per_message(messages) }
+    }
+}
+
 /// Deliveries per second of `n` messages sent by `c` clients to one
 /// healthy endpoint, first send to last receipt.
 async fn deliver(
@@ -35,9 +75,10 @@ async fn deliver(
     times: Arc<SendTimes>,
     n: usize,
     c: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Delivered> {
     let start = Instant::now();
     let before = rx.count();
+    let cpu = CpuMeters::start(subject);
     send_closed(
         &subject.http,
         &subject.messages_urls(app),
@@ -49,7 +90,8 @@ async fn deliver(
     )
     .await?;
     rx.wait_for(before + n as u64, PATIENCE).await?;
-    Ok(n as f64 / rx.last_at().duration_since(start).as_secs_f64())
+    let rate = n as f64 / rx.last_at().duration_since(start).as_secs_f64();
+    Ok(Delivered { rate, cpu: cpu.per_message(subject, n) })
 }
 
 pub async fn throughput(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
@@ -67,7 +109,7 @@ pub async fn throughput(opts: &Opts, report: &mut Report) -> anyhow::Result<()> 
     let rx = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
     let app = subject.app("bench-throughput").await?;
     subject.endpoint(&app, &rx.url(), json!({})).await?;
-    let rate = deliver(&subject, &app, &rx, Arc::clone(&times), n, c).await?;
+    let Delivered { rate, cpu } = deliver(&subject, &app, &rx, Arc::clone(&times), n, c).await?;
     let ratio = rate / loopback;
     report.add("(b) delivery", "messages/s", format!("{rate:.0}"), "", None);
     report.add(
@@ -79,9 +121,12 @@ pub async fn throughput(opts: &Opts, report: &mut Report) -> anyhow::Result<()> 
     );
     let e2e = Latency::of(times.latencies());
     report.add("(b) delivery", "end-to-end at saturation", e2e.brief(), "(info)", None);
+    // What the ratio is made of: the server's HTTP workers and its store
+    // writer, against the benchmark's own client and receiver.
+    report.add("(b) delivery", "CPU per message", cpu.brief(), "(info)", None);
     report.data(
         "throughput",
-        json!({"loopback_rps": loopback, "delivered_per_s": rate, "ratio": ratio, "e2e": e2e}),
+        json!({"loopback_rps": loopback, "delivered_per_s": rate, "ratio": ratio, "e2e": e2e, "cpu": cpu}),
     );
     Ok(())
 }
@@ -122,6 +167,8 @@ struct AtRate {
     e2e: Latency,
     /// Share of the machine's CPUs busy meanwhile (see [`CpuMeter`]).
     cpu_busy: Option<f64>,
+    /// Per message sent at the rate (the neighbours' work in (e) included).
+    cpu: CpuUse,
 }
 
 impl AtRate {
@@ -141,6 +188,7 @@ async fn at_rate(
 ) -> anyhow::Result<AtRate> {
     let before = rx.count();
     let cpu = CpuMeter::start();
+    let meters = CpuMeters::start(subject);
     let acks = send_open(
         &subject.http,
         &subject.messages_urls(app),
@@ -152,8 +200,8 @@ async fn at_rate(
     )
     .await?;
     rx.wait_for(before + acks.len() as u64, PATIENCE).await?;
-    let cpu_busy = cpu.busy();
-    Ok(AtRate { ack: Latency::of(acks), e2e: Latency::of(times.latencies()), cpu_busy })
+    let (cpu_busy, cpu) = (cpu.busy(), meters.per_message(subject, acks.len()));
+    Ok(AtRate { ack: Latency::of(acks), e2e: Latency::of(times.latencies()), cpu_busy, cpu })
 }
 
 pub async fn latency(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
@@ -175,7 +223,11 @@ pub async fn latency(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         Some(e2e.p99_ms < 5.0),
     );
     report.add("(d) latency", "machine busy meanwhile", run.cpu_brief(), "(info)", None);
-    report.data("latency", json!({"rate": rate, "ack": ack, "e2e": e2e, "cpu_busy": run.cpu_busy}));
+    report.add("(d) latency", "CPU per message", run.cpu.brief(), "(info)", None);
+    report.data(
+        "latency",
+        json!({"rate": rate, "ack": ack, "e2e": e2e, "cpu_busy": run.cpu_busy, "cpu": run.cpu}),
+    );
     Ok(())
 }
 
@@ -254,7 +306,7 @@ pub async fn isolation(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let (delivered, hanging_got, failing_got) = {
         let bad = BadNeighbours::start(opts, bad_rate).await?;
         let (app, healthy, times) = bad.healthy(n).await?;
-        let delivered = deliver(&bad.subject, &app, &healthy, times, n, c).await?;
+        let delivered = deliver(&bad.subject, &app, &healthy, times, n, c).await?.rate;
         (delivered, bad.hanging.count(), bad.failing.count())
     };
     let run = {
@@ -289,6 +341,8 @@ pub async fn isolation(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     report.add("(e) isolation", &format!("healthy ack at {rate}/s"), run.ack.brief(), "(info)", None);
     // The neighbours' work shares the two cores: compare with (d)'s figure.
     report.add("(e) isolation", "machine busy meanwhile", run.cpu_brief(), "(info)", None);
+    // Per healthy message, the neighbours' work included: compare with (d).
+    report.add("(e) isolation", "CPU per healthy message", run.cpu.brief(), "(info)", None);
     report.add(
         "(e) isolation",
         "hanging / failing endpoints got",
@@ -303,6 +357,7 @@ pub async fn isolation(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
             "ack": run.ack,
             "e2e": run.e2e,
             "cpu_busy": run.cpu_busy,
+            "cpu": run.cpu,
             "bad_rate": bad_rate
         }),
     );

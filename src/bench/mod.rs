@@ -232,9 +232,14 @@ impl Subject {
         Ok(startup)
     }
 
+    /// Process id of the local server.
+    pub fn pid(&self) -> Option<u32> {
+        self.local.as_ref()?.child.id()
+    }
+
     /// Resident memory of the local server, in MiB.
     pub fn rss_mib(&self) -> Option<f64> {
-        let pid = self.local.as_ref()?.child.id()?;
+        let pid = self.pid()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let kib: f64 =
             status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;

@@ -75,11 +75,22 @@ async fn all_scenarios_smoke() {
         "latency.cpu_busy",
         "isolation.delivered_per_s",
         "isolation.cpu_busy",
+        // CPU per message of the server the bench started: at the fixed
+        // rate that is tens of ms in all, well above /proc's 10 ms ticks.
+        "latency.cpu.server.us",
+        "isolation.cpu.server.us",
         "backlog.rss_mib",
         "idle.rss_mib",
         "idle.startup_ms",
     ] {
         positive(path);
+    }
+    // (b)'s few ms of CPU may round to 0 ticks; the figures must be there.
+    for path in
+        ["throughput.cpu.server.us", "throughput.cpu.server.threads.sqlite-writer", "throughput.cpu.bench.us"]
+    {
+        let v = path.split('.').fold(data, |v, k| &v[k]);
+        assert!(v.as_f64().is_some_and(|x| x >= 0.0), "{path} = {v} in {data}");
     }
     // Every message sent at the fixed rate arrived and was timed.
     assert_eq!(data["latency"]["e2e"]["samples"], data["latency"]["ack"]["samples"], "{data}");
