@@ -52,17 +52,24 @@ impl CpuUse {
     }
 }
 
-/// Meters for [`CpuUse`], started before a run.
-struct CpuMeters(ProcessMeter, ProcessMeter);
+/// Meters for [`CpuUse`], started before a run: the server's (when the
+/// benchmark started it, so its process is known) and this process's.
+struct CpuMeters {
+    server: Option<ProcessMeter>,
+    bench: ProcessMeter,
+}
 
 impl CpuMeters {
     fn start(subject: &Subject) -> CpuMeters {
-        CpuMeters(ProcessMeter::start(subject.pid()), ProcessMeter::start(None))
+        let server = subject.pid().map(|pid| ProcessMeter::start(Some(pid)));
+        CpuMeters { server, bench: ProcessMeter::start(None) }
     }
 
-    fn per_message(&self, subject: &Subject, messages: usize) -> CpuUse {
-        let server = subject.pid().and_then(|_| self.0.per_message(messages));
-        CpuUse { server, bench: self.1.per_message(messages) }
+    fn per_message(&self, messages: usize) -> CpuUse {
+        CpuUse {
+            server: self.server.as_ref().and_then(|m| m.per_message(messages)),
+            bench: self.bench.per_message(messages),
+        }
     }
 }
 
@@ -91,7 +98,7 @@ async fn deliver(
     .await?;
     rx.wait_for(before + n as u64, PATIENCE).await?;
     let rate = n as f64 / rx.last_at().duration_since(start).as_secs_f64();
-    Ok(Delivered { rate, cpu: cpu.per_message(subject, n) })
+    Ok(Delivered { rate, cpu: cpu.per_message(n) })
 }
 
 pub async fn throughput(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
@@ -200,7 +207,7 @@ async fn at_rate(
     )
     .await?;
     rx.wait_for(before + acks.len() as u64, PATIENCE).await?;
-    let (cpu_busy, cpu) = (cpu.busy(), meters.per_message(subject, acks.len()));
+    let (cpu_busy, cpu) = (cpu.busy(), meters.per_message(acks.len()));
     Ok(AtRate { ack: Latency::of(acks), e2e: Latency::of(times.latencies()), cpu_busy, cpu })
 }
 
