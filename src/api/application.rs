@@ -145,6 +145,9 @@ async fn read(
 }
 
 /// PUT: replace, or create with the path as uid when it does not exist.
+/// Addressed by its uid, an application keeps that uid when the body names
+/// none, so the same PUT repeated (a deploy script ensuring its tenants)
+/// updates one application instead of orphaning it and creating another.
 async fn upsert(
     State(s): State<ApiState>,
     who: Principal,
@@ -154,6 +157,9 @@ async fn upsert(
     let mut spec = body.into_spec();
     match s.app(&who, &app_ref).await {
         Ok(app) => {
+            if spec.uid.is_none() && app.uid.as_deref() == Some(app_ref.as_str()) {
+                spec.uid = app.uid.clone();
+            }
             let updated = s.service.update_app(&app.id, AppPatch::replace_all(spec)).await?;
             Ok((StatusCode::OK, Json(updated.into())))
         }

@@ -279,6 +279,8 @@ async fn read(
 }
 
 /// PUT: replace, or create with the path as uid when it does not exist.
+/// As for applications, an endpoint addressed by its uid keeps it when the
+/// body names none.
 async fn upsert(
     State(s): State<ApiState>,
     who: Principal,
@@ -298,6 +300,9 @@ pub(super) async fn upsert_in(
     let mut spec = body.into_spec();
     match s.service.store.get_endpoint(&app.id, &ep_ref).await? {
         Some(ep) => {
+            if spec.uid.is_none() && ep.uid.as_deref() == Some(ep_ref.as_str()) {
+                spec.uid = ep.uid.clone();
+            }
             let mut patch = EndpointPatch::replace_all(spec);
             patch.headers = headers;
             let ep = s.service.update_endpoint(&app.id, &ep.id, patch).await?;

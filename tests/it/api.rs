@@ -7,7 +7,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use svix::api::{MessageAttemptListByMsgOptions, MessageListOptions};
 use svix::error::Error as SvixError;
-use svix::models::{ApplicationIn, ApplicationPatch, EndpointIn, EndpointPatch, MessageIn, MessageStatus};
+use svix::models::{
+    ApplicationIn, ApplicationPatch, EndpointIn, EndpointPatch, EndpointUpsertIn, MessageIn, MessageStatus,
+};
 
 use crate::common::{Receiver, Reply, TOKEN, TestServer, svix_client};
 
@@ -158,10 +160,21 @@ async fn crud_through_the_client_with_uids() {
     assert_eq!(patched.name, "Renamed");
     assert_eq!(patched.uid.as_deref(), Some("tenant-1"));
 
-    // PUT to an unknown uid creates (upsert).
+    // PUT to an unknown uid creates (upsert); the same PUT again updates
+    // that application, which keeps its uid though the body names none.
     let upserted =
         t.svix.application().upsert("tenant-2".into(), ApplicationIn::new("Two".into())).await.unwrap();
     assert_eq!(upserted.uid.as_deref(), Some("tenant-2"));
+    let again =
+        t.svix.application().upsert("tenant-2".into(), ApplicationIn::new("Two!".into())).await.unwrap();
+    assert_eq!(
+        (again.id.as_str(), again.uid.as_deref(), again.name.as_str()),
+        (upserted.id.as_str(), Some("tenant-2"), "Two!")
+    );
+    // Addressed by id, PUT replaces everything: no uid in the body, none kept.
+    let by_id =
+        t.svix.application().upsert(again.id.clone(), ApplicationIn::new("Two".into())).await.unwrap();
+    assert_eq!((by_id.id.as_str(), by_id.uid), (again.id.as_str(), None));
 
     let ep = t
         .svix
@@ -174,6 +187,16 @@ async fn crud_through_the_client_with_uids() {
         .await
         .unwrap();
     assert_eq!(t.svix.endpoint().get("tenant-1".into(), "primary".into()).await.unwrap().id, ep.id);
+    // The same for endpoints: PUT by uid twice updates one endpoint.
+    for url in ["https://example.com/one", "https://example.com/two"] {
+        let put = t
+            .svix
+            .endpoint()
+            .upsert("tenant-1".into(), "secondary".into(), EndpointUpsertIn::new(url.into()))
+            .await
+            .unwrap();
+        assert_eq!((put.uid.as_deref(), put.url.as_str()), (Some("secondary"), url));
+    }
     let disabled = t
         .svix
         .endpoint()
@@ -182,7 +205,7 @@ async fn crud_through_the_client_with_uids() {
         .unwrap();
     assert_eq!(disabled.disabled, Some(true));
     let list = t.svix.endpoint().list(app.id.clone(), None).await.unwrap();
-    assert_eq!(list.data.len(), 1);
+    assert_eq!(list.data.len(), 2, "primary and secondary, no third from the repeated PUT");
     assert!(list.done);
 
     // Messages are found by eventId too.
