@@ -36,15 +36,15 @@ fn now() -> Option<Ticks> {
     parse(&std::fs::read_to_string("/proc/stat").ok()?)
 }
 
-/// Started before a run, read after it.
-pub struct CpuMeter(Option<Ticks>);
+/// How busy the whole machine is: started before a run, read after it.
+pub struct MachineMeter(Option<Ticks>);
 
-impl CpuMeter {
-    pub fn start() -> CpuMeter {
-        CpuMeter(now())
+impl MachineMeter {
+    pub fn start() -> MachineMeter {
+        MachineMeter(now())
     }
 
-    /// Share of all CPUs busy since [`CpuMeter::start`], 0 to 1.
+    /// Share of all CPUs busy since [`MachineMeter::start`], 0 to 1.
     pub fn busy(&self) -> Option<f64> {
         fraction(self.0?, now()?)
     }
@@ -130,22 +130,61 @@ fn per_message(from: &ProcTicks, to: &ProcTicks, messages: usize) -> Option<PerM
     Some(PerMessage { us: us(total), threads: by_name.into_iter().map(|(n, t)| (n, us(t))).collect() })
 }
 
-/// Started before a run, read after it: CPU time of one process (this
-/// one when `pid` is `None`) per message.
-pub struct ProcessMeter {
+/// Started before a run, read after it: CPU time of one process
+/// (`/proc/<pid>`, `self` for this one) per message.
+struct ProcessMeter {
     pid: String,
     start: Option<ProcTicks>,
 }
 
 impl ProcessMeter {
-    pub fn start(pid: Option<u32>) -> ProcessMeter {
-        let pid = pid.map_or_else(|| "self".to_owned(), |p| p.to_string());
+    fn start(pid: String) -> ProcessMeter {
         let start = proc_ticks(&pid);
         ProcessMeter { pid, start }
     }
 
-    pub fn per_message(&self, messages: usize) -> Option<PerMessage> {
+    fn per_message(&self, messages: usize) -> Option<PerMessage> {
         per_message(self.start.as_ref()?, &proc_ticks(&self.pid)?, messages)
+    }
+}
+
+/// CPU time per message of the server (when its process is known, i.e.
+/// the benchmark started it) and of the benchmark itself (load generator
+/// and receivers).
+#[derive(Serialize)]
+pub struct CpuUse {
+    pub server: Option<PerMessage>,
+    pub bench: Option<PerMessage>,
+}
+
+impl CpuUse {
+    pub fn brief(&self) -> String {
+        let server = self
+            .server
+            .as_ref()
+            .map_or_else(|| "not known (not started by the benchmark)".into(), PerMessage::brief);
+        let bench = self.bench.as_ref().map_or_else(|| "not known".into(), |b| format!("{:.0} µs", b.us));
+        format!("server {server}; benchmark {bench}")
+    }
+}
+
+/// Measures a [`CpuUse`]: started before a run, read after it.
+pub struct CpuUseMeter {
+    server: Option<ProcessMeter>,
+    bench: ProcessMeter,
+}
+
+impl CpuUseMeter {
+    pub fn start(server_pid: Option<u32>) -> CpuUseMeter {
+        let server = server_pid.map(|pid| ProcessMeter::start(pid.to_string()));
+        CpuUseMeter { server, bench: ProcessMeter::start("self".into()) }
+    }
+
+    pub fn per_message(&self, messages: usize) -> CpuUse {
+        CpuUse {
+            server: self.server.as_ref().and_then(|m| m.per_message(messages)),
+            bench: self.bench.per_message(messages),
+        }
     }
 }
 
@@ -202,7 +241,7 @@ mod tests {
 
     #[test]
     fn measures_this_process() {
-        let meter = ProcessMeter::start(None);
+        let meter = ProcessMeter::start("self".into());
         // Spin until the meter sees 20 ms of CPU (two ticks); on a loaded
         // machine that may take longer than 20 ms of wall time, so allow
         // plenty.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::cpu::{CpuMeter, PerMessage, ProcessMeter};
+use super::cpu::{CpuUse, CpuUseMeter, MachineMeter};
 use super::receiver::{Behaviour, Receiver, SendTimes};
 use super::report::{Latency, Report};
 use super::{Opts, Subject, message_body, send_closed, send_open};
@@ -33,46 +33,6 @@ struct Delivered {
     cpu: CpuUse,
 }
 
-/// CPU time per message of the server (when the benchmark started it) and
-/// of the benchmark itself (load generator and receivers).
-#[derive(serde::Serialize)]
-struct CpuUse {
-    server: Option<PerMessage>,
-    bench: Option<PerMessage>,
-}
-
-impl CpuUse {
-    fn brief(&self) -> String {
-        let server = self
-            .server
-            .as_ref()
-            .map_or_else(|| "not known (not started by the benchmark)".into(), PerMessage::brief);
-        let bench = self.bench.as_ref().map_or_else(|| "not known".into(), |b| format!("{:.0} µs", b.us));
-        format!("server {server}; benchmark {bench}")
-    }
-}
-
-/// Meters for [`CpuUse`], started before a run: the server's (when the
-/// benchmark started it, so its process is known) and this process's.
-struct CpuMeters {
-    server: Option<ProcessMeter>,
-    bench: ProcessMeter,
-}
-
-impl CpuMeters {
-    fn start(subject: &Subject) -> CpuMeters {
-        let server = subject.pid().map(|pid| ProcessMeter::start(Some(pid)));
-        CpuMeters { server, bench: ProcessMeter::start(None) }
-    }
-
-    fn per_message(&self, messages: usize) -> CpuUse {
-        CpuUse {
-            server: self.server.as_ref().and_then(|m| m.per_message(messages)),
-            bench: self.bench.per_message(messages),
-        }
-    }
-}
-
 /// Deliveries per second of `n` messages sent by `c` clients to one
 /// healthy endpoint, first send to last receipt.
 async fn deliver(
@@ -85,7 +45,7 @@ async fn deliver(
 ) -> anyhow::Result<Delivered> {
     let start = Instant::now();
     let before = rx.count();
-    let cpu = CpuMeters::start(subject);
+    let cpu = CpuUseMeter::start(subject.pid());
     send_closed(
         &subject.http,
         &subject.messages_urls(app),
@@ -172,7 +132,7 @@ pub async fn ingest(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
 struct AtRate {
     ack: Latency,
     e2e: Latency,
-    /// Share of the machine's CPUs busy meanwhile (see [`CpuMeter`]).
+    /// Share of the machine's CPUs busy meanwhile (see [`MachineMeter`]).
     cpu_busy: Option<f64>,
     /// Per message sent at the rate (the neighbours' work in (e) included).
     cpu: CpuUse,
@@ -194,8 +154,7 @@ async fn at_rate(
     duration: Duration,
 ) -> anyhow::Result<AtRate> {
     let before = rx.count();
-    let cpu = CpuMeter::start();
-    let meters = CpuMeters::start(subject);
+    let (machine, cpu) = (MachineMeter::start(), CpuUseMeter::start(subject.pid()));
     let acks = send_open(
         &subject.http,
         &subject.messages_urls(app),
@@ -207,7 +166,7 @@ async fn at_rate(
     )
     .await?;
     rx.wait_for(before + acks.len() as u64, PATIENCE).await?;
-    let (cpu_busy, cpu) = (cpu.busy(), meters.per_message(acks.len()));
+    let (cpu_busy, cpu) = (machine.busy(), cpu.per_message(acks.len()));
     Ok(AtRate { ack: Latency::of(acks), e2e: Latency::of(times.latencies()), cpu_busy, cpu })
 }
 
