@@ -1,6 +1,6 @@
 //! A real headless Chromium, driven over WebDriver (chromedriver started as
 //! a child process). Both come from Debian's `chromium` and
-//! `chromium-driver` packages, which `.ci/run` installs; a missing driver is
+//! `chromium-driver` packages, which `scripts/test` installs; a missing driver is
 //! a test failure, never a skip.
 
 use std::net::TcpListener;
