@@ -116,7 +116,7 @@ impl Server {
 
         let (events, event_rx) = Emitter::channel();
         let dispatcher =
-            Dispatcher::start(Arc::clone(&store), Arc::clone(&clock), cfg.dispatch.clone(), events.clone());
+            Dispatcher::start(store.clone(), Arc::clone(&clock), cfg.dispatch.clone(), events.clone());
         let service = Arc::new(Service::new(
             Arc::clone(&store),
             dispatcher.clone(),

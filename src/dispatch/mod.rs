@@ -35,7 +35,7 @@ use crate::domain::retry::RetryPolicy;
 use crate::domain::steering::Steering;
 use crate::domain::time::Timestamp;
 use crate::operational::{self, Emitter};
-use crate::store::{AttemptEffects, AttemptRecord, DeliveryKey, DeliveryTask, Lease, SharedStore};
+use crate::store::{AttemptEffects, AttemptRecord, DeliveryKey, DeliveryTask, DispatchStore, Lease};
 use crate::telemetry;
 
 #[derive(Clone, Debug)]
@@ -86,7 +86,8 @@ pub struct Dispatcher {
 }
 
 struct Inner {
-    store: SharedStore,
+    /// Only the dispatch part of the store: claims, leases, attempt records.
+    store: Arc<dyn DispatchStore>,
     clock: SharedClock,
     cfg: DispatchConfig,
     sender: Sender,
@@ -103,7 +104,12 @@ struct Inner {
 
 impl Dispatcher {
     /// Start the scheduler; returns at once.
-    pub fn start(store: SharedStore, clock: SharedClock, cfg: DispatchConfig, events: Emitter) -> Dispatcher {
+    pub fn start(
+        store: Arc<dyn DispatchStore>,
+        clock: SharedClock,
+        cfg: DispatchConfig,
+        events: Emitter,
+    ) -> Dispatcher {
         let inner = Arc::new(Inner {
             sender: Sender::new(cfg.targets.clone()),
             lanes: Mutex::new(Lanes::new(cfg.endpoint_concurrency, cfg.endpoint_queue)),

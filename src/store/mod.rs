@@ -1,356 +1,51 @@
-//! Persistence: the [`Store`] trait and its implementations.
+//! Persistence: the [`Store`] traits and their two implementations.
 //!
-//! Everything above this module talks to `dyn Store` only. The trait is
-//! shaped for several dispatcher nodes sharing one database: due deliveries
-//! are *claimed* with a lease (owner + expiry folded into `due_at`), and
-//! state transitions are applied inside the store's transaction against the
-//! stored state, never as blind writes of a state computed elsewhere.
+//! Everything above this module talks to `dyn Store` (or to the one part of
+//! it it needs, like the dispatcher's [`DispatchStore`]) only. `Store` is the
+//! sum of seven parts, one per concern, and each backend implements each
+//! part in the file of that name (`sqlite/tenants.rs`, `postgres/tenants.rs`,
+//! …):
+//!
+//! | part | what |
+//! |---|---|
+//! | [`TenantStore`] | API tokens, applications, endpoints |
+//! | [`EventTypeStore`] | the event type catalogue |
+//! | [`TaskStore`] | background task records, idempotency keys |
+//! | [`MessageStore`] | ingest, messages, deliveries and attempts as read by the API |
+//! | [`RedeliveryStore`] | sending again (recover, replays) and the counts that decide it |
+//! | [`RetentionStore`] | erasing payloads and response bodies |
+//! | [`DispatchStore`] | claims, leases and attempt records: the dispatcher's side |
+//!
+//! The traits are shaped for several dispatcher nodes sharing one
+//! database: due deliveries are *claimed* with a lease (owner + expiry
+//! folded into `due_at`), and state transitions are applied inside the
+//! store's transaction against the stored state, never as blind writes of a
+//! state computed elsewhere.
 //!
 //! Implementations own their schema and migrations and must pass the shared
-//! conformance suite in `tests/store_conformance.rs`.
+//! conformance suite in `tests/it/store_conformance.rs`. Filtered listings
+//! are described once, in [`listing`], and rendered by each backend.
 
+pub mod listing;
 pub mod postgres;
 pub mod sqlite;
+mod types;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use std::time::Duration;
-
-use crate::domain::delivery::{AttemptResult, DeliveryState, Outcome};
-use crate::domain::health;
+pub use self::types::*;
 use crate::domain::model::{
-    App, AppPatch, AppSummary, Attempt, Delivery, DeliveryCounts, DeliveryStatus, Endpoint, EndpointPatch,
-    EventType, EventTypePatch, Message, Scope, Task,
+    App, AppPatch, AppSummary, Attempt, Delivery, DeliveryCounts, Endpoint, EndpointPatch, EventType,
+    EventTypePatch, Message, Scope, Task,
 };
-use crate::domain::retry::RetryPolicy;
-use crate::domain::steering::Steering;
 use crate::domain::time::Timestamp;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("not found")]
-    NotFound,
-    /// A uniqueness rule was broken (uid, eventId); the text says which.
-    #[error("{0}")]
-    Conflict(String),
-    #[error("storage failure: {0}")]
-    Backend(String),
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
-pub enum Order {
-    #[default]
-    Descending,
-    Ascending,
-}
-
-/// Where a page starts, relative to the listing's order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Cursor {
-    /// Items after this id (Svix `iterator`).
-    After(String),
-    /// Items before this id (Svix `-iterator`, i.e. `prevIterator`).
-    Before(String),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PageRequest {
-    pub limit: usize,
-    pub cursor: Option<Cursor>,
-    pub order: Order,
-}
-
-impl PageRequest {
-    pub fn first(limit: usize, order: Order) -> Self {
-        PageRequest { limit, cursor: None, order }
-    }
-}
-
-/// How a listing reads one page by id: a bound on the id (operator and
-/// id), the order, and whether it reads backwards. Going backwards (a
-/// `prevIterator`) reads in the opposite order and flips the result, so the
-/// page is always in display order.
-pub struct PageScan<'a> {
-    pub bound: Option<(&'static str, &'a str)>,
-    pub ascending: bool,
-    pub backwards: bool,
-}
-
-impl PageRequest {
-    pub fn scan(&self) -> PageScan<'_> {
-        use Order::*;
-        let (bound, ascending, backwards) = match (&self.cursor, self.order) {
-            (None, o) => (None, o == Ascending, false),
-            (Some(Cursor::After(id)), Descending) => (Some(("<", id.as_str())), false, false),
-            (Some(Cursor::After(id)), Ascending) => (Some((">", id.as_str())), true, false),
-            (Some(Cursor::Before(id)), Descending) => (Some((">", id.as_str())), true, true),
-            (Some(Cursor::Before(id)), Ascending) => (Some(("<", id.as_str())), false, true),
-        };
-        PageScan { bound, ascending, backwards }
-    }
-
-    /// Rows to read: one more than the page, to know whether more follow.
-    pub fn rows_to_read(&self) -> usize {
-        self.limit + 1
-    }
-}
-
-impl<T> Page<T> {
-    /// The page from up to [`PageRequest::rows_to_read`] rows read as
-    /// [`PageRequest::scan`] said.
-    pub fn from_rows(mut items: Vec<T>, page: &PageRequest) -> Page<T> {
-        let more = items.len() > page.limit;
-        items.truncate(page.limit);
-        if page.scan().backwards {
-            items.reverse();
-        }
-        Page { items, more }
-    }
-}
-
-/// One page of a listing, in the requested order.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    /// More items exist beyond this page in the direction of travel.
-    pub more: bool,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AppFilter {
-    /// Part of the name or uid, or the whole id.
-    pub search: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MessageFilter {
-    pub event_types: Option<Vec<String>>,
-    pub channel: Option<String>,
-    pub tag: Option<String>,
-    pub before: Option<Timestamp>,
-    pub after: Option<Timestamp>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AttemptFilter {
-    pub msg_id: Option<String>,
-    pub endpoint_id: Option<String>,
-    pub status: Option<DeliveryStatus>,
-    /// 0 (no response), 100, 200, 300, 400 or 500.
-    pub status_code_class: Option<u16>,
-    pub event_types: Option<Vec<String>>,
-    pub channel: Option<String>,
-    pub before: Option<Timestamp>,
-    pub after: Option<Timestamp>,
-}
-
-/// Filter for an endpoint's messages (its deliveries).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DeliveryFilter {
-    pub status: Option<DeliveryStatus>,
-    pub event_types: Option<Vec<String>>,
-    pub channel: Option<String>,
-    pub before: Option<Timestamp>,
-    pub after: Option<Timestamp>,
-}
-
-/// A claim on deliveries: nobody else may start them before `until`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lease {
-    pub owner: String,
-    pub until: Timestamp,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct DeliveryKey {
-    pub msg_id: String,
-    pub endpoint_id: String,
-}
-
-/// A message to insert. `message.app_id` is filled in by the store once
-/// `app_ref` (an id or uid) is resolved.
-#[derive(Clone, Debug)]
-pub struct CreateMessage {
-    pub app_ref: String,
-    /// Inserted if `app_ref` does not resolve (MessageIn's `application`).
-    pub new_app: Option<App>,
-    pub message: Message,
-    /// Lease the new deliveries to this owner when they are due at once, so
-    /// the creating node can send them without a round trip to the store.
-    pub lease: Option<Lease>,
-    /// Deliver to this endpoint only (send-example), ignoring filters.
-    pub only_endpoint: Option<String>,
-    /// The client's `idempotency-key`: a message already stored with it in
-    /// the last 24 hours is returned instead of creating another.
-    pub idempotency_key: Option<String>,
-}
-
-#[derive(Clone, Debug)]
-pub struct CreatedMessage {
-    pub message: Arc<Message>,
-    /// The endpoints a delivery was created for.
-    pub endpoints: Vec<Arc<Endpoint>>,
-    /// Whether those deliveries were leased to `CreateMessage::lease`.
-    pub leased: bool,
-    /// The message existed already (same idempotency key); nothing was created.
-    pub existing: bool,
-}
-
-/// Which of an endpoint's deliveries to send again (recover, bulk replay).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RequeueFilter {
-    /// Messages created at or after this time…
-    pub since: Timestamp,
-    /// …and before this one.
-    pub until: Option<Timestamp>,
-    /// Only deliveries in one of these states (`None`: settled ones, i.e.
-    /// success or fail; pending deliveries are already on their way).
-    pub statuses: Option<Vec<DeliveryStatus>>,
-    pub event_types: Option<Vec<String>>,
-    pub channel: Option<String>,
-    pub tag: Option<String>,
-    /// Class of the latest attempt's status code (0, 100, …, 500).
-    pub status_code_class: Option<u16>,
-}
-
-impl RequeueFilter {
-    /// The delivery states to requeue (settled ones unless told).
-    pub fn statuses(&self) -> Vec<DeliveryStatus> {
-        self.statuses.clone().unwrap_or_else(|| vec![DeliveryStatus::Success, DeliveryStatus::Fail])
-    }
-}
-
-/// The status codes of a class (0 = no response, 100, …, 500) as a
-/// half-open range.
-pub fn status_code_range(class: u16) -> (i32, i32) {
-    if class == 0 { (0, 1) } else { (i32::from(class), i32::from(class) + 100) }
-}
-
-/// What happened to the idempotency key of a request about to run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IdempotencyBegin {
-    /// First use: the caller runs the request, then `finish`es or `abort`s.
-    Started,
-    /// Finished before: replay this response.
-    Done(StoredResponse),
-    /// Another request with this key is running right now.
-    InProgress,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredResponse {
-    pub status: u16,
-    pub content_type: Option<String>,
-    pub body: Vec<u8>,
-}
-
-/// Everything a dispatcher needs to make one attempt.
-#[derive(Clone, Debug)]
-pub struct DeliveryTask {
-    pub message: Arc<Message>,
-    pub endpoint: Arc<Endpoint>,
-}
-
-impl DeliveryTask {
-    pub fn key(&self) -> DeliveryKey {
-        DeliveryKey { msg_id: self.message.id.clone(), endpoint_id: self.endpoint.id.clone() }
-    }
-}
-
-/// An attempt to record, with what the store needs to advance the delivery.
-#[derive(Clone, Debug)]
-pub struct AttemptRecord {
-    pub attempt: Attempt,
-    pub outcome: Outcome,
-    pub policy: RetryPolicy,
-    /// When the attempt ended (by the injected clock); retry delays count
-    /// from here.
-    pub finished_at: Timestamp,
-    /// What the receiver asked for; `disable_endpoint` is applied here.
-    pub steering: Steering,
-    /// Spread for the next delay (see `domain::delivery::retry_delay`).
-    pub jitter: f64,
-    /// Disable the endpoint once every attempt has failed for this long.
-    pub auto_disable_after: Option<Duration>,
-}
-
-impl AttemptRecord {
-    /// What the state machine needs of this record, given whether the
-    /// endpoint still takes deliveries once this attempt's own health change
-    /// is applied.
-    pub fn result(&self, endpoint_active: bool) -> AttemptResult<'_> {
-        AttemptResult {
-            trigger: self.attempt.trigger,
-            outcome: self.outcome,
-            policy: &self.policy,
-            endpoint_active,
-            finished_at: self.finished_at,
-            steering: self.steering.clone(),
-            jitter: self.jitter,
-        }
-    }
-
-    /// What this attempt does to its endpoint's health, from the stored
-    /// start of its failure streak (the endpoint being active).
-    pub fn health(&self, failing_since: Option<Timestamp>) -> health::Change {
-        health::after_attempt(
-            failing_since,
-            self.outcome,
-            self.finished_at,
-            self.steering.disable_endpoint,
-            self.auto_disable_after,
-        )
-    }
-}
-
-/// What recording an attempt changed.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AttemptEffects {
-    pub state: DeliveryState,
-    /// A scheduled failure used up the schedule just now.
-    pub exhausted: bool,
-    /// The endpoint was disabled by this attempt (receiver's request or
-    /// auto-disable), with the start of its failure streak if any.
-    pub endpoint_disabled: Option<EndpointDisabled>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct EndpointDisabled {
-    pub endpoint: Endpoint,
-    pub failing_since: Option<Timestamp>,
-    /// `true` for auto-disable, `false` when the receiver asked for it.
-    pub automatic: bool,
-}
-
-/// What another process sharing the store changed, for this one to react.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreEvent {
-    /// Deliveries became claimable at this time (released, requeued,
-    /// replayed, scheduled): the dispatcher should look then.
-    Due(Timestamp),
-    /// Applications, endpoints or tokens changed: drop what is cached.
-    Changed,
-}
-
+/// API tokens (stored as SHA-256 hashes), applications and endpoints.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Several processes may share this store (PostgreSQL): leases found at
-    /// start-up may belong to live nodes and must be left to expire.
-    fn shared(&self) -> bool {
-        false
-    }
-
-    /// Changes made by the other processes sharing the store. `None` for a
-    /// store this process has to itself.
-    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
-        None
-    }
-    // --- API tokens (stored as SHA-256 hashes) ---
+pub trait TenantStore: Send + Sync {
     async fn insert_token(
         &self,
         hash: &str,
@@ -363,7 +58,38 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_token(&self, hash: &str) -> StoreResult<bool>;
     async fn has_admin_token(&self) -> StoreResult<bool>;
 
-    // --- event types ---
+    /// `Conflict` if the uid is taken.
+    async fn insert_app(&self, app: &App) -> StoreResult<()>;
+    async fn get_app(&self, id_or_uid: &str) -> StoreResult<Option<App>>;
+    async fn list_apps(&self, filter: &AppFilter, page: &PageRequest) -> StoreResult<Page<App>>;
+    /// For each application: endpoints, messages (counted up to `cap`, so
+    /// a busy application costs no more than `cap` index entries), last
+    /// message time.
+    async fn app_summaries(&self, app_ids: &[String], cap: u64) -> StoreResult<HashMap<String, AppSummary>>;
+    async fn update_app(&self, id: &str, patch: AppPatch, now: Timestamp) -> StoreResult<App>;
+    /// Removes the application with its endpoints, messages and attempts.
+    async fn delete_app(&self, id: &str) -> StoreResult<()>;
+
+    // Endpoints: `app_id` is a resolved id.
+    async fn insert_endpoint(&self, ep: &Endpoint) -> StoreResult<()>;
+    async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>>;
+    async fn list_endpoints(&self, app_id: &str, page: &PageRequest) -> StoreResult<Page<Endpoint>>;
+    /// Disabling an endpoint settles its pending deliveries as failed, so no
+    /// further attempt is made, including already scheduled ones.
+    async fn update_endpoint(
+        &self,
+        app_id: &str,
+        id: &str,
+        patch: EndpointPatch,
+        now: Timestamp,
+    ) -> StoreResult<Endpoint>;
+    /// Removes the endpoint and its pending deliveries; attempts are kept.
+    async fn delete_endpoint(&self, app_id: &str, id: &str) -> StoreResult<()>;
+}
+
+/// The event type catalogue.
+#[async_trait]
+pub trait EventTypeStore: Send + Sync {
     /// `Conflict` if it exists and is not archived (an archived one is
     /// replaced and brought back).
     async fn insert_event_type(&self, et: &EventType) -> StoreResult<()>;
@@ -380,13 +106,16 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<EventType>;
     async fn delete_event_type(&self, name: &str) -> StoreResult<()>;
+}
 
-    // --- background tasks ---
+/// Background task records, and idempotency keys (already scoped to the
+/// caller and path).
+#[async_trait]
+pub trait TaskStore: Send + Sync {
     async fn insert_task(&self, task: &Task) -> StoreResult<()>;
     async fn get_task(&self, id: &str) -> StoreResult<Option<Task>>;
     async fn list_tasks(&self, page: &PageRequest) -> StoreResult<Page<Task>>;
 
-    // --- idempotency (keys are already scoped to the caller and path) ---
     async fn idempotency_begin(
         &self,
         key: &str,
@@ -400,37 +129,11 @@ pub trait Store: Send + Sync + 'static {
         expires_at: Timestamp,
     ) -> StoreResult<()>;
     async fn idempotency_abort(&self, key: &str) -> StoreResult<()>;
+}
 
-    // --- applications ---
-    /// `Conflict` if the uid is taken.
-    async fn insert_app(&self, app: &App) -> StoreResult<()>;
-    async fn get_app(&self, id_or_uid: &str) -> StoreResult<Option<App>>;
-    async fn list_apps(&self, filter: &AppFilter, page: &PageRequest) -> StoreResult<Page<App>>;
-    /// For each application: endpoints, messages (counted up to `cap`, so
-    /// a busy application costs no more than `cap` index entries), last
-    /// message time.
-    async fn app_summaries(&self, app_ids: &[String], cap: u64) -> StoreResult<HashMap<String, AppSummary>>;
-    async fn update_app(&self, id: &str, patch: AppPatch, now: Timestamp) -> StoreResult<App>;
-    /// Removes the application with its endpoints, messages and attempts.
-    async fn delete_app(&self, id: &str) -> StoreResult<()>;
-
-    // --- endpoints (`app_id` is a resolved id) ---
-    async fn insert_endpoint(&self, ep: &Endpoint) -> StoreResult<()>;
-    async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>>;
-    async fn list_endpoints(&self, app_id: &str, page: &PageRequest) -> StoreResult<Page<Endpoint>>;
-    /// Disabling an endpoint settles its pending deliveries as failed, so no
-    /// further attempt is made, including already scheduled ones.
-    async fn update_endpoint(
-        &self,
-        app_id: &str,
-        id: &str,
-        patch: EndpointPatch,
-        now: Timestamp,
-    ) -> StoreResult<Endpoint>;
-    /// Removes the endpoint and its pending deliveries; attempts are kept.
-    async fn delete_endpoint(&self, app_id: &str, id: &str) -> StoreResult<()>;
-
-    // --- messages ---
+/// Ingest, and messages, deliveries and attempts as the API reads them.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
     /// Stores the message and one delivery per matching endpoint, durably,
     /// in one transaction. `Conflict` on a repeated `eventId`.
     async fn create_message(&self, req: CreateMessage) -> StoreResult<CreatedMessage>;
@@ -442,7 +145,6 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> StoreResult<Page<Message>>;
 
-    // --- deliveries and attempts ---
     async fn get_delivery(&self, msg_id: &str, endpoint_id: &str) -> StoreResult<Option<Delivery>>;
     /// A message's deliveries with their endpoints, by endpoint id.
     async fn list_message_deliveries(
@@ -468,28 +170,12 @@ pub trait Store: Send + Sync + 'static {
     /// The attempt, if it belongs to that application and message.
     async fn get_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str)
     -> StoreResult<Option<Attempt>>;
-    /// Each endpoint's latest `recent` deliveries (by message time),
-    /// counted by status: recent health at the cost of a bounded index scan.
-    async fn endpoint_recent(
-        &self,
-        endpoint_ids: &[String],
-        recent: usize,
-    ) -> StoreResult<HashMap<String, DeliveryCounts>>;
-    /// Each message's deliveries, counted by status.
-    async fn message_delivery_counts(
-        &self,
-        msg_ids: &[String],
-    ) -> StoreResult<HashMap<String, DeliveryCounts>>;
-    /// An endpoint's deliveries by status, for messages created in the range.
-    async fn endpoint_stats(
-        &self,
-        app_id: &str,
-        endpoint_id: &str,
-        since: Option<Timestamp>,
-        until: Option<Timestamp>,
-    ) -> StoreResult<DeliveryCounts>;
+}
 
-    // --- sending again ---
+/// Sending again (recover, bulk replay, replay-missing), and the counts by
+/// status that tell an operator what there is to send again.
+#[async_trait]
+pub trait RedeliveryStore: Send + Sync {
     /// Make matching deliveries of the endpoint pending again, due `now`,
     /// with a fresh schedule; returns how many (only counts on `dry_run`).
     async fn requeue(
@@ -510,7 +196,31 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<u64>;
 
-    // --- content erasure and retention ---
+    /// Each endpoint's latest `recent` deliveries (by message time),
+    /// counted by status: recent health at the cost of a bounded index scan.
+    async fn endpoint_recent(
+        &self,
+        endpoint_ids: &[String],
+        recent: usize,
+    ) -> StoreResult<HashMap<String, DeliveryCounts>>;
+    /// Each message's deliveries, counted by status.
+    async fn message_delivery_counts(
+        &self,
+        msg_ids: &[String],
+    ) -> StoreResult<HashMap<String, DeliveryCounts>>;
+    /// An endpoint's deliveries by status, for messages created in the range.
+    async fn endpoint_stats(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> StoreResult<DeliveryCounts>;
+}
+
+/// Erasing content: payloads and response bodies, on demand and by age.
+#[async_trait]
+pub trait RetentionStore: Send + Sync {
     async fn expunge_message(&self, app_id: &str, msg_id: &str) -> StoreResult<()>;
     async fn expunge_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<()>;
     /// Every payload and response body of the application; returns how many
@@ -520,8 +230,24 @@ pub trait Store: Send + Sync + 'static {
     /// attempts made before `attempts_before`, idempotency records past their
     /// expiry. Returns (payloads, response bodies) erased.
     async fn expunge_expired(&self, now: Timestamp, attempts_before: Timestamp) -> StoreResult<(u64, u64)>;
+}
 
-    // --- dispatch ---
+/// The dispatcher's side: claiming due deliveries under a lease, giving
+/// them back, recording attempts.
+#[async_trait]
+pub trait DispatchStore: Send + Sync {
+    /// Several processes may share this store (PostgreSQL): leases found at
+    /// start-up may belong to live nodes and must be left to expire.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Changes made by the other processes sharing the store (due work,
+    /// configuration). `None` for a store this process has to itself.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        None
+    }
+
     /// Lease up to `limit` deliveries due at `now` (skipping the given
     /// endpoints, whose queues are full) and return what is needed to send them.
     async fn claim_due(
@@ -549,6 +275,32 @@ pub trait Store: Send + Sync + 'static {
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<AttemptEffects>;
     /// Deliveries waiting for an attempt (a gauge for metrics).
     async fn count_pending(&self) -> StoreResult<u64>;
+}
+
+/// The whole store: every part. Implemented for anything that implements
+/// them all.
+pub trait Store:
+    TenantStore
+    + EventTypeStore
+    + TaskStore
+    + MessageStore
+    + RedeliveryStore
+    + RetentionStore
+    + DispatchStore
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: TenantStore
+        + EventTypeStore
+        + TaskStore
+        + MessageStore
+        + RedeliveryStore
+        + RetentionStore
+        + DispatchStore
+        + 'static
+{
 }
 
 pub type SharedStore = Arc<dyn Store>;

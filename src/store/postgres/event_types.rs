@@ -1,13 +1,68 @@
 //! The event type catalogue.
 
-use sqlx::PgPool;
+use async_trait::async_trait;
 
-use super::notify;
-use super::rows::{self, EVENT_TYPE_COLS, opt_json};
-use super::sql::Select;
+use super::rows::{self, opt_json};
+use super::{PgStore, notify, sql};
 use crate::domain::model::{EventType, EventTypePatch};
 use crate::domain::time::Timestamp;
-use crate::store::{Page, PageRequest, StoreError, StoreResult};
+use crate::store::listing::{EVENT_TYPE_COLS, Listing};
+use crate::store::{EventTypeStore, Page, PageRequest, StoreError, StoreResult};
+
+#[async_trait]
+impl EventTypeStore for PgStore {
+    async fn insert_event_type(&self, et: &EventType) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // Creating an archived type brings it back with the new definition; a
+        // live one is a conflict. One statement, so two nodes cannot both win.
+        if !write(&mut tx, et, "event_types.archived").await? {
+            return Err(StoreError::Conflict(format!("event type '{}' already exists", et.name)));
+        }
+        notify::changed(&mut tx).await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn get_event_type(&self, name: &str) -> StoreResult<Option<EventType>> {
+        let sql = format!("SELECT {EVENT_TYPE_COLS} FROM event_types WHERE name = $1");
+        let row = sqlx::query(&sql).bind(name).fetch_optional(&self.pool).await?;
+        row.map(|r| rows::event_type(&r, 0)).transpose()
+    }
+
+    async fn list_event_types(
+        &self,
+        include_archived: bool,
+        page: &PageRequest,
+    ) -> StoreResult<Page<EventType>> {
+        sql::page(&self.pool, &Listing::event_types(include_archived), page, |r| rows::event_type(r, 0)).await
+    }
+
+    async fn update_event_type(
+        &self,
+        name: &str,
+        patch: EventTypePatch,
+        now: Timestamp,
+    ) -> StoreResult<EventType> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!("SELECT {EVENT_TYPE_COLS} FROM event_types WHERE name = $1 FOR UPDATE");
+        let row = sqlx::query(&sql).bind(name).fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound)?;
+        let mut et = rows::event_type(&row, 0)?;
+        patch.apply(&mut et, now);
+        write(&mut tx, &et, "true").await?;
+        notify::changed(&mut tx).await?;
+        tx.commit().await?;
+        Ok(et)
+    }
+
+    async fn delete_event_type(&self, name: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("DELETE FROM event_types WHERE name = $1").bind(name).execute(&mut *tx).await?;
+        if n.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        notify::changed(&mut tx).await?;
+        Ok(tx.commit().await?)
+    }
+}
 
 /// Insert, or replace the row where `only_if` holds for the stored one;
 /// true if a row was written.
@@ -33,56 +88,4 @@ async fn write(c: &mut sqlx::PgConnection, et: &EventType, only_if: &str) -> Sto
         .execute(c)
         .await?;
     Ok(n.rows_affected() > 0)
-}
-
-pub async fn insert(pool: &PgPool, et: &EventType) -> StoreResult<()> {
-    let mut tx = pool.begin().await?;
-    // Creating an archived type brings it back with the new definition; a
-    // live one is a conflict. One statement, so two nodes cannot both win.
-    if !write(&mut tx, et, "event_types.archived").await? {
-        return Err(StoreError::Conflict(format!("event type '{}' already exists", et.name)));
-    }
-    notify::changed(&mut tx).await?;
-    Ok(tx.commit().await?)
-}
-
-pub async fn get(pool: &PgPool, name: &str) -> StoreResult<Option<EventType>> {
-    let sql = format!("SELECT {EVENT_TYPE_COLS} FROM event_types WHERE name = $1");
-    let row = sqlx::query(&sql).bind(name).fetch_optional(pool).await?;
-    row.map(|r| rows::event_type(&r, 0)).transpose()
-}
-
-pub async fn list(pool: &PgPool, include_archived: bool, page: &PageRequest) -> StoreResult<Page<EventType>> {
-    let mut q = Select::new(format!("SELECT {EVENT_TYPE_COLS} FROM event_types"));
-    if !include_archived {
-        q.and("NOT archived");
-    }
-    q.page(pool, "name", page, |r| rows::event_type(r, 0)).await
-}
-
-pub async fn update(
-    pool: &PgPool,
-    name: &str,
-    patch: EventTypePatch,
-    now: Timestamp,
-) -> StoreResult<EventType> {
-    let mut tx = pool.begin().await?;
-    let sql = format!("SELECT {EVENT_TYPE_COLS} FROM event_types WHERE name = $1 FOR UPDATE");
-    let row = sqlx::query(&sql).bind(name).fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound)?;
-    let mut et = rows::event_type(&row, 0)?;
-    patch.apply(&mut et, now);
-    write(&mut tx, &et, "true").await?;
-    notify::changed(&mut tx).await?;
-    tx.commit().await?;
-    Ok(et)
-}
-
-pub async fn delete(pool: &PgPool, name: &str) -> StoreResult<()> {
-    let mut tx = pool.begin().await?;
-    let n = sqlx::query("DELETE FROM event_types WHERE name = $1").bind(name).execute(&mut *tx).await?;
-    if n.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
-    }
-    notify::changed(&mut tx).await?;
-    Ok(tx.commit().await?)
 }

@@ -2,22 +2,115 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use sqlx::{PgExecutor, PgPool};
 
-use super::notify;
-use super::rows::{
-    self, APP_NCOLS, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_NCOLS, ENDPOINT_COLS, MESSAGE_COLS, col, int4,
-    opt_json, opt_ts, unique_violation,
-};
-use super::sql::Select;
-use super::tenants;
+use super::rows::{self, col, int4, opt_json, opt_ts, unique_violation};
+use super::{PgStore, notify, sql, tenants};
 use crate::domain::filter;
 use crate::domain::model::{App, Attempt, Delivery, DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
-use crate::store::{
-    AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, MessageFilter, Page, PageRequest,
-    StoreError, StoreResult, status_code_range,
+use crate::store::listing::{
+    APP_COLS, APP_NCOLS, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_NCOLS, ENDPOINT_COLS, Listing, MESSAGE_COLS,
 };
+use crate::store::{
+    AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, MessageFilter, MessageStore, Page,
+    PageRequest, StoreError, StoreResult,
+};
+
+#[async_trait]
+impl MessageStore for PgStore {
+    /// Stores the message and its deliveries. Reads (application, endpoints,
+    /// idempotency key) go first; then every write is one statement, or one
+    /// transaction when an application is created or an old message gives up
+    /// its idempotency key. The eventId and idempotency checks are the unique
+    /// indexes themselves, so they hold between nodes too.
+    async fn create_message(&self, req: CreateMessage) -> StoreResult<CreatedMessage> {
+        let mut last = StoreError::Backend("ingest did not run".into());
+        for round in 1..=ROUNDS {
+            match try_create(&self.pool, &req, round == ROUNDS).await? {
+                Round::Done(created) => return Ok(created),
+                Round::Raced(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLS} FROM messages m WHERE m.app_id = $1 AND (m.id = $2 OR m.event_id = $2)
+             ORDER BY m.id = $2 DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql).bind(app_id).bind(id_or_event_id).fetch_optional(&self.pool).await?;
+        row.map(|r| rows::message(&r, 0)).transpose()
+    }
+
+    async fn list_messages(
+        &self,
+        app_id: &str,
+        filter: &MessageFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>> {
+        sql::page(&self.pool, &Listing::messages(app_id, filter), page, |r| rows::message(r, 0)).await
+    }
+
+    async fn get_delivery(&self, msg_id: &str, endpoint_id: &str) -> StoreResult<Option<Delivery>> {
+        let sql =
+            format!("SELECT {DELIVERY_COLS} FROM deliveries d WHERE d.msg_id = $1 AND d.endpoint_id = $2");
+        let row = sqlx::query(&sql).bind(msg_id).bind(endpoint_id).fetch_optional(&self.pool).await?;
+        row.map(|r| rows::delivery(&r, 0)).transpose()
+    }
+
+    async fn list_message_deliveries(
+        &self,
+        app_id: &str,
+        msg_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<(Delivery, Endpoint)>> {
+        let listing = Listing::message_deliveries(app_id, msg_id);
+        sql::page(&self.pool, &listing, page, |r| {
+            Ok((rows::delivery(r, 0)?, rows::endpoint(r, DELIVERY_NCOLS)?))
+        })
+        .await
+    }
+
+    async fn list_endpoint_deliveries(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        filter: &DeliveryFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<(Delivery, Message)>> {
+        let listing = Listing::endpoint_deliveries(app_id, endpoint_id, filter);
+        sql::page(&self.pool, &listing, page, |r| {
+            Ok((rows::delivery(r, 0)?, rows::message(r, DELIVERY_NCOLS)?))
+        })
+        .await
+    }
+
+    async fn list_attempts(
+        &self,
+        app_id: &str,
+        filter: &AttemptFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Attempt>> {
+        sql::page(&self.pool, &Listing::attempts(app_id, filter), page, |r| rows::attempt(r, 0)).await
+    }
+
+    async fn get_attempt(
+        &self,
+        app_id: &str,
+        msg_id: &str,
+        attempt_id: &str,
+    ) -> StoreResult<Option<Attempt>> {
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts t WHERE t.app_id = $1 AND t.msg_id = $2 AND t.id = $3"
+        );
+        let row =
+            sqlx::query(&sql).bind(app_id).bind(msg_id).bind(attempt_id).fetch_optional(&self.pool).await?;
+        row.map(|r| rows::attempt(&r, 0)).transpose()
+    }
+}
 
 /// How long an idempotency key holds on to the message it created.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -33,22 +126,6 @@ enum Round {
     /// Another node committed the same idempotency key, or created the
     /// application, between our read and our write: read again.
     Raced(StoreError),
-}
-
-/// Stores the message and its deliveries. Reads (application, endpoints,
-/// idempotency key) go first; then every write is one statement, or one
-/// transaction when an application is created or an old message gives up
-/// its idempotency key. The eventId and idempotency checks are the unique
-/// indexes themselves, so they hold between nodes too.
-pub async fn create_message(pool: &PgPool, req: CreateMessage) -> StoreResult<CreatedMessage> {
-    let mut last = StoreError::Backend("ingest did not run".into());
-    for round in 1..=ROUNDS {
-        match try_create(pool, &req, round == ROUNDS).await? {
-            Round::Done(created) => return Ok(created),
-            Round::Raced(e) => last = e,
-        }
-    }
-    Err(last)
 }
 
 /// One round: the same checks, in the same order, as SQLite's ingest
@@ -137,11 +214,10 @@ async fn try_create(pool: &PgPool, req: &CreateMessage, last_round: bool) -> Sto
 /// round trip: one row per endpoint, or one with NULL endpoint columns.
 async fn app_with_endpoints(pool: &PgPool, app_ref: &str) -> StoreResult<(Option<App>, Vec<Endpoint>)> {
     let sql = format!(
-        "SELECT {}, {ENDPOINT_COLS} FROM apps a
+        "SELECT {APP_COLS}, {ENDPOINT_COLS} FROM apps a
          LEFT JOIN endpoints e ON e.app_id = a.id AND NOT e.disabled
          WHERE a.id = (SELECT x.id FROM apps x WHERE x.id = $1 OR x.uid = $1 ORDER BY x.id = $1 DESC LIMIT 1)
-         ORDER BY e.id",
-        rows::APP_COLS
+         ORDER BY e.id"
     );
     let found = sqlx::query(&sql).bind(app_ref).fetch_all(pool).await?;
     let Some(first) = found.first() else { return Ok((None, vec![])) };
@@ -224,133 +300,4 @@ impl Insert<'_> {
         .await?;
         Ok(())
     }
-}
-
-pub async fn get_message(pool: &PgPool, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
-    let sql = format!(
-        "SELECT {MESSAGE_COLS} FROM messages m WHERE m.app_id = $1 AND (m.id = $2 OR m.event_id = $2)
-         ORDER BY m.id = $2 DESC LIMIT 1"
-    );
-    let row = sqlx::query(&sql).bind(app_id).bind(id_or_event_id).fetch_optional(pool).await?;
-    row.map(|r| rows::message(&r, 0)).transpose()
-}
-
-/// Filters on the message columns shared by several listings.
-pub(super) fn message_filters(q: &mut Select, event_types: &Option<Vec<String>>, channel: &Option<String>) {
-    if let Some(types) = event_types.as_ref().filter(|t| !t.is_empty()) {
-        q.in_list("m.event_type", types);
-    }
-    if let Some(ch) = channel {
-        q.json_contains("m.channels", ch);
-    }
-}
-
-pub async fn list_messages(
-    pool: &PgPool,
-    app_id: &str,
-    f: &MessageFilter,
-    page: &PageRequest,
-) -> StoreResult<Page<Message>> {
-    let mut q = Select::new(format!("SELECT {MESSAGE_COLS} FROM messages m"));
-    q.eq("m.app_id", app_id.to_owned());
-    message_filters(&mut q, &f.event_types, &f.channel);
-    if let Some(tag) = &f.tag {
-        q.json_contains("m.tags", tag);
-    }
-    q.time_range("m.created_at", f.before, f.after);
-    q.page(pool, "m.id", page, |r| rows::message(r, 0)).await
-}
-
-pub async fn get_delivery(pool: &PgPool, msg_id: &str, endpoint_id: &str) -> StoreResult<Option<Delivery>> {
-    let sql = format!("SELECT {DELIVERY_COLS} FROM deliveries d WHERE d.msg_id = $1 AND d.endpoint_id = $2");
-    let row = sqlx::query(&sql).bind(msg_id).bind(endpoint_id).fetch_optional(pool).await?;
-    row.map(|r| rows::delivery(&r, 0)).transpose()
-}
-
-pub async fn list_message_deliveries(
-    pool: &PgPool,
-    app_id: &str,
-    msg_id: &str,
-    page: &PageRequest,
-) -> StoreResult<Page<(Delivery, Endpoint)>> {
-    let mut q = Select::new(format!(
-        "SELECT {DELIVERY_COLS}, {ENDPOINT_COLS} FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id"
-    ));
-    q.eq("d.app_id", app_id.to_owned()).eq("d.msg_id", msg_id.to_owned());
-    q.page(pool, "d.endpoint_id", page, |r| Ok((rows::delivery(r, 0)?, rows::endpoint(r, DELIVERY_NCOLS)?)))
-        .await
-}
-
-pub async fn list_endpoint_deliveries(
-    pool: &PgPool,
-    app_id: &str,
-    endpoint_id: &str,
-    f: &DeliveryFilter,
-    page: &PageRequest,
-) -> StoreResult<Page<(Delivery, Message)>> {
-    let mut q = Select::new(format!(
-        "SELECT {DELIVERY_COLS}, {MESSAGE_COLS} FROM deliveries d JOIN messages m ON m.id = d.msg_id"
-    ));
-    q.eq("d.app_id", app_id.to_owned()).eq("d.endpoint_id", endpoint_id.to_owned());
-    status_filter(&mut q, f.status);
-    message_filters(&mut q, &f.event_types, &f.channel);
-    q.time_range("m.created_at", f.before, f.after);
-    q.page(pool, "d.msg_id", page, |r| Ok((rows::delivery(r, 0)?, rows::message(r, DELIVERY_NCOLS)?))).await
-}
-
-/// Delivery status filter; `Sending` is a pending delivery under lease.
-fn status_filter(q: &mut Select, status: Option<DeliveryStatus>) {
-    let pending = int4(DeliveryStatus::Pending.code());
-    match status {
-        None => {}
-        Some(DeliveryStatus::Sending) => {
-            q.eq("d.status", pending).and("d.lease_owner IS NOT NULL");
-        }
-        Some(DeliveryStatus::Pending) => {
-            q.eq("d.status", pending).and("d.lease_owner IS NULL");
-        }
-        Some(s) => {
-            q.eq("d.status", int4(s.code()));
-        }
-    }
-}
-
-pub async fn list_attempts(
-    pool: &PgPool,
-    app_id: &str,
-    f: &AttemptFilter,
-    page: &PageRequest,
-) -> StoreResult<Page<Attempt>> {
-    let needs_message = f.event_types.is_some() || f.channel.is_some();
-    let join = if needs_message { " JOIN messages m ON m.id = t.msg_id" } else { "" };
-    let mut q = Select::new(format!("SELECT {ATTEMPT_COLS} FROM attempts t{join}"));
-    q.eq("t.app_id", app_id.to_owned());
-    if let Some(id) = &f.msg_id {
-        q.eq("t.msg_id", id.clone());
-    }
-    if let Some(id) = &f.endpoint_id {
-        q.eq("t.endpoint_id", id.clone());
-    }
-    if let Some(s) = f.status {
-        q.eq("t.status", int4(s.code()));
-    }
-    if let Some(class) = f.status_code_class {
-        let (lo, hi) = status_code_range(class);
-        q.cmp("t.status_code", ">=", lo).cmp("t.status_code", "<", hi);
-    }
-    message_filters(&mut q, &f.event_types, &f.channel);
-    q.time_range("t.created_at", f.before, f.after);
-    q.page(pool, "t.id", page, |r| rows::attempt(r, 0)).await
-}
-
-pub async fn get_attempt(
-    pool: &PgPool,
-    app_id: &str,
-    msg_id: &str,
-    attempt_id: &str,
-) -> StoreResult<Option<Attempt>> {
-    let sql =
-        format!("SELECT {ATTEMPT_COLS} FROM attempts t WHERE t.app_id = $1 AND t.msg_id = $2 AND t.id = $3");
-    let row = sqlx::query(&sql).bind(app_id).bind(msg_id).bind(attempt_id).fetch_optional(pool).await?;
-    row.map(|r| rows::attempt(&r, 0)).transpose()
 }

@@ -31,22 +31,24 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::notify;
-use super::rows::{self, ENDPOINT_COLS, col, int4, opt_ts, pg_text};
+use super::rows::{self, col, int4, opt_ts, pg_text};
 use crate::domain::delivery::{DeliveryRow, DeliveryState, record};
 use crate::domain::health;
 use crate::domain::model::{DeliveryStatus, Endpoint, Trigger};
 use crate::domain::time::Timestamp;
+use crate::store::listing::ENDPOINT_COLS;
 use crate::store::{AttemptEffects, AttemptRecord, EndpointDisabled, StoreError, StoreResult};
 
 /// Records per transaction at most.
 pub const MAX_BATCH: usize = 256;
 
-type Job = (AttemptRecord, oneshot::Sender<StoreResult<AttemptEffects>>);
+/// An attempt record waiting for the recording task, with where to send its effects.
+type RecordRequest = (AttemptRecord, oneshot::Sender<StoreResult<AttemptEffects>>);
 
 /// The store's side of the recording task. The task ends once this is
 /// dropped (with the store) and what was queued is recorded.
 pub struct Recorder {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<RecordRequest>,
 }
 
 impl Recorder {
@@ -64,7 +66,7 @@ impl Recorder {
     }
 }
 
-async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<RecordRequest>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (recs, replies): (Vec<_>, Vec<_>) = jobs.drain(..).unzip();

@@ -1,6 +1,6 @@
-//! Row ↔ model mapping and error translation. Column lists are constants
-//! so every query that decodes a model selects the same columns in the same
-//! order (and the SQLite module's column order, so both read alike).
+//! Row ↔ model mapping and error translation. The column lists are shared
+//! with SQLite (`store::listing`), so every query that decodes a model
+//! selects the same columns in the same order.
 //!
 //! Decoding never panics: a column of the wrong type, a JSON column that
 //! does not parse or an integer out of its model's range is a `Backend`
@@ -132,9 +132,6 @@ pub fn int4(v: i64) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
-pub const APP_COLS: &str = "a.id, a.uid, a.name, a.metadata, a.throttle_rate, a.created_at, a.updated_at";
-pub const APP_NCOLS: usize = 7;
-
 pub fn app(row: &PgRow, o: usize) -> StoreResult<App> {
     Ok(App {
         id: col(row, o)?,
@@ -146,10 +143,6 @@ pub fn app(row: &PgRow, o: usize) -> StoreResult<App> {
         updated_at: ts(row, o + 6)?,
     })
 }
-
-pub const ENDPOINT_COLS: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.disabled, \
-    e.event_types, e.channels, e.metadata, e.headers, e.throttle_rate, e.secret, e.old_secrets, \
-    e.retry_policy, e.failing_since, e.created_at, e.updated_at";
 
 pub fn endpoint(row: &PgRow, o: usize) -> StoreResult<Endpoint> {
     Ok(Endpoint {
@@ -220,9 +213,6 @@ impl EndpointValues {
     }
 }
 
-pub const MESSAGE_COLS: &str = "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.tags, m.payload, \
-    m.created_at, m.deliver_at, m.expires_at";
-
 pub fn message(row: &PgRow, o: usize) -> StoreResult<Message> {
     Ok(Message {
         id: col(row, o)?,
@@ -237,10 +227,6 @@ pub fn message(row: &PgRow, o: usize) -> StoreResult<Message> {
         expires_at: opt_ts_col(row, o + 9)?,
     })
 }
-
-pub const DELIVERY_COLS: &str = "d.msg_id, d.endpoint_id, d.app_id, d.status, d.attempts, d.next_attempt, \
-    d.lease_owner, d.updated_at, d.total_attempts, d.last_code, d.last_attempt_at";
-pub const DELIVERY_NCOLS: usize = 11;
 
 pub fn delivery(row: &PgRow, o: usize) -> StoreResult<Delivery> {
     let status = status(row, o + 3)?;
@@ -260,9 +246,6 @@ pub fn delivery(row: &PgRow, o: usize) -> StoreResult<Delivery> {
     })
 }
 
-pub const ATTEMPT_COLS: &str = "t.id, t.msg_id, t.endpoint_id, t.app_id, t.url, t.status, \
-    t.status_code, t.response, t.duration_ms, t.trigger, t.error, t.created_at";
-
 pub fn attempt(row: &PgRow, o: usize) -> StoreResult<Attempt> {
     Ok(Attempt {
         id: col(row, o)?,
@@ -280,9 +263,6 @@ pub fn attempt(row: &PgRow, o: usize) -> StoreResult<Attempt> {
     })
 }
 
-pub const EVENT_TYPE_COLS: &str = "name, description, archived, deprecated, schemas, group_name, \
-    feature_flags, created_at, updated_at";
-
 pub fn event_type(row: &PgRow, o: usize) -> StoreResult<EventType> {
     Ok(EventType {
         name: col(row, o)?,
@@ -296,8 +276,6 @@ pub fn event_type(row: &PgRow, o: usize) -> StoreResult<EventType> {
         updated_at: ts(row, o + 8)?,
     })
 }
-
-pub const TASK_COLS: &str = "id, kind, status, data, created_at, updated_at";
 
 pub fn task(row: &PgRow, o: usize) -> StoreResult<Task> {
     Ok(Task {

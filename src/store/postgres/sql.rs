@@ -1,101 +1,104 @@
-//! A small builder for the listing queries: WHERE clauses with bound
-//! parameters (numbered by sqlx's `QueryBuilder`), and cursor pagination
-//! over an id column. The same shape as the SQLite module's, so listings
-//! read alike in both.
+//! PostgreSQL's rendering of the shared listing descriptions
+//! ([`crate::store::listing`]): `$n` placeholders (numbered by sqlx's
+//! `QueryBuilder`), `= ANY($n)` for IN-lists, `::jsonb ?` for JSON
+//! containment, `ILIKE` (SQLite's LIKE ignores case too).
 
 use sqlx::postgres::PgRow;
-use sqlx::{Encode, PgExecutor, Postgres, QueryBuilder, Type};
+use sqlx::{PgExecutor, Postgres, QueryBuilder};
 
-use crate::domain::time::Timestamp;
+use crate::store::listing::{Cond, Listing, Param};
 use crate::store::{Page, PageRequest, StoreResult};
 
-pub struct Select {
-    qb: QueryBuilder<'static, Postgres>,
-    has_where: bool,
+/// A statement being built.
+pub struct Sql {
+    pub qb: QueryBuilder<'static, Postgres>,
 }
 
-impl Select {
-    /// `head` is everything up to (not including) WHERE.
+impl Sql {
     pub fn new(head: impl Into<String>) -> Self {
-        Select { qb: QueryBuilder::new(head), has_where: false }
+        Sql { qb: QueryBuilder::new(head) }
     }
 
-    /// The statement so far, to push SQL text and parameters onto directly
-    /// (around the conditions: a prefix before them, a suffix after).
-    pub fn sql(&mut self) -> &mut QueryBuilder<'static, Postgres> {
-        &mut self.qb
+    /// Append ` WHERE c1 AND c2 …` (nothing when there are no conditions).
+    pub fn where_all(&mut self, conds: &[Cond]) -> &mut Self {
+        self.and_all(conds, " WHERE ")
     }
 
-    /// Start `AND <cond>`; the caller pushes the condition.
-    pub fn cond(&mut self) -> &mut QueryBuilder<'static, Postgres> {
-        self.qb.push(if self.has_where { " AND " } else { " WHERE " });
-        self.has_where = true;
-        &mut self.qb
-    }
-
-    /// A condition without parameters.
-    pub fn and(&mut self, cond: &str) -> &mut Self {
-        self.cond().push(cond);
-        self
-    }
-
-    /// `<col> <op> $n`.
-    pub fn cmp<T>(&mut self, col: &str, op: &str, v: T) -> &mut Self
-    where
-        T: 'static + Encode<'static, Postgres> + Type<Postgres>,
-    {
-        self.cond().push(format_args!("{col} {op} ")).push_bind(v);
-        self
-    }
-
-    pub fn eq<T>(&mut self, col: &str, v: T) -> &mut Self
-    where
-        T: 'static + Encode<'static, Postgres> + Type<Postgres>,
-    {
-        self.cmp(col, "=", v)
-    }
-
-    pub fn in_list(&mut self, col: &str, values: &[String]) -> &mut Self {
-        self.cond().push(format_args!("{col} = ANY(")).push_bind(values.to_vec()).push(")");
-        self
-    }
-
-    /// `col` (a JSON array in a TEXT column) contains `value`.
-    pub fn json_contains(&mut self, col: &str, value: &str) -> &mut Self {
-        self.cond().push(format_args!("({col})::jsonb ? ")).push_bind(value.to_owned());
-        self
-    }
-
-    pub fn time_range(
-        &mut self,
-        col: &str,
-        before: Option<Timestamp>,
-        after: Option<Timestamp>,
-    ) -> &mut Self {
-        if let Some(b) = before {
-            self.cmp(col, "<", b.as_millis());
-        }
-        if let Some(a) = after {
-            self.cmp(col, ">", a.as_millis());
+    /// Append ` <first>c1 AND c2 …`: `first` is " WHERE " or " AND ".
+    pub fn and_all(&mut self, conds: &[Cond], first: &str) -> &mut Self {
+        for (i, cond) in conds.iter().enumerate() {
+            self.qb.push(if i == 0 { first } else { " AND " });
+            self.cond(cond);
         }
         self
     }
 
-    /// Run as one page ordered by `id_col`; `decode` maps a row to an item.
-    pub async fn page<'e, T>(
-        mut self,
-        db: impl PgExecutor<'e>,
-        id_col: &str,
-        page: &PageRequest,
-        decode: impl Fn(&PgRow) -> StoreResult<T>,
-    ) -> StoreResult<Page<T>> {
-        let scan = page.scan();
-        if let Some((op, id)) = scan.bound {
-            self.cmp(id_col, op, id.to_owned());
+    fn bind(&mut self, p: &Param) {
+        match p.clone() {
+            Param::Text(s) => self.qb.push_bind(s),
+            Param::Int(i) => self.qb.push_bind(i),
+            Param::Int4(i) => self.qb.push_bind(i),
+            Param::Bool(b) => self.qb.push_bind(b),
+        };
+    }
+
+    /// `col [NOT] IN (…)` as `= ANY($n)` / `<> ALL($n)`: one parameter,
+    /// one statement to prepare whatever the list's length.
+    fn list(&mut self, col: &str, negate: bool, values: &[Param]) {
+        let (op, quantifier) = if negate { ("<>", "ALL") } else { ("=", "ANY") };
+        self.qb.push(format_args!("{col} {op} {quantifier}("));
+        if values.iter().all(|v| matches!(v, Param::Int4(_))) {
+            let ints: Vec<i32> =
+                values.iter().filter_map(|v| if let Param::Int4(i) = v { Some(*i) } else { None }).collect();
+            self.qb.push_bind(ints);
+        } else if values.iter().all(|v| matches!(v, Param::Int(_))) {
+            let ints: Vec<i64> =
+                values.iter().filter_map(|v| if let Param::Int(i) = v { Some(*i) } else { None }).collect();
+            self.qb.push_bind(ints);
+        } else {
+            let texts: Vec<String> = values
+                .iter()
+                .map(|v| match v {
+                    Param::Text(s) => s.clone(),
+                    Param::Int(i) => i.to_string(),
+                    Param::Int4(i) => i.to_string(),
+                    Param::Bool(b) => b.to_string(),
+                })
+                .collect();
+            self.qb.push_bind(texts);
         }
-        let dir = if scan.ascending { "ASC" } else { "DESC" };
-        self.qb.push(format_args!(" ORDER BY {id_col} {dir} LIMIT ")).push_bind(limit(page.rows_to_read()));
-        Ok(Page::from_rows(self.rows(db, decode).await?, page))
+        self.qb.push(")");
+    }
+
+    fn cond(&mut self, cond: &Cond) {
+        match cond {
+            Cond::Cmp(col, op, v) => {
+                self.qb.push(format_args!("{col} {op} "));
+                self.bind(v);
+            }
+            Cond::In(col, values) => self.list(col, false, values),
+            Cond::NotIn(col, values) => self.list(col, true, values),
+            Cond::JsonContains(col, v) => {
+                self.qb.push(format_args!("({col})::jsonb ? ")).push_bind(v.clone());
+            }
+            Cond::ContainsText(col, v) => {
+                let like = format!("%{}%", v.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+                self.qb.push(format_args!("{col} ILIKE ")).push_bind(like);
+            }
+            Cond::Or(any) => {
+                self.qb.push("(");
+                for (i, c) in any.iter().enumerate() {
+                    if i > 0 {
+                        self.qb.push(" OR ");
+                    }
+                    self.cond(c);
+                }
+                self.qb.push(")");
+            }
+            Cond::Sql(s) => {
+                self.qb.push(*s);
+            }
+        }
     }
 
     pub async fn rows<'e, T>(
@@ -106,6 +109,27 @@ impl Select {
         let rows = self.qb.build().fetch_all(db).await?;
         rows.iter().map(decode).collect()
     }
+}
+
+/// Read one page of a listing; `decode` maps a row to an item.
+pub async fn page<'e, T>(
+    db: impl PgExecutor<'e>,
+    listing: &Listing,
+    page: &PageRequest,
+    decode: impl Fn(&PgRow) -> StoreResult<T>,
+) -> StoreResult<Page<T>> {
+    let scan = page.scan();
+    let mut conds = listing.conds.clone();
+    if let Some((op, id)) = scan.bound {
+        conds.push(Cond::Cmp(listing.id_col, op, Param::Text(id.to_owned())));
+    }
+    let mut sql = Sql::new(listing.head.clone());
+    sql.where_all(&conds);
+    let dir = if scan.ascending { "ASC" } else { "DESC" };
+    sql.qb
+        .push(format_args!(" ORDER BY {} {dir} LIMIT ", listing.id_col))
+        .push_bind(limit(page.rows_to_read()));
+    Ok(Page::from_rows(sql.rows(db, decode).await?, page))
 }
 
 /// A row count as a LIMIT parameter.

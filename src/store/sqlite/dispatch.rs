@@ -4,31 +4,148 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{self, ENDPOINT_COLS, MESSAGE_COLS, opt_ts_value};
-use super::sql::Select;
-use super::tenants;
+use super::rows::{self, opt_ts_value};
+use super::sql::Sql;
+use super::{SqliteStore, tenants};
 use crate::domain::delivery::{DeliveryRow, DeliveryState, Recorded, record};
 use crate::domain::health;
 use crate::domain::model::{DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
+use crate::store::listing::{Cond, ENDPOINT_COLS, MESSAGE_COLS, Param};
 use crate::store::{
-    AttemptEffects, AttemptRecord, DeliveryKey, DeliveryTask, EndpointDisabled, Lease, StoreResult,
+    AttemptEffects, AttemptRecord, DeliveryKey, DeliveryTask, DispatchStore, EndpointDisabled, Lease,
+    StoreResult,
 };
 
-pub fn claim_due(
+#[async_trait]
+impl DispatchStore for SqliteStore {
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease: &Lease,
+        limit: usize,
+        skip_endpoints: &[String],
+    ) -> StoreResult<Vec<DeliveryTask>> {
+        let (lease, skip) = (lease.clone(), skip_endpoints.to_vec());
+        self.write(move |c| claim_due(c, now, &lease, limit, &skip)).await
+    }
+
+    async fn next_due(&self, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>> {
+        let skip = skip_endpoints.to_vec();
+        self.read(move |c| {
+            let mut q = Sql::new("SELECT MIN(d.due_at) FROM deliveries d");
+            q.where_all(&[Cond::Sql("d.due_at IS NOT NULL"), skipping(&skip)]);
+            let min: Vec<Option<i64>> = q.rows(c, |r| r.get(0))?;
+            Ok(min.into_iter().flatten().next().map(Timestamp::from_millis))
+        })
+        .await
+    }
+
+    async fn release(&self, keys: &[DeliveryKey], due: Timestamp) -> StoreResult<()> {
+        let keys = keys.to_vec();
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE deliveries SET due_at = ?, lease_owner = NULL
+                 WHERE msg_id = ? AND endpoint_id = ? AND status = ? AND lease_owner IS NOT NULL",
+            )?;
+            for k in keys {
+                stmt.execute(params![
+                    due.as_millis(),
+                    k.msg_id,
+                    k.endpoint_id,
+                    DeliveryStatus::Pending.code()
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_all(&self, owner: Option<&str>) -> StoreResult<u64> {
+        let owner = owner.map(str::to_owned);
+        // The attempt a lease was taken for is still owed: due at its original time.
+        self.write(move |c| {
+            let n = match owner {
+                Some(o) => c
+                    .prepare_cached(
+                        "UPDATE deliveries SET due_at = COALESCE(next_attempt, due_at), lease_owner = NULL
+                         WHERE lease_owner = ?",
+                    )?
+                    .execute([o])?,
+                None => c
+                    .prepare_cached(
+                        "UPDATE deliveries SET due_at = COALESCE(next_attempt, due_at), lease_owner = NULL
+                         WHERE lease_owner IS NOT NULL",
+                    )?
+                    .execute([])?,
+            };
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn renew_leases(&self, owner: &str, keys: &[DeliveryKey], until: Timestamp) -> StoreResult<u64> {
+        let (owner, keys) = (owner.to_owned(), keys.to_vec());
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE deliveries SET due_at = ? WHERE msg_id = ? AND endpoint_id = ? AND lease_owner = ?",
+            )?;
+            let mut n = 0;
+            for k in keys {
+                n += stmt.execute(params![until.as_millis(), k.msg_id, k.endpoint_id, owner])?;
+            }
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<AttemptEffects> {
+        let cache = Arc::clone(&self.cache);
+        self.write_checked_first(move |c| {
+            let effects = record_attempt(c, record)?;
+            if effects.endpoint_disabled.is_some() {
+                cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+            Ok(effects)
+        })
+        .await
+    }
+
+    async fn count_pending(&self) -> StoreResult<u64> {
+        self.read(|c| {
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE due_at IS NOT NULL")?
+                .query_row([], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+/// Leave out the deliveries of these endpoints (their lanes are full).
+fn skipping(endpoints: &[String]) -> Cond {
+    Cond::NotIn("d.endpoint_id", endpoints.iter().cloned().map(Param::Text).collect())
+}
+
+fn claim_due(
     c: &Connection,
     now: Timestamp,
     lease: &Lease,
     limit: usize,
     skip_endpoints: &[String],
 ) -> StoreResult<Vec<DeliveryTask>> {
-    let mut q = Select::new("SELECT d.msg_id, d.endpoint_id, d.app_id FROM deliveries d");
-    q.and("d.due_at IS NOT NULL AND d.due_at <= ?", [Value::Integer(now.as_millis())]);
-    q.not_in("d.endpoint_id", skip_endpoints);
-    let due = q.rows_with_suffix(c, " ORDER BY d.due_at LIMIT ?", limit, |r| {
+    let mut q = Sql::new("SELECT d.msg_id, d.endpoint_id, d.app_id FROM deliveries d");
+    q.where_all(&[
+        Cond::Sql("d.due_at IS NOT NULL"),
+        Cond::Cmp("d.due_at", "<=", now.into()),
+        skipping(skip_endpoints),
+    ])
+    .push(" ORDER BY d.due_at LIMIT ?", [Value::Integer(limit as i64)]);
+    let due = q.rows(c, |r| {
         Ok((DeliveryKey { msg_id: r.get(0)?, endpoint_id: r.get(1)? }, r.get::<_, String>(2)?))
     })?;
 
@@ -87,58 +204,9 @@ fn settle_failed(c: &Connection, key: &DeliveryKey, now: Timestamp) -> StoreResu
     Ok(())
 }
 
-pub fn next_due(c: &Connection, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>> {
-    let mut q = Select::new("SELECT MIN(d.due_at) FROM deliveries d");
-    q.and("d.due_at IS NOT NULL", []);
-    q.not_in("d.endpoint_id", skip_endpoints);
-    let min: Vec<Option<i64>> = q.rows(c, |r| r.get(0))?;
-    Ok(min.into_iter().flatten().next().map(Timestamp::from_millis))
-}
-
-pub fn release(c: &Connection, keys: &[DeliveryKey], due: Timestamp) -> StoreResult<()> {
-    let mut stmt = c.prepare_cached(
-        "UPDATE deliveries SET due_at = ?, lease_owner = NULL
-         WHERE msg_id = ? AND endpoint_id = ? AND status = ? AND lease_owner IS NOT NULL",
-    )?;
-    for k in keys {
-        stmt.execute(params![due.as_millis(), k.msg_id, k.endpoint_id, DeliveryStatus::Pending.code()])?;
-    }
-    Ok(())
-}
-
-pub fn release_all(c: &Connection, owner: Option<&str>) -> StoreResult<u64> {
-    // The attempt a lease was taken for is still owed: due at its original time.
-    let n = match owner {
-        Some(o) => c
-            .prepare_cached(
-                "UPDATE deliveries SET due_at = COALESCE(next_attempt, due_at), lease_owner = NULL
-                 WHERE lease_owner = ?",
-            )?
-            .execute([o])?,
-        None => c
-            .prepare_cached(
-                "UPDATE deliveries SET due_at = COALESCE(next_attempt, due_at), lease_owner = NULL
-                 WHERE lease_owner IS NOT NULL",
-            )?
-            .execute([])?,
-    };
-    Ok(n as u64)
-}
-
-pub fn renew_leases(c: &Connection, owner: &str, keys: &[DeliveryKey], until: Timestamp) -> StoreResult<u64> {
-    let mut stmt = c.prepare_cached(
-        "UPDATE deliveries SET due_at = ? WHERE msg_id = ? AND endpoint_id = ? AND lease_owner = ?",
-    )?;
-    let mut n = 0;
-    for k in keys {
-        n += stmt.execute(params![until.as_millis(), k.msg_id, k.endpoint_id, owner])?;
-    }
-    Ok(n as u64)
-}
-
 /// Runs without a savepoint: every error after the first write must come
 /// from SQLite (see `writer::Guard::ChecksFirst`).
-pub fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffects> {
+fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffects> {
     let a = &rec.attempt;
     // Just what the state machine needs; the whole endpoint only if it is
     // about to be disabled (for the operational event).
@@ -241,13 +309,6 @@ fn update_health(
             .execute(params![opt_ts_value(failing_since), endpoint_id])?;
     }
     Ok(None)
-}
-
-pub fn count_pending(c: &Connection) -> StoreResult<u64> {
-    let n: i64 = c
-        .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE due_at IS NOT NULL")?
-        .query_row([], |r| r.get(0))?;
-    Ok(n as u64)
 }
 
 fn insert_attempt(c: &Connection, rec: &AttemptRecord) -> StoreResult<()> {

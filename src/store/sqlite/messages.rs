@@ -3,21 +3,109 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::types::Value;
+use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{
-    self, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_NCOLS, ENDPOINT_COLS, MESSAGE_COLS, opt_json, opt_ts_value,
-};
-use super::sql::{DELIVERIES_WITH_MESSAGES, JOIN_ATTEMPT_MESSAGES, Select};
-use super::tenants;
+use super::rows::{self, opt_json, opt_ts_value};
+use super::{SqliteStore, sql, tenants};
 use crate::domain::filter;
 use crate::domain::model::{App, Attempt, Delivery, DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
+use crate::store::listing::{ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_NCOLS, Listing, MESSAGE_COLS};
 use crate::store::{
-    AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, MessageFilter, Page, PageRequest,
-    StoreError, StoreResult, status_code_range,
+    AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, MessageFilter, MessageStore, Page,
+    PageRequest, StoreError, StoreResult,
 };
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    async fn create_message(&self, req: CreateMessage) -> StoreResult<CreatedMessage> {
+        let cache = Arc::clone(&self.cache);
+        self.write_checked_first(move |c| create_message(c, req, &cache)).await
+    }
+
+    async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
+        let (app_id, key) = (app_id.to_owned(), id_or_event_id.to_owned());
+        self.read(move |c| get_message(c, &app_id, &key)).await
+    }
+
+    async fn list_messages(
+        &self,
+        app_id: &str,
+        filter: &MessageFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>> {
+        let (listing, page) = (Listing::messages(app_id, filter), page.clone());
+        self.read(move |c| sql::page(c, &listing, &page, |r| rows::message(r, 0))).await
+    }
+
+    async fn get_delivery(&self, msg_id: &str, endpoint_id: &str) -> StoreResult<Option<Delivery>> {
+        let (msg_id, endpoint_id) = (msg_id.to_owned(), endpoint_id.to_owned());
+        self.read(move |c| {
+            let sql =
+                format!("SELECT {DELIVERY_COLS} FROM deliveries d WHERE d.msg_id = ? AND d.endpoint_id = ?");
+            Ok(c.prepare_cached(&sql)?
+                .query_row([msg_id, endpoint_id], |r| rows::delivery(r, 0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_message_deliveries(
+        &self,
+        app_id: &str,
+        msg_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<(Delivery, Endpoint)>> {
+        let (listing, page) = (Listing::message_deliveries(app_id, msg_id), page.clone());
+        self.read(move |c| {
+            sql::page(c, &listing, &page, |r| Ok((rows::delivery(r, 0)?, rows::endpoint(r, DELIVERY_NCOLS)?)))
+        })
+        .await
+    }
+
+    async fn list_endpoint_deliveries(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        filter: &DeliveryFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<(Delivery, Message)>> {
+        let (listing, page) = (Listing::endpoint_deliveries(app_id, endpoint_id, filter), page.clone());
+        self.read(move |c| {
+            sql::page(c, &listing, &page, |r| Ok((rows::delivery(r, 0)?, rows::message(r, DELIVERY_NCOLS)?)))
+        })
+        .await
+    }
+
+    async fn list_attempts(
+        &self,
+        app_id: &str,
+        filter: &AttemptFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Attempt>> {
+        let (listing, page) = (Listing::attempts(app_id, filter), page.clone());
+        self.read(move |c| sql::page(c, &listing, &page, |r| rows::attempt(r, 0))).await
+    }
+
+    async fn get_attempt(
+        &self,
+        app_id: &str,
+        msg_id: &str,
+        attempt_id: &str,
+    ) -> StoreResult<Option<Attempt>> {
+        let (app_id, msg_id, attempt_id) = (app_id.to_owned(), msg_id.to_owned(), attempt_id.to_owned());
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {ATTEMPT_COLS} FROM attempts t WHERE t.msg_id = ? AND t.id = ? AND t.app_id = ?"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_row([msg_id, attempt_id, app_id], |r| rows::attempt(r, 0))
+                .optional()?)
+        })
+        .await
+    }
+}
 
 /// How long an idempotency key holds on to the message it created.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -60,7 +148,7 @@ impl IngestCache {
     }
 }
 
-pub fn create_message(
+fn create_message(
     c: &Connection,
     req: CreateMessage,
     cache: &Mutex<IngestCache>,
@@ -196,7 +284,7 @@ pub(super) fn insert_delivery(
     Ok(())
 }
 
-pub fn get_message(c: &Connection, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
+fn get_message(c: &Connection, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
     for col in ["id", "event_id"] {
         let sql = format!("SELECT {MESSAGE_COLS} FROM messages m WHERE m.app_id = ? AND m.{col} = ?");
         let found = c
@@ -208,122 +296,4 @@ pub fn get_message(c: &Connection, app_id: &str, id_or_event_id: &str) -> StoreR
         }
     }
     Ok(None)
-}
-
-/// Filters on the message columns shared by several listings.
-pub(super) fn message_filters(q: &mut Select, event_types: &Option<Vec<String>>, channel: &Option<String>) {
-    if let Some(types) = event_types.as_ref().filter(|t| !t.is_empty()) {
-        q.in_list("m.event_type", types);
-    }
-    if let Some(ch) = channel {
-        q.json_contains("m.channels", ch);
-    }
-}
-
-pub fn list_messages(
-    c: &Connection,
-    app_id: &str,
-    f: &MessageFilter,
-    page: &PageRequest,
-) -> StoreResult<Page<Message>> {
-    let mut q = Select::new(format!("SELECT {MESSAGE_COLS} FROM messages m"));
-    q.eq("m.app_id", app_id.to_owned());
-    message_filters(&mut q, &f.event_types, &f.channel);
-    if let Some(tag) = &f.tag {
-        q.json_contains("m.tags", tag);
-    }
-    q.time_range("m.created_at", f.before, f.after);
-    q.page(c, "m.id", page, |r| rows::message(r, 0))
-}
-
-pub fn get_delivery(c: &Connection, msg_id: &str, endpoint_id: &str) -> StoreResult<Option<Delivery>> {
-    let sql = format!("SELECT {DELIVERY_COLS} FROM deliveries d WHERE d.msg_id = ? AND d.endpoint_id = ?");
-    Ok(c.prepare_cached(&sql)?.query_row([msg_id, endpoint_id], |r| rows::delivery(r, 0)).optional()?)
-}
-
-pub fn list_message_deliveries(
-    c: &Connection,
-    app_id: &str,
-    msg_id: &str,
-    page: &PageRequest,
-) -> StoreResult<Page<(Delivery, Endpoint)>> {
-    let mut q = Select::new(format!(
-        "SELECT {DELIVERY_COLS}, {ENDPOINT_COLS} FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id"
-    ));
-    q.eq("d.app_id", app_id.to_owned()).eq("d.msg_id", msg_id.to_owned());
-    q.page(c, "d.endpoint_id", page, |r| Ok((rows::delivery(r, 0)?, rows::endpoint(r, DELIVERY_NCOLS)?)))
-}
-
-pub fn list_endpoint_deliveries(
-    c: &Connection,
-    app_id: &str,
-    endpoint_id: &str,
-    f: &DeliveryFilter,
-    page: &PageRequest,
-) -> StoreResult<Page<(Delivery, Message)>> {
-    let mut q =
-        Select::new(format!("SELECT {DELIVERY_COLS}, {MESSAGE_COLS} FROM {DELIVERIES_WITH_MESSAGES}"));
-    q.eq("d.app_id", app_id.to_owned()).eq("d.endpoint_id", endpoint_id.to_owned());
-    status_filter(&mut q, f.status);
-    message_filters(&mut q, &f.event_types, &f.channel);
-    q.time_range("m.created_at", f.before, f.after);
-    q.page(c, "d.msg_id", page, |r| Ok((rows::delivery(r, 0)?, rows::message(r, DELIVERY_NCOLS)?)))
-}
-
-/// Delivery status filter; `Sending` is a pending delivery under lease.
-fn status_filter(q: &mut Select, status: Option<DeliveryStatus>) {
-    match status {
-        None => {}
-        Some(DeliveryStatus::Sending) => {
-            q.eq("d.status", DeliveryStatus::Pending.code()).and("d.lease_owner IS NOT NULL", []);
-        }
-        Some(DeliveryStatus::Pending) => {
-            q.eq("d.status", DeliveryStatus::Pending.code()).and("d.lease_owner IS NULL", []);
-        }
-        Some(s) => {
-            q.eq("d.status", s.code());
-        }
-    }
-}
-
-pub fn list_attempts(
-    c: &Connection,
-    app_id: &str,
-    f: &AttemptFilter,
-    page: &PageRequest,
-) -> StoreResult<Page<Attempt>> {
-    let needs_message = f.event_types.is_some() || f.channel.is_some();
-    let join = if needs_message { JOIN_ATTEMPT_MESSAGES } else { "" };
-    let mut q = Select::new(format!("SELECT {ATTEMPT_COLS} FROM attempts t{join}"));
-    q.eq("t.app_id", app_id.to_owned());
-    if let Some(id) = &f.msg_id {
-        q.eq("t.msg_id", id.clone());
-    }
-    if let Some(id) = &f.endpoint_id {
-        q.eq("t.endpoint_id", id.clone());
-    }
-    if let Some(s) = f.status {
-        q.eq("t.status", s.code());
-    }
-    if let Some(class) = f.status_code_class {
-        let (lo, hi) = status_code_range(class);
-        q.and(
-            "t.status_code >= ? AND t.status_code < ?",
-            [Value::Integer(lo.into()), Value::Integer(hi.into())],
-        );
-    }
-    message_filters(&mut q, &f.event_types, &f.channel);
-    q.time_range("t.created_at", f.before, f.after);
-    q.page(c, "t.id", page, |r| rows::attempt(r, 0))
-}
-
-pub fn get_attempt(
-    c: &Connection,
-    app_id: &str,
-    msg_id: &str,
-    attempt_id: &str,
-) -> StoreResult<Option<Attempt>> {
-    let sql =
-        format!("SELECT {ATTEMPT_COLS} FROM attempts t WHERE t.msg_id = ? AND t.id = ? AND t.app_id = ?");
-    Ok(c.prepare_cached(&sql)?.query_row([msg_id, attempt_id, app_id], |r| rows::attempt(r, 0)).optional()?)
 }

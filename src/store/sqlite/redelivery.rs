@@ -3,119 +3,129 @@
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use rusqlite::types::Value;
-use rusqlite::{CachedStatement, Connection, Params, params, params_from_iter};
+use rusqlite::{CachedStatement, Connection, Params, params};
 
-use super::messages::{insert_delivery, message_filters};
-use super::rows::{self, MESSAGE_COLS};
-use super::sql::{DELIVERIES_WITH_MESSAGES, Select};
+use super::SqliteStore;
+use super::messages::insert_delivery;
+use super::rows;
+use super::sql::Sql;
 use crate::domain::filter;
 use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint};
 use crate::domain::time::Timestamp;
-use crate::store::{RequeueFilter, StoreResult, status_code_range};
+use crate::store::listing::{self, DELIVERIES_WITH_MESSAGES, MESSAGE_COLS};
+use crate::store::{RedeliveryStore, RequeueFilter, StoreResult};
 
-/// The endpoint's deliveries matching `f`, as (msg_id, endpoint_id) rows.
-fn matching(app_id: &str, endpoint_id: &str, f: &RequeueFilter) -> Select {
-    let mut q = Select::new(format!("SELECT d.msg_id, d.endpoint_id FROM {DELIVERIES_WITH_MESSAGES}"));
-    q.eq("d.app_id", app_id.to_owned()).eq("d.endpoint_id", endpoint_id.to_owned());
-    q.and("m.created_at >= ?", [Value::Integer(f.since.as_millis())]);
-    if let Some(until) = f.until {
-        q.and("m.created_at < ?", [Value::Integer(until.as_millis())]);
+#[async_trait]
+impl RedeliveryStore for SqliteStore {
+    async fn requeue(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        filter: &RequeueFilter,
+        now: Timestamp,
+        dry_run: bool,
+    ) -> StoreResult<u64> {
+        let conds = listing::requeue_matching(app_id, endpoint_id, filter);
+        let run = move |c: &Connection| {
+            let mut matching =
+                Sql::new(format!("SELECT d.msg_id, d.endpoint_id FROM {DELIVERIES_WITH_MESSAGES}"));
+            matching.where_all(&conds);
+            if dry_run {
+                let mut count = Sql::new("SELECT COUNT(*) FROM (");
+                count.push(&matching.text, matching.params).push(")", []);
+                let n: Vec<i64> = count.rows(c, |r| r.get(0))?;
+                return Ok(n.first().copied().unwrap_or(0) as u64);
+            }
+            let mut update = Sql::new(format!(
+                "UPDATE deliveries SET status = {pending}, attempts = 0, next_attempt = {now}, due_at = {now},
+                    lease_owner = NULL, updated_at = {now}
+                 WHERE (msg_id, endpoint_id) IN (",
+                pending = DeliveryStatus::Pending.code(),
+                now = now.as_millis(),
+            ));
+            update.push(&matching.text, matching.params).push(")", []);
+            Ok(update.execute(c)? as u64)
+        };
+        if dry_run { self.read(run).await } else { self.write(run).await }
     }
-    let statuses = f.statuses();
-    let codes: Vec<String> = statuses.iter().map(|s| s.code().to_string()).collect();
-    q.and(&format!("d.status IN ({})", codes.join(", ")), []);
-    // Settled ones only: a pending delivery someone holds is being sent.
-    q.and("d.lease_owner IS NULL", []);
-    q.and("m.payload IS NOT NULL", []);
-    message_filters(&mut q, &f.event_types, &f.channel);
-    if let Some(tag) = &f.tag {
-        q.json_contains("m.tags", tag);
+
+    async fn replay_missing(
+        &self,
+        endpoint: &Endpoint,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        let endpoint = endpoint.clone();
+        let conds = listing::missing_for(&endpoint.app_id, since, until);
+        self.write(move |c| {
+            let mut q = Sql::new(format!("SELECT {MESSAGE_COLS} FROM messages m"));
+            q.where_all(&conds).push(
+                " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.endpoint_id = ?)",
+                [Value::Text(endpoint.id.clone())],
+            );
+            let missing = q.rows(c, |r| rows::message(r, 0))?;
+            let mut sent = 0;
+            for m in missing.iter().filter(|m| filter::wants(&endpoint, &m.event_type, m.channels.as_ref())) {
+                insert_delivery(c, &m.id, &endpoint.id, &m.app_id, now, now, None, now)?;
+                sent += 1;
+            }
+            Ok(sent)
+        })
+        .await
     }
-    if let Some(class) = f.status_code_class {
-        let latest = "(SELECT t.status_code FROM attempts t WHERE t.msg_id = d.msg_id \
-                      AND t.endpoint_id = d.endpoint_id ORDER BY t.id DESC LIMIT 1)";
-        let (lo, hi) = status_code_range(class);
-        q.and(
-            &format!("{latest} >= ? AND {latest} < ?"),
-            [Value::Integer(lo.into()), Value::Integer(hi.into())],
-        );
+
+    async fn endpoint_recent(
+        &self,
+        endpoint_ids: &[String],
+        recent: usize,
+    ) -> StoreResult<HashMap<String, DeliveryCounts>> {
+        let ids = endpoint_ids.to_vec();
+        self.read(move |c| endpoint_recent(c, &ids, recent)).await
     }
-    q
+
+    async fn message_delivery_counts(
+        &self,
+        msg_ids: &[String],
+    ) -> StoreResult<HashMap<String, DeliveryCounts>> {
+        let ids = msg_ids.to_vec();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT status, lease_owner IS NOT NULL, COUNT(*) FROM deliveries WHERE msg_id = ? GROUP BY 1, 2",
+            )?;
+            let mut out = HashMap::new();
+            for id in ids {
+                let counts = count_by_status(&mut stmt, [&id])?;
+                out.insert(id, counts);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn endpoint_stats(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> StoreResult<DeliveryCounts> {
+        let conds = listing::endpoint_stats(app_id, endpoint_id, since, until);
+        self.read(move |c| {
+            let mut q = Sql::new(format!(
+                "SELECT d.status, d.lease_owner IS NOT NULL, COUNT(*) FROM {DELIVERIES_WITH_MESSAGES}"
+            ));
+            q.where_all(&conds).push(" GROUP BY 1, 2", []);
+            let mut stmt = c.prepare_cached(&q.text)?;
+            count_by_status(&mut stmt, rusqlite::params_from_iter(q.params.iter()))
+        })
+        .await
+    }
 }
 
-pub fn requeue(
-    c: &Connection,
-    app_id: &str,
-    endpoint_id: &str,
-    f: &RequeueFilter,
-    now: Timestamp,
-    dry_run: bool,
-) -> StoreResult<u64> {
-    let (select, params) = matching(app_id, endpoint_id, f).into_parts();
-    if dry_run {
-        let sql = format!("SELECT COUNT(*) FROM ({select})");
-        let n: i64 = c.prepare_cached(&sql)?.query_row(params_from_iter(params.iter()), |r| r.get(0))?;
-        return Ok(n as u64);
-    }
-    let sql = format!(
-        "UPDATE deliveries SET status = {pending}, attempts = 0, next_attempt = {now}, due_at = {now},
-            lease_owner = NULL, updated_at = {now}
-         WHERE (msg_id, endpoint_id) IN ({select})",
-        pending = DeliveryStatus::Pending.code(),
-        now = now.as_millis(),
-    );
-    Ok(c.prepare_cached(&sql)?.execute(params_from_iter(params.iter()))? as u64)
-}
-
-pub fn replay_missing(
-    c: &Connection,
-    endpoint: &Endpoint,
-    since: Timestamp,
-    until: Option<Timestamp>,
-    now: Timestamp,
-) -> StoreResult<u64> {
-    let mut q = Select::new(format!("SELECT {MESSAGE_COLS} FROM messages m"));
-    q.eq("m.app_id", endpoint.app_id.clone());
-    q.and("m.created_at >= ?", [Value::Integer(since.as_millis())]);
-    if let Some(until) = until {
-        q.and("m.created_at < ?", [Value::Integer(until.as_millis())]);
-    }
-    q.and("m.payload IS NOT NULL", []);
-    q.and(
-        "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.endpoint_id = ?)",
-        [Value::Text(endpoint.id.clone())],
-    );
-    let missing = q.rows(c, |r| rows::message(r, 0))?;
-    let mut sent = 0;
-    for m in missing.iter().filter(|m| filter::wants(endpoint, &m.event_type, m.channels.as_ref())) {
-        insert_delivery(c, &m.id, &endpoint.id, &m.app_id, now, now, None, now)?;
-        sent += 1;
-    }
-    Ok(sent)
-}
-
-pub fn endpoint_stats(
-    c: &Connection,
-    app_id: &str,
-    endpoint_id: &str,
-    since: Option<Timestamp>,
-    until: Option<Timestamp>,
-) -> StoreResult<DeliveryCounts> {
-    let mut q = Select::new(format!(
-        "SELECT d.status, d.lease_owner IS NOT NULL, COUNT(*) FROM {DELIVERIES_WITH_MESSAGES}"
-    ));
-    q.eq("d.app_id", app_id.to_owned()).eq("d.endpoint_id", endpoint_id.to_owned());
-    if let Some(s) = since {
-        q.and("m.created_at >= ?", [Value::Integer(s.as_millis())]);
-    }
-    q.time_range("m.created_at", until, None);
-    let (sql, params) = q.into_parts();
-    let mut stmt = c.prepare_cached(&format!("{sql} GROUP BY 1, 2"))?;
-    count_by_status(&mut stmt, params_from_iter(params.iter()))
-}
-
-pub fn endpoint_recent(
+fn endpoint_recent(
     c: &Connection,
     endpoint_ids: &[String],
     recent: usize,
@@ -130,20 +140,6 @@ pub fn endpoint_recent(
     let mut out = HashMap::new();
     for id in endpoint_ids {
         out.insert(id.clone(), count_by_status(&mut stmt, params![id, recent as i64])?);
-    }
-    Ok(out)
-}
-
-pub fn message_delivery_counts(
-    c: &Connection,
-    msg_ids: &[String],
-) -> StoreResult<HashMap<String, DeliveryCounts>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT status, lease_owner IS NOT NULL, COUNT(*) FROM deliveries WHERE msg_id = ? GROUP BY 1, 2",
-    )?;
-    let mut out = HashMap::new();
-    for id in msg_ids {
-        out.insert(id.clone(), count_by_status(&mut stmt, [id])?);
     }
     Ok(out)
 }

@@ -1,5 +1,6 @@
-//! Row ↔ model mapping. Column lists are constants so every query that
-//! decodes a model selects the same columns in the same order.
+//! Row ↔ model mapping. The column lists are shared with PostgreSQL
+//! (`store::listing`), so every query that decodes a model selects the same
+//! columns in the same order.
 
 use bytes::Bytes;
 use rusqlite::Row;
@@ -63,8 +64,6 @@ pub fn opt_ts_value(t: Option<Timestamp>) -> Value {
     t.map_or(Value::Null, |t| Value::Integer(t.as_millis()))
 }
 
-pub const APP_COLS: &str = "a.id, a.uid, a.name, a.metadata, a.throttle_rate, a.created_at, a.updated_at";
-
 pub fn app(row: &Row, o: usize) -> rusqlite::Result<App> {
     Ok(App {
         id: row.get(o)?,
@@ -76,10 +75,6 @@ pub fn app(row: &Row, o: usize) -> rusqlite::Result<App> {
         updated_at: ts(row, o + 6)?,
     })
 }
-
-pub const ENDPOINT_COLS: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.disabled, \
-    e.event_types, e.channels, e.metadata, e.headers, e.throttle_rate, e.secret, e.old_secrets, \
-    e.retry_policy, e.failing_since, e.created_at, e.updated_at";
 
 pub fn endpoint(row: &Row, o: usize) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -107,9 +102,6 @@ pub fn retry_policy_value(p: &Option<RetryPolicy>) -> Value {
     opt_json(&p.as_ref().map(RetryPolicyJson::from))
 }
 
-pub const MESSAGE_COLS: &str = "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.tags, m.payload, \
-    m.created_at, m.deliver_at, m.expires_at";
-
 pub fn message(row: &Row, o: usize) -> rusqlite::Result<Message> {
     Ok(Message {
         id: row.get(o)?,
@@ -124,10 +116,6 @@ pub fn message(row: &Row, o: usize) -> rusqlite::Result<Message> {
         expires_at: opt_ts(row, o + 9)?,
     })
 }
-
-pub const DELIVERY_COLS: &str = "d.msg_id, d.endpoint_id, d.app_id, d.status, d.attempts, d.next_attempt, \
-    d.lease_owner, d.updated_at, d.total_attempts, d.last_code, d.last_attempt_at";
-pub const DELIVERY_NCOLS: usize = 11;
 
 pub fn delivery(row: &Row, o: usize) -> rusqlite::Result<Delivery> {
     let status = status(row, o + 3)?;
@@ -152,9 +140,6 @@ fn status(row: &Row, idx: usize) -> rusqlite::Result<DeliveryStatus> {
     DeliveryStatus::from_code(code).ok_or(rusqlite::Error::IntegralValueOutOfRange(idx, code))
 }
 
-pub const ATTEMPT_COLS: &str = "t.id, t.msg_id, t.endpoint_id, t.app_id, t.url, t.status, \
-    t.status_code, t.response, t.duration_ms, t.trigger, t.error, t.created_at";
-
 pub fn attempt(row: &Row, o: usize) -> rusqlite::Result<Attempt> {
     Ok(Attempt {
         id: row.get(o)?,
@@ -172,9 +157,6 @@ pub fn attempt(row: &Row, o: usize) -> rusqlite::Result<Attempt> {
     })
 }
 
-pub const EVENT_TYPE_COLS: &str = "name, description, archived, deprecated, schemas, group_name, \
-    feature_flags, created_at, updated_at";
-
 pub fn event_type(row: &Row, o: usize) -> rusqlite::Result<EventType> {
     Ok(EventType {
         name: row.get(o)?,
@@ -188,8 +170,6 @@ pub fn event_type(row: &Row, o: usize) -> rusqlite::Result<EventType> {
         updated_at: ts(row, o + 8)?,
     })
 }
-
-pub const TASK_COLS: &str = "id, kind, status, data, created_at, updated_at";
 
 pub fn task(row: &Row, o: usize) -> rusqlite::Result<Task> {
     Ok(Task {

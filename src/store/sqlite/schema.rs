@@ -286,7 +286,7 @@ mod tests {
     /// searches (the joins are the store's own; the lookups mirror it).
     #[test]
     fn id_lookups_search_an_index() {
-        use super::super::sql::{DELIVERIES_WITH_MESSAGES, JOIN_ATTEMPT_MESSAGES};
+        use crate::store::listing::{DELIVERIES_WITH_MESSAGES, JOIN_ATTEMPT_MESSAGES};
         let c = at_version(MIGRATIONS.len());
         for sql in [
             "SELECT * FROM messages m WHERE m.app_id = ? AND m.id = ?".to_owned(),

@@ -1,115 +1,95 @@
-//! A small builder for the listing queries: WHERE clauses with positional
-//! parameters, and cursor pagination over an id column.
+//! SQLite's rendering of the shared listing descriptions
+//! ([`crate::store::listing`]): `?` placeholders, `json_each` for JSON
+//! containment, `LIKE … ESCAPE` (case-insensitive for ASCII in SQLite).
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, Row, params_from_iter};
 
-use crate::domain::time::Timestamp;
+use crate::store::listing::{Cond, Listing, Param};
 use crate::store::{Page, PageRequest, StoreResult};
 
-/// Deliveries (`d`) with their messages (`m`). Messages are keyed by
-/// `(app_id, id)` (no index on `id` alone, see `schema.rs`), so every join
-/// on them names the application.
-pub const DELIVERIES_WITH_MESSAGES: &str =
-    "deliveries d JOIN messages m ON m.app_id = d.app_id AND m.id = d.msg_id";
-/// Appended to a query over attempts (`t`) to reach their messages (`m`).
-pub const JOIN_ATTEMPT_MESSAGES: &str = " JOIN messages m ON m.app_id = t.app_id AND m.id = t.msg_id";
-
-pub struct Select {
-    sql: String,
-    params: Vec<Value>,
-    has_where: bool,
+/// A statement being built: SQL text with `?` placeholders and their values.
+#[derive(Default)]
+pub struct Sql {
+    pub text: String,
+    pub params: Vec<Value>,
 }
 
-impl Select {
-    /// `head` is everything up to (not including) WHERE.
+impl Sql {
     pub fn new(head: impl Into<String>) -> Self {
-        Select { sql: head.into(), params: Vec::new(), has_where: false }
+        Sql { text: head.into(), params: Vec::new() }
     }
 
-    /// Add `AND <cond>`, where `cond` has one `?` per value.
-    pub fn and(&mut self, cond: &str, values: impl IntoIterator<Item = Value>) -> &mut Self {
-        self.sql.push_str(if self.has_where { " AND " } else { " WHERE " });
-        self.has_where = true;
-        self.sql.push_str(cond);
+    /// Append ` WHERE c1 AND c2 …` (nothing when there are no conditions).
+    pub fn where_all(&mut self, conds: &[Cond]) -> &mut Self {
+        for (i, cond) in conds.iter().enumerate() {
+            self.text.push_str(if i == 0 { " WHERE " } else { " AND " });
+            self.cond(cond);
+        }
+        self
+    }
+
+    fn bind(&mut self, p: &Param) {
+        self.text.push('?');
+        self.params.push(match p {
+            Param::Text(s) => Value::Text(s.clone()),
+            Param::Int(i) => Value::Integer(*i),
+            Param::Int4(i) => Value::Integer((*i).into()),
+            Param::Bool(b) => Value::Integer((*b).into()),
+        });
+    }
+
+    fn list(&mut self, col: &str, not: &str, values: &[Param]) {
+        self.text.push_str(&format!("{col} {not}IN ("));
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind(v);
+        }
+        self.text.push(')');
+    }
+
+    fn cond(&mut self, cond: &Cond) {
+        match cond {
+            Cond::Cmp(col, op, v) => {
+                self.text.push_str(&format!("{col} {op} "));
+                self.bind(v);
+            }
+            Cond::In(_, values) if values.is_empty() => self.text.push_str("0"),
+            Cond::In(col, values) => self.list(col, "", values),
+            Cond::NotIn(_, values) if values.is_empty() => self.text.push_str("1"),
+            Cond::NotIn(col, values) => self.list(col, "NOT ", values),
+            Cond::JsonContains(col, v) => {
+                self.text
+                    .push_str(&format!("EXISTS (SELECT 1 FROM json_each({col}) WHERE json_each.value = "));
+                self.bind(&Param::Text(v.clone()));
+                self.text.push(')');
+            }
+            Cond::ContainsText(col, v) => {
+                self.text.push_str(&format!("{col} LIKE "));
+                self.bind(&Param::Text(like_pattern(v)));
+                self.text.push_str(" ESCAPE '\\'");
+            }
+            Cond::Or(any) => {
+                self.text.push('(');
+                for (i, c) in any.iter().enumerate() {
+                    if i > 0 {
+                        self.text.push_str(" OR ");
+                    }
+                    self.cond(c);
+                }
+                self.text.push(')');
+            }
+            Cond::Sql(s) => self.text.push_str(s),
+        }
+    }
+
+    /// Append SQL text and its values.
+    pub fn push(&mut self, text: &str, values: impl IntoIterator<Item = Value>) -> &mut Self {
+        self.text.push_str(text);
         self.params.extend(values);
         self
-    }
-
-    pub fn eq(&mut self, col: &str, v: impl Into<Value>) -> &mut Self {
-        self.and(&format!("{col} = ?"), [v.into()])
-    }
-
-    pub fn in_list(&mut self, col: &str, values: &[String]) -> &mut Self {
-        let marks = vec!["?"; values.len()].join(", ");
-        self.and(&format!("{col} IN ({marks})"), values.iter().cloned().map(Value::Text))
-    }
-
-    pub fn not_in(&mut self, col: &str, values: &[String]) -> &mut Self {
-        if values.is_empty() {
-            return self;
-        }
-        let marks = vec!["?"; values.len()].join(", ");
-        self.and(&format!("{col} NOT IN ({marks})"), values.iter().cloned().map(Value::Text))
-    }
-
-    /// `col` (a JSON array column) contains `value`.
-    pub fn json_contains(&mut self, col: &str, value: &str) -> &mut Self {
-        self.and(
-            &format!("EXISTS (SELECT 1 FROM json_each({col}) WHERE json_each.value = ?)"),
-            [Value::Text(value.to_owned())],
-        )
-    }
-
-    pub fn time_range(
-        &mut self,
-        col: &str,
-        before: Option<Timestamp>,
-        after: Option<Timestamp>,
-    ) -> &mut Self {
-        if let Some(b) = before {
-            self.and(&format!("{col} < ?"), [Value::Integer(b.as_millis())]);
-        }
-        if let Some(a) = after {
-            self.and(&format!("{col} > ?"), [Value::Integer(a.as_millis())]);
-        }
-        self
-    }
-
-    /// The statement and its parameters, to embed in a larger one.
-    pub fn into_parts(self) -> (String, Vec<Value>) {
-        (self.sql, self.params)
-    }
-
-    /// Run as one page ordered by `id_col`; `decode` maps a row to an item.
-    pub fn page<T>(
-        mut self,
-        conn: &Connection,
-        id_col: &str,
-        page: &PageRequest,
-        decode: impl FnMut(&Row) -> rusqlite::Result<T>,
-    ) -> StoreResult<Page<T>> {
-        let scan = page.scan();
-        if let Some((op, id)) = scan.bound {
-            self.and(&format!("{id_col} {op} ?"), [Value::Text(id.to_owned())]);
-        }
-        let dir = if scan.ascending { "ASC" } else { "DESC" };
-        self.sql.push_str(&format!(" ORDER BY {id_col} {dir} LIMIT ?"));
-        self.params.push(Value::Integer(page.rows_to_read() as i64));
-        Ok(Page::from_rows(self.rows(conn, decode)?, page))
-    }
-
-    /// Run with `suffix` (an ORDER BY ending in `LIMIT ?`) appended.
-    pub fn rows_with_suffix<T>(
-        mut self,
-        conn: &Connection,
-        suffix: &str,
-        limit: usize,
-        decode: impl FnMut(&Row) -> rusqlite::Result<T>,
-    ) -> StoreResult<Vec<T>> {
-        self.sql.push_str(suffix);
-        self.params.push(Value::Integer(limit as i64));
-        self.rows(conn, decode)
     }
 
     pub fn rows<T>(
@@ -117,8 +97,50 @@ impl Select {
         conn: &Connection,
         mut decode: impl FnMut(&Row) -> rusqlite::Result<T>,
     ) -> StoreResult<Vec<T>> {
-        let mut stmt = conn.prepare_cached(&self.sql)?;
+        let mut stmt = conn.prepare_cached(&self.text)?;
         let rows = stmt.query_map(params_from_iter(self.params.iter()), |r| decode(r))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
+
+    pub fn execute(&self, conn: &Connection) -> StoreResult<usize> {
+        Ok(conn.prepare_cached(&self.text)?.execute(params_from_iter(self.params.iter()))?)
+    }
+}
+
+/// `%text%`, with LIKE's wildcards in `text` escaped.
+fn like_pattern(text: &str) -> String {
+    format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+}
+
+/// Read one page of a listing; `decode` maps a row to an item.
+pub fn page<T>(
+    conn: &Connection,
+    listing: &Listing,
+    page: &PageRequest,
+    decode: impl FnMut(&Row) -> rusqlite::Result<T>,
+) -> StoreResult<Page<T>> {
+    let scan = page.scan();
+    let mut conds = listing.conds.clone();
+    if let Some((op, id)) = scan.bound {
+        conds.push(Cond::Cmp(listing.id_col, op, Param::Text(id.to_owned())));
+    }
+    let mut sql = Sql::new(listing.head.clone());
+    sql.where_all(&conds);
+    let dir = if scan.ascending { "ASC" } else { "DESC" };
+    sql.push(
+        &format!(" ORDER BY {} {dir} LIMIT ?", listing.id_col),
+        [Value::Integer(page.rows_to_read() as i64)],
+    );
+    Ok(Page::from_rows(sql.rows(conn, decode)?, page))
+}
+
+/// Every row of a listing (no paging).
+pub fn all<T>(
+    conn: &Connection,
+    listing: &Listing,
+    decode: impl FnMut(&Row) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let mut sql = Sql::new(listing.head.clone());
+    sql.where_all(&listing.conds);
+    sql.rows(conn, decode)
 }

@@ -1,49 +1,161 @@
 //! Tokens, applications and endpoints: the slowly changing configuration.
 
-use rusqlite::types::Value;
 use std::collections::HashMap;
 
+use async_trait::async_trait;
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{self, APP_COLS, ENDPOINT_COLS, opt_json, opt_ts_value, retry_policy_value, to_json};
-use super::sql::Select;
+use super::SqliteStore;
+use super::rows::{self, opt_json, opt_ts_value, retry_policy_value, to_json};
+use super::sql;
 use crate::domain::model::{App, AppPatch, AppSummary, DeliveryStatus, Endpoint, EndpointPatch, Scope};
 use crate::domain::time::Timestamp;
-use crate::store::{AppFilter, Page, PageRequest, StoreError, StoreResult};
+use crate::store::listing::{APP_COLS, Cond, ENDPOINT_COLS, Listing, Param};
+use crate::store::{AppFilter, Page, PageRequest, StoreError, StoreResult, TenantStore};
 
-pub fn insert_token(
-    c: &Connection,
-    hash: &str,
-    scope: &Scope,
-    expires_at: Option<Timestamp>,
-    now: Timestamp,
-) -> StoreResult<()> {
-    let app_id = match scope {
-        Scope::Admin => None,
-        Scope::App(id) => Some(id.as_str()),
-    };
-    c.prepare_cached("INSERT INTO tokens (hash, app_id, expires_at, created_at) VALUES (?, ?, ?, ?)")?
-        .execute(params![hash, app_id, opt_ts_value(expires_at), now.as_millis()])?;
-    Ok(())
-}
+#[async_trait]
+impl TenantStore for SqliteStore {
+    async fn insert_token(
+        &self,
+        hash: &str,
+        scope: &Scope,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let hash = hash.to_owned();
+        let app_id = match scope {
+            Scope::Admin => None,
+            Scope::App(id) => Some(id.clone()),
+        };
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO tokens (hash, app_id, expires_at, created_at) VALUES (?, ?, ?, ?)",
+            )?
+            .execute(params![hash, app_id, opt_ts_value(expires_at), now.as_millis()])?;
+            Ok(())
+        })
+        .await
+    }
 
-pub fn find_token(c: &Connection, hash: &str, now: Timestamp) -> StoreResult<Option<Scope>> {
-    let row: Option<Option<String>> = c
-        .prepare_cached(
-            "SELECT app_id FROM tokens WHERE hash = ? AND (expires_at IS NULL OR expires_at > ?)",
-        )?
-        .query_row(params![hash, now.as_millis()], |r| r.get(0))
-        .optional()?;
-    Ok(row.map(|app| app.map_or(Scope::Admin, Scope::App)))
-}
+    async fn find_token(&self, hash: &str, now: Timestamp) -> StoreResult<Option<Scope>> {
+        let hash = hash.to_owned();
+        self.read(move |c| {
+            let row: Option<Option<String>> = c
+                .prepare_cached(
+                    "SELECT app_id FROM tokens WHERE hash = ? AND (expires_at IS NULL OR expires_at > ?)",
+                )?
+                .query_row(params![hash, now.as_millis()], |r| r.get(0))
+                .optional()?;
+            Ok(row.map(|app| app.map_or(Scope::Admin, Scope::App)))
+        })
+        .await
+    }
 
-pub fn delete_token(c: &Connection, hash: &str) -> StoreResult<bool> {
-    Ok(c.prepare_cached("DELETE FROM tokens WHERE hash = ?")?.execute([hash])? > 0)
-}
+    async fn delete_token(&self, hash: &str) -> StoreResult<bool> {
+        let hash = hash.to_owned();
+        self.write(move |c| Ok(c.prepare_cached("DELETE FROM tokens WHERE hash = ?")?.execute([hash])? > 0))
+            .await
+    }
 
-pub fn has_admin_token(c: &Connection) -> StoreResult<bool> {
-    Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE app_id IS NULL)")?
-        .query_row([], |r| r.get(0))?)
+    async fn has_admin_token(&self) -> StoreResult<bool> {
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE app_id IS NULL)")?
+                .query_row([], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn insert_app(&self, app: &App) -> StoreResult<()> {
+        let app = app.clone();
+        self.write_config(move |c| insert_app(c, &app)).await
+    }
+
+    async fn get_app(&self, id_or_uid: &str) -> StoreResult<Option<App>> {
+        let key = id_or_uid.to_owned();
+        self.read(move |c| get_app(c, &key)).await
+    }
+
+    async fn list_apps(&self, filter: &AppFilter, page: &PageRequest) -> StoreResult<Page<App>> {
+        let (listing, page) = (Listing::apps(filter), page.clone());
+        self.read(move |c| sql::page(c, &listing, &page, |r| rows::app(r, 0))).await
+    }
+
+    async fn app_summaries(&self, app_ids: &[String], cap: u64) -> StoreResult<HashMap<String, AppSummary>> {
+        let ids = app_ids.to_vec();
+        self.read(move |c| app_summaries(c, &ids, cap)).await
+    }
+
+    async fn update_app(&self, id: &str, patch: AppPatch, now: Timestamp) -> StoreResult<App> {
+        let id = id.to_owned();
+        self.write_config(move |c| update_app(c, &id, patch, now)).await
+    }
+
+    async fn delete_app(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write_config(move |c| {
+            let n = c.prepare_cached("DELETE FROM apps WHERE id = ?")?.execute([&id])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            for table in ["endpoints", "deliveries", "attempts", "messages", "tokens"] {
+                c.prepare_cached(&format!("DELETE FROM {table} WHERE app_id = ?"))?.execute([&id])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_endpoint(&self, ep: &Endpoint) -> StoreResult<()> {
+        let ep = ep.clone();
+        self.write_config(move |c| {
+            check_endpoint_uid(c, &ep)?;
+            c.prepare_cached(&format!(
+                "INSERT INTO endpoints ({}) VALUES ({})",
+                ENDPOINT_COLS.replace("e.", ""),
+                ["?"; 17].join(", ")
+            ))?
+            .execute(rusqlite::params_from_iter(endpoint_values(&ep)))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
+        let (app_id, key) = (app_id.to_owned(), id_or_uid.to_owned());
+        self.read(move |c| get_endpoint(c, &app_id, &key)).await
+    }
+
+    async fn list_endpoints(&self, app_id: &str, page: &PageRequest) -> StoreResult<Page<Endpoint>> {
+        let (listing, page) = (Listing::endpoints(app_id), page.clone());
+        self.read(move |c| sql::page(c, &listing, &page, |r| rows::endpoint(r, 0))).await
+    }
+
+    async fn update_endpoint(
+        &self,
+        app_id: &str,
+        id: &str,
+        patch: EndpointPatch,
+        now: Timestamp,
+    ) -> StoreResult<Endpoint> {
+        let (app_id, id) = (app_id.to_owned(), id.to_owned());
+        self.write_config(move |c| update_endpoint(c, &app_id, &id, patch, now)).await
+    }
+
+    async fn delete_endpoint(&self, app_id: &str, id: &str) -> StoreResult<()> {
+        let (app_id, id) = (app_id.to_owned(), id.to_owned());
+        self.write_config(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM endpoints WHERE app_id = ? AND id = ?")?
+                .execute([&app_id, &id])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            c.prepare_cached("DELETE FROM deliveries WHERE endpoint_id = ?")?.execute([&id])?;
+            Ok(())
+        })
+        .await
+    }
 }
 
 fn app_uid_taken(c: &Connection, uid: &str, except_id: &str) -> StoreResult<bool> {
@@ -60,7 +172,7 @@ fn check_app_uid(c: &Connection, app: &App) -> StoreResult<()> {
     Ok(())
 }
 
-pub fn insert_app(c: &Connection, app: &App) -> StoreResult<()> {
+pub(super) fn insert_app(c: &Connection, app: &App) -> StoreResult<()> {
     check_app_uid(c, app)?;
     c.prepare_cached(
         "INSERT INTO apps (id, uid, name, metadata, throttle_rate, created_at, updated_at)
@@ -78,7 +190,7 @@ pub fn insert_app(c: &Connection, app: &App) -> StoreResult<()> {
     Ok(())
 }
 
-pub fn get_app(c: &Connection, id_or_uid: &str) -> StoreResult<Option<App>> {
+pub(super) fn get_app(c: &Connection, id_or_uid: &str) -> StoreResult<Option<App>> {
     for col in ["id", "uid"] {
         let sql = format!("SELECT {APP_COLS} FROM apps a WHERE a.{col} = ?");
         let found = c.prepare_cached(&sql)?.query_row([id_or_uid], |r| rows::app(r, 0)).optional()?;
@@ -89,23 +201,7 @@ pub fn get_app(c: &Connection, id_or_uid: &str) -> StoreResult<Option<App>> {
     Ok(None)
 }
 
-pub fn list_apps(c: &Connection, filter: &AppFilter, page: &PageRequest) -> StoreResult<Page<App>> {
-    let mut q = Select::new(format!("SELECT {APP_COLS} FROM apps a"));
-    if let Some(search) = filter.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        let like = format!("%{}%", search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-        q.and(
-            "(a.id = ? OR a.name LIKE ? ESCAPE '\\' OR a.uid LIKE ? ESCAPE '\\')",
-            [Value::Text(search.to_owned()), Value::Text(like.clone()), Value::Text(like)],
-        );
-    }
-    q.page(c, "a.id", page, |r| rows::app(r, 0))
-}
-
-pub fn app_summaries(
-    c: &Connection,
-    app_ids: &[String],
-    cap: u64,
-) -> StoreResult<HashMap<String, AppSummary>> {
+fn app_summaries(c: &Connection, app_ids: &[String], cap: u64) -> StoreResult<HashMap<String, AppSummary>> {
     let mut endpoints = c.prepare_cached("SELECT COUNT(*) FROM endpoints WHERE app_id = ?")?;
     let mut messages =
         c.prepare_cached("SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE app_id = ? LIMIT ?)")?;
@@ -128,7 +224,7 @@ pub fn app_summaries(
     Ok(out)
 }
 
-pub fn update_app(c: &Connection, id: &str, patch: AppPatch, now: Timestamp) -> StoreResult<App> {
+fn update_app(c: &Connection, id: &str, patch: AppPatch, now: Timestamp) -> StoreResult<App> {
     let mut app = get_app(c, id)?.filter(|a| a.id == id).ok_or(StoreError::NotFound)?;
     patch.apply(&mut app, now);
     check_app_uid(c, &app)?;
@@ -144,17 +240,6 @@ pub fn update_app(c: &Connection, id: &str, patch: AppPatch, now: Timestamp) -> 
         app.id
     ])?;
     Ok(app)
-}
-
-pub fn delete_app(c: &Connection, id: &str) -> StoreResult<()> {
-    let n = c.prepare_cached("DELETE FROM apps WHERE id = ?")?.execute([id])?;
-    if n == 0 {
-        return Err(StoreError::NotFound);
-    }
-    for table in ["endpoints", "deliveries", "attempts", "messages", "tokens"] {
-        c.prepare_cached(&format!("DELETE FROM {table} WHERE app_id = ?"))?.execute([id])?;
-    }
-    Ok(())
 }
 
 fn endpoint_uid_taken(c: &Connection, app_id: &str, uid: &str, except_id: &str) -> StoreResult<bool> {
@@ -193,18 +278,7 @@ fn endpoint_values(ep: &Endpoint) -> [Value; 17] {
     ]
 }
 
-pub fn insert_endpoint(c: &Connection, ep: &Endpoint) -> StoreResult<()> {
-    check_endpoint_uid(c, ep)?;
-    c.prepare_cached(&format!(
-        "INSERT INTO endpoints ({}) VALUES ({})",
-        ENDPOINT_COLS.replace("e.", ""),
-        ["?"; 17].join(", ")
-    ))?
-    .execute(rusqlite::params_from_iter(endpoint_values(ep)))?;
-    Ok(())
-}
-
-pub fn get_endpoint(c: &Connection, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
+pub(super) fn get_endpoint(c: &Connection, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
     for col in ["id", "uid"] {
         let sql = format!("SELECT {ENDPOINT_COLS} FROM endpoints e WHERE e.app_id = ? AND e.{col} = ?");
         let found =
@@ -216,20 +290,13 @@ pub fn get_endpoint(c: &Connection, app_id: &str, id_or_uid: &str) -> StoreResul
     Ok(None)
 }
 
-pub fn list_endpoints(c: &Connection, app_id: &str, page: &PageRequest) -> StoreResult<Page<Endpoint>> {
-    let mut q = Select::new(format!("SELECT {ENDPOINT_COLS} FROM endpoints e"));
-    q.eq("e.app_id", app_id.to_owned());
-    q.page(c, "e.id", page, |r| rows::endpoint(r, 0))
-}
-
 /// All enabled endpoints of an application (fan-out at ingest).
-pub fn enabled_endpoints(c: &Connection, app_id: &str) -> StoreResult<Vec<Endpoint>> {
-    let mut q = Select::new(format!("SELECT {ENDPOINT_COLS} FROM endpoints e"));
-    q.eq("e.app_id", app_id.to_owned()).eq("e.disabled", 0);
-    q.rows(c, |r| rows::endpoint(r, 0))
+pub(super) fn enabled_endpoints(c: &Connection, app_id: &str) -> StoreResult<Vec<Endpoint>> {
+    let listing = Listing::endpoints(app_id).and(Cond::eq("e.disabled", Param::Bool(false)));
+    sql::all(c, &listing, |r| rows::endpoint(r, 0))
 }
 
-pub fn update_endpoint(
+fn update_endpoint(
     c: &Connection,
     app_id: &str,
     id: &str,
@@ -267,14 +334,5 @@ pub(super) fn settle_pending(c: &Connection, endpoint_id: &str, now: Timestamp) 
         endpoint_id,
         DeliveryStatus::Pending.code()
     ])?;
-    Ok(())
-}
-
-pub fn delete_endpoint(c: &Connection, app_id: &str, id: &str) -> StoreResult<()> {
-    let n = c.prepare_cached("DELETE FROM endpoints WHERE app_id = ? AND id = ?")?.execute([app_id, id])?;
-    if n == 0 {
-        return Err(StoreError::NotFound);
-    }
-    c.prepare_cached("DELETE FROM deliveries WHERE endpoint_id = ?")?.execute([id])?;
     Ok(())
 }

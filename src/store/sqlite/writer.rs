@@ -45,20 +45,22 @@ pub(super) enum Guard {
     ChecksFirst,
 }
 
-trait Job: Send {
+/// A write job waiting for the writer thread, whatever its result type.
+trait PendingWrite: Send {
     /// Run the work; `false` when the batch must be rolled back.
     fn run(&mut self, conn: &Connection) -> bool;
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
 
-struct TypedJob<T, F> {
+/// One caller's write job: its work, how it is guarded, and where its result goes.
+struct WriteRequest<T, F> {
     work: Option<F>,
     guard: Guard,
     result: Option<StoreResult<T>>,
     reply: oneshot::Sender<StoreResult<T>>,
 }
 
-impl<T, F> Job for TypedJob<T, F>
+impl<T, F> PendingWrite for WriteRequest<T, F>
 where
     T: Send + 'static,
     F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -101,7 +103,7 @@ fn in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> StoreRes
 
 #[derive(Clone)]
 pub(super) struct Writer {
-    queue: mpsc::Sender<Box<dyn Job>>,
+    queue: mpsc::Sender<Box<dyn PendingWrite>>,
 }
 
 impl Writer {
@@ -138,7 +140,7 @@ impl Writer {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job = Box::new(TypedJob { work: Some(work), guard, result: None, reply });
+        let job = Box::new(WriteRequest { work: Some(work), guard, result: None, reply });
         self.queue.send(job).await.map_err(|_| StoreError::Backend("writer has stopped".into()))?;
         rx.await.map_err(|_| StoreError::Backend("writer has stopped".into()))?
     }
@@ -146,11 +148,11 @@ impl Writer {
 
 fn writer_loop(
     conn: Connection,
-    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    mut rx: mpsc::Receiver<Box<dyn PendingWrite>>,
     wal: Arc<WalState>,
     on_abort: Box<dyn Fn() + Send>,
 ) {
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Box<dyn PendingWrite>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -181,7 +183,7 @@ fn writer_loop(
     }
 }
 
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn PendingWrite>]) -> Result<(), String> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
     for job in batch.iter_mut() {
         if !job.run(conn) {
