@@ -53,6 +53,18 @@ pub enum Param {
     Bool(bool),
 }
 
+impl Param {
+    /// The value as text (for a list bound as one text array).
+    pub fn to_text(&self) -> String {
+        match self {
+            Param::Text(s) => s.clone(),
+            Param::Int(i) => i.to_string(),
+            Param::Int4(i) => i.to_string(),
+            Param::Bool(b) => b.to_string(),
+        }
+    }
+}
+
 impl From<&str> for Param {
     fn from(s: &str) -> Self {
         Param::Text(s.to_owned())

@@ -42,31 +42,18 @@ impl Sql {
         };
     }
 
-    /// `col [NOT] IN (…)` as `= ANY($n)` / `<> ALL($n)`: one parameter,
-    /// one statement to prepare whatever the list's length.
+    /// `col [NOT] IN (…)` as `= ANY($n)` / `<> ALL($n)`: one array
+    /// parameter, so one statement to prepare whatever the list's length.
+    /// The lists are of INTEGER columns (statuses) or of text.
     fn list(&mut self, col: &str, negate: bool, values: &[Param]) {
         let (op, quantifier) = if negate { ("<>", "ALL") } else { ("=", "ANY") };
         self.qb.push(format_args!("{col} {op} {quantifier}("));
-        if values.iter().all(|v| matches!(v, Param::Int4(_))) {
-            let ints: Vec<i32> =
-                values.iter().filter_map(|v| if let Param::Int4(i) = v { Some(*i) } else { None }).collect();
-            self.qb.push_bind(ints);
-        } else if values.iter().all(|v| matches!(v, Param::Int(_))) {
-            let ints: Vec<i64> =
-                values.iter().filter_map(|v| if let Param::Int(i) = v { Some(*i) } else { None }).collect();
-            self.qb.push_bind(ints);
-        } else {
-            let texts: Vec<String> = values
-                .iter()
-                .map(|v| match v {
-                    Param::Text(s) => s.clone(),
-                    Param::Int(i) => i.to_string(),
-                    Param::Int4(i) => i.to_string(),
-                    Param::Bool(b) => b.to_string(),
-                })
-                .collect();
-            self.qb.push_bind(texts);
-        }
+        let ints: Option<Vec<i32>> =
+            values.iter().map(|v| if let Param::Int4(i) = v { Some(*i) } else { None }).collect();
+        match ints {
+            Some(ints) if !values.is_empty() => self.qb.push_bind(ints),
+            _ => self.qb.push_bind(values.iter().map(Param::to_text).collect::<Vec<String>>()),
+        };
         self.qb.push(")");
     }
 

@@ -56,9 +56,9 @@ impl Sql {
                 self.text.push_str(&format!("{col} {op} "));
                 self.bind(v);
             }
-            Cond::In(_, values) if values.is_empty() => self.text.push_str("0"),
+            Cond::In(_, values) if values.is_empty() => self.text.push('0'),
             Cond::In(col, values) => self.list(col, "", values),
-            Cond::NotIn(_, values) if values.is_empty() => self.text.push_str("1"),
+            Cond::NotIn(_, values) if values.is_empty() => self.text.push('1'),
             Cond::NotIn(col, values) => self.list(col, "NOT ", values),
             Cond::JsonContains(col, v) => {
                 self.text
