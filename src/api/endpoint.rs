@@ -2,7 +2,7 @@
 //!
 //! Extensions: `retryPolicy` (`{"schedule": [seconds…], "success": "2xx" |
 //! "200", "timeout": seconds}`) on create, update and patch, `null` or
-//! absent meaning the server default (seed 004's exponential schedule);
+//! absent meaning the server default (`RetryPolicy::exponential`);
 //! `secretKind` (`"hmac"` | `"ed25519"`) on create and rotate.
 
 use std::time::Duration;

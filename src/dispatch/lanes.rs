@@ -14,13 +14,17 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use crate::domain::model::Trigger;
 use crate::store::{DeliveryKey, DeliveryTask};
 
+/// A delivery to attempt, with its trigger: `Scheduled` (offered on the
+/// fast path or claimed by the scheduler) or `Manual` (a resend, outside
+/// the schedule). A lane holds it from admission until the attempt is
+/// made: waiting in the lane's queue, then in flight.
 #[derive(Clone, Debug)]
-pub struct Job {
+pub struct QueuedAttempt {
     pub task: DeliveryTask,
     pub trigger: Trigger,
 }
 
-impl Job {
+impl QueuedAttempt {
     fn key(&self) -> Option<DeliveryKey> {
         // Manual attempts are extra; only scheduled ones are deduplicated.
         (self.trigger == Trigger::Scheduled).then(|| self.task.key())
@@ -30,17 +34,17 @@ impl Job {
 #[derive(Debug)]
 pub enum Admission {
     /// Start it now; the caller owns one slot of the lane until `finish`.
-    Run(Job),
+    Run(QueuedAttempt),
     Queued,
     /// The lane is full (or the dispatcher is shutting down).
-    Busy(Job),
+    Busy(QueuedAttempt),
     /// This delivery is already queued or in flight here.
     AlreadyHeld,
 }
 
 #[derive(Default)]
 struct Lane {
-    queue: VecDeque<Job>,
+    queue: VecDeque<QueuedAttempt>,
     in_flight: usize,
 }
 
@@ -64,23 +68,23 @@ impl Lanes {
     }
 
     /// `force` queues past the cap (manual retries are never refused).
-    pub fn admit(&mut self, job: Job, force: bool) -> Admission {
+    pub fn admit(&mut self, attempt: QueuedAttempt, force: bool) -> Admission {
         if self.closed {
-            return Admission::Busy(job);
+            return Admission::Busy(attempt);
         }
-        let key = job.key();
+        let key = attempt.key();
         if key.as_ref().is_some_and(|k| self.held.contains(k)) {
             return Admission::AlreadyHeld;
         }
-        let lane = self.lanes.entry(job.task.endpoint.id.clone()).or_default();
+        let lane = self.lanes.entry(attempt.task.endpoint.id.clone()).or_default();
         let admission = if lane.in_flight < self.concurrency {
             lane.in_flight += 1;
-            Admission::Run(job)
+            Admission::Run(attempt)
         } else if force || lane.queue.len() < self.queue_cap {
-            lane.queue.push_back(job);
+            lane.queue.push_back(attempt);
             Admission::Queued
         } else {
-            return Admission::Busy(job);
+            return Admission::Busy(attempt);
         };
         if let Some(k) = key {
             self.held.insert(k);
@@ -88,9 +92,9 @@ impl Lanes {
         admission
     }
 
-    /// A running job is done. Returns the next job to run in its slot, and
-    /// whether its lane just stopped being full.
-    pub fn finish(&mut self, done: &Job) -> (Option<Job>, bool) {
+    /// A running attempt is done. Returns the next attempt to run in its
+    /// slot, and whether its lane just stopped being full.
+    pub fn finish(&mut self, done: &QueuedAttempt) -> (Option<QueuedAttempt>, bool) {
         if let Some(k) = done.key() {
             self.held.remove(&k);
         }
@@ -118,16 +122,16 @@ impl Lanes {
     }
 
     /// Drop what is queued for an endpoint (it was disabled or deleted).
-    pub fn drop_queued(&mut self, endpoint_id: &str) -> Vec<Job> {
+    pub fn drop_queued(&mut self, endpoint_id: &str) -> Vec<QueuedAttempt> {
         let Some(lane) = self.lanes.get_mut(endpoint_id) else {
             return Vec::new();
         };
-        let dropped: Vec<Job> = lane.queue.drain(..).collect();
+        let dropped: Vec<QueuedAttempt> = lane.queue.drain(..).collect();
         if lane.in_flight == 0 {
             self.lanes.remove(endpoint_id);
         }
-        for job in &dropped {
-            if let Some(k) = job.key() {
+        for attempt in &dropped {
+            if let Some(k) = attempt.key() {
                 self.held.remove(&k);
             }
         }
@@ -135,7 +139,7 @@ impl Lanes {
     }
 
     /// Stop admitting; hand back everything queued.
-    pub fn close(&mut self) -> Vec<Job> {
+    pub fn close(&mut self) -> Vec<QueuedAttempt> {
         self.closed = true;
         let ids: Vec<String> = self.lanes.keys().cloned().collect();
         ids.iter().flat_map(|id| self.drop_queued(id)).collect()
@@ -163,15 +167,15 @@ mod tests {
     use super::*;
     use crate::domain::fixtures;
 
-    fn job(ep: &str, msg: &str, trigger: Trigger) -> Job {
+    fn attempt(ep: &str, msg: &str, trigger: Trigger) -> QueuedAttempt {
         let task = DeliveryTask {
             message: Arc::new(fixtures::message(msg)),
             endpoint: Arc::new(fixtures::endpoint(ep)),
         };
-        Job { task, trigger }
+        QueuedAttempt { task, trigger }
     }
 
-    fn run(a: Admission) -> Job {
+    fn run(a: Admission) -> QueuedAttempt {
         match a {
             Admission::Run(j) => j,
             other => panic!("expected Run, got {other:?}"),
@@ -181,17 +185,17 @@ mod tests {
     #[test]
     fn concurrency_per_endpoint_then_queue_then_busy() {
         let mut lanes = Lanes::new(2, 1);
-        let a = run(lanes.admit(job("slow", "m1", Trigger::Scheduled), false));
-        let _b = run(lanes.admit(job("slow", "m2", Trigger::Scheduled), false));
-        assert!(matches!(lanes.admit(job("slow", "m3", Trigger::Scheduled), false), Admission::Queued));
-        assert!(matches!(lanes.admit(job("slow", "m4", Trigger::Scheduled), false), Admission::Busy(_)));
+        let a = run(lanes.admit(attempt("slow", "m1", Trigger::Scheduled), false));
+        let _b = run(lanes.admit(attempt("slow", "m2", Trigger::Scheduled), false));
+        assert!(matches!(lanes.admit(attempt("slow", "m3", Trigger::Scheduled), false), Admission::Queued));
+        assert!(matches!(lanes.admit(attempt("slow", "m4", Trigger::Scheduled), false), Admission::Busy(_)));
         assert_eq!(lanes.full_endpoints(), vec!["slow".to_string()]);
 
         // Another endpoint is unaffected by the slow one.
-        run(lanes.admit(job("fast", "m1", Trigger::Scheduled), false));
+        run(lanes.admit(attempt("fast", "m1", Trigger::Scheduled), false));
 
         // Manual retries are queued even past the cap.
-        assert!(matches!(lanes.admit(job("slow", "m9", Trigger::Manual), true), Admission::Queued));
+        assert!(matches!(lanes.admit(attempt("slow", "m9", Trigger::Manual), true), Admission::Queued));
 
         let (next, freed) = lanes.finish(&a);
         assert_eq!(next.unwrap().task.message.id, "m3");
@@ -202,20 +206,20 @@ mod tests {
     #[test]
     fn duplicates_are_refused_and_released_on_finish() {
         let mut lanes = Lanes::new(4, 10);
-        let a = run(lanes.admit(job("e", "m", Trigger::Scheduled), false));
-        assert!(matches!(lanes.admit(job("e", "m", Trigger::Scheduled), false), Admission::AlreadyHeld));
+        let a = run(lanes.admit(attempt("e", "m", Trigger::Scheduled), false));
+        assert!(matches!(lanes.admit(attempt("e", "m", Trigger::Scheduled), false), Admission::AlreadyHeld));
         // A manual resend of the same delivery is allowed alongside.
-        run(lanes.admit(job("e", "m", Trigger::Manual), true));
+        run(lanes.admit(attempt("e", "m", Trigger::Manual), true));
         lanes.finish(&a);
-        run(lanes.admit(job("e", "m", Trigger::Scheduled), false));
+        run(lanes.admit(attempt("e", "m", Trigger::Scheduled), false));
     }
 
     #[test]
     fn held_lists_the_scheduled_deliveries_in_flight_or_queued() {
         let mut lanes = Lanes::new(1, 10);
-        let a = run(lanes.admit(job("e", "m1", Trigger::Scheduled), false));
-        assert!(matches!(lanes.admit(job("e", "m2", Trigger::Scheduled), false), Admission::Queued));
-        assert!(matches!(lanes.admit(job("e", "m3", Trigger::Manual), true), Admission::Queued));
+        let a = run(lanes.admit(attempt("e", "m1", Trigger::Scheduled), false));
+        assert!(matches!(lanes.admit(attempt("e", "m2", Trigger::Scheduled), false), Admission::Queued));
+        assert!(matches!(lanes.admit(attempt("e", "m3", Trigger::Manual), true), Admission::Queued));
         let mut held: Vec<String> = lanes.held().into_iter().map(|k| k.msg_id).collect();
         held.sort();
         assert_eq!(held, ["m1", "m2"], "manual attempts hold no lease");
@@ -229,8 +233,8 @@ mod tests {
     #[test]
     fn finishing_a_full_lane_reports_freed_and_idle_lanes_vanish() {
         let mut lanes = Lanes::new(1, 1);
-        let a = run(lanes.admit(job("e", "m1", Trigger::Scheduled), false));
-        lanes.admit(job("e", "m2", Trigger::Scheduled), false);
+        let a = run(lanes.admit(attempt("e", "m1", Trigger::Scheduled), false));
+        lanes.admit(attempt("e", "m2", Trigger::Scheduled), false);
         let (next, freed) = lanes.finish(&a);
         assert!(freed);
         let b = next.unwrap();
@@ -243,14 +247,14 @@ mod tests {
     #[test]
     fn drop_and_close() {
         let mut lanes = Lanes::new(1, 10);
-        let a = run(lanes.admit(job("e", "m1", Trigger::Scheduled), false));
-        lanes.admit(job("e", "m2", Trigger::Scheduled), false);
-        lanes.admit(job("e", "m3", Trigger::Scheduled), false);
+        let a = run(lanes.admit(attempt("e", "m1", Trigger::Scheduled), false));
+        lanes.admit(attempt("e", "m2", Trigger::Scheduled), false);
+        lanes.admit(attempt("e", "m3", Trigger::Scheduled), false);
         assert_eq!(lanes.drop_queued("e").len(), 2);
         assert_eq!(lanes.queued(), 0);
-        lanes.admit(job("e", "m4", Trigger::Scheduled), false);
+        lanes.admit(attempt("e", "m4", Trigger::Scheduled), false);
         assert_eq!(lanes.close().len(), 1);
-        assert!(matches!(lanes.admit(job("x", "m5", Trigger::Scheduled), false), Admission::Busy(_)));
+        assert!(matches!(lanes.admit(attempt("x", "m5", Trigger::Scheduled), false), Admission::Busy(_)));
         assert!(lanes.finish(&a).0.is_none());
     }
 }

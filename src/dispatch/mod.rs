@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 
-use self::lanes::{Admission, Job, Lanes};
+use self::lanes::{Admission, Lanes, QueuedAttempt};
 use self::sender::Sender;
 use self::ssrf::TargetPolicy;
 use crate::clock::SharedClock;
@@ -137,18 +137,19 @@ impl Dispatcher {
     /// Send deliveries already leased to this node. Those a full lane cannot
     /// take are handed back to the store, due now, for the scheduler.
     pub async fn offer(&self, tasks: Vec<DeliveryTask>) {
-        let busy =
-            self.inner.admit_all(tasks.into_iter().map(|task| Job { task, trigger: Trigger::Scheduled }));
+        let busy = self
+            .inner
+            .admit_all(tasks.into_iter().map(|task| QueuedAttempt { task, trigger: Trigger::Scheduled }));
         self.inner.give_back(busy).await;
     }
 
     /// A manual attempt (retry / resend): queued behind the endpoint's
     /// in-flight attempts but never refused, and not counted by the schedule.
     pub fn resend(&self, task: DeliveryTask) {
-        let job = Job { task, trigger: Trigger::Manual };
-        let admission = self.inner.lock_lanes().admit(job, true);
-        if let Admission::Run(job) = admission {
-            self.inner.spawn_worker(job);
+        let attempt = QueuedAttempt { task, trigger: Trigger::Manual };
+        let admission = self.inner.lock_lanes().admit(attempt, true);
+        if let Admission::Run(attempt) = admission {
+            self.inner.spawn_worker(attempt);
         }
     }
 
@@ -177,7 +178,7 @@ impl Dispatcher {
     /// attempts given up to `grace` to finish (their leases cover the rest).
     pub async fn shutdown(&self, grace: Duration) {
         let _ = self.inner.shutdown.send(true);
-        let queued: Vec<Job> = self.inner.lock_lanes().close();
+        let queued: Vec<QueuedAttempt> = self.inner.lock_lanes().close();
         self.inner.give_back(queued).await;
         self.inner.workers.close();
         let finished = tokio::time::timeout(grace, self.inner.workers.wait()).await.is_ok();
@@ -231,30 +232,30 @@ impl Inner {
         }
     }
 
-    /// Admit jobs; start those that may run, return those refused.
-    fn admit_all(self: &Arc<Self>, jobs: impl Iterator<Item = Job>) -> Vec<Job> {
+    /// Admit attempts; start those that may run, return those refused.
+    fn admit_all(self: &Arc<Self>, attempts: impl Iterator<Item = QueuedAttempt>) -> Vec<QueuedAttempt> {
         let mut busy = Vec::new();
         let mut start = Vec::new();
         {
             let mut lanes = self.lock_lanes();
-            for job in jobs {
-                match lanes.admit(job, false) {
-                    Admission::Run(job) => start.push(job),
-                    Admission::Busy(job) => busy.push(job),
+            for attempt in attempts {
+                match lanes.admit(attempt, false) {
+                    Admission::Run(attempt) => start.push(attempt),
+                    Admission::Busy(attempt) => busy.push(attempt),
                     Admission::Queued | Admission::AlreadyHeld => {}
                 }
             }
         }
-        for job in start {
-            self.spawn_worker(job);
+        for attempt in start {
+            self.spawn_worker(attempt);
         }
         busy
     }
 
     /// Return leased-but-unsent deliveries to the store, due now.
-    async fn give_back(&self, jobs: Vec<Job>) {
+    async fn give_back(&self, attempts: Vec<QueuedAttempt>) {
         let keys: Vec<DeliveryKey> =
-            jobs.iter().filter(|j| j.trigger == Trigger::Scheduled).map(|j| j.task.key()).collect();
+            attempts.iter().filter(|a| a.trigger == Trigger::Scheduled).map(|a| a.task.key()).collect();
         if keys.is_empty() {
             return;
         }
@@ -265,29 +266,29 @@ impl Inner {
         }
     }
 
-    /// A worker owns one lane slot: it runs its job, then whatever the lane
-    /// queued behind it, so a busy endpoint costs no extra task spawns.
-    fn spawn_worker(self: &Arc<Self>, first: Job) {
+    /// A worker owns one lane slot: it makes its attempt, then those the
+    /// lane queued behind it, so a busy endpoint costs no extra task spawns.
+    fn spawn_worker(self: &Arc<Self>, first: QueuedAttempt) {
         let inner = Arc::clone(self);
         self.workers.spawn(async move {
-            let mut job = first;
+            let mut current = first;
             loop {
-                inner.attempt(&job).await;
-                let (next, freed) = inner.lock_lanes().finish(&job);
+                inner.attempt(&current).await;
+                let (next, freed) = inner.lock_lanes().finish(&current);
                 if freed {
                     // The scheduler skipped this endpoint while its lane was full.
                     inner.wake.notify_one();
                 }
                 match next {
-                    Some(n) => job = n,
+                    Some(n) => current = n,
                     None => break,
                 }
             }
         });
     }
 
-    async fn attempt(&self, job: &Job) {
-        let task = &job.task;
+    async fn attempt(&self, queued: &QueuedAttempt) {
+        let task = &queued.task;
         let policy = task.endpoint.retry_policy.clone().unwrap_or_else(|| self.cfg.default_policy.clone());
         let started = self.clock.now();
         let sent = self.sender.send(&*self.clock, task, &policy, started).await;
@@ -309,18 +310,18 @@ impl Inner {
             status_code: sent.status.unwrap_or(0),
             response: sent.body,
             duration_ms: sent.duration_ms,
-            trigger: job.trigger,
+            trigger: queued.trigger,
             error: sent.error,
             created_at: started,
         };
         let delivered = outcome == Outcome::Delivered;
         telemetry::attempt(
             delivered,
-            job.trigger == Trigger::Manual,
+            queued.trigger == Trigger::Manual,
             Duration::from_millis(attempt.duration_ms.max(0) as u64),
             &attempt.endpoint_id,
         );
-        if delivered && job.trigger == Trigger::Scheduled {
+        if delivered && queued.trigger == Trigger::Scheduled {
             telemetry::delivered(finished_at.since(task.message.created_at));
         }
         tracing::debug!(

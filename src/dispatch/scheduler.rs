@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Inner;
-use super::lanes::Job;
+use super::lanes::QueuedAttempt;
 use crate::domain::model::Trigger;
 
 const SAFETY_POLL: Duration = Duration::from_secs(5);
@@ -39,8 +39,9 @@ pub(super) async fn run(inner: Arc<Inner>) {
         let full_batch = claimed.len() >= inner.cfg.claim_batch;
         if !claimed.is_empty() {
             tracing::debug!(count = claimed.len(), "claimed due deliveries");
-            let busy =
-                inner.admit_all(claimed.into_iter().map(|task| Job { task, trigger: Trigger::Scheduled }));
+            let busy = inner.admit_all(
+                claimed.into_iter().map(|task| QueuedAttempt { task, trigger: Trigger::Scheduled }),
+            );
             inner.give_back(busy).await;
         }
         if full_batch {

@@ -273,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_004_example_three_failures_then_success_at_35m5s() {
+    fn exponential_policy_three_failures_then_success_at_35m5s() {
         let p = RetryPolicy::exponential();
         let mut state = DeliveryState::new(t(0));
         for _ in 0..3 {

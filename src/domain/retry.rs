@@ -3,9 +3,11 @@
 //!
 //! A policy is the list of delays *between* attempts. The first attempt is
 //! always immediate, so a schedule of N delays allows N + 1 attempts:
-//! - the default (seed 004) `[5s, 5m, 30m, 2h, 5h, 10h, 10h]`: 8 attempts over
-//!   about 27.6 hours, success on any 2xx;
-//! - seed 000's fixed policy `[2m, 2m, 2m]`: 4 attempts, success only on 200.
+//! - the default, [`RetryPolicy::exponential`]:
+//!   `[5s, 5m, 30m, 2h, 5h, 10h, 10h]`, 8 attempts over about 27.6 hours,
+//!   success on any 2xx;
+//! - [`RetryPolicy::fixed_two_minutes`]: `[2m, 2m, 2m]`, 4 attempts, success
+//!   only on 200.
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ pub enum SuccessRule {
     #[default]
     #[serde(rename = "2xx")]
     Any2xx,
-    /// Exactly 200 (seed 000: "an HTTP status that is not 200" is a failure).
+    /// Exactly 200: any other status, 201 and 204 included, is a failure.
     #[serde(rename = "200")]
     Exactly200,
 }
@@ -54,7 +56,8 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Seed 004's schedule, the server default.
+    /// The server default: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h,
+    /// 10 h and 10 h after each failure (8 attempts); success on any 2xx.
     pub fn exponential() -> Self {
         let secs = [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600];
         RetryPolicy {
@@ -64,7 +67,7 @@ impl RetryPolicy {
         }
     }
 
-    /// Seed 000's policy: three retries two minutes apart, success only on 200.
+    /// Three retries two minutes apart (4 attempts), success only on 200.
     pub fn fixed_two_minutes() -> Self {
         RetryPolicy {
             schedule: vec![Duration::from_secs(120); 3],
@@ -181,8 +184,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_is_seed_004_with_eight_attempts() {
+    fn default_is_exponential_with_eight_attempts() {
         let p = RetryPolicy::default();
+        assert_eq!(p, RetryPolicy::exponential());
         assert_eq!(p.max_attempts(), 8);
         let total: u64 = p.schedule.iter().map(|d| d.as_secs()).sum();
         // 5 s + 5 min + 30 min + 2 h + 5 h + 10 h + 10 h
@@ -192,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn fixed_policy_is_seed_000() {
+    fn fixed_two_minutes_makes_four_attempts_and_accepts_only_200() {
         let p = RetryPolicy::fixed_two_minutes();
         assert_eq!(p.max_attempts(), 4);
         assert_eq!(p.delay_after(1), Some(Duration::from_secs(120)));

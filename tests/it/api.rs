@@ -21,8 +21,9 @@ fn status_of(e: SvixError) -> u16 {
     }
 }
 
-/// Acceptance 1: create app + endpoint, send, the receiver gets it, and the
-/// signature verifies with the secret from the API.
+/// The whole round trip through the official Svix client: create app +
+/// endpoint, send, the receiver gets it, and the signature verifies with the
+/// secret from the API.
 #[tokio::test]
 async fn svix_client_round_trip_and_signature_verifies() {
     let t = TestServer::start().await;
@@ -302,7 +303,7 @@ async fn paths_work_with_and_without_trailing_slash() {
     assert_eq!(status, 204);
 }
 
-/// Acceptance 6: clear 4xx errors in Svix's shape, never a 500.
+/// Bad input gets a clear 4xx error in Svix's shape, never a 500.
 #[tokio::test]
 async fn bad_input_gets_svix_shaped_4xx() {
     let t = TestServer::start().await;
@@ -439,8 +440,8 @@ async fn bad_input_gets_svix_shaped_4xx() {
     assert_eq!((status.as_u16(), body["code"].as_str()), (405, Some("method_not_allowed")));
 }
 
-// The same checks with the server on PostgreSQL (issue 6: both stores
-// must answer the svix client alike).
+// The same checks with the server on PostgreSQL (both stores must answer
+// the svix client alike).
 crate::common::on_postgres!(
     svix_client_round_trip_and_signature_verifies,
     payload_bytes_are_delivered_exactly_as_sent,

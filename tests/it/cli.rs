@@ -1,5 +1,6 @@
-//! Acceptance: `hookline listen` receives a webhook from a running server
-//! and prints it as verified; `hookline send` posts a message.
+//! The command-line clients: `hookline listen` receives a webhook from a
+//! running server and prints it as verified; `hookline send` posts a
+//! message.
 
 use std::process::Stdio;
 

@@ -1,4 +1,4 @@
-//! Cluster mode (issue 6): several `hookline serve` processes on one
+//! Cluster mode: several `hookline serve` processes on one
 //! PostgreSQL database share the work, and a node that dies loses nothing.
 
 use std::collections::{HashMap, HashSet};

@@ -1,5 +1,5 @@
-//! Acceptance 5: the real binary, `kill -9`ed with deliveries pending,
-//! restarted, delivers every acknowledged message.
+//! Nothing acknowledged is lost: the real binary, `kill -9`ed with
+//! deliveries pending, restarted, delivers every acknowledged message.
 
 use std::collections::HashSet;
 use std::time::Duration;

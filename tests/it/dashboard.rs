@@ -1,5 +1,5 @@
 //! The dashboard in a real headless Chromium, against a running server and
-//! a real receiver: the seeds' workflow end to end.
+//! a real receiver: an operator's whole workflow end to end.
 
 use std::time::Duration;
 
@@ -17,12 +17,13 @@ async fn sign_in(b: &Browser, base: &str) {
     b.wait_for_text("Applications").await;
 }
 
-/// Acceptance 1: sign in; create an endpoint; a failing endpoint's attempt
-/// with its code and next retry; Retry after the receiver recovers shows
-/// the new attempt without a reload; replay a succeeded message; disable
-/// and no attempt follows; a portal link cannot reach another application.
+/// An operator's workflow, click by click: sign in; create an endpoint; a
+/// failing endpoint's attempt with its code and next retry; Retry after the
+/// receiver recovers shows the new attempt without a reload; replay a
+/// succeeded message; disable and no attempt follows; a portal link cannot
+/// reach another application.
 #[tokio::test]
-async fn the_seed_workflow_in_a_browser() {
+async fn an_operators_workflow_in_a_browser() {
     let t = TestServer::start().await;
     let base = t.server.url();
     let rx = Receiver::start(Reply::Status(500, "upstream exploded")).await;
@@ -38,7 +39,8 @@ async fn the_seed_workflow_in_a_browser() {
     assert!(text.contains("Acme") && text.contains("Globex"));
     b.screenshot("apps").await;
 
-    // Create an endpoint from the application page (seed 000's policy).
+    // Create an endpoint from the application page, with the "fixed" preset
+    // (`RetryPolicy::fixed_two_minutes`).
     b.click(&format!("a[href='/apps/{acme}']")).await;
     b.wait_for_text("No endpoints yet").await;
     b.fill("#url", &rx.url).await;

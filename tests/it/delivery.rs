@@ -11,7 +11,11 @@ use svix::models::{EndpointPatch, MessageAttemptTriggerType, MessageStatus};
 
 use crate::common::{Receiver, Reply, TestServer, secs_since};
 
-const SEED_004_OFFSETS: [i64; 8] = [0, 5, 305, 2105, 9305, 27305, 63305, 99305];
+/// When `RetryPolicy::exponential` (the default) makes its attempts, in
+/// seconds after the first: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h,
+/// 10 h, 10 h after each failure.
+const EXPONENTIAL_OFFSETS: [i64; 8] = [0, 5, 305, 2105, 9305, 27305, 63305, 99305];
+/// `RetryPolicy::fixed_two_minutes` in the API's JSON form.
 const FIXED_POLICY: &str = r#"{"schedule": [120, 120, 120], "success": "200"}"#;
 
 fn ts(v: &Value) -> Timestamp {
@@ -49,7 +53,7 @@ async fn assert_quiet_after(t: &TestServer, rx: &Receiver, expected: usize) {
     assert_eq!(rx.count(), expected, "no attempt after the schedule ended");
 }
 
-/// Acceptance 2: 500 then 200; the log shows both, with codes and bodies,
+/// A 500 then a 200: the attempt log shows both, with codes and bodies,
 /// and the status and next attempt time are right at each step.
 #[tokio::test]
 async fn failure_then_success_is_recorded_step_by_step() {
@@ -108,22 +112,22 @@ async fn failure_then_success_is_recorded_step_by_step() {
     assert_quiet_after(&t, &rx, 2).await;
 }
 
-/// Acceptance 3 (seed 004): 8 attempts at 0, 5 s, 5 min 5 s, 35 min 5 s, …
-/// then nothing.
+/// The default policy (`RetryPolicy::exponential`) against an endpoint that
+/// always fails: 8 attempts at 0, 5 s, 5 min 5 s, 35 min 5 s, … then nothing.
 #[tokio::test]
-async fn default_schedule_makes_eight_attempts_at_the_seed_offsets_then_stops() {
+async fn default_exponential_schedule_makes_eight_attempts_then_stops() {
     let t = TestServer::with_manual_clock().await;
     let rx = Receiver::start(Reply::Status(503, "down")).await;
     let (app, ep) = t.app_with_endpoint(&rx.url, json!({})).await;
     let msg = t.send(&app, json!({})).await;
-    let attempts = walk_schedule(&t, &app, &ep, &msg, &SEED_004_OFFSETS).await;
+    let attempts = walk_schedule(&t, &app, &ep, &msg, &EXPONENTIAL_OFFSETS).await;
     assert!(attempts.iter().all(|a| a["responseStatusCode"] == 503 && a["statusText"] == "fail"));
     assert_eq!(rx.count(), 8);
     assert_quiet_after(&t, &rx, 8).await;
 }
 
-/// Acceptance 3 (seed 000): 4 attempts two minutes apart, and a 201 is a
-/// failure under "success only on 200".
+/// `RetryPolicy::fixed_two_minutes` set through the API: 4 attempts two
+/// minutes apart, and a 201 is a failure under "success only on 200".
 #[tokio::test]
 async fn fixed_policy_makes_four_attempts_two_minutes_apart_and_201_fails() {
     let t = TestServer::with_manual_clock().await;
@@ -145,8 +149,8 @@ async fn fixed_policy_makes_four_attempts_two_minutes_apart_and_201_fails() {
     t.wait_status(&app, &msg, &ep, "success").await;
 }
 
-/// Acceptance 3: no answer within the timeout is a failure, and the retry
-/// is scheduled from the moment the attempt gave up.
+/// No answer within the timeout is a failure, and the retry is scheduled
+/// from the moment the attempt gave up.
 #[tokio::test]
 async fn a_receiver_that_never_answers_times_out_and_is_retried() {
     let t = TestServer::with_manual_clock().await;
@@ -174,8 +178,8 @@ async fn a_receiver_that_never_answers_times_out_and_is_retried() {
     t.wait_status(&app, &msg, &ep, "success").await;
 }
 
-/// Acceptance 4: disabling an endpoint with a retry pending: nothing more
-/// reaches it, and new messages are not queued for it either.
+/// Disabling an endpoint with a retry pending: nothing more reaches it, and
+/// new messages are not queued for it either.
 #[tokio::test]
 async fn disabling_an_endpoint_stops_scheduled_retries() {
     let t = TestServer::with_manual_clock().await;
@@ -220,9 +224,8 @@ async fn deleting_an_endpoint_stops_scheduled_retries() {
     assert_eq!(t.attempts(&app, &msg).await.len(), 1);
 }
 
-/// Acceptance 4: resending a succeeded message delivers it again as a
-/// manual attempt; resending a failed one works too, neither consumes the
-/// schedule.
+/// Resending a succeeded message delivers it again as a manual attempt;
+/// resending a failed one works too, neither consumes the schedule.
 #[tokio::test]
 async fn resend_delivers_again_as_a_manual_attempt() {
     let t = TestServer::with_manual_clock().await;
@@ -309,11 +312,11 @@ async fn private_targets_are_refused_by_default() {
     assert_eq!(rx.count(), 0);
 }
 
-// The same checks with the server on PostgreSQL (issue 6: both stores
-// must answer the svix client alike).
+// The same checks with the server on PostgreSQL (both stores must answer
+// the svix client alike).
 crate::common::on_postgres!(
     failure_then_success_is_recorded_step_by_step,
-    default_schedule_makes_eight_attempts_at_the_seed_offsets_then_stops,
+    default_exponential_schedule_makes_eight_attempts_then_stops,
     fixed_policy_makes_four_attempts_two_minutes_apart_and_201_fails,
     a_receiver_that_never_answers_times_out_and_is_retried,
     disabling_an_endpoint_stops_scheduled_retries,

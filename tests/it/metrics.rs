@@ -1,4 +1,4 @@
-//! Acceptance: `/metrics` is Prometheus text and its counters move.
+//! Metrics: `/metrics` is Prometheus text and its counters move.
 
 use std::collections::HashMap;
 

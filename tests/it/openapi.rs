@@ -1,4 +1,4 @@
-//! Acceptance: every operation of Svix's OpenAPI document is served by
+//! API coverage: every operation of Svix's OpenAPI document is served by
 //! Hookline and described in Hookline's own `/api/v1/openapi.json`.
 
 use std::collections::BTreeSet;

@@ -610,8 +610,8 @@ async fn event_types_catalogue_and_send_example() {
     assert_eq!((stats.success, stats.fail, stats.pending), (1, 0, 0));
 }
 
-// The same checks with the server on PostgreSQL (issue 6: both stores
-// must answer the svix client alike).
+// The same checks with the server on PostgreSQL (both stores must answer
+// the svix client alike).
 crate::common::on_postgres!(
     rotated_secret_signs_alongside_the_old_one_for_24_hours,
     ed25519_endpoints_sign_with_v1a_and_expose_only_the_public_key,
