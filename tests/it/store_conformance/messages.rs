@@ -1,0 +1,141 @@
+//! Ingest and the read side of messages, deliveries and attempts (`MessageStore`).
+
+use super::*;
+
+pub async fn message_fan_out(store: SharedStore) {
+    let a = app(Some("fan"));
+    store.insert_app(&a).await.unwrap();
+    let all = endpoint(&a.id);
+    let typed = Endpoint { event_types: Some(set(&["invoice.paid"])), ..endpoint(&a.id) };
+    let channeled = Endpoint { channels: Some(set(&["eu"])), ..endpoint(&a.id) };
+    let disabled = Endpoint { disabled: true, ..endpoint(&a.id) };
+    for ep in [&all, &typed, &channeled, &disabled] {
+        store.insert_endpoint(ep).await.unwrap();
+    }
+    let targets = |m: &hookline::store::CreatedMessage| {
+        m.endpoints.iter().map(|e| e.id.clone()).collect::<BTreeSet<_>>()
+    };
+
+    let req = |m: Message, lease: Option<Lease>| request("fan", m, lease);
+    let paid = store.create_message(req(message("invoice.paid", T0), Some(lease(at(60))))).await.unwrap();
+    assert_eq!(targets(&paid), [all.id.clone(), typed.id.clone()].into());
+    assert!(paid.leased);
+    assert_eq!(paid.message.app_id, a.id);
+    let d = store.get_delivery(&paid.message.id, &all.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.attempts, d.next_attempt), (DeliveryStatus::Sending, 0, Some(T0)));
+
+    let eu = Message { channels: Some(set(&["eu", "us"])), ..message("other", T0) };
+    let eu = store.create_message(req(eu, None)).await.unwrap();
+    assert_eq!(targets(&eu), [all.id.clone(), channeled.id.clone()].into());
+    assert!(!eu.leased);
+    let d = store.get_delivery(&eu.message.id, &channeled.id).await.unwrap().unwrap();
+    assert_eq!(d.status, DeliveryStatus::Pending);
+
+    // A delayed message is never leased up front.
+    let later = Message { deliver_at: Some(at(3600)), ..message("other", T0) };
+    let later = store.create_message(req(later, Some(lease(at(60))))).await.unwrap();
+    assert!(!later.leased);
+    assert_eq!(
+        store.get_delivery(&later.message.id, &all.id).await.unwrap().unwrap().next_attempt,
+        Some(at(3600))
+    );
+
+    // eventId is unique per application; lookups work by it.
+    let with_id = Message { event_id: Some("evt-1".into()), ..message("t", T0) };
+    store.create_message(req(with_id, None)).await.unwrap();
+    let again = Message { event_id: Some("evt-1".into()), ..message("t", T0) };
+    assert!(matches!(store.create_message(req(again, None)).await, Err(StoreError::Conflict(_))));
+    assert!(store.get_message(&a.id, "evt-1").await.unwrap().is_some());
+
+    // Unknown application: not found, unless one is to be created.
+    let orphan = request("ghost", message("t", T0), None);
+    assert!(matches!(store.create_message(orphan).await, Err(StoreError::NotFound)));
+    let created =
+        CreateMessage { new_app: Some(app(Some("ghost"))), ..request("ghost", message("t", T0), None) };
+    let m = store.create_message(created).await.unwrap();
+    assert_eq!(store.get_app("ghost").await.unwrap().unwrap().id, m.message.app_id);
+    assert!(m.endpoints.is_empty());
+}
+
+pub async fn listings_filter(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let ep = endpoint(&a.id);
+    store.insert_endpoint(&ep).await.unwrap();
+    let m1 =
+        create(&store, &a.id, Message { channels: Some(set(&["eu"])), ..message("x.created", at(10)) }, None)
+            .await;
+    let m2 =
+        create(&store, &a.id, Message { tags: Some(set(&["vip"])), ..message("x.paid", at(20)) }, None).await;
+    let m3 = create(&store, &a.id, message("x.paid", at(30)), None).await;
+    record(&store, &m3, &ep, Trigger::Scheduled, 200, at(31)).await;
+
+    let page = PageRequest::first(10, Order::Descending);
+    let ids = |p: hookline::store::Page<Message>| p.items.into_iter().map(|m| m.id).collect::<Vec<String>>();
+    let one = |m: &Message| vec![m.id.clone()];
+    let f = |f: MessageFilter| f;
+    let all = store.list_messages(&a.id, &f(MessageFilter::default()), &page).await.unwrap();
+    assert_eq!(ids(all), [m3.id.clone(), m2.id.clone(), m1.id.clone()]);
+    let paid = MessageFilter { event_types: Some(vec!["x.paid".into()]), ..Default::default() };
+    assert_eq!(ids(store.list_messages(&a.id, &paid, &page).await.unwrap()), [m3.id.clone(), m2.id.clone()]);
+    let eu = MessageFilter { channel: Some("eu".into()), ..Default::default() };
+    assert_eq!(ids(store.list_messages(&a.id, &eu, &page).await.unwrap()), one(&m1));
+    let vip = MessageFilter { tag: Some("vip".into()), ..Default::default() };
+    assert_eq!(ids(store.list_messages(&a.id, &vip, &page).await.unwrap()), one(&m2));
+    let window = MessageFilter { after: Some(at(10)), before: Some(at(30)), ..Default::default() };
+    assert_eq!(ids(store.list_messages(&a.id, &window, &page).await.unwrap()), one(&m2));
+
+    let delivered = DeliveryFilter { status: Some(DeliveryStatus::Success), ..Default::default() };
+    let rows = store.list_endpoint_deliveries(&a.id, &ep.id, &delivered, &page).await.unwrap();
+    assert_eq!(rows.items.len(), 1);
+    assert_eq!(rows.items[0].1.id, m3.id);
+    let pending = DeliveryFilter { status: Some(DeliveryStatus::Pending), ..Default::default() };
+    assert_eq!(store.list_endpoint_deliveries(&a.id, &ep.id, &pending, &page).await.unwrap().items.len(), 2);
+    let dests = store.list_message_deliveries(&a.id, &m3.id, &page).await.unwrap();
+    assert_eq!(dests.items.len(), 1);
+    assert_eq!(
+        (dests.items[0].0.status, dests.items[0].1.id.as_str()),
+        (DeliveryStatus::Success, ep.id.as_str())
+    );
+}
+
+pub async fn message_idempotency(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let e1 = endpoint(&a.id);
+    let e2 = Endpoint { uid: Some("second".into()), ..endpoint(&a.id) };
+    store.insert_endpoint(&e1).await.unwrap();
+    store.insert_endpoint(&e2).await.unwrap();
+    let keyed =
+        |m: Message| CreateMessage { idempotency_key: Some("key-1".into()), ..request(&a.id, m, None) };
+
+    let first = store.create_message(keyed(message("t", T0))).await.unwrap();
+    assert!(!first.existing);
+    assert_eq!(first.endpoints.len(), 2);
+    let again = store.create_message(keyed(message("t", at(60)))).await.unwrap();
+    assert!(again.existing);
+    assert_eq!(again.message.id, first.message.id);
+    assert!(again.endpoints.is_empty());
+    // The key holds for a day only.
+    let later = store.create_message(keyed(message("t", at(86_400)))).await.unwrap();
+    assert!(!later.existing);
+    assert_ne!(later.message.id, first.message.id);
+
+    // Nodes racing with a new key end up with one message between them.
+    let raced = |i| CreateMessage {
+        idempotency_key: Some("key-2".into()),
+        ..request(&a.id, message("t", at(i)), None)
+    };
+    let results = futures_join_all((0..8).map(|i| store.create_message(raced(i)))).await;
+    let results: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    let ids: BTreeSet<&str> = results.iter().map(|r| r.message.id.as_str()).collect();
+    assert_eq!(ids.len(), 1, "one message");
+    assert_eq!(results.iter().filter(|r| !r.existing).count(), 1, "created once");
+
+    // send-example: one endpoint, by id or uid, whatever its filters.
+    let only =
+        CreateMessage { only_endpoint: Some("second".into()), ..request(&a.id, message("t", at(5)), None) };
+    let sent = store.create_message(only).await.unwrap();
+    assert_eq!(sent.endpoints.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), [e2.id.as_str()]);
+    assert_eq!(store.get_delivery(&sent.message.id, &e1.id).await.unwrap(), None);
+}

@@ -1,0 +1,221 @@
+//! The `Store` conformance suite: every implementation must pass all of it.
+//! Each check gets a fresh, empty store from the backend's factory. The
+//! checks live in one file per part of the `Store` trait; this file has the
+//! shared fixtures and the macro that runs every check on every backend.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hookline::domain::delivery::Outcome;
+use hookline::domain::id;
+use hookline::domain::model::{
+    App, AppPatch, Attempt, DeliveryStatus, Endpoint, EndpointPatch, EventType, EventTypePatch, Message,
+    Scope, Task, Trigger,
+};
+use hookline::domain::retry::RetryPolicy;
+use hookline::domain::steering::Steering;
+use hookline::domain::time::Timestamp;
+use hookline::store::postgres::PgStore;
+use hookline::store::sqlite::SqliteStore;
+use hookline::store::{
+    AppFilter, AttemptFilter, AttemptRecord, CreateMessage, Cursor, DeliveryFilter, DeliveryKey,
+    EndpointDisabled, Lease, MessageFilter, Order, PageRequest, SharedStore, StoreError, StoreEvent,
+};
+
+mod dispatch;
+mod event_types;
+mod messages;
+mod redelivery;
+mod retention;
+mod tenants;
+
+use self::dispatch::*;
+use self::event_types::*;
+use self::messages::*;
+use self::redelivery::*;
+use self::retention::*;
+use self::tenants::*;
+
+const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+
+fn at(secs: u64) -> Timestamp {
+    T0.plus(Duration::from_secs(secs))
+}
+
+fn app(uid: Option<&str>) -> App {
+    App {
+        id: id::new_id(id::APP, T0),
+        uid: uid.map(str::to_owned),
+        name: "app".into(),
+        metadata: [("k".to_string(), "v".to_string())].into(),
+        throttle_rate: None,
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+fn endpoint(app_id: &str) -> Endpoint {
+    Endpoint {
+        id: id::new_id(id::ENDPOINT, T0),
+        app_id: app_id.into(),
+        uid: None,
+        url: "https://example.com/hook".into(),
+        description: String::new(),
+        disabled: false,
+        event_types: None,
+        channels: None,
+        metadata: Default::default(),
+        headers: [("X-A".to_string(), "1".to_string())].into(),
+        throttle_rate: None,
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        old_secrets: Vec::new(),
+        retry_policy: Some(RetryPolicy::fixed_two_minutes()),
+        failing_since: None,
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+fn message(event_type: &str, created_at: Timestamp) -> Message {
+    Message {
+        id: id::new_id(id::MESSAGE, created_at),
+        app_id: String::new(),
+        event_type: event_type.into(),
+        event_id: None,
+        channels: None,
+        tags: None,
+        payload: Some(Bytes::from_static(br#"{"a": 1}"#)),
+        created_at,
+        deliver_at: None,
+        expires_at: Some(created_at.plus(Duration::from_secs(90 * 86_400))),
+    }
+}
+
+fn lease(until: Timestamp) -> Lease {
+    Lease { owner: "node-a".into(), until }
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+async fn create(store: &SharedStore, app_ref: &str, m: Message, lease: Option<Lease>) -> Arc<Message> {
+    store.create_message(request(app_ref, m, lease)).await.unwrap().message
+}
+
+fn request(app_ref: &str, message: Message, lease: Option<Lease>) -> CreateMessage {
+    CreateMessage {
+        app_ref: app_ref.into(),
+        new_app: None,
+        message,
+        lease,
+        only_endpoint: None,
+        idempotency_key: None,
+    }
+}
+
+fn attempt(m: &Message, ep: &Endpoint, trigger: Trigger, code: u16, at: Timestamp) -> Attempt {
+    Attempt {
+        id: id::new_id(id::ATTEMPT, at),
+        msg_id: m.id.clone(),
+        endpoint_id: ep.id.clone(),
+        app_id: ep.app_id.clone(),
+        url: ep.url.clone(),
+        status: if code == 200 { DeliveryStatus::Success } else { DeliveryStatus::Fail },
+        status_code: code,
+        response: format!("body {code}"),
+        duration_ms: 3,
+        trigger,
+        error: None,
+        created_at: at,
+    }
+}
+
+async fn record(
+    store: &SharedStore,
+    m: &Message,
+    ep: &Endpoint,
+    trigger: Trigger,
+    code: u16,
+    when: Timestamp,
+) {
+    let policy = ep.retry_policy.clone().unwrap_or_default();
+    let outcome = Outcome::classify(&policy, Some(code));
+    store.record_attempt(record_of(attempt(m, ep, trigger, code, when), outcome, policy)).await.unwrap();
+}
+
+fn record_of(attempt: Attempt, outcome: Outcome, policy: RetryPolicy) -> AttemptRecord {
+    AttemptRecord {
+        finished_at: attempt.created_at,
+        attempt,
+        outcome,
+        policy,
+        steering: Steering::default(),
+        jitter: 0.0,
+        auto_disable_after: None,
+    }
+}
+
+/// Poll every future to completion, concurrently (no extra dependency).
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in set.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(|v| v.unwrap()).collect()
+}
+
+/// One `#[tokio::test]` per check, for a backend given by a factory that
+/// returns a fresh store and whatever keeps it alive.
+macro_rules! conformance {
+    ($backend:ident, $factory:path) => {
+        mod $backend {
+            conformance!(@each $factory; tokens, applications, pagination, endpoints, message_fan_out,
+                claiming_and_leases, attempts_advance_deliveries, listings_filter, dashboard_queries,
+                event_types_and_tasks, idempotency_keys, message_idempotency, concurrent_claims,
+                requeue_and_replay, endpoint_health, content_erasure, notifications, lease_renewal,
+                concurrent_attempts);
+        }
+    };
+    (@each $factory:path; $($check:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let (store, _guard) = $factory().await;
+                super::$check(store).await;
+            }
+        )*
+    };
+}
+
+pub async fn sqlite_store() -> (SharedStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    (store, dir)
+}
+
+conformance!(sqlite, super::sqlite_store);
+
+pub async fn postgres_store() -> (SharedStore, ()) {
+    let url = crate::pg::fresh_database().await;
+    let store: SharedStore = Arc::new(PgStore::connect(&url).await.unwrap());
+    (store, ())
+}
+
+conformance!(postgres, super::postgres_store);

@@ -1,0 +1,114 @@
+//! Sending again and the counts that decide it (`RedeliveryStore`).
+
+use super::*;
+
+pub async fn requeue_and_replay(store: SharedStore) {
+    use hookline::store::RequeueFilter;
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let ep = endpoint(&a.id);
+    store.insert_endpoint(&ep).await.unwrap();
+    let ok = create(&store, &a.id, message("t", at(1)), None).await;
+    let bad = create(&store, &a.id, Message { tags: Some(set(&["x"])), ..message("t", at(2)) }, None).await;
+    let waiting = create(&store, &a.id, message("t", at(3)), None).await;
+    record(&store, &ok, &ep, Trigger::Scheduled, 200, at(10)).await;
+    for k in 0..4 {
+        record(&store, &bad, &ep, Trigger::Scheduled, 500, at(11 + k)).await;
+    }
+
+    let all = RequeueFilter { since: T0, ..Default::default() };
+    assert_eq!(store.requeue(&a.id, &ep.id, &all, at(100), true).await.unwrap(), 2, "settled ones only");
+    let failed = RequeueFilter { statuses: Some(vec![DeliveryStatus::Fail]), ..all.clone() };
+    assert_eq!(store.requeue(&a.id, &ep.id, &failed, at(100), true).await.unwrap(), 1);
+    let five = RequeueFilter { status_code_class: Some(500), ..all.clone() };
+    assert_eq!(store.requeue(&a.id, &ep.id, &five, at(100), true).await.unwrap(), 1);
+    let tagged = RequeueFilter { tag: Some("x".into()), ..all.clone() };
+    assert_eq!(store.requeue(&a.id, &ep.id, &tagged, at(100), true).await.unwrap(), 1);
+    let window = RequeueFilter { since: at(2), until: Some(at(3)), ..all.clone() };
+    assert_eq!(store.requeue(&a.id, &ep.id, &window, at(100), true).await.unwrap(), 1);
+    assert_eq!(store.get_delivery(&bad.id, &ep.id).await.unwrap().unwrap().status, DeliveryStatus::Fail);
+
+    assert_eq!(store.requeue(&a.id, &ep.id, &failed, at(100), false).await.unwrap(), 1);
+    let d = store.get_delivery(&bad.id, &ep.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.attempts, d.next_attempt), (DeliveryStatus::Pending, 0, Some(at(100))));
+    let due = store.claim_due(at(100), &lease(at(130)), 10, &[]).await.unwrap();
+    assert_eq!(
+        due.iter().map(|t| t.message.id.as_str()).collect::<BTreeSet<_>>(),
+        [bad.id.as_str(), waiting.id.as_str()].into()
+    );
+
+    // A new endpoint gets what it missed, once.
+    let late = Endpoint { event_types: Some(set(&["t"])), ..endpoint(&a.id) };
+    store.insert_endpoint(&late).await.unwrap();
+    assert_eq!(store.replay_missing(&late, at(2), None, at(200)).await.unwrap(), 2);
+    assert_eq!(store.replay_missing(&late, T0, None, at(200)).await.unwrap(), 1);
+    assert_eq!(store.replay_missing(&late, T0, None, at(200)).await.unwrap(), 0);
+    let d = store.get_delivery(&ok.id, &late.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.next_attempt), (DeliveryStatus::Pending, Some(at(200))));
+    let other = Endpoint { event_types: Some(set(&["other"])), ..endpoint(&a.id) };
+    store.insert_endpoint(&other).await.unwrap();
+    assert_eq!(store.replay_missing(&other, T0, None, at(200)).await.unwrap(), 0, "filters apply");
+
+    let stats = store.endpoint_stats(&a.id, &ep.id, None, None).await.unwrap();
+    assert_eq!((stats.success, stats.sending, stats.pending, stats.fail), (1, 2, 0, 0));
+    let since = store.endpoint_stats(&a.id, &ep.id, Some(at(2)), Some(at(3))).await.unwrap();
+    assert_eq!((since.success, since.sending), (0, 1));
+}
+
+pub async fn dashboard_queries(store: SharedStore) {
+    let acme = App { name: "Acme Corp".into(), ..app(Some("acme-prod")) };
+    let other = App { name: "Globex".into(), ..app(None) };
+    store.insert_app(&acme).await.unwrap();
+    store.insert_app(&other).await.unwrap();
+    let page = PageRequest::first(10, Order::Ascending);
+    let search = |s: &str| AppFilter { search: Some(s.into()) };
+    let found = |p: hookline::store::Page<App>| p.items.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(found(store.list_apps(&search("corp"), &page).await.unwrap()), vec![acme.id.clone()]);
+    assert_eq!(found(store.list_apps(&search("PROD"), &page).await.unwrap()), vec![acme.id.clone()]);
+    assert_eq!(found(store.list_apps(&search(&other.id), &page).await.unwrap()), vec![other.id.clone()]);
+    assert!(found(store.list_apps(&search("%"), &page).await.unwrap()).is_empty(), "wildcards are literal");
+
+    let ep = endpoint(&acme.id);
+    store.insert_endpoint(&ep).await.unwrap();
+    let mut msgs = Vec::new();
+    for i in 0..5 {
+        msgs.push(create(&store, &acme.id, message("t", at(i)), None).await);
+    }
+    let summaries = store.app_summaries(&[acme.id.clone(), other.id.clone()], 3).await.unwrap();
+    let s = &summaries[&acme.id];
+    assert_eq!(
+        (s.endpoints, s.messages, s.last_message_at),
+        (1, 3, Some(at(4))),
+        "messages counted up to the cap"
+    );
+    assert_eq!(summaries[&other.id].messages, 0);
+
+    // Attempts: 2 delivered, 1 failed for good, 2 still pending.
+    record(&store, &msgs[0], &ep, Trigger::Scheduled, 200, at(10)).await;
+    record(&store, &msgs[1], &ep, Trigger::Scheduled, 200, at(11)).await;
+    for k in 0..4 {
+        record(&store, &msgs[2], &ep, Trigger::Scheduled, 500, at(12 + k)).await;
+    }
+    record(&store, &msgs[3], &ep, Trigger::Manual, 503, at(20)).await;
+    let d = store.get_delivery(&msgs[2].id, &ep.id).await.unwrap().unwrap();
+    assert_eq!((d.total_attempts, d.last_code, d.last_attempt_at), (4, Some(500), Some(at(15))));
+    let d = store.get_delivery(&msgs[3].id, &ep.id).await.unwrap().unwrap();
+    assert_eq!(
+        (d.total_attempts, d.attempts, d.last_code),
+        (1, 0, Some(503)),
+        "manual attempts count in the total only"
+    );
+
+    let recent = store.endpoint_recent(std::slice::from_ref(&ep.id), 100).await.unwrap();
+    let c = &recent[&ep.id];
+    assert_eq!((c.success, c.fail, c.pending), (2, 1, 2));
+    let latest = store.endpoint_recent(std::slice::from_ref(&ep.id), 2).await.unwrap();
+    let c = &latest[&ep.id];
+    assert_eq!((c.success, c.fail, c.pending), (0, 0, 2), "only the latest deliveries");
+
+    let ids: Vec<String> = msgs.iter().map(|m| m.id.clone()).collect();
+    let counts = store.message_delivery_counts(&ids).await.unwrap();
+    assert_eq!(counts[&msgs[0].id].success, 1);
+    assert_eq!(counts[&msgs[2].id].fail, 1);
+    assert_eq!(counts[&msgs[4].id].pending, 1);
+}
