@@ -7,6 +7,7 @@
 
 pub mod delivery;
 pub mod filter;
+pub mod flow;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod health;
