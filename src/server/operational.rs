@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::domain::model::{AppSpec, EndpointSpec, NewMessage};
 use crate::operational::{APP_UID, Event};
-use crate::service::Service;
+use crate::service::{Service, ServiceError, ServiceResult};
 use crate::store::StoreError;
 
 /// Turn events into messages of the operational application, until
@@ -41,7 +41,7 @@ pub(super) async fn forward(
     }
 }
 
-async fn send(service: &Service, event: Event) -> Result<(), StoreError> {
+async fn send(service: &Service, event: Event) -> ServiceResult<()> {
     let Some(app) = service.store.get_app(APP_UID).await? else {
         return Ok(()); // no operational endpoints configured
     };
@@ -75,7 +75,7 @@ pub(super) async fn ensure_endpoint(service: &Service, url: &str) -> anyhow::Res
             match service.create_app(spec).await {
                 Ok(app) => app,
                 // Another node starting at the same time created it.
-                Err(StoreError::Conflict(_)) => {
+                Err(ServiceError::Store(StoreError::Conflict(_))) => {
                     service.store.get_app(APP_UID).await?.context("operational application vanished")?
                 }
                 Err(e) => return Err(e.into()),
@@ -90,7 +90,7 @@ pub(super) async fn ensure_endpoint(service: &Service, url: &str) -> anyhow::Res
         let spec = EndpointSpec { uid: Some(uid), url: url.to_owned(), ..Default::default() };
         match service.create_endpoint(&app.id, spec).await {
             Ok(ep) => tracing::info!(endpoint_id = %ep.id, url, "operational webhook endpoint created"),
-            Err(StoreError::Conflict(_)) => {}
+            Err(ServiceError::Store(StoreError::Conflict(_))) => {}
             Err(e) => return Err(e.into()),
         }
     }
