@@ -7,17 +7,17 @@
 //! Operators add endpoints to it through `/api/v1/operational-webhook/endpoint`
 //! (the Svix SDK's `operational_webhook_endpoint`), `--operational-webhook-url`,
 //! or the application's own endpoint routes. Until then events are dropped.
+//!
+//! This module only describes events and collects them; it depends on
+//! nothing but `domain`, so the dispatcher and the service can emit. The
+//! server's wiring (`server/operational.rs`) takes them from the channel
+//! and sends them through the service.
 
-use std::sync::{Arc, Weak};
-
-use bytes::Bytes;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use crate::domain::model::{Attempt, Endpoint, Message, NewMessage};
+use crate::domain::model::{Attempt, Endpoint, Message};
 use crate::domain::time::Timestamp;
-use crate::service::Service;
-use crate::store::StoreError;
 
 /// The reserved application that carries operational webhooks.
 pub const APP_UID: &str = "hookline-operational";
@@ -89,48 +89,4 @@ impl Emitter {
             let _ = tx.send(event);
         }
     }
-}
-
-/// Turn events into messages of the operational application, until
-/// `drained` says nothing emits any more (or the service is gone); then
-/// what is already queued is sent and the task ends.
-pub async fn forward(
-    mut rx: mpsc::UnboundedReceiver<Event>,
-    service: Weak<Service>,
-    mut drained: watch::Receiver<bool>,
-) {
-    loop {
-        let event = tokio::select! {
-            event = rx.recv() => event,
-            // The emitters live as long as the service, so the channel
-            // never closes on its own during shutdown.
-            _ = drained.wait_for(|d| *d) => rx.try_recv().ok(),
-        };
-        let Some(event) = event else { break };
-        let Some(service) = service.upgrade() else { break };
-        if let Err(e) = send(&service, event).await {
-            tracing::warn!(error = %e, "could not queue an operational webhook");
-        }
-    }
-}
-
-async fn send(service: &Arc<Service>, event: Event) -> Result<(), StoreError> {
-    let Some(app) = service.store.get_app(APP_UID).await? else {
-        return Ok(()); // no operational endpoints configured
-    };
-    if app.id == event.app_id {
-        return Ok(());
-    }
-    let payload = json!({"type": event.kind, "timestamp": service.now().to_rfc3339(), "data": event.data});
-    let new = NewMessage {
-        event_type: event.kind.to_owned(),
-        event_id: None,
-        channels: None,
-        tags: None,
-        payload: Bytes::from(payload.to_string()),
-        deliver_at: None,
-        create_app: None,
-        retention: None,
-    };
-    service.create_message(&app.id, new, None).await.map(|_| ())
 }

@@ -4,6 +4,11 @@
 //! implementation or the dispatcher on its own for anything with a side
 //! effect. Ids, timestamps and secrets are made here, so the store only
 //! persists what it is given.
+//!
+//! When the service does not do what was asked, it says why in a
+//! [`ServiceError`]: a business rule refused (`Refused`, e.g. the endpoint
+//! is disabled), nothing by that name exists (`NotFound`), or the store
+//! failed or refused (`Store`, e.g. a uid already taken).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,8 +28,47 @@ use crate::domain::model::{
 use crate::domain::signing::{self, SecretKind};
 use crate::domain::time::Timestamp;
 use crate::operational::{self, Emitter};
-use crate::store::{CreateMessage, DeliveryTask, RequeueFilter, SharedStore, Store, StoreError, StoreResult};
+use crate::store::{
+    CreateMessage, DeliveryTask, IdempotencyBegin, RequeueFilter, SharedStore, Store, StoreError,
+    StoreResult, StoredResponse,
+};
 use crate::telemetry;
+
+/// Why the service did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A business rule says no (the endpoint is disabled, the payload was
+    /// expunged, …); the text says which, for the caller. The API answers
+    /// 409.
+    #[error("{0}")]
+    Refused(String),
+    /// What the request names does not exist (also when the store says so).
+    #[error("not found")]
+    NotFound,
+    /// The store failed, or refused because of what it holds (a uid or an
+    /// event id already taken: `StoreError::Conflict`).
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl ServiceError {
+    fn refused(why: &str) -> Self {
+        ServiceError::Refused(why.to_owned())
+    }
+}
+
+/// A store's "not found" becomes the service's, so callers have one
+/// variant to match.
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ServiceError::NotFound,
+            other => ServiceError::Store(other),
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
 
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
@@ -126,25 +170,23 @@ impl Service {
     // --- tokens ---
 
     /// A new random token with `scope`; the only time it is ever shown.
-    pub async fn create_token(&self, scope: &Scope, ttl: Option<Duration>) -> StoreResult<String> {
+    pub async fn create_token(&self, scope: &Scope, ttl: Option<Duration>) -> ServiceResult<String> {
         let now = self.now();
-        create_token(&*self.store, scope, ttl.map(|d| now.plus(d)), now).await
+        Ok(create_token(&*self.store, scope, ttl.map(|d| now.plus(d)), now).await?)
     }
 
     /// Make sure `token` is a valid admin token (for `--admin-token`).
-    pub async fn ensure_admin_token(&self, token: &str) -> StoreResult<()> {
+    pub async fn ensure_admin_token(&self, token: &str) -> ServiceResult<()> {
         let hash = token_hash(token);
         match self.store.find_token(&hash, self.now()).await? {
             Some(Scope::Admin) => Ok(()),
-            Some(Scope::App(_)) => {
-                Err(StoreError::Conflict("that token is scoped to one application".into()))
-            }
+            Some(Scope::App(_)) => Err(ServiceError::refused("that token is scoped to one application")),
             None => match self.store.insert_token(&hash, &Scope::Admin, None, self.now()).await {
                 // Another node sharing the database inserted it first.
                 Err(StoreError::Conflict(_)) if self.store.find_token(&hash, self.now()).await?.is_some() => {
                     Ok(())
                 }
-                other => other,
+                other => Ok(other?),
             },
         }
     }
@@ -152,7 +194,7 @@ impl Service {
     /// The scope of a valid token. Valid tokens are remembered (by their
     /// text, in memory) for [`TOKEN_CACHE_TTL`], so the common case costs a
     /// map lookup rather than a hash and a store read.
-    pub async fn authenticate(&self, token: &str) -> StoreResult<Option<Scope>> {
+    pub async fn authenticate(&self, token: &str) -> ServiceResult<Option<Scope>> {
         let now = self.now();
         if let Some((scope, until)) = self.lock_tokens().get(token)
             && *until > now
@@ -187,24 +229,24 @@ impl Service {
 
     /// Invalidate the token the caller used (app-scoped tokens only: an
     /// admin locking itself out by accident helps nobody).
-    pub async fn logout(&self, token: &str, scope: &Scope) -> StoreResult<()> {
+    pub async fn logout(&self, token: &str, scope: &Scope) -> ServiceResult<()> {
         if *scope == Scope::Admin {
-            return Err(StoreError::Conflict(
-                "admin tokens cannot log out; only app-portal tokens can".into(),
-            ));
+            return Err(ServiceError::refused("admin tokens cannot log out; only app-portal tokens can"));
         }
         self.lock_tokens().remove(token);
-        self.store.delete_token(&token_hash(token)).await.map(|_| ())
+        self.store.delete_token(&token_hash(token)).await?;
+        Ok(())
     }
 
     /// End a dashboard session: its token stops working at once.
-    pub async fn end_session(&self, token: &str) -> StoreResult<()> {
+    pub async fn end_session(&self, token: &str) -> ServiceResult<()> {
         self.lock_tokens().remove(token);
-        self.store.delete_token(&token_hash(token)).await.map(|_| ())
+        self.store.delete_token(&token_hash(token)).await?;
+        Ok(())
     }
 
     /// A token and URL giving access to one application only (app portal).
-    pub async fn app_portal_access(&self, app: &App, ttl: Option<Duration>) -> StoreResult<String> {
+    pub async fn app_portal_access(&self, app: &App, ttl: Option<Duration>) -> ServiceResult<String> {
         self.create_token(&Scope::App(app.id.clone()), Some(ttl.unwrap_or(self.cfg.portal_token_ttl))).await
     }
 
@@ -223,17 +265,17 @@ impl Service {
         }
     }
 
-    pub async fn create_app(&self, spec: AppSpec) -> StoreResult<App> {
+    pub async fn create_app(&self, spec: AppSpec) -> ServiceResult<App> {
         let app = self.new_app(spec);
         self.store.insert_app(&app).await?;
         Ok(app)
     }
 
-    pub async fn update_app(&self, app_id: &str, patch: AppPatch) -> StoreResult<App> {
-        self.store.update_app(app_id, patch, self.now()).await
+    pub async fn update_app(&self, app_id: &str, patch: AppPatch) -> ServiceResult<App> {
+        Ok(self.store.update_app(app_id, patch, self.now()).await?)
     }
 
-    pub async fn delete_app(&self, app: &App) -> StoreResult<()> {
+    pub async fn delete_app(&self, app: &App) -> ServiceResult<()> {
         let endpoints = self.all_endpoints(&app.id).await?;
         self.store.delete_app(&app.id).await?;
         for ep in endpoints {
@@ -243,7 +285,7 @@ impl Service {
         Ok(())
     }
 
-    pub async fn all_endpoints(&self, app_id: &str) -> StoreResult<Vec<Endpoint>> {
+    pub async fn all_endpoints(&self, app_id: &str) -> ServiceResult<Vec<Endpoint>> {
         let mut all = Vec::new();
         let mut page = crate::store::PageRequest::first(250, crate::store::Order::Ascending);
         loop {
@@ -258,7 +300,7 @@ impl Service {
 
     // --- endpoints ---
 
-    pub async fn create_endpoint(&self, app_id: &str, spec: EndpointSpec) -> StoreResult<Endpoint> {
+    pub async fn create_endpoint(&self, app_id: &str, spec: EndpointSpec) -> ServiceResult<Endpoint> {
         let now = self.now();
         let secret = match spec.secret {
             Some(s) => s,
@@ -293,7 +335,7 @@ impl Service {
         app_id: &str,
         id: &str,
         patch: EndpointPatch,
-    ) -> StoreResult<Endpoint> {
+    ) -> ServiceResult<Endpoint> {
         let ep = self.store.update_endpoint(app_id, id, patch, self.now()).await?;
         if ep.disabled {
             self.dispatcher.endpoint_stopped(&ep.id);
@@ -302,8 +344,8 @@ impl Service {
         Ok(ep)
     }
 
-    pub async fn delete_endpoint(&self, app_id: &str, id: &str) -> StoreResult<()> {
-        let ep = self.store.get_endpoint(app_id, id).await?.ok_or(StoreError::NotFound)?;
+    pub async fn delete_endpoint(&self, app_id: &str, id: &str) -> ServiceResult<()> {
+        let ep = self.store.get_endpoint(app_id, id).await?.ok_or(ServiceError::NotFound)?;
         self.store.delete_endpoint(app_id, &ep.id).await?;
         self.dispatcher.endpoint_stopped(&ep.id);
         self.events.emit(operational::endpoint_event("endpoint.deleted", &ep));
@@ -319,14 +361,14 @@ impl Service {
         key: Option<String>,
         kind: Option<SecretKind>,
         grace: Option<Duration>,
-    ) -> StoreResult<Endpoint> {
+    ) -> ServiceResult<Endpoint> {
         let now = self.now();
         let new_secret =
             key.unwrap_or_else(|| signing::generate_secret(kind.unwrap_or(signing::kind_of(&ep.secret))));
         let rotation =
             Rotation { new_secret, old_valid_until: now.plus(grace.unwrap_or(self.cfg.rotation_grace)) };
         let patch = EndpointPatch { rotate: Some(rotation), ..Default::default() };
-        self.store.update_endpoint(&ep.app_id, &ep.id, patch, now).await
+        Ok(self.store.update_endpoint(&ep.app_id, &ep.id, patch, now).await?)
     }
 
     // --- messages ---
@@ -339,7 +381,7 @@ impl Service {
         app_ref: &str,
         new: NewMessage,
         idempotency_key: Option<String>,
-    ) -> StoreResult<Accepted> {
+    ) -> ServiceResult<Accepted> {
         self.insert_message(app_ref, new, idempotency_key, None).await
     }
 
@@ -349,7 +391,7 @@ impl Service {
         new: NewMessage,
         idempotency_key: Option<String>,
         only_endpoint: Option<String>,
-    ) -> StoreResult<Accepted> {
+    ) -> ServiceResult<Accepted> {
         let now = self.now();
         let new_app = new.create_app.map(|spec| {
             let mut app = self.new_app(spec);
@@ -401,14 +443,12 @@ impl Service {
     /// Send `msg` to `ep` once more, now, as a manual attempt. Works for
     /// failed and succeeded deliveries alike and leaves the retry schedule
     /// alone.
-    pub fn resend(&self, msg: Message, ep: Endpoint) -> StoreResult<()> {
+    pub fn resend(&self, msg: Message, ep: Endpoint) -> ServiceResult<()> {
         if ep.disabled {
-            return Err(StoreError::Conflict("the endpoint is disabled; enable it to resend".into()));
+            return Err(ServiceError::refused("the endpoint is disabled; enable it to resend"));
         }
         if msg.payload.is_none() {
-            return Err(StoreError::Conflict(
-                "the message's payload was expunged; it cannot be resent".into(),
-            ));
+            return Err(ServiceError::refused("the message's payload was expunged; it cannot be resent"));
         }
         self.dispatcher.resend(DeliveryTask { message: Arc::new(msg), endpoint: Arc::new(ep) });
         Ok(())
@@ -423,9 +463,9 @@ impl Service {
         event_type: &str,
         example_index: usize,
         payload: Option<serde_json::Value>,
-    ) -> StoreResult<Arc<Message>> {
+    ) -> ServiceResult<Arc<Message>> {
         if ep.disabled {
-            return Err(StoreError::Conflict("the endpoint is disabled".into()));
+            return Err(ServiceError::refused("the endpoint is disabled"));
         }
         let et = self.store.get_event_type(event_type).await?;
         let example = et
@@ -450,7 +490,7 @@ impl Service {
 
     // --- sending again, in bulk ---
 
-    async fn record_task(&self, kind: &str, data: serde_json::Value) -> StoreResult<Task> {
+    async fn record_task(&self, kind: &str, data: serde_json::Value) -> ServiceResult<Task> {
         let now = self.now();
         let task = Task {
             id: id::new_id(id::TASK, now),
@@ -464,9 +504,9 @@ impl Service {
         Ok(task)
     }
 
-    fn check_enabled(ep: &Endpoint) -> StoreResult<()> {
+    fn check_enabled(ep: &Endpoint) -> ServiceResult<()> {
         if ep.disabled {
-            return Err(StoreError::Conflict("the endpoint is disabled; enable it first".into()));
+            return Err(ServiceError::refused("the endpoint is disabled; enable it first"));
         }
         Ok(())
     }
@@ -478,7 +518,7 @@ impl Service {
         ep: &Endpoint,
         since: Timestamp,
         until: Option<Timestamp>,
-    ) -> StoreResult<Task> {
+    ) -> ServiceResult<Task> {
         Self::check_enabled(ep)?;
         let filter = RequeueFilter {
             since,
@@ -500,7 +540,7 @@ impl Service {
         ep: &Endpoint,
         since: Timestamp,
         until: Option<Timestamp>,
-    ) -> StoreResult<Task> {
+    ) -> ServiceResult<Task> {
         Self::check_enabled(ep)?;
         let now = self.now();
         let count = self.store.replay_missing(ep, since, until, now).await?;
@@ -511,7 +551,7 @@ impl Service {
     /// Send again every settled delivery matching the filter; with
     /// `dry_run`, only count them. Returns the task (its data carries the
     /// count) and the count.
-    pub async fn bulk_replay(&self, ep: &Endpoint, req: &ReplayRequest) -> StoreResult<(Task, u64)> {
+    pub async fn bulk_replay(&self, ep: &Endpoint, req: &ReplayRequest) -> ServiceResult<(Task, u64)> {
         Self::check_enabled(ep)?;
         let now = self.now();
         let count = self.store.requeue(&ep.app_id, &ep.id, &req.filter, now, req.dry_run).await?;
@@ -523,15 +563,57 @@ impl Service {
         Ok((task, count))
     }
 
+    // --- content erasure ---
+
+    /// Erase the message's payload, now.
+    pub async fn expunge_message(&self, app_id: &str, msg_id: &str) -> ServiceResult<()> {
+        Ok(self.store.expunge_message(app_id, msg_id).await?)
+    }
+
+    /// Erase the attempt's response body, now.
+    pub async fn expunge_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> ServiceResult<()> {
+        Ok(self.store.expunge_attempt(app_id, msg_id, attempt_id).await?)
+    }
+
     /// Erase every payload and response body of the application, now.
-    pub async fn expunge_app(&self, app: &App) -> StoreResult<Task> {
+    pub async fn expunge_app(&self, app: &App) -> ServiceResult<Task> {
         let count = self.store.expunge_app_content(&app.id).await?;
         self.record_task("application.purge_content", json!({"messages": count})).await
     }
 
+    // --- idempotency keys (the API's `idempotency-key` layer) ---
+
+    /// Claim `key` (already scoped to the caller and the path) for a request
+    /// that started at `now`; a request that dies mid-way holds it until
+    /// `lock_until`. Says whether to run the request or replay a response.
+    pub async fn idempotency_begin(
+        &self,
+        key: &str,
+        now: Timestamp,
+        lock_until: Timestamp,
+    ) -> ServiceResult<IdempotencyBegin> {
+        Ok(self.store.idempotency_begin(key, now, lock_until).await?)
+    }
+
+    /// The request under `key` succeeded: repeats get `response` until
+    /// `expires_at`.
+    pub async fn idempotency_finish(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+        expires_at: Timestamp,
+    ) -> ServiceResult<()> {
+        Ok(self.store.idempotency_finish(key, response, expires_at).await?)
+    }
+
+    /// The request under `key` did not succeed: free the key for a retry.
+    pub async fn idempotency_abort(&self, key: &str) -> ServiceResult<()> {
+        Ok(self.store.idempotency_abort(key).await?)
+    }
+
     // --- event types ---
 
-    pub async fn create_event_type(&self, mut et: EventType) -> StoreResult<EventType> {
+    pub async fn create_event_type(&self, mut et: EventType) -> ServiceResult<EventType> {
         let now = self.now();
         et.created_at = now;
         et.updated_at = now;
@@ -539,14 +621,14 @@ impl Service {
         Ok(et)
     }
 
-    pub async fn update_event_type(&self, name: &str, patch: EventTypePatch) -> StoreResult<EventType> {
-        self.store.update_event_type(name, patch, self.now()).await
+    pub async fn update_event_type(&self, name: &str, patch: EventTypePatch) -> ServiceResult<EventType> {
+        Ok(self.store.update_event_type(name, patch, self.now()).await?)
     }
 
     /// Archive (hide, keep) or, with `expunge`, delete for good.
-    pub async fn delete_event_type(&self, name: &str, expunge: bool) -> StoreResult<()> {
+    pub async fn delete_event_type(&self, name: &str, expunge: bool) -> ServiceResult<()> {
         if expunge {
-            return self.store.delete_event_type(name).await;
+            return Ok(self.store.delete_event_type(name).await?);
         }
         let patch = EventTypePatch { archived: Some(true), ..Default::default() };
         self.update_event_type(name, patch).await.map(|_| ())
@@ -575,6 +657,18 @@ mod tests {
         assert_eq!(schema_example(&schemas, 1), Some(json!({"v": 22})));
         assert_eq!(schema_example(&schemas, 5), None);
         assert_eq!(schema_example(&json!({"1": {"type": "object"}}), 0), None);
+    }
+
+    #[test]
+    fn errors_read_as_the_store_errors_they_replace() {
+        // The dashboard shows these texts as they are.
+        let why = "the endpoint is disabled";
+        assert_eq!(ServiceError::refused(why).to_string(), why);
+        assert!(matches!(ServiceError::from(StoreError::NotFound), ServiceError::NotFound));
+        assert_eq!(ServiceError::NotFound.to_string(), StoreError::NotFound.to_string());
+        assert_eq!(ServiceError::from(StoreError::Conflict("uid taken".into())).to_string(), "uid taken");
+        let failed = ServiceError::from(StoreError::Backend("disk full".into()));
+        assert_eq!(failed.to_string(), "storage failure: disk full");
     }
 
     #[test]

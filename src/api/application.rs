@@ -13,7 +13,8 @@ use super::{ApiError, ApiResult, ApiState};
 use crate::domain::id;
 use crate::domain::model::{App, AppPatch, AppSpec, Metadata};
 use crate::domain::validate;
-use crate::store::{AppFilter, Order, StoreError};
+use crate::service::ServiceError;
+use crate::store::{AppFilter, Order};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -199,7 +200,7 @@ async fn remove(
 ) -> ApiResult<StatusCode> {
     let app = s.app(&who, &app_ref).await?;
     match s.service.delete_app(&app).await {
-        Ok(()) | Err(StoreError::NotFound) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) | Err(ServiceError::NotFound) => Ok(StatusCode::NO_CONTENT),
         Err(e) => Err(e.into()),
     }
 }

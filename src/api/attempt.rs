@@ -185,7 +185,7 @@ async fn expunge(
     SvixPath(path): SvixPath<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
     let (app_id, attempt) = find(&s, &who, path).await?;
-    s.service.store.expunge_attempt(&app_id, &attempt.msg_id, &attempt.id).await?;
+    s.service.expunge_attempt(&app_id, &attempt.msg_id, &attempt.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

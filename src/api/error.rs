@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -106,6 +107,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A business rule's refusal is a 409 with its text; the rest as the
+/// store's errors.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Refused(detail) => ApiError::conflict(detail),
+            ServiceError::NotFound => ApiError::not_found("Entity"),
+            ServiceError::Store(e) => e.into(),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct HttpBody<'a> {
     code: &'a str,
@@ -160,5 +173,30 @@ impl Checks {
 
     pub fn finish(self) -> ApiResult<()> {
         if self.0.is_empty() { Ok(()) } else { Err(ApiError::Validation(self.0)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(e: impl Into<ApiError>) -> (u16, &'static str, String) {
+        match e.into() {
+            ApiError::Http { status, code, detail } => (status.as_u16(), code, detail),
+            ApiError::Validation(items) => panic!("not a validation error: {items:?}"),
+        }
+    }
+
+    #[test]
+    fn service_errors_answer_as_the_store_errors_they_replace() {
+        let why = "the endpoint is disabled; enable it to resend";
+        assert_eq!(answer(ServiceError::Refused(why.into())), (409, "conflict", why.to_owned()));
+        assert_eq!(answer(ServiceError::Refused(why.into())), answer(StoreError::Conflict(why.into())));
+        assert_eq!(answer(ServiceError::NotFound), (404, "not_found", "Entity not found".to_owned()));
+        assert_eq!(answer(ServiceError::from(StoreError::NotFound)), answer(StoreError::NotFound));
+        let taken = StoreError::Conflict("uid taken".into());
+        assert_eq!(answer(ServiceError::from(taken)), (409, "conflict", "uid taken".to_owned()));
+        let failed = ServiceError::from(StoreError::Backend("disk full".into()));
+        assert_eq!(answer(failed), (500, "server_error", "Internal server error".to_owned()));
     }
 }

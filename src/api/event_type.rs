@@ -16,7 +16,8 @@ use super::{ApiError, ApiResult, ApiState};
 use crate::domain::model::{EventType, EventTypePatch, NameSet};
 use crate::domain::time::Timestamp;
 use crate::domain::validate;
-use crate::store::{Order, StoreError};
+use crate::service::ServiceError;
+use crate::store::Order;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -238,7 +239,7 @@ async fn patch(
         feature_flags: body.feature_flags,
     };
     match s.service.update_event_type(&name, patch).await {
-        Err(StoreError::NotFound) => Err(ApiError::not_found("Event type")),
+        Err(ServiceError::NotFound) => Err(ApiError::not_found("Event type")),
         other => Ok(Json(other?.into())),
     }
 }
@@ -251,7 +252,7 @@ async fn remove(
 ) -> ApiResult<StatusCode> {
     who.require_admin()?;
     match s.service.delete_event_type(&name, q.bool("expunge", false)?).await {
-        Err(StoreError::NotFound) => Err(ApiError::not_found("Event type")),
+        Err(ServiceError::NotFound) => Err(ApiError::not_found("Event type")),
         other => other.map(|()| StatusCode::NO_CONTENT).map_err(Into::into),
     }
 }

@@ -59,9 +59,9 @@ pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Respo
         return next.run(req).await;
     };
     let scoped = scoped_key(req.headers(), req.uri().path(), &key);
-    let store = &s.service.store;
-    let now = s.service.now();
-    match store.idempotency_begin(&scoped, now, now.plus(LOCK_FOR)).await {
+    let service = &s.service;
+    let now = service.now();
+    match service.idempotency_begin(&scoped, now, now.plus(LOCK_FOR)).await {
         Err(e) => ApiError::from(e).into_response(),
         Ok(IdempotencyBegin::InProgress) => {
             ApiError::conflict("a request with this idempotency-key is still in progress").into_response()
@@ -73,7 +73,7 @@ pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Respo
             let bytes = match to_bytes(body, MAX_KEPT_BODY).await {
                 Ok(b) => b,
                 Err(_) => {
-                    let _ = store.idempotency_abort(&scoped).await;
+                    let _ = service.idempotency_abort(&scoped).await;
                     return ApiError::internal().into_response();
                 }
             };
@@ -87,9 +87,9 @@ pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Respo
                         .map(str::to_owned),
                     body: bytes.to_vec(),
                 };
-                store.idempotency_finish(&scoped, &stored, now.plus(KEEP_FOR)).await
+                service.idempotency_finish(&scoped, &stored, now.plus(KEEP_FOR)).await
             } else {
-                store.idempotency_abort(&scoped).await
+                service.idempotency_abort(&scoped).await
             };
             if let Err(e) = kept {
                 tracing::warn!(error = %e, "could not record an idempotency key");

@@ -169,7 +169,7 @@ async fn create(
     // the commit and the response cannot create a second message.
     let key = super::idempotency::key_of(&headers);
     let accepted = s.service.create_message(&app_ref, new, key).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound => ApiError::not_found("Application"),
+        crate::service::ServiceError::NotFound => ApiError::not_found("Application"),
         other => other.into(),
     })?;
     let replayed = [(REPLAYED, if accepted.replayed { "true" } else { "false" })];
@@ -213,7 +213,7 @@ async fn expunge(
 ) -> ApiResult<StatusCode> {
     let app = s.app(&who, &app_ref).await?;
     let msg = s.message(&app, &msg_ref).await?;
-    s.service.store.expunge_message(&app.id, &msg.id).await?;
+    s.service.expunge_message(&app.id, &msg.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -260,7 +260,7 @@ async fn bulk_expunge(
         let found = s.service.store.get_message(&app.id, &msg_ref).await?;
         let outcome = match found {
             Some(m) => {
-                s.service.store.expunge_message(&app.id, &m.id).await?;
+                s.service.expunge_message(&app.id, &m.id).await?;
                 "expunged"
             }
             None => "not-found",

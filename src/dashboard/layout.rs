@@ -8,6 +8,7 @@ use maud::{DOCTYPE, Markup, html};
 use super::session::Session;
 use crate::domain::model::DeliveryStatus;
 use crate::domain::time::Timestamp;
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 pub struct Crumb<'a>(pub &'a str, pub Option<String>);
@@ -141,15 +142,22 @@ pub fn pretty_json(bytes: &[u8]) -> String {
 #[derive(Debug)]
 pub enum PageError {
     NotFound(&'static str),
-    Store(StoreError),
+    /// Anything else: logged, and a 500 page.
+    Failed(ServiceError),
+}
+
+impl From<ServiceError> for PageError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound => PageError::NotFound("Page"),
+            other => PageError::Failed(other),
+        }
+    }
 }
 
 impl From<StoreError> for PageError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound => PageError::NotFound("Page"),
-            other => PageError::Store(other),
-        }
+        ServiceError::from(e).into()
     }
 }
 
@@ -161,7 +169,7 @@ impl IntoResponse for PageError {
                 format!("{what} not found"),
                 "It does not exist, or this sign-in cannot see it.".to_owned(),
             ),
-            PageError::Store(e) => {
+            PageError::Failed(e) => {
                 tracing::error!(error = %e, "dashboard page failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,

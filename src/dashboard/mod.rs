@@ -17,6 +17,7 @@ mod endpoints;
 mod layout;
 mod messages;
 mod session;
+mod signin;
 
 use std::sync::Arc;
 
@@ -35,9 +36,9 @@ pub struct Dash {
 pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/apps") }))
-        .route("/login", get(session::login_page).post(session::login))
-        .route("/logout", post(session::logout))
-        .route("/portal", get(session::portal))
+        .route("/login", get(signin::login_page).post(signin::login))
+        .route("/logout", post(signin::logout))
+        .route("/portal", get(signin::portal))
         .route("/assets/app.css", get(|| async { asset("text/css", include_str!("static/app.css")) }))
         .route("/assets/app.js", get(|| async { asset("text/javascript", include_str!("static/app.js")) }))
         .route("/apps", get(apps::list).post(apps::create))

@@ -1,28 +1,28 @@
-//! Signing in and out, and what every signed-in request carries.
+//! What every signed-in request carries: the session cookie, and the
+//! checks on posts.
 //!
-//! Signing in trades the API token for a fresh session token (12 h, same
-//! scope) held in an `HttpOnly`, `SameSite=Strict` cookie, so the API token
-//! itself never sits in the browser. Posts must come from our own origin and
-//! carry the session's CSRF token.
+//! Signing in (`signin.rs`) trades the API token for a fresh session token
+//! (12 h, same scope) held in an `HttpOnly`, `SameSite=Strict` cookie, so
+//! the API token itself never sits in the browser. Posts must come from our
+//! own origin and carry the session's CSRF token. Nothing here renders a
+//! page, so the page shell (`layout.rs`) can show who is signed in.
 
 use std::time::Duration;
 
 use axum::Form;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
-use axum::http::header::{COOKIE, HOST, ORIGIN, SET_COOKIE};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::{Markup, html};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::Dash;
-use super::layout::{Flash, page};
 use crate::domain::model::Scope;
 
 pub const COOKIE_NAME: &str = "hookline_session";
-const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// How long a session lasts: its token's lifetime and its cookie's.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
 pub struct Session {
     pub scope: Scope,
@@ -48,6 +48,21 @@ impl Session {
     pub fn describe(&self) -> &'static str {
         if self.is_admin() { "Administrator" } else { "Application portal" }
     }
+
+    /// The session token itself (to end the session).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+/// The `Set-Cookie` value that makes `token` the browser's session.
+pub fn session_cookie(token: &str) -> String {
+    format!("{COOKIE_NAME}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_TTL.as_secs())
+}
+
+/// The `Set-Cookie` value that ends the browser's session.
+pub fn cleared_cookie() -> String {
+    format!("{COOKIE_NAME}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
@@ -81,7 +96,7 @@ impl FromRequestParts<Dash> for Session {
 }
 
 /// Browsers send `Origin` on posts; it must be this server.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -146,117 +161,9 @@ fn with_flash(to: &str, kind: &str, text: &str) -> String {
     format!("{to}{sep}{kind}={}", encode(text))
 }
 
-/// Only same-site paths are followed after sign-in.
-fn safe_next(next: Option<&str>) -> Option<&str> {
-    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\"))
-}
-
-#[derive(Deserialize, Default)]
-pub struct LoginQuery {
-    #[serde(default)]
-    next: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
-}
-
-pub async fn login_page(Query(q): Query<LoginQuery>) -> Markup {
-    login_form(q.next.as_deref(), q.error)
-}
-
-fn login_form(next: Option<&str>, error: Option<String>) -> Markup {
-    let body = html! {
-        div.card.login {
-            h1 { "Sign in to Hookline" }
-            p.muted.small { "Paste an API token: the admin token printed when the server first started, or one made with "
-                code { "hookline token create" } "." }
-            form method="post" action="/login" {
-                input type="hidden" name="next" value=(next.unwrap_or("/apps"));
-                label for="token" { "API token" }
-                input #token type="password" name="token" autocomplete="off" required autofocus;
-                p { button type="submit" { "Sign in" } }
-            }
-        }
-    };
-    page("Sign in", None, &[], &Flash { error, notice: None }, body)
-}
-
-#[derive(Deserialize)]
-pub struct LoginForm {
-    token: String,
-    #[serde(default)]
-    next: Option<String>,
-}
-
-pub async fn login(State(d): State<Dash>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
-    if !same_origin(&headers) {
-        return (StatusCode::FORBIDDEN, "Cross-origin form posts are refused.").into_response();
-    }
-    let scope = match d.service.authenticate(form.token.trim()).await {
-        Ok(Some(scope)) => scope,
-        Ok(None) => {
-            let page =
-                login_form(form.next.as_deref(), Some("That token is not valid (or has expired).".into()));
-            return (StatusCode::UNAUTHORIZED, page).into_response();
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "sign-in failed");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "Sign-in failed; try again.").into_response();
-        }
-    };
-    let session = match d.service.create_token(&scope, Some(SESSION_TTL)).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, "could not create a session");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "Sign-in failed; try again.").into_response();
-        }
-    };
-    let home = match &scope {
-        Scope::Admin => "/apps".to_owned(),
-        Scope::App(id) => format!("/apps/{id}"),
-    };
-    let to = safe_next(form.next.as_deref()).filter(|n| scope == Scope::Admin || n.starts_with(&home));
-    let cookie = format!(
-        "{COOKIE_NAME}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_TTL.as_secs()
-    );
-    ([(SET_COOKIE, cookie)], Redirect::to(to.unwrap_or(&home))).into_response()
-}
-
-pub async fn logout(State(d): State<Dash>, post: Post) -> Response {
-    if let Err(e) = d.service.end_session(&post.session.token).await {
-        tracing::warn!(error = %e, "could not end a session");
-    }
-    let clear = format!("{COOKIE_NAME}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
-    ([(SET_COOKIE, clear)], Redirect::to("/login")).into_response()
-}
-
-/// The customer portal link (`/portal#token=…`): the script hands the token
-/// from the fragment to this form, which signs in like anyone else.
-pub async fn portal() -> Markup {
-    let body = html! {
-        div.card.login {
-            h1 { "Opening your webhooks…" }
-            form #portal-login method="post" action="/login" {
-                input type="hidden" name="token";
-                noscript { p { "This link needs JavaScript; or sign in with your token below." } }
-            }
-            p.small.muted { "If nothing happens, the link may have expired. " a href="/login" { "Sign in" } }
-        }
-    };
-    page("Portal", None, &[], &Flash::default(), body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_local_paths_are_followed() {
-        assert_eq!(safe_next(Some("/apps/x")), Some("/apps/x"));
-        assert_eq!(safe_next(Some("//evil.example")), None);
-        assert_eq!(safe_next(Some("https://evil.example")), None);
-        assert_eq!(safe_next(Some("/\\evil.example")), None);
-    }
 
     #[test]
     fn origin_must_match_host() {

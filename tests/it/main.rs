@@ -13,6 +13,7 @@ mod common;
 mod crash;
 mod dashboard;
 mod delivery;
+mod layers;
 mod metrics;
 mod openapi;
 mod operator;

@@ -1,17 +1,22 @@
 //! Wiring: open the store, start the dispatcher and the background work,
-//! serve the API.
+//! serve the API. `store.rs` opens the store and follows what other nodes
+//! sharing it do; `operational.rs` sends the operational events that the
+//! dispatcher and the service emit.
 //!
 //! Used by `hookline serve` and by the tests, which start servers in-process
 //! with a [`ManualClock`](crate::clock::ManualClock).
 
+mod operational;
+mod store;
+
 use std::fs::File;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::ServiceExt;
 use axum::extract::Request;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tower::Layer;
@@ -22,14 +27,10 @@ use crate::clock::SharedClock;
 use crate::config::ServerConfig;
 use crate::dashboard;
 use crate::dispatch::Dispatcher;
-use crate::domain::model::{AppSpec, EndpointSpec, Scope};
+use crate::domain::model::Scope;
 use crate::maintenance::Maintenance;
-use crate::operational::{self, Emitter};
+use crate::operational::Emitter;
 use crate::service::Service;
-
-use crate::store::postgres::PgStore;
-use crate::store::sqlite::SqliteStore;
-use crate::store::{SharedStore, StoreError, StoreEvent};
 use crate::telemetry;
 
 pub struct Server {
@@ -50,69 +51,10 @@ pub struct Server {
     _lock: Option<File>,
 }
 
-/// Open the store the configuration names. The embedded store belongs to
-/// this process alone: leases left over are from a previous run and are
-/// released. On PostgreSQL they may belong to live nodes, so they are left
-/// to be renewed or to expire.
-async fn open_store(cfg: &ServerConfig) -> anyhow::Result<(SharedStore, Option<File>)> {
-    if let Some(db) = &cfg.database {
-        let store =
-            PgStore::connect_with(&db.url, db.pool).await.context("cannot open the PostgreSQL store")?;
-        return Ok((Arc::new(store), None));
-    }
-    let lock = lock_data_dir(cfg)?;
-    let store: SharedStore = Arc::new(SqliteStore::open(&cfg.data_dir)?);
-    let released = store.release_all(None).await?;
-    if released > 0 {
-        tracing::info!(released, "resuming deliveries that were in flight at the last stop");
-    }
-    Ok((store, Some(lock)))
-}
-
-/// React to what other nodes sharing the store did: look for newly due
-/// work, forget cached tokens.
-async fn follow_store(
-    mut events: broadcast::Receiver<StoreEvent>,
-    service: Weak<Service>,
-    mut drained: watch::Receiver<bool>,
-) {
-    loop {
-        let received = tokio::select! {
-            received = events.recv() => received,
-            // Nothing left to wake or invalidate.
-            _ = drained.wait_for(|d| *d) => break,
-        };
-        let event = match received {
-            Ok(event) => event,
-            // Missed some: assume the worst of what they could have said.
-            Err(broadcast::error::RecvError::Lagged(_)) => StoreEvent::Changed,
-            Err(broadcast::error::RecvError::Closed) => break,
-        };
-        let Some(service) = service.upgrade() else { break };
-        match event {
-            StoreEvent::Due(at) => service.dispatcher.wake_at(at),
-            StoreEvent::Changed => service.forget_cached(),
-        }
-    }
-}
-
-/// Take the data directory for this process alone. Two servers on one
-/// SQLite file would both dispatch the same deliveries.
-fn lock_data_dir(cfg: &ServerConfig) -> anyhow::Result<File> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
-    let path = cfg.data_dir.join("serve.lock");
-    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-    file.try_lock().map_err(|_| {
-        anyhow::anyhow!("another hookline is already serving from {}", cfg.data_dir.display())
-    })?;
-    Ok(file)
-}
-
 impl Server {
     pub async fn start(cfg: ServerConfig, clock: SharedClock) -> anyhow::Result<Server> {
         telemetry::install();
-        let (store, lock) = open_store(&cfg).await?;
+        let (store, lock) = store::open_store(&cfg).await?;
 
         let (events, event_rx) = Emitter::channel();
         let dispatcher =
@@ -129,7 +71,7 @@ impl Server {
         let background = TaskTracker::new();
         background.spawn(operational::forward(event_rx, Arc::downgrade(&service), drained_rx.clone()));
         if let Some(events) = store.subscribe() {
-            background.spawn(follow_store(events, Arc::downgrade(&service), drained_rx));
+            background.spawn(store::follow_store(events, Arc::downgrade(&service), drained_rx));
         }
         let maintenance =
             Maintenance { store: Arc::clone(&store), clock, dispatcher, retention: cfg.service.retention };
@@ -144,7 +86,7 @@ impl Server {
             None => None,
         };
         if let Some(url) = &cfg.operational_webhook_url {
-            ensure_operational_endpoint(&service, url).await?;
+            operational::ensure_endpoint(&service, url).await?;
         }
 
         let app = NormalizePathLayer::trim_trailing_slash().layer(
@@ -200,41 +142,4 @@ impl Server {
         self.background.close();
         let _ = tokio::time::timeout(self.cfg.shutdown_grace, self.background.wait()).await;
     }
-}
-
-/// The operational-webhook application, with an endpoint for `url`.
-async fn ensure_operational_endpoint(service: &Service, url: &str) -> anyhow::Result<()> {
-    let app = match service.store.get_app(operational::APP_UID).await? {
-        Some(app) => app,
-        None => {
-            let spec = AppSpec {
-                uid: Some(operational::APP_UID.into()),
-                name: "Hookline operational webhooks".into(),
-                ..Default::default()
-            };
-            match service.create_app(spec).await {
-                Ok(app) => app,
-                // Another node starting at the same time created it.
-                Err(StoreError::Conflict(_)) => service
-                    .store
-                    .get_app(operational::APP_UID)
-                    .await?
-                    .context("operational application vanished")?,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
-    if !service.all_endpoints(&app.id).await?.iter().any(|e| e.url == url) {
-        // A uid derived from the URL: nodes starting together on one
-        // database create one endpoint between them, not one each.
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(url.as_bytes());
-        let uid = format!("op-{}", digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>());
-        let spec = EndpointSpec { uid: Some(uid), url: url.to_owned(), ..Default::default() };
-        match service.create_endpoint(&app.id, spec).await {
-            Ok(ep) => tracing::info!(endpoint_id = %ep.id, url, "operational webhook endpoint created"),
-            Err(StoreError::Conflict(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }

@@ -1,0 +1,124 @@
+//! The sign-in pages: the login form and what it posts to, signing out, and
+//! the customer portal's landing page. The session they start or end is
+//! `session.rs`'s.
+
+use axum::Form;
+use axum::extract::{Query, State};
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::Dash;
+use super::layout::{Flash, page};
+use super::session::{Post, SESSION_TTL, cleared_cookie, same_origin, session_cookie};
+use crate::domain::model::Scope;
+
+/// Only same-site paths are followed after sign-in.
+fn safe_next(next: Option<&str>) -> Option<&str> {
+    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\"))
+}
+
+#[derive(Deserialize, Default)]
+pub struct LoginQuery {
+    #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+pub async fn login_page(Query(q): Query<LoginQuery>) -> Markup {
+    login_form(q.next.as_deref(), q.error)
+}
+
+fn login_form(next: Option<&str>, error: Option<String>) -> Markup {
+    let body = html! {
+        div.card.login {
+            h1 { "Sign in to Hookline" }
+            p.muted.small { "Paste an API token: the admin token printed when the server first started, or one made with "
+                code { "hookline token create" } "." }
+            form method="post" action="/login" {
+                input type="hidden" name="next" value=(next.unwrap_or("/apps"));
+                label for="token" { "API token" }
+                input #token type="password" name="token" autocomplete="off" required autofocus;
+                p { button type="submit" { "Sign in" } }
+            }
+        }
+    };
+    page("Sign in", None, &[], &Flash { error, notice: None }, body)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    token: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+pub async fn login(State(d): State<Dash>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "Cross-origin form posts are refused.").into_response();
+    }
+    let scope = match d.service.authenticate(form.token.trim()).await {
+        Ok(Some(scope)) => scope,
+        Ok(None) => {
+            let page =
+                login_form(form.next.as_deref(), Some("That token is not valid (or has expired).".into()));
+            return (StatusCode::UNAUTHORIZED, page).into_response();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sign-in failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "Sign-in failed; try again.").into_response();
+        }
+    };
+    let session = match d.service.create_token(&scope, Some(SESSION_TTL)).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "could not create a session");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "Sign-in failed; try again.").into_response();
+        }
+    };
+    let home = match &scope {
+        Scope::Admin => "/apps".to_owned(),
+        Scope::App(id) => format!("/apps/{id}"),
+    };
+    let to = safe_next(form.next.as_deref()).filter(|n| scope == Scope::Admin || n.starts_with(&home));
+    ([(SET_COOKIE, session_cookie(&session))], Redirect::to(to.unwrap_or(&home))).into_response()
+}
+
+pub async fn logout(State(d): State<Dash>, post: Post) -> Response {
+    if let Err(e) = d.service.end_session(post.session.token()).await {
+        tracing::warn!(error = %e, "could not end a session");
+    }
+    ([(SET_COOKIE, cleared_cookie())], Redirect::to("/login")).into_response()
+}
+
+/// The customer portal link (`/portal#token=…`): the script hands the token
+/// from the fragment to this form, which signs in like anyone else.
+pub async fn portal() -> Markup {
+    let body = html! {
+        div.card.login {
+            h1 { "Opening your webhooks…" }
+            form #portal-login method="post" action="/login" {
+                input type="hidden" name="token";
+                noscript { p { "This link needs JavaScript; or sign in with your token below." } }
+            }
+            p.small.muted { "If nothing happens, the link may have expired. " a href="/login" { "Sign in" } }
+        }
+    };
+    page("Portal", None, &[], &Flash::default(), body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        assert_eq!(safe_next(Some("/apps/x")), Some("/apps/x"));
+        assert_eq!(safe_next(Some("//evil.example")), None);
+        assert_eq!(safe_next(Some("https://evil.example")), None);
+        assert_eq!(safe_next(Some("/\\evil.example")), None);
+    }
+}
