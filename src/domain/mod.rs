@@ -7,9 +7,9 @@
 
 pub mod delivery;
 pub mod filter;
-pub mod flow;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod flow;
 pub mod health;
 pub mod id;
 pub mod model;

@@ -5,6 +5,7 @@
 //! `svix` client, against real HTTP receivers on loopback.
 
 mod api;
+mod architecture_doc;
 mod bench;
 mod browser;
 mod cli;
