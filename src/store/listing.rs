@@ -13,7 +13,9 @@
 use crate::domain::model::DeliveryStatus;
 use crate::domain::time::Timestamp;
 
-use super::{AppFilter, AttemptFilter, DeliveryFilter, MessageFilter, RequeueFilter, status_code_range};
+use super::{
+    AppFilter, AttemptFilter, DeliveryFilter, MessageFilter, PageRequest, RequeueFilter, status_code_range,
+};
 
 pub const APP_COLS: &str = "a.id, a.uid, a.name, a.metadata, a.throttle_rate, a.created_at, a.updated_at";
 pub const APP_NCOLS: usize = 7;
@@ -133,6 +135,18 @@ impl Listing {
     pub fn and(mut self, cond: Cond) -> Self {
         self.conds.push(cond);
         self
+    }
+
+    /// The conditions for one page (the listing's, plus the cursor's bound),
+    /// the ORDER BY clause, and how many rows to read.
+    pub fn page(&self, page: &PageRequest) -> (Vec<Cond>, String, usize) {
+        let scan = page.scan();
+        let mut conds = self.conds.clone();
+        if let Some((op, id)) = scan.bound {
+            conds.push(Cond::Cmp(self.id_col, op, Param::Text(id.to_owned())));
+        }
+        let dir = if scan.ascending { "ASC" } else { "DESC" };
+        (conds, format!(" ORDER BY {} {dir}", self.id_col), page.rows_to_read())
     }
 
     pub fn apps(f: &AppFilter) -> Listing {

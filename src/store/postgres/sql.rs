@@ -105,17 +105,10 @@ pub async fn page<'e, T>(
     page: &PageRequest,
     decode: impl Fn(&PgRow) -> StoreResult<T>,
 ) -> StoreResult<Page<T>> {
-    let scan = page.scan();
-    let mut conds = listing.conds.clone();
-    if let Some((op, id)) = scan.bound {
-        conds.push(Cond::Cmp(listing.id_col, op, Param::Text(id.to_owned())));
-    }
+    let (conds, order_by, rows) = listing.page(page);
     let mut sql = Sql::new(listing.head.clone());
     sql.where_all(&conds);
-    let dir = if scan.ascending { "ASC" } else { "DESC" };
-    sql.qb
-        .push(format_args!(" ORDER BY {} {dir} LIMIT ", listing.id_col))
-        .push_bind(limit(page.rows_to_read()));
+    sql.qb.push(format_args!("{order_by} LIMIT ")).push_bind(limit(rows));
     Ok(Page::from_rows(sql.rows(db, decode).await?, page))
 }
 

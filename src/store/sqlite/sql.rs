@@ -119,18 +119,9 @@ pub fn page<T>(
     page: &PageRequest,
     decode: impl FnMut(&Row) -> rusqlite::Result<T>,
 ) -> StoreResult<Page<T>> {
-    let scan = page.scan();
-    let mut conds = listing.conds.clone();
-    if let Some((op, id)) = scan.bound {
-        conds.push(Cond::Cmp(listing.id_col, op, Param::Text(id.to_owned())));
-    }
+    let (conds, order_by, rows) = listing.page(page);
     let mut sql = Sql::new(listing.head.clone());
-    sql.where_all(&conds);
-    let dir = if scan.ascending { "ASC" } else { "DESC" };
-    sql.push(
-        &format!(" ORDER BY {} {dir} LIMIT ?", listing.id_col),
-        [Value::Integer(page.rows_to_read() as i64)],
-    );
+    sql.where_all(&conds).push(&format!("{order_by} LIMIT ?"), [Value::Integer(rows as i64)]);
     Ok(Page::from_rows(sql.rows(conn, decode)?, page))
 }
 
