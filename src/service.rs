@@ -318,6 +318,9 @@ impl Service {
             metadata: spec.metadata,
             headers: spec.headers,
             throttle_rate: spec.throttle_rate,
+            max_in_flight: spec.max_in_flight,
+            fifo: spec.fifo,
+            ordering_on_failure: spec.ordering_on_failure,
             secret,
             old_secrets: Vec::new(),
             retry_policy: spec.retry_policy,
@@ -413,6 +416,7 @@ impl Service {
             created_at: now,
             deliver_at: new.deliver_at.filter(|t| *t > now),
             expires_at: Some(now.plus(retention)),
+            ordering_key: new.ordering_key,
         };
         let req = CreateMessage {
             app_ref: app_ref.to_owned(),
@@ -427,30 +431,28 @@ impl Service {
             return Ok(Accepted { message: created.message, replayed: true });
         }
         telemetry::message_ingested();
-        if created.leased {
-            let tasks = created
-                .endpoints
-                .iter()
-                .map(|ep| DeliveryTask { message: Arc::clone(&created.message), endpoint: Arc::clone(ep) })
-                .collect();
-            self.dispatcher.offer(tasks).await;
-        } else if let Some(at) = created.message.deliver_at {
+        if let Some(at) = created.wake {
             self.dispatcher.wake_at(at);
+        }
+        if !created.send_now.is_empty() {
+            self.dispatcher.offer(created.send_now).await;
         }
         Ok(Accepted { message: created.message, replayed: false })
     }
 
     /// Send `msg` to `ep` once more, now, as a manual attempt. Works for
     /// failed and succeeded deliveries alike and leaves the retry schedule
-    /// alone.
-    pub fn resend(&self, msg: Message, ep: Endpoint) -> ServiceResult<()> {
+    /// alone. It goes at once, whatever the endpoint's throttle says, but
+    /// counts against it; and outside any ordering key's order.
+    pub async fn resend(&self, msg: Message, ep: Endpoint) -> ServiceResult<()> {
         if ep.disabled {
             return Err(ServiceError::refused("the endpoint is disabled; enable it to resend"));
         }
         if msg.payload.is_none() {
             return Err(ServiceError::refused("the message's payload was expunged; it cannot be resent"));
         }
-        self.dispatcher.resend(DeliveryTask { message: Arc::new(msg), endpoint: Arc::new(ep) });
+        self.store.charge(&ep.id, self.now()).await?;
+        self.dispatcher.resend(DeliveryTask { message: Arc::new(msg), endpoint: Arc::new(ep), paced: false });
         Ok(())
     }
 
@@ -484,6 +486,7 @@ impl Service {
             deliver_at: None,
             create_app: None,
             retention: None,
+            ordering_key: None,
         };
         Ok(self.insert_message(&ep.app_id, new, None, Some(ep.id.clone())).await?.message)
     }

@@ -248,6 +248,6 @@ async fn resend(
     let app = s.app(&who, &app_ref).await?;
     let msg = s.message(&app, &msg_ref).await?;
     let ep = s.endpoint(&app, &ep_ref).await?;
-    s.service.resend(msg, ep)?;
+    s.service.resend(msg, ep).await?;
     Ok((StatusCode::ACCEPTED, Json(Empty {})))
 }

@@ -3,7 +3,12 @@
 //! Extensions: `retryPolicy` (`{"schedule": [seconds…], "success": "2xx" |
 //! "200", "timeout": seconds}`) on create, update and patch, `null` or
 //! absent meaning the server default (`RetryPolicy::exponential`);
-//! `secretKind` (`"hmac"` | `"ed25519"`) on create and rotate.
+//! `secretKind` (`"hmac"` | `"ed25519"`) on create and rotate; flow and
+//! ordering: `maxInFlight` (1–1,000 requests at once; `null` or absent: the
+//! server's `--endpoint-concurrency`), `fifo` (every message in acceptance
+//! order) and `orderingOnFailure` (`"skip"` | `"block"`). A PUT leaves the
+//! extensions it does not name as they are, so an SDK that does not know
+//! them never resets them.
 
 use std::time::Duration;
 
@@ -19,10 +24,14 @@ use super::pagination::ListResponse;
 use super::{ApiError, ApiResult, ApiState};
 use crate::domain::id;
 use crate::domain::model::{App, Endpoint, EndpointPatch, EndpointSpec, Headers, Metadata, NameSet};
+use crate::domain::ordering::OnFailure;
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
 use crate::domain::signing::{self, SecretKind};
 use crate::domain::validate;
 use crate::store::Order;
+
+/// The most requests in flight at once an endpoint may ask for.
+pub const MAX_IN_FLIGHT: u16 = 1000;
 
 pub fn routes() -> Router<ApiState> {
     let ep = "/api/v1/app/{app_id}/endpoint/{endpoint_id}";
@@ -61,6 +70,12 @@ pub(super) struct EndpointIn {
     secret_kind: Option<SecretKind>,
     #[serde(default)]
     retry_policy: Option<RetryPolicyJson>,
+    #[serde(default, deserialize_with = "double_option")]
+    max_in_flight: Option<Option<u16>>,
+    #[serde(default)]
+    fifo: Option<bool>,
+    #[serde(default)]
+    ordering_on_failure: Option<String>,
 }
 
 /// Field rules shared by create, update and patch.
@@ -103,6 +118,19 @@ impl EndpointChecks {
         }
         self
     }
+    fn flow(&mut self, max_in_flight: Option<u16>, on_failure: Option<&str>) -> &mut Self {
+        if let Some(n) = max_in_flight
+            && !(1..=MAX_IN_FLIGHT).contains(&n)
+        {
+            self.0.check(&["body", "maxInFlight"], Err(format!("must be from 1 to {MAX_IN_FLIGHT}")));
+        }
+        if let Some(p) = on_failure
+            && OnFailure::parse(p).is_none()
+        {
+            self.0.check(&["body", "orderingOnFailure"], Err("must be \"skip\" or \"block\"".into()));
+        }
+        self
+    }
     fn secret(&mut self, secret: Option<&str>) -> &mut Self {
         if let Some(s) = secret {
             self.0.check(
@@ -123,6 +151,7 @@ impl Validate for EndpointIn {
             .rate(self.throttle_rate)
             .headers(self.headers.as_ref())
             .policy(self.retry_policy.as_ref())
+            .flow(self.max_in_flight.flatten(), self.ordering_on_failure.as_deref())
             .secret(self.secret.as_deref());
         c.0.finish()
     }
@@ -130,6 +159,7 @@ impl Validate for EndpointIn {
 
 impl EndpointIn {
     fn into_spec(self) -> EndpointSpec {
+        let ordering_on_failure = self.on_failure().unwrap_or_default();
         EndpointSpec {
             uid: self.uid,
             url: self.url,
@@ -144,7 +174,15 @@ impl EndpointIn {
             secret: self.secret.and_then(|s| signing::normalize_secret(&s).ok()),
             secret_kind: self.secret_kind.unwrap_or_default(),
             retry_policy: self.retry_policy.map(RetryPolicy::from),
+            ordering_on_failure,
+            max_in_flight: self.max_in_flight.flatten(),
+            fifo: self.fifo.unwrap_or(false),
         }
+    }
+
+    /// Validated above, so an unknown name cannot reach here.
+    fn on_failure(&self) -> Option<OnFailure> {
+        self.ordering_on_failure.as_deref().and_then(OnFailure::parse)
     }
 }
 
@@ -169,6 +207,12 @@ struct EndpointPatchIn {
     uid: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     retry_policy: Option<Option<RetryPolicyJson>>,
+    #[serde(default, deserialize_with = "double_option")]
+    max_in_flight: Option<Option<u16>>,
+    #[serde(default)]
+    fifo: Option<bool>,
+    #[serde(default)]
+    ordering_on_failure: Option<String>,
 }
 
 impl Validate for EndpointPatchIn {
@@ -181,7 +225,8 @@ impl Validate for EndpointPatchIn {
             )
             .uid(self.uid.as_ref().and_then(Option::as_deref))
             .rate(self.throttle_rate.flatten())
-            .policy(self.retry_policy.as_ref().and_then(Option::as_ref));
+            .policy(self.retry_policy.as_ref().and_then(Option::as_ref))
+            .flow(self.max_in_flight.flatten(), self.ordering_on_failure.as_deref());
         c.0.finish()
     }
 }
@@ -202,6 +247,10 @@ pub struct EndpointOut {
     throttle_rate: Option<u16>,
     /// Hookline extension; `null` means the server default.
     retry_policy: Option<RetryPolicyJson>,
+    /// Hookline extensions: flow and ordering.
+    max_in_flight: Option<u16>,
+    fifo: bool,
+    ordering_on_failure: &'static str,
     /// Always 1; required by Svix v1 clients.
     version: u32,
     created_at: String,
@@ -222,6 +271,9 @@ impl From<Endpoint> for EndpointOut {
             metadata: e.metadata,
             throttle_rate: e.throttle_rate,
             retry_policy: e.retry_policy.as_ref().map(RetryPolicyJson::from),
+            max_in_flight: e.max_in_flight,
+            fifo: e.fifo,
+            ordering_on_failure: e.ordering_on_failure.as_str(),
             version: 1,
             created_at: e.created_at.to_rfc3339(),
             updated_at: e.updated_at.to_rfc3339(),
@@ -297,6 +349,8 @@ pub(super) async fn upsert_in(
     body: EndpointIn,
 ) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
     let headers = body.headers.clone();
+    // Extensions the body names; the others are kept (see the module doc).
+    let (max_in_flight, fifo, on_failure) = (body.max_in_flight, body.fifo, body.on_failure());
     let mut spec = body.into_spec();
     match s.service.store.get_endpoint(&app.id, &ep_ref).await? {
         Some(ep) => {
@@ -305,6 +359,9 @@ pub(super) async fn upsert_in(
             }
             let mut patch = EndpointPatch::replace_all(spec);
             patch.headers = headers;
+            patch.max_in_flight = max_in_flight;
+            patch.fifo = fifo;
+            patch.ordering_on_failure = on_failure;
             let ep = s.service.update_endpoint(&app.id, &ep.id, patch).await?;
             Ok((StatusCode::OK, Json(ep.into())))
         }
@@ -338,6 +395,9 @@ async fn patch(
         headers: None,
         throttle_rate: body.throttle_rate,
         retry_policy: body.retry_policy.map(|p| p.map(RetryPolicy::from)),
+        max_in_flight: body.max_in_flight,
+        fifo: body.fifo,
+        ordering_on_failure: body.ordering_on_failure.as_deref().and_then(OnFailure::parse),
         rotate: None,
     };
     Ok(Json(s.service.update_endpoint(&app.id, &ep.id, patch).await?.into()))

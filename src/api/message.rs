@@ -25,7 +25,7 @@ use super::task::TaskOut;
 use super::{ApiError, ApiResult, ApiState};
 use crate::domain::model::{Message, NameSet, NewMessage, Scope};
 use crate::domain::time::Timestamp;
-use crate::domain::validate;
+use crate::domain::{ordering, validate};
 use crate::store::{MessageFilter, Order};
 
 pub fn routes() -> Router<ApiState> {
@@ -57,6 +57,10 @@ struct MessageIn {
     payload_retention_period: Option<i64>,
     #[serde(default)]
     payload_retention_hours: Option<i64>,
+    /// Hookline extension: messages with the same key reach each endpoint
+    /// in the order they were accepted.
+    #[serde(default)]
+    ordering_key: Option<String>,
 }
 
 impl MessageIn {
@@ -89,6 +93,9 @@ impl Validate for MessageIn {
         if self.payload_retention_period.is_some_and(|d| !(1..=90).contains(&d)) {
             c.check(&["body", "payloadRetentionPeriod"], Err("must be between 1 and 90 days".into()));
         }
+        if let Some(key) = &self.ordering_key {
+            c.check(&["body", "orderingKey"], ordering::validate_key(key));
+        }
         if self.payload_retention_hours.is_some_and(|h| !(1..=90 * 24).contains(&h)) {
             c.check(&["body", "payloadRetentionHours"], Err("must be between 1 and 2160 hours".into()));
         }
@@ -112,6 +119,9 @@ pub struct MessageOut {
     tags: Option<NameSet>,
     timestamp: String,
     deliver_at: Option<String>,
+    /// Hookline extension (absent when the message has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ordering_key: Option<String>,
 }
 
 impl MessageOut {
@@ -131,6 +141,7 @@ impl MessageOut {
             tags: m.tags,
             timestamp: m.created_at.to_rfc3339(),
             deliver_at: m.deliver_at.map(Timestamp::to_rfc3339),
+            ordering_key: m.ordering_key,
         }
     }
 }
@@ -164,6 +175,7 @@ async fn create(
         deliver_at: body.deliver_at.map(Timestamp::from_datetime),
         create_app: body.application.map(ApplicationIn::into_spec),
         retention,
+        ordering_key: body.ordering_key,
     };
     // Also stored with the message, so even a retry after a crash between
     // the commit and the response cannot create a second message.

@@ -122,7 +122,10 @@ fn per_message(from: &ProcTicks, to: &ProcTicks, messages: usize) -> Option<PerM
         let before = from.threads.get(tid).map_or(0, |(_, t)| *t);
         *by_name.entry(name.clone()).or_default() += ticks.saturating_sub(before);
     }
-    let total = to.total.checked_sub(from.total)?;
+    // The process's and its threads' files are read one after the other,
+    // so on a busy machine the threads may have run a tick more than the
+    // process had when it was read: never report less than they did.
+    let total = to.total.checked_sub(from.total)?.max(by_name.values().sum());
     let exited = total.saturating_sub(by_name.values().sum());
     if exited > 0 {
         by_name.insert("(exited)".into(), exited);

@@ -373,7 +373,7 @@ pub async fn act(
             Ok(None) => return done(&post, &back, Err("That endpoint no longer exists.".into())),
             Err(e) => return done(&post, &back, Err(e.to_string())),
         };
-        if let Err(e) = d.service.resend(msg.clone(), ep) {
+        if let Err(e) = d.service.resend(msg.clone(), ep).await {
             return done(&post, &back, Err(e.to_string()));
         }
         sent += 1;

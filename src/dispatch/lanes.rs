@@ -1,10 +1,17 @@
 //! Per-endpoint lanes: at most `concurrency` attempts in flight per
-//! endpoint, and a bounded queue behind them.
+//! endpoint (its `maxInFlight`, else the server's default), and a bounded
+//! queue behind them.
 //!
 //! This is what keeps one slow or dead endpoint from delaying the others:
 //! its attempts wait in its own lane, never in a shared queue. When a lane's
 //! queue is full, new work for it stays in the store (the scheduler skips
 //! that endpoint) instead of piling up in memory.
+//!
+//! Paced attempts (the endpoint's flow is bounded, and the store counted
+//! each against its bucket when it handed it over) never wait in the
+//! queue: they start at once or go back, so starts cannot bunch up behind
+//! a slow request. A lane can also be *held* (a receiver just asked for a
+//! pause): nothing starts until the hold is lifted.
 //!
 //! Plain data, no I/O and no locking: the dispatcher wraps it in a mutex
 //! that is never held across an await.
@@ -46,6 +53,23 @@ pub enum Admission {
 struct Lane {
     queue: VecDeque<QueuedAttempt>,
     in_flight: usize,
+    /// Attempts in flight at most (the endpoint's `maxInFlight`, as of the
+    /// latest admission).
+    concurrency: usize,
+    /// The latest admission was paced: the lane is full once all its slots
+    /// are busy, since paced work never queues.
+    paced: bool,
+    /// Refuses everything but manual attempts until lifted (see `hold`).
+    held: bool,
+    /// Starts in second `.0` and in the second before, for the rate this
+    /// node sends at.
+    starts: (i64, u32, u32),
+}
+
+impl Lane {
+    fn is_full(&self, queue_cap: usize) -> bool {
+        self.held || self.queue.len() >= queue_cap || (self.paced && self.in_flight >= self.concurrency)
+    }
 }
 
 pub struct Lanes {
@@ -77,10 +101,18 @@ impl Lanes {
             return Admission::AlreadyHeld;
         }
         let lane = self.lanes.entry(attempt.task.endpoint.id.clone()).or_default();
-        let admission = if lane.in_flight < self.concurrency {
+        lane.concurrency =
+            attempt.task.endpoint.max_in_flight.map_or(self.concurrency, |n| usize::from(n).max(1));
+        if attempt.trigger == Trigger::Scheduled {
+            lane.paced = attempt.task.paced;
+        }
+        if lane.held && !force {
+            return Admission::Busy(attempt);
+        }
+        let admission = if lane.in_flight < lane.concurrency && !lane.held {
             lane.in_flight += 1;
             Admission::Run(attempt)
-        } else if force || lane.queue.len() < self.queue_cap {
+        } else if force || (!attempt.task.paced && lane.queue.len() < self.queue_cap) {
             lane.queue.push_back(attempt);
             Admission::Queued
         } else {
@@ -102,14 +134,14 @@ impl Lanes {
         let Some(lane) = self.lanes.get_mut(endpoint_id) else {
             return (None, false);
         };
-        let was_full = lane.queue.len() >= self.queue_cap;
+        let was_full = lane.is_full(self.queue_cap);
         lane.in_flight = lane.in_flight.saturating_sub(1);
-        let next = if self.closed { None } else { lane.queue.pop_front() };
+        let next = if self.closed || lane.held { None } else { lane.queue.pop_front() };
         if next.is_some() {
             lane.in_flight += 1;
         }
-        let freed = was_full && lane.queue.len() < self.queue_cap;
-        if lane.in_flight == 0 && lane.queue.is_empty() {
+        let freed = was_full && !lane.is_full(self.queue_cap);
+        if lane.in_flight == 0 && lane.queue.is_empty() && !lane.held {
             self.lanes.remove(endpoint_id);
         }
         (next, freed)
@@ -118,7 +150,54 @@ impl Lanes {
     /// Endpoints whose queue is full: the scheduler leaves their work in
     /// the store for now.
     pub fn full_endpoints(&self) -> Vec<String> {
-        self.lanes.iter().filter(|(_, l)| l.queue.len() >= self.queue_cap).map(|(id, _)| id.clone()).collect()
+        self.lanes.iter().filter(|(_, l)| l.is_full(self.queue_cap)).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Start nothing more for this endpoint (its receiver asked for a
+    /// pause, not yet recorded); returns what was queued, to hand back.
+    pub fn hold(&mut self, endpoint_id: &str) -> Vec<QueuedAttempt> {
+        let dropped = self.drop_queued(endpoint_id);
+        self.lanes.entry(endpoint_id.to_owned()).or_default().held = true;
+        dropped
+    }
+
+    /// Lift a hold (the store knows of the pause now and parks the work).
+    pub fn release_hold(&mut self, endpoint_id: &str) {
+        if let Some(lane) = self.lanes.get_mut(endpoint_id) {
+            lane.held = false;
+            if lane.in_flight == 0 && lane.queue.is_empty() {
+                self.lanes.remove(endpoint_id);
+            }
+        }
+    }
+
+    /// An attempt to the endpoint started in second `now_secs`.
+    pub fn started(&mut self, endpoint_id: &str, now_secs: i64) {
+        if let Some(lane) = self.lanes.get_mut(endpoint_id) {
+            let (sec, this, _) = lane.starts;
+            lane.starts = match now_secs - sec {
+                0 => (sec, this + 1, lane.starts.2),
+                1 => (now_secs, 1, this),
+                _ => (now_secs, 1, 0),
+            };
+        }
+    }
+
+    /// How fast this node has been starting attempts to the endpoint, per
+    /// second: the busier of the current and the previous second.
+    pub fn sending_rate(&self, endpoint_id: &str, now_secs: i64) -> f64 {
+        let Some(lane) = self.lanes.get(endpoint_id) else { return 0.0 };
+        let (sec, this, prev) = lane.starts;
+        match now_secs - sec {
+            0 => f64::from(this.max(prev)),
+            1 => f64::from(this),
+            _ => 0.0,
+        }
+    }
+
+    /// Attempts in flight to one endpoint.
+    pub fn in_flight_to(&self, endpoint_id: &str) -> usize {
+        self.lanes.get(endpoint_id).map_or(0, |l| l.in_flight)
     }
 
     /// Drop what is queued for an endpoint (it was disabled or deleted).
@@ -127,7 +206,7 @@ impl Lanes {
             return Vec::new();
         };
         let dropped: Vec<QueuedAttempt> = lane.queue.drain(..).collect();
-        if lane.in_flight == 0 {
+        if lane.in_flight == 0 && !lane.held {
             self.lanes.remove(endpoint_id);
         }
         for attempt in &dropped {
@@ -171,8 +250,58 @@ mod tests {
         let task = DeliveryTask {
             message: Arc::new(fixtures::message(msg)),
             endpoint: Arc::new(fixtures::endpoint(ep)),
+            paced: false,
         };
         QueuedAttempt { task, trigger }
+    }
+
+    fn paced(ep: &str, msg: &str, max_in_flight: Option<u16>) -> QueuedAttempt {
+        let mut a = attempt(ep, msg, Trigger::Scheduled);
+        a.task.paced = true;
+        Arc::make_mut(&mut a.task.endpoint).max_in_flight = max_in_flight;
+        a
+    }
+
+    #[test]
+    fn max_in_flight_is_per_endpoint_and_paced_work_never_queues() {
+        let mut lanes = Lanes::new(64, 10);
+        let a = run(lanes.admit(paced("p", "m1", Some(2)), false));
+        run(lanes.admit(paced("p", "m2", Some(2)), false));
+        assert!(matches!(lanes.admit(paced("p", "m3", Some(2)), false), Admission::Busy(_)));
+        assert_eq!(lanes.full_endpoints(), vec!["p".to_string()], "skipped by the scheduler while full");
+        // Manual attempts still queue.
+        let mut manual = attempt("p", "m9", Trigger::Manual);
+        Arc::make_mut(&mut manual.task.endpoint).max_in_flight = Some(2);
+        assert!(matches!(lanes.admit(manual, true), Admission::Queued));
+        let (next, _) = lanes.finish(&a);
+        assert_eq!(next.unwrap().task.message.id, "m9");
+    }
+
+    #[test]
+    fn a_held_lane_starts_nothing_until_released() {
+        let mut lanes = Lanes::new(1, 10);
+        let a = run(lanes.admit(attempt("e", "m1", Trigger::Scheduled), false));
+        assert!(matches!(lanes.admit(attempt("e", "m2", Trigger::Scheduled), false), Admission::Queued));
+        let dropped = lanes.hold("e");
+        assert_eq!(dropped.len(), 1, "queued work goes back");
+        assert!(matches!(lanes.admit(attempt("e", "m3", Trigger::Scheduled), false), Admission::Busy(_)));
+        assert_eq!(lanes.full_endpoints(), vec!["e".to_string()]);
+        assert!(lanes.finish(&a).0.is_none());
+        lanes.release_hold("e");
+        run(lanes.admit(attempt("e", "m3", Trigger::Scheduled), false));
+    }
+
+    #[test]
+    fn the_sending_rate_counts_starts_per_second() {
+        let mut lanes = Lanes::new(100, 10);
+        for i in 0..30 {
+            run(lanes.admit(attempt("e", &format!("m{i}"), Trigger::Scheduled), false));
+            lanes.started("e", if i < 20 { 7 } else { 8 });
+        }
+        assert_eq!(lanes.sending_rate("e", 8), 20.0);
+        assert_eq!(lanes.sending_rate("e", 9), 10.0);
+        assert_eq!(lanes.sending_rate("e", 11), 0.0);
+        assert_eq!(lanes.sending_rate("other", 8), 0.0);
     }
 
     fn run(a: Admission) -> QueuedAttempt {

@@ -29,6 +29,7 @@ use self::sender::Sender;
 use self::ssrf::TargetPolicy;
 use crate::clock::SharedClock;
 use crate::domain::delivery::Outcome;
+use crate::domain::flow::Signal;
 use crate::domain::id;
 use crate::domain::model::{Attempt, DeliveryStatus, Trigger};
 use crate::domain::retry::RetryPolicy;
@@ -287,10 +288,11 @@ impl Inner {
         });
     }
 
-    async fn attempt(&self, queued: &QueuedAttempt) {
+    async fn attempt(self: &Arc<Self>, queued: &QueuedAttempt) {
         let task = &queued.task;
         let policy = task.endpoint.retry_policy.clone().unwrap_or_else(|| self.cfg.default_policy.clone());
         let started = self.clock.now();
+        self.lock_lanes().started(&task.endpoint.id, started.as_secs());
         let sent = self.sender.send(&*self.clock, task, &policy, started).await;
         let finished_at = self.clock.now();
         let outcome = Outcome::classify(&policy, sent.status);
@@ -315,6 +317,13 @@ impl Inner {
             created_at: started,
         };
         let delivered = outcome == Outcome::Delivered;
+        let signal = Signal::classify(delivered, sent.status, steering.retry_after, finished_at);
+        let pausing = matches!(signal, Signal::PauseUntil { .. });
+        if pausing {
+            // Nothing more starts here until the store knows of the pause.
+            let queued_behind = self.lock_lanes().hold(&task.endpoint.id);
+            self.give_back(queued_behind).await;
+        }
         telemetry::attempt(
             delivered,
             queued.trigger == Trigger::Manual,
@@ -339,9 +348,17 @@ impl Inner {
             steering,
             jitter: self.cfg.jitter * (rand::random::<f64>() * 2.0 - 1.0),
             auto_disable_after: self.cfg.auto_disable_after,
+            signal,
+            sending_rate: self.lock_lanes().sending_rate(&task.endpoint.id, finished_at.as_secs()),
+            paced: task.paced,
+            lease: Some(self.lease(finished_at)),
         };
-        match self.store.record_attempt(record).await {
-            Ok(effects) => self.after_record(task, &attempt, effects),
+        let recorded = self.store.record_attempt(record).await;
+        if pausing {
+            self.lock_lanes().release_hold(&task.endpoint.id);
+        }
+        match recorded {
+            Ok(effects) => self.after_record(task, &attempt, effects).await,
             Err(e) => tracing::error!(
                 error = %e,
                 msg_id = %task.message.id,
@@ -352,9 +369,20 @@ impl Inner {
     }
 
     /// Act on what recording the attempt changed.
-    fn after_record(&self, task: &DeliveryTask, attempt: &Attempt, effects: AttemptEffects) {
-        if let Some(next) = effects.state.next_attempt {
-            self.wake_at(next);
+    async fn after_record(self: &Arc<Self>, task: &DeliveryTask, attempt: &Attempt, effects: AttemptEffects) {
+        for at in [effects.state.next_attempt, effects.wake].into_iter().flatten() {
+            self.wake_at(at);
+        }
+        if let Some(until) = effects.endpoint_paused {
+            tracing::info!(endpoint_id = %task.endpoint.id, until = %until.to_rfc3339(), "endpoint paused by its receiver");
+            let queued = self.lock_lanes().drop_queued(&task.endpoint.id);
+            self.give_back(queued).await;
+        }
+        if let Some(next) = effects.next {
+            // The ordering key's next message, leased to this node.
+            let busy =
+                self.admit_all(std::iter::once(QueuedAttempt { task: next, trigger: Trigger::Scheduled }));
+            self.give_back(busy).await;
         }
         if effects.exhausted {
             self.events.emit(operational::attempt_event("message.attempt.exhausted", &task.message, attempt));

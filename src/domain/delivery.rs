@@ -19,6 +19,7 @@
 
 use std::time::Duration;
 
+use super::flow;
 use super::model::{DeliveryStatus, Trigger};
 use super::retry::RetryPolicy;
 use super::steering::Steering;
@@ -94,10 +95,12 @@ pub struct AttemptResult<'a> {
 }
 
 /// The wait before the next attempt: the scheduled `delay` spread by
-/// `jitter`, or the receiver's `Retry-After` held within [delay, 2 × delay].
+/// `jitter`, or the receiver's `Retry-After` when it asks for longer (up to
+/// [`flow::MAX_PAUSE`]: the whole endpoint is paused that long anyway, see
+/// `domain::flow`), never sooner than the schedule.
 pub fn retry_delay(delay: Duration, retry_after: Option<Duration>, jitter: f64) -> Duration {
     match retry_after {
-        Some(asked) => asked.clamp(delay, delay * 2),
+        Some(asked) => asked.min(flow::MAX_PAUSE).max(delay),
         None => delay.mul_f64((1.0 + jitter.clamp(-0.5, 0.5)).max(0.0)),
     }
 }
@@ -377,11 +380,13 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_held_within_one_to_two_delays() {
+    fn retry_after_is_honoured_up_to_an_hour_never_sooner_than_the_schedule() {
         let d = Duration::from_secs(300);
         assert_eq!(retry_delay(d, Some(Duration::from_secs(10)), 0.0), d);
         assert_eq!(retry_delay(d, Some(Duration::from_secs(450)), 0.0), Duration::from_secs(450));
-        assert_eq!(retry_delay(d, Some(Duration::from_secs(9999)), 0.0), Duration::from_secs(600));
+        assert_eq!(retry_delay(d, Some(Duration::from_secs(9999)), 0.0), Duration::from_secs(3600));
+        let long = Duration::from_secs(7200);
+        assert_eq!(retry_delay(long, Some(Duration::from_secs(9999)), 0.0), long, "the schedule, if later");
         // Retry-After is exact: no jitter on top.
         assert_eq!(retry_delay(d, Some(Duration::from_secs(450)), 0.2), Duration::from_secs(450));
         let p = RetryPolicy::default();

@@ -20,6 +20,9 @@ pub fn endpoint(id: &str) -> Endpoint {
         metadata: Default::default(),
         headers: Default::default(),
         throttle_rate: None,
+        max_in_flight: None,
+        fifo: false,
+        ordering_on_failure: Default::default(),
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
         old_secrets: Vec::new(),
         retry_policy: None,
@@ -41,5 +44,6 @@ pub fn message(id: &str) -> Message {
         created_at: Timestamp::from_millis(0),
         deliver_at: None,
         expires_at: None,
+        ordering_key: None,
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! - **Limit**: the endpoint's `throttleRate`, else its application's, else
 //!   none. Enforced as a token bucket (GCRA: one "theoretical arrival time")
-//!   with a burst of at most one second's worth.
+//!   with a burst of a tenth of a second's worth (at least one start): over
+//!   any window of `w` seconds at most `rate × w + burst` attempts start, so
+//!   a receiver sees the rate it asked for, not a second's worth at once.
 //! - **Pause**: 429 or 503 with `Retry-After` stops every attempt to the
 //!   endpoint until then (at most [`MAX_PAUSE`]).
 //! - **Backoff** (AIMD): 429/502/503/504 without `Retry-After`, timeouts and
@@ -137,6 +139,15 @@ impl FlowState {
         n
     }
 
+    /// Count one start that goes whatever the bucket says (a manual
+    /// resend): later starts wait for it.
+    pub fn charge(&mut self, limit: Option<u32>, now: Timestamp) {
+        if let Some(rate) = self.rate(limit) {
+            let (interval, _) = bucket(rate);
+            self.tat_us = self.tat_us.max(us(now)) + interval;
+        }
+    }
+
     /// Give back `n` starts taken but not used.
     pub fn give_back(&mut self, limit: Option<u32>, now: Timestamp, n: usize) {
         if let Some(rate) = self.rate(limit) {
@@ -205,11 +216,79 @@ impl FlowState {
 }
 
 /// GCRA's emission interval and burst tolerance for `rate`, in µs: a burst
-/// of one second's worth (at least one start).
+/// of a tenth of a second's worth (at least one start).
 fn bucket(rate: f64) -> (i64, i64) {
     let interval = (1_000_000.0 / rate.max(0.001)).ceil().max(1.0) as i64;
-    let burst = rate.floor().max(1.0) as i64;
-    (interval, interval * (burst - 1))
+    (interval, interval * (burst(rate) as i64 - 1))
+}
+
+/// Starts allowed at once from a full bucket.
+pub fn burst(rate: f64) -> u32 {
+    (rate / 10.0).ceil().max(1.0) as u32
+}
+
+/// An endpoint's flow as a store keeps it: the state, and when deliveries
+/// parked behind it may be claimed again.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Flow {
+    pub state: FlowState,
+    /// `None`: nothing is parked.
+    pub wake_at: Option<Timestamp>,
+}
+
+impl Flow {
+    /// A delivery was parked behind this flow: look again once the
+    /// endpoint may send.
+    pub fn parked(&mut self, limit: Option<u32>, now: Timestamp) {
+        let ready = self.state.ready_at(limit, now);
+        self.wake_at = Some(self.wake_at.map_or(ready, |w| w.min(ready)));
+    }
+
+    /// Whether starts to this endpoint are bounded at `now`, or deliveries
+    /// already wait for it (newcomers queue behind them).
+    pub fn is_limited(&self, limit: Option<u32>, now: Timestamp) -> bool {
+        self.wake_at.is_some() || self.state.is_limited(limit, now)
+    }
+
+    /// May one more delivery start now? Takes it from the bucket if so; a
+    /// bounded endpoint with parked deliveries lets them go first.
+    pub fn admit_one(&mut self, limit: Option<u32>, now: Timestamp) -> bool {
+        self.wake_at.is_none() && self.state.take(limit, now, 1) == 1
+    }
+
+    /// After an unpark that asked the bucket for `granted` and found `found`
+    /// parked deliveries: the rest goes back, and the next look is when the
+    /// bucket allows again (or never, when none are left).
+    pub fn unparked(&mut self, limit: Option<u32>, now: Timestamp, granted: usize, found: usize) {
+        if found < granted {
+            self.state.give_back(limit, now, granted - found);
+            self.wake_at = None;
+        } else {
+            self.wake_at = Some(self.state.ready_at(limit, now));
+        }
+    }
+
+    /// Apply an attempt's answer (see [`FlowState::after_response`]).
+    /// Returns the end of a pause this answer started or extended; parked
+    /// deliveries wait for it too.
+    pub fn after_response(
+        &mut self,
+        limit: Option<u32>,
+        signal: &Signal,
+        now: Timestamp,
+        sending_rate: f64,
+    ) -> Option<Timestamp> {
+        let before = self.state.paused_until;
+        self.state.after_response(limit, signal, now, sending_rate);
+        let paused = self.state.paused_until.filter(|p| Some(*p) != before && *p > now)?;
+        self.wake_at = self.wake_at.map(|w| w.max(paused));
+        Some(paused)
+    }
+
+    /// Nothing to keep: a store may delete it.
+    pub fn is_idle(&self, now: Timestamp) -> bool {
+        self.wake_at.is_none() && self.state.is_idle(now)
+    }
 }
 
 #[cfg(test)]
@@ -244,27 +323,67 @@ mod tests {
     #[test]
     fn a_bucket_allows_one_seconds_burst_then_the_rate() {
         let mut s = FlowState::default();
-        assert_eq!(s.take(Some(10), t(0), 100), 10, "burst of one second's worth");
-        assert_eq!(s.take(Some(10), t(0), 1), 0);
-        assert_eq!(s.ready_at(Some(10), t(0)), t(100));
-        assert_eq!(s.take(Some(10), t(100), 5), 1);
-        // Over any one-second window: at most rate + burst starts.
-        let mut s = FlowState::default();
-        let got = starts(&mut s, Some(10), 7, 20_000);
-        for w in 0..19_000 {
-            let n = got.iter().filter(|&&x| x >= w && x < w + 1000).count();
-            assert!(n <= 20, "{n} starts in [{w}, {w}+1000)");
+        assert_eq!(s.take(Some(50), t(0), 100), 5, "burst of a tenth of a second's worth");
+        assert_eq!(s.take(Some(50), t(0), 1), 0);
+        assert_eq!(s.ready_at(Some(50), t(0)), t(20));
+        assert_eq!(s.take(Some(50), t(20), 5), 1);
+        // Over any window of w ms: at most rate × w + burst starts.
+        for (rate, burst) in [(10, 1), (50, 5), (1000, 100)] {
+            let mut s = FlowState::default();
+            let got = starts(&mut s, Some(rate), 1, 12_000);
+            for window in [1000, 5000] {
+                let most = (rate as usize * window / 1000) + burst;
+                for w in (0..12_000 - window as i64).step_by(7) {
+                    let n = got.iter().filter(|&&x| x >= w && x < w + window as i64).count();
+                    assert!(n <= most, "rate {rate}: {n} starts in [{w}, {w}+{window}) > {most}");
+                }
+            }
+            // And on average the rate.
+            let expected = (rate as i64 * 12) + burst as i64;
+            assert!((got.len() as i64 - expected).abs() <= 2 + rate as i64 / 100, "{rate}: {}", got.len());
         }
-        // And on average the rate: 10 + 10 per second after the first.
-        assert!((got.len() as i64 - (10 + 200)).abs() <= 2, "{}", got.len());
+        assert_eq!(burst(0.5), 1);
+        assert_eq!(burst(65_535.0), 6554);
+    }
+
+    #[test]
+    fn a_charged_start_delays_the_next_ones() {
+        let mut s = FlowState::default();
+        assert_eq!(s.take(Some(2), t(0), 2), 1);
+        s.charge(Some(2), t(0));
+        assert_eq!(s.take(Some(2), t(999), 1), 0);
+        assert_eq!(s.ready_at(Some(2), t(0)), t(1000));
+        let mut unlimited = FlowState::default();
+        unlimited.charge(None, t(0));
+        assert!(unlimited.is_idle(t(0)));
     }
 
     #[test]
     fn give_back_returns_unused_starts() {
         let mut s = FlowState::default();
-        assert_eq!(s.take(Some(5), t(0), 5), 5);
-        s.give_back(Some(5), t(0), 2);
-        assert_eq!(s.take(Some(5), t(0), 5), 2);
+        assert_eq!(s.take(Some(50), t(0), 5), 5);
+        s.give_back(Some(50), t(0), 2);
+        assert_eq!(s.take(Some(50), t(0), 5), 2);
+    }
+
+    #[test]
+    fn parked_work_goes_first_and_wakes_when_the_bucket_allows() {
+        let mut f = Flow::default();
+        assert!(!f.is_limited(None, t(0)));
+        assert!(f.is_limited(Some(10), t(0)));
+        assert!(f.admit_one(Some(10), t(0)));
+        assert!(!f.admit_one(Some(10), t(0)), "burst of one at 10/s");
+        f.parked(Some(10), t(0));
+        assert_eq!(f.wake_at, Some(t(100)));
+        // While something is parked, newcomers park behind it.
+        assert!(!f.admit_one(Some(10), t(500)));
+        let granted = f.state.take(Some(10), t(100), 5);
+        f.unparked(Some(10), t(100), granted, granted);
+        assert_eq!(f.wake_at, Some(t(200)), "more may be parked: look again");
+        let granted = f.state.take(Some(10), t(200), 5);
+        f.unparked(Some(10), t(200), granted, 0);
+        assert_eq!(f.wake_at, None, "none left");
+        assert!(f.is_idle(t(10_000)));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
+use super::ordering::OnFailure;
 use super::retry::RetryPolicy;
 use super::signing::SecretKind;
 use super::time::Timestamp;
@@ -87,7 +88,14 @@ pub struct Endpoint {
     pub metadata: Metadata,
     /// Extra headers sent with every request.
     pub headers: Headers,
+    /// Messages per second at most (`None`: the application's, else no limit).
     pub throttle_rate: Option<u16>,
+    /// Requests in flight at once at most (`None`: the server's default).
+    pub max_in_flight: Option<u16>,
+    /// Every message in acceptance order, as if all had one ordering key.
+    pub fifo: bool,
+    /// What an ordering key does when its head fails for good.
+    pub ordering_on_failure: OnFailure,
     /// Signing secret: `whsec_…` (HMAC) or `whsk_…` (ed25519).
     pub secret: String,
     /// Secrets replaced by a rotation, still signing until they expire.
@@ -133,6 +141,9 @@ pub struct EndpointSpec {
     pub metadata: Metadata,
     pub headers: Headers,
     pub throttle_rate: Option<u16>,
+    pub max_in_flight: Option<u16>,
+    pub fifo: bool,
+    pub ordering_on_failure: OnFailure,
     /// `None` generates a fresh secret of `secret_kind`.
     pub secret: Option<String>,
     pub secret_kind: SecretKind,
@@ -150,13 +161,18 @@ pub struct EndpointPatch {
     pub metadata: Option<Metadata>,
     pub headers: Option<Headers>,
     pub throttle_rate: Option<Option<u16>>,
+    pub max_in_flight: Option<Option<u16>>,
+    pub fifo: Option<bool>,
+    pub ordering_on_failure: Option<OnFailure>,
     pub retry_policy: Option<Option<RetryPolicy>>,
     pub rotate: Option<Rotation>,
 }
 
 impl EndpointPatch {
     /// A PUT: every field the update body carries is replaced. Headers and
-    /// the secret are not part of Svix's update body, so they are kept.
+    /// the secret are not part of Svix's update body, so they are kept; so
+    /// are Hookline's extensions (flow and ordering), which an SDK that does
+    /// not know them must not reset: the API sets them when the body has them.
     pub fn replace_all(spec: EndpointSpec) -> Self {
         EndpointPatch {
             uid: Some(spec.uid),
@@ -168,6 +184,9 @@ impl EndpointPatch {
             metadata: Some(spec.metadata),
             headers: None,
             throttle_rate: Some(spec.throttle_rate),
+            max_in_flight: None,
+            fifo: None,
+            ordering_on_failure: None,
             retry_policy: Some(spec.retry_policy),
             rotate: None,
         }
@@ -183,6 +202,9 @@ impl EndpointPatch {
         set(&mut ep.metadata, self.metadata);
         set(&mut ep.headers, self.headers);
         set(&mut ep.throttle_rate, self.throttle_rate);
+        set(&mut ep.max_in_flight, self.max_in_flight);
+        set(&mut ep.fifo, self.fifo);
+        set(&mut ep.ordering_on_failure, self.ordering_on_failure);
         set(&mut ep.retry_policy, self.retry_policy);
         if self.disabled == Some(false) {
             // Re-enabled: the failure streak starts afresh.
@@ -213,6 +235,8 @@ pub struct Message {
     pub deliver_at: Option<Timestamp>,
     /// When the payload is expunged (retention).
     pub expires_at: Option<Timestamp>,
+    /// Messages with the same key reach each endpoint in acceptance order.
+    pub ordering_key: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -227,6 +251,7 @@ pub struct NewMessage {
     pub create_app: Option<AppSpec>,
     /// Keep the payload this long (default: the server's retention).
     pub retention: Option<std::time::Duration>,
+    pub ordering_key: Option<String>,
 }
 
 /// Status of a delivery, numbered as Svix's `MessageStatus`.
@@ -297,6 +322,8 @@ pub struct Delivery {
     /// Status code of the latest attempt (0: no response).
     pub last_code: Option<u16>,
     pub last_attempt_at: Option<Timestamp>,
+    /// Held back by ordering: the message of its key it waits for.
+    pub waiting_for: Option<String>,
 }
 
 /// One HTTP request of a delivery.

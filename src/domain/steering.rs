@@ -3,8 +3,9 @@
 //! - `410 Gone`: the endpoint is gone; disable it.
 //! - `webhook-delivery: abort-message`: stop retrying this message.
 //! - `webhook-delivery: disable`: disable the endpoint.
-//! - `Retry-After` on 429 or 503: wait that long before the next attempt,
-//!   within [scheduled delay, 2 × scheduled delay] (see `delivery`).
+//! - `Retry-After` on 429 or 503: no attempt to the endpoint before then
+//!   (at most an hour; see `flow`), and this message not before its
+//!   scheduled delay either (see `delivery::retry_delay`).
 
 use std::time::{Duration, UNIX_EPOCH};
 

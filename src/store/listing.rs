@@ -21,12 +21,15 @@ pub const APP_COLS: &str = "a.id, a.uid, a.name, a.metadata, a.throttle_rate, a.
 pub const APP_NCOLS: usize = 7;
 pub const ENDPOINT_COLS: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.disabled, \
     e.event_types, e.channels, e.metadata, e.headers, e.throttle_rate, e.secret, e.old_secrets, \
-    e.retry_policy, e.failing_since, e.created_at, e.updated_at";
+    e.retry_policy, e.failing_since, e.created_at, e.updated_at, e.max_in_flight, e.fifo, e.ordering_on_failure";
+pub const ENDPOINT_NCOLS: usize = 20;
 pub const MESSAGE_COLS: &str = "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.tags, m.payload, \
-    m.created_at, m.deliver_at, m.expires_at";
+    m.created_at, m.deliver_at, m.expires_at, m.ordering_key";
 pub const DELIVERY_COLS: &str = "d.msg_id, d.endpoint_id, d.app_id, d.status, d.attempts, d.next_attempt, \
-    d.lease_owner, d.updated_at, d.total_attempts, d.last_code, d.last_attempt_at";
-pub const DELIVERY_NCOLS: usize = 11;
+    d.lease_owner, d.updated_at, d.total_attempts, d.last_code, d.last_attempt_at, \
+    CASE WHEN d.gate = 2 THEN (SELECT k.head_msg_id FROM ordering_keys k \
+        WHERE k.endpoint_id = d.endpoint_id AND k.okey = d.okey) END";
+pub const DELIVERY_NCOLS: usize = 12;
 pub const ATTEMPT_COLS: &str = "t.id, t.msg_id, t.endpoint_id, t.app_id, t.url, t.status, \
     t.status_code, t.response, t.duration_ms, t.trigger, t.error, t.created_at";
 pub const EVENT_TYPE_COLS: &str = "name, description, archived, deprecated, schemas, group_name, \

@@ -15,6 +15,8 @@
 //! | [`RedeliveryStore`] | sending again (recover, replays) and the counts that decide it |
 //! | [`RetentionStore`] | erasing payloads and response bodies |
 //! | [`DispatchStore`] | claims, leases and attempt records: the dispatcher's side |
+//! | [`FlowStore`] | an endpoint's flow (throttle, pause, backoff) as shown, manual charges |
+//! | [`OrderingStore`] | ordering keys that are blocked, and skipping their head |
 //!
 //! The traits are shaped for several dispatcher nodes sharing one
 //! database: due deliveries are *claimed* with a lease (owner + expiry
@@ -277,6 +279,34 @@ pub trait DispatchStore: Send + Sync {
     async fn count_pending(&self) -> StoreResult<u64>;
 }
 
+/// Flow control as operators see and steer it (the rules applied on the
+/// claim and record paths live with those, in `DispatchStore`).
+#[async_trait]
+pub trait FlowStore: Send + Sync {
+    /// The endpoint's flow state and how many deliveries wait on it.
+    async fn endpoint_flow(&self, endpoint_id: &str, now: Timestamp) -> StoreResult<FlowView>;
+    /// Count one attempt that starts whatever the bucket says (a manual
+    /// resend) against the endpoint's bucket.
+    async fn charge(&self, endpoint_id: &str, now: Timestamp) -> StoreResult<()>;
+}
+
+/// Ordered delivery as operators see and steer it.
+#[async_trait]
+pub trait OrderingStore: Send + Sync {
+    /// The endpoint's ordering keys whose head failed for good while the
+    /// endpoint blocks on failure, by key.
+    async fn blocked_keys(&self, endpoint_id: &str, page: &PageRequest) -> StoreResult<Page<BlockedKey>>;
+    /// Let a blocked key move on past its failed head (which stays failed);
+    /// `NotFound` unless the key is blocked. Returns the new head's delivery,
+    /// if one waited, due at `now`.
+    async fn skip_blocked(
+        &self,
+        endpoint_id: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<DeliveryKey>>;
+}
+
 /// The whole store: every part. Implemented for anything that implements
 /// them all.
 pub trait Store:
@@ -287,6 +317,8 @@ pub trait Store:
     + RedeliveryStore
     + RetentionStore
     + DispatchStore
+    + FlowStore
+    + OrderingStore
     + 'static
 {
 }
@@ -299,6 +331,8 @@ impl<T> Store for T where
         + RedeliveryStore
         + RetentionStore
         + DispatchStore
+        + FlowStore
+        + OrderingStore
         + 'static
 {
 }

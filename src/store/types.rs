@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::delivery::{AttemptResult, DeliveryState, Outcome};
+use crate::domain::flow::{FlowState, Signal};
 use crate::domain::health;
 use crate::domain::model::{App, Attempt, DeliveryStatus, Endpoint, Message};
 use crate::domain::retry::RetryPolicy;
@@ -178,8 +179,14 @@ pub struct CreatedMessage {
     pub message: Arc<Message>,
     /// The endpoints a delivery was created for.
     pub endpoints: Vec<Arc<Endpoint>>,
-    /// Whether those deliveries were leased to `CreateMessage::lease`.
-    pub leased: bool,
+    /// Of those deliveries, the ones leased to `CreateMessage::lease`: to be
+    /// sent at once. The others wait: for a later time (a delayed message),
+    /// for their endpoint's flow (throttled or paused) or behind an earlier
+    /// message of their ordering key.
+    pub send_now: Vec<DeliveryTask>,
+    /// When something this created becomes claimable (a delayed message,
+    /// parked deliveries), for the scheduler to look then.
+    pub wake: Option<Timestamp>,
     /// The message existed already (same idempotency key); nothing was created.
     pub existing: bool,
 }
@@ -233,10 +240,14 @@ pub struct StoredResponse {
 }
 
 /// Everything a dispatcher needs to make one attempt.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DeliveryTask {
     pub message: Arc<Message>,
     pub endpoint: Arc<Endpoint>,
+    /// The endpoint's flow is bounded (a throttle, a pause, a backoff): the
+    /// store has counted this attempt against its bucket, so it must start
+    /// now or go back, never wait in a queue (where starts could bunch up).
+    pub paced: bool,
 }
 
 impl DeliveryTask {
@@ -260,6 +271,16 @@ pub struct AttemptRecord {
     pub jitter: f64,
     /// Disable the endpoint once every attempt has failed for this long.
     pub auto_disable_after: Option<Duration>,
+    /// What the answer says about the receiver's load (flow control).
+    pub signal: Signal,
+    /// How fast this node was sending to the endpoint (starts per second):
+    /// where a backoff starts for an endpoint without a limit.
+    pub sending_rate: f64,
+    /// The task was `paced`: its endpoint had flow state to update on success.
+    pub paced: bool,
+    /// Lease the next delivery of an ordering key to this node when this
+    /// attempt lets the key move on, so it goes out without a claim.
+    pub lease: Option<Lease>,
 }
 
 impl AttemptRecord {
@@ -300,6 +321,15 @@ pub struct AttemptEffects {
     /// The endpoint was disabled by this attempt (receiver's request or
     /// auto-disable), with the start of its failure streak if any.
     pub endpoint_disabled: Option<EndpointDisabled>,
+    /// The endpoint is paused until then (a `Retry-After`): drop what is
+    /// queued for it.
+    pub endpoint_paused: Option<Timestamp>,
+    /// The next delivery of the ordering key, leased to `AttemptRecord::lease`:
+    /// send it now.
+    pub next: Option<DeliveryTask>,
+    /// Something became claimable then (the key's next delivery, parked
+    /// ones): the scheduler should look.
+    pub wake: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -308,6 +338,49 @@ pub struct EndpointDisabled {
     pub failing_since: Option<Timestamp>,
     /// `true` for auto-disable, `false` when the receiver asked for it.
     pub automatic: bool,
+}
+
+/// An endpoint's flow as the API and the dashboard show it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowView {
+    /// Its `throttleRate`, else its application's.
+    pub limit: Option<u32>,
+    /// The rate attempts may start at now (the limit, lowered by a
+    /// backoff); `None`: no bound.
+    pub allowed_rate: Option<f64>,
+    /// Congestion backoff in force.
+    pub backing_off: bool,
+    pub paused_until: Option<Timestamp>,
+    pub pause_reason: Option<String>,
+    /// Deliveries parked until the endpoint may send.
+    pub waiting: u64,
+    /// Deliveries held behind an earlier message of their ordering key.
+    pub held: u64,
+}
+
+impl FlowView {
+    pub fn new(state: FlowState, limit: Option<u32>, waiting: u64, held: u64, now: Timestamp) -> FlowView {
+        let paused = state.paused(now);
+        FlowView {
+            limit,
+            allowed_rate: state.rate(limit),
+            backing_off: state.backoff_rate.is_some(),
+            paused_until: state.paused_until.filter(|_| paused),
+            pause_reason: state.pause_reason.filter(|_| paused),
+            waiting,
+            held,
+        }
+    }
+}
+
+/// An ordering key whose head failed for good on an endpoint that blocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockedKey {
+    /// The key (`""` for a FIFO endpoint's one order).
+    pub key: String,
+    /// The message it waits on.
+    pub head_msg_id: String,
+    pub since: Timestamp,
 }
 
 /// What another process sharing the store changed, for this one to react.

@@ -51,11 +51,12 @@ async fn acknowledged_messages_survive_kill_9_and_restart() {
         .await;
         acknowledged.insert(msg["id"].as_str().unwrap().to_owned());
     }
-    // Let the first attempts fail so retries are pending in the store.
+    // Let first attempts fail so retries (and, since the endpoint refuses
+    // connections, a congestion backoff) are pending in the store.
     crate::common::eventually("a failed attempt", || async {
-        let list = get(&http, format!("{url}/api/v1/app/{app_id}/msg?limit=1")).await?;
-        let msg = list["data"][0]["id"].as_str()?.to_owned();
-        let attempts = get(&http, format!("{url}/api/v1/app/{app_id}/attempt/msg/{msg}")).await?;
+        let list = get(&http, format!("{url}/api/v1/app/{app_id}/endpoint")).await?;
+        let ep = list["data"][0]["id"].as_str()?.to_owned();
+        let attempts = get(&http, format!("{url}/api/v1/app/{app_id}/attempt/endpoint/{ep}?limit=1")).await?;
         (!attempts["data"].as_array()?.is_empty()).then_some(())
     })
     .await;

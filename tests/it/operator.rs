@@ -232,6 +232,7 @@ async fn idempotency_key_returns_the_first_response_and_creates_one_message() {
         deliver_at: None,
         create_app: None,
         retention: None,
+        ordering_key: None,
     };
     let service = &t.server.service;
     let m1 = service.create_message(&app, new(), Some("k".into())).await.unwrap();
@@ -362,20 +363,20 @@ async fn receivers_steer_with_410_and_webhook_delivery_headers() {
 }
 
 #[tokio::test]
-async fn retry_after_is_honoured_within_one_to_two_scheduled_delays() {
+async fn retry_after_is_honoured_up_to_an_hour_and_never_sooner_than_the_schedule() {
     let t = TestServer::with_manual_clock().await;
     let rx = Receiver::start(Reply::Status(200, "")).await;
-    // First retry is scheduled 5 s out: 8 s is honoured, 3600 s is held to 10 s,
-    // 1 s is raised to 5 s.
+    // Retries are scheduled 5 s out: 8 s is honoured, a day is held to the
+    // hour the whole endpoint pauses for, 1 s is raised to 5 s.
     rx.script([
         Reply::Headers(429, &[("retry-after", "8")]),
-        Reply::Headers(503, &[("retry-after", "3600")]),
+        Reply::Headers(503, &[("retry-after", "86400")]),
         Reply::Headers(429, &[("retry-after", "1")]),
     ]);
     let (app, ep) = t.app_with_endpoint(&rx.url, policy(r#"{"schedule": [5, 5, 5, 5]}"#)).await;
     let msg = t.send(&app, json!({})).await;
     let mut at = None;
-    for (k, expected) in [(1, 8), (2, 10), (3, 5)] {
+    for (k, expected) in [(1, 8), (2, 3600), (3, 5)] {
         let attempts = t.wait_attempts(&app, &msg, k).await;
         let last = Timestamp::parse_rfc3339(attempts[k - 1]["timestamp"].as_str().unwrap()).unwrap();
         if let Some(prev) = at {
@@ -621,7 +622,7 @@ crate::common::on_postgres!(
     idempotency_key_returns_the_first_response_and_creates_one_message,
     app_portal_token_sees_and_acts_on_its_application_only,
     receivers_steer_with_410_and_webhook_delivery_headers,
-    retry_after_is_honoured_within_one_to_two_scheduled_delays,
+    retry_after_is_honoured_up_to_an_hour_and_never_sooner_than_the_schedule,
     endpoint_failing_for_five_days_is_disabled_with_an_operational_webhook,
     exhausted_schedule_sends_message_attempt_exhausted,
     content_can_be_expunged_by_message_attempt_and_application,

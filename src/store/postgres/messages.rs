@@ -6,16 +6,17 @@ use async_trait::async_trait;
 use sqlx::{PgExecutor, PgPool};
 
 use super::rows::{self, col, int4, opt_json, opt_ts, unique_violation};
-use super::{PgStore, notify, sql, tenants};
-use crate::domain::filter;
+use super::{PgStore, flow, notify, sql, tenants};
 use crate::domain::model::{App, Attempt, Delivery, DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
+use crate::domain::{filter, ordering};
 use crate::store::listing::{
-    APP_COLS, APP_NCOLS, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_NCOLS, ENDPOINT_COLS, Listing, MESSAGE_COLS,
+    APP_COLS, APP_NCOLS, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_NCOLS, ENDPOINT_COLS, ENDPOINT_NCOLS, Listing,
+    MESSAGE_COLS,
 };
 use crate::store::{
-    AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, MessageFilter, MessageStore, Page,
-    PageRequest, StoreError, StoreResult,
+    AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, DeliveryTask, Lease, MessageFilter,
+    MessageStore, Page, PageRequest, StoreError, StoreResult,
 };
 
 #[async_trait]
@@ -140,7 +141,7 @@ async fn try_create(pool: &PgPool, req: &CreateMessage, last_round: bool) -> Sto
         }
     };
     let mut message = req.message.clone();
-    message.app_id = app.id;
+    message.app_id = app.id.clone();
 
     let mut expired_key_holder = None;
     if let Some(key) = &req.idempotency_key {
@@ -151,7 +152,8 @@ async fn try_create(pool: &PgPool, req: &CreateMessage, last_round: bool) -> Sto
                 return Ok(Round::Done(CreatedMessage {
                     message: Arc::new(m),
                     endpoints: vec![],
-                    leased: false,
+                    send_now: vec![],
+                    wake: None,
                     existing: true,
                 }));
             }
@@ -161,61 +163,93 @@ async fn try_create(pool: &PgPool, req: &CreateMessage, last_round: bool) -> Sto
         }
     }
 
-    let endpoints: Vec<Arc<Endpoint>> = match &req.only_endpoint {
+    let endpoints: Vec<(Arc<Endpoint>, bool)> = match &req.only_endpoint {
         Some(id) => tenants::get_endpoint(pool, &message.app_id, id)
             .await?
             .filter(|e| !e.disabled)
-            .map(Arc::new)
+            .map(|e| (Arc::new(e), true))
             .into_iter()
             .collect(),
         None => enabled
             .into_iter()
-            .filter(|ep| filter::wants(ep, &message.event_type, message.channels.as_ref()))
-            .map(Arc::new)
+            .filter(|(ep, _)| filter::wants(ep, &message.event_type, message.channels.as_ref()))
+            .map(|(ep, has_flow)| (Arc::new(ep), has_flow))
             .collect(),
     };
 
     let first_at = message.deliver_at.unwrap_or(message.created_at).max(message.created_at);
     let lease = req.lease.as_ref().filter(|_| first_at <= message.created_at);
-    let ins = Insert {
-        message: &message,
-        idempotency_key: req.idempotency_key.as_deref(),
-        endpoint_ids: endpoints.iter().map(|e| e.id.clone()).collect(),
-        first_at,
-        due_at: lease.map_or(first_at, |l| l.until),
-        lease_owner: lease.map(|l| l.owner.as_str()),
-    };
-
-    let written = if create_app.is_none() && expired_key_holder.is_none() {
-        ins.run(pool).await
+    let message = Arc::new(message);
+    // Ordering keys and bounded flows need a transaction around the
+    // insert; plain traffic is the one statement.
+    let gated = endpoints.iter().any(|(ep, has_flow)| {
+        ordering::key_for(message.ordering_key.as_deref(), ep.fifo).is_some()
+            || *has_flow
+            || ep.throttle_rate.or(app.throttle_rate).is_some()
+    });
+    let mut ins = Insert::new(&message, req.idempotency_key.as_deref(), first_at);
+    let written = if !gated && create_app.is_none() && expired_key_holder.is_none() {
+        for (ep, _) in &endpoints {
+            ins.push(&ep.id, lease.map_or(Placed::Later(first_at), |l| Placed::Now(l, false)));
+        }
+        ins.run(pool).await.map_err(Failed::Sql)
     } else {
-        in_transaction(pool, create_app.as_ref(), expired_key_holder.as_deref(), &ins).await
+        let setup =
+            Setup { create_app: create_app.as_ref(), expired_key_holder: expired_key_holder.as_deref() };
+        in_transaction(pool, setup, &mut ins, &endpoints, app.throttle_rate, lease).await
     };
-    if let Err(e) = written {
-        let constraint = unique_violation(&e).unwrap_or_default().to_owned();
-        return match constraint.as_str() {
-            EVENT_ID => {
-                let event_id = message.event_id.as_deref().unwrap_or_default();
-                Err(StoreError::Conflict(format!("a message with eventId '{event_id}' already exists")))
-            }
-            IDEM_KEY | tenants::APP_UID if !last_round => Ok(Round::Raced(e.into())),
-            tenants::APP_UID => {
-                let uid = create_app.and_then(|a| a.uid);
-                Err(StoreError::Conflict(tenants::app_uid_taken(&uid)()))
-            }
-            _ => Err(e.into()),
-        };
+    let e = match written {
+        Ok(()) => {
+            return Ok(Round::Done(ins.created(endpoints.iter().map(|(ep, _)| Arc::clone(ep)).collect())));
+        }
+        Err(Failed::Store(e)) => return Err(e),
+        Err(Failed::Sql(e)) => e,
+    };
+    let constraint = unique_violation(&e).unwrap_or_default().to_owned();
+    match constraint.as_str() {
+        EVENT_ID => {
+            let event_id = message.event_id.as_deref().unwrap_or_default();
+            Err(StoreError::Conflict(format!("a message with eventId '{event_id}' already exists")))
+        }
+        IDEM_KEY | tenants::APP_UID if !last_round => Ok(Round::Raced(e.into())),
+        tenants::APP_UID => {
+            let uid = create_app.and_then(|a| a.uid);
+            Err(StoreError::Conflict(tenants::app_uid_taken(&uid)()))
+        }
+        _ => Err(e.into()),
     }
-    let leased = lease.is_some();
-    Ok(Round::Done(CreatedMessage { message: Arc::new(message), endpoints, leased, existing: false }))
 }
 
-/// The application (by id, else uid) and its enabled endpoints, in one
-/// round trip: one row per endpoint, or one with NULL endpoint columns.
-async fn app_with_endpoints(pool: &PgPool, app_ref: &str) -> StoreResult<(Option<App>, Vec<Endpoint>)> {
+/// Why ingest failed: SQL errors are looked at for the unique indexes a
+/// racing node can trip; store errors are final.
+enum Failed {
+    Sql(sqlx::Error),
+    Store(StoreError),
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(e: sqlx::Error) -> Self {
+        Failed::Sql(e)
+    }
+}
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Self {
+        Failed::Store(e)
+    }
+}
+
+/// The application (by id, else uid) and its enabled endpoints, each with
+/// whether it has a flow row, in one round trip: one row per endpoint, or
+/// one with NULL endpoint columns.
+async fn app_with_endpoints(
+    pool: &PgPool,
+    app_ref: &str,
+) -> StoreResult<(Option<App>, Vec<(Endpoint, bool)>)> {
     let sql = format!(
-        "SELECT {APP_COLS}, {ENDPOINT_COLS} FROM apps a
+        "SELECT {APP_COLS}, {ENDPOINT_COLS}, f.endpoint_id IS NOT NULL FROM apps a
          LEFT JOIN endpoints e ON e.app_id = a.id AND NOT e.disabled
+         LEFT JOIN endpoint_flow f ON f.endpoint_id = e.id
          WHERE a.id = (SELECT x.id FROM apps x WHERE x.id = $1 OR x.uid = $1 ORDER BY x.id = $1 DESC LIMIT 1)
          ORDER BY e.id"
     );
@@ -225,58 +259,210 @@ async fn app_with_endpoints(pool: &PgPool, app_ref: &str) -> StoreResult<(Option
     let mut endpoints = Vec::with_capacity(found.len());
     for r in &found {
         if col::<Option<String>>(r, APP_NCOLS)?.is_some() {
-            endpoints.push(rows::endpoint(r, APP_NCOLS)?);
+            endpoints.push((rows::endpoint(r, APP_NCOLS)?, col(r, APP_NCOLS + ENDPOINT_NCOLS)?));
         }
     }
     Ok((Some(app), endpoints))
 }
 
-async fn in_transaction(
+/// What the transaction does before the insert.
+struct Setup<'a> {
+    create_app: Option<&'a App>,
+    expired_key_holder: Option<&'a str>,
+}
+
+/// Ingest in a transaction: create the application, free an expired
+/// idempotency key, and place each delivery: held behind its ordering key
+/// (keys taken in endpoint order, so two ingests lock them alike), parked
+/// behind its endpoint's flow, or leased.
+async fn in_transaction<'a>(
     pool: &PgPool,
-    create_app: Option<&App>,
-    expired_key_holder: Option<&str>,
-    ins: &Insert<'_>,
-) -> Result<(), sqlx::Error> {
+    setup: Setup<'_>,
+    ins: &mut Insert<'a>,
+    endpoints: &'a [(Arc<Endpoint>, bool)],
+    app_limit: Option<u16>,
+    lease: Option<&'a Lease>,
+) -> Result<(), Failed> {
     let mut tx = pool.begin().await?;
-    if let Some(app) = create_app {
+    if let Some(app) = setup.create_app {
         tenants::insert_app_row(&mut tx, app).await?;
         notify::changed(&mut tx).await?;
     }
-    if let Some(id) = expired_key_holder {
+    if let Some(id) = setup.expired_key_holder {
         sqlx::query("UPDATE messages SET idem_key = NULL WHERE id = $1").bind(id).execute(&mut *tx).await?;
     }
+    let m = ins.message;
+    let now = m.created_at;
+    let mut eps: Vec<&(Arc<Endpoint>, bool)> = endpoints.iter().collect();
+    eps.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let mut placed = Vec::with_capacity(eps.len());
+    for (ep, has_flow) in eps.iter().copied() {
+        let okey = ordering::key_for(m.ordering_key.as_deref(), ep.fifo);
+        let queued = match okey {
+            Some(k) => Some((k, super::ordering::enqueue(&mut tx, &ep.id, k, &m.id).await?)),
+            None => None,
+        };
+        placed.push((ep, *has_flow, queued));
+    }
+    let paced: Vec<&str> = placed
+        .iter()
+        .filter(|(ep, has_flow, q)| {
+            q.as_ref().is_none_or(|(_, q)| q.head) && (*has_flow || ep.throttle_rate.or(app_limit).is_some())
+        })
+        .map(|(ep, _, _)| ep.id.as_str())
+        .collect();
+    let mut flows = if paced.is_empty() || ins.first_at > now {
+        flow::Flows::default()
+    } else {
+        flow::lock(&mut tx, &paced).await?
+    };
+    for (ep, _, queued) in placed {
+        let (okey, seq) = match &queued {
+            Some((k, q)) => (Some(*k), Some(q.seq)),
+            None => (None, None),
+        };
+        let limit = ep.throttle_rate.or(app_limit).map(u32::from);
+        let decision = match queued {
+            Some((_, q)) if !q.head => Placed::Held,
+            _ if ins.first_at > now => Placed::Later(ins.first_at),
+            _ if paced.contains(&ep.id.as_str()) => {
+                let f = flows.get(&ep.id);
+                let bounded = f.is_limited(limit, now);
+                if bounded && !f.admit_one(limit, now) {
+                    f.parked(limit, now);
+                    Placed::Parked(f.wake_at.unwrap_or(now))
+                } else {
+                    lease.map_or(Placed::Later(now), |l| Placed::Now(l, bounded))
+                }
+            }
+            _ => lease.map_or(Placed::Later(now), |l| Placed::Now(l, false)),
+        };
+        ins.push_ordered(&ep.id, decision, okey, seq);
+    }
+    flows.save(&mut tx, now).await?;
     ins.run(&mut *tx).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Where a new delivery stands.
+enum Placed<'a> {
+    /// Leased to this node (`bool`: paced, see `DeliveryTask`).
+    Now(&'a Lease, bool),
+    /// Claimable by anyone from then on.
+    Later(Timestamp),
+    /// Parked behind its endpoint's flow, which wakes then.
+    Parked(Timestamp),
+    /// Held behind an earlier message of its ordering key.
+    Held,
 }
 
 /// The message row and its deliveries, as one statement.
 struct Insert<'a> {
-    message: &'a Message,
+    message: &'a Arc<Message>,
     idempotency_key: Option<&'a str>,
-    endpoint_ids: Vec<String>,
     first_at: Timestamp,
-    due_at: Timestamp,
-    lease_owner: Option<&'a str>,
+    ids: Vec<String>,
+    due: Vec<Option<i64>>,
+    owner: Vec<Option<&'a str>>,
+    gate: Vec<Option<i32>>,
+    okey: Vec<Option<&'a str>>,
+    seq: Vec<Option<i64>>,
+    /// The earliest time a delivery nobody leased becomes claimable.
+    wake: Option<Timestamp>,
+    send_now: Vec<(String, bool)>,
 }
 
-impl Insert<'_> {
+impl<'a> Insert<'a> {
+    fn new(message: &'a Arc<Message>, idempotency_key: Option<&'a str>, first_at: Timestamp) -> Self {
+        Insert {
+            message,
+            idempotency_key,
+            first_at,
+            ids: vec![],
+            due: vec![],
+            owner: vec![],
+            gate: vec![],
+            okey: vec![],
+            seq: vec![],
+            wake: None,
+            send_now: vec![],
+        }
+    }
+
+    fn push(&mut self, endpoint_id: &str, placed: Placed<'a>) {
+        self.push_ordered(endpoint_id, placed, None, None);
+    }
+
+    fn push_ordered(
+        &mut self,
+        endpoint_id: &str,
+        placed: Placed<'a>,
+        okey: Option<&'a str>,
+        seq: Option<i64>,
+    ) {
+        let (due, owner, gate) = match placed {
+            Placed::Now(l, paced) => {
+                self.send_now.push((endpoint_id.to_owned(), paced));
+                (Some(l.until), Some(l.owner.as_str()), None)
+            }
+            Placed::Later(at) => {
+                self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+                (Some(at), None, None)
+            }
+            Placed::Parked(at) => {
+                self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+                (None, None, Some(flow::PARKED))
+            }
+            Placed::Held => (None, None, Some(super::ordering::HELD)),
+        };
+        self.ids.push(endpoint_id.to_owned());
+        self.due.push(due.map(Timestamp::as_millis));
+        self.owner.push(owner);
+        self.gate.push(gate);
+        self.okey.push(okey);
+        self.seq.push(seq);
+    }
+
+    fn created(&self, endpoints: Vec<Arc<Endpoint>>) -> CreatedMessage {
+        let send_now = self
+            .send_now
+            .iter()
+            .filter_map(|(id, paced)| {
+                let ep = endpoints.iter().find(|e| &e.id == id)?;
+                Some(DeliveryTask {
+                    message: Arc::clone(self.message),
+                    endpoint: Arc::clone(ep),
+                    paced: *paced,
+                })
+            })
+            .collect();
+        CreatedMessage {
+            message: Arc::clone(self.message),
+            endpoints,
+            send_now,
+            wake: self.wake,
+            existing: false,
+        }
+    }
+
     /// Deliveries nobody leased are claimable by any node: say when.
     async fn run<'e>(&self, c: impl PgExecutor<'e>) -> Result<(), sqlx::Error> {
         let m = self.message;
         let json = |v| opt_json(v).map_err(|e| sqlx::Error::Encode(e.to_string().into()));
-        let due = (self.lease_owner.is_none() && !self.endpoint_ids.is_empty())
-            .then(|| notify::due_payload(self.due_at));
         sqlx::query(
             "WITH m AS (
                 INSERT INTO messages (id, app_id, event_type, event_id, channels, tags, payload, created_at,
-                    deliver_at, expires_at, idem_key)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                    deliver_at, expires_at, ordering_key, idem_key)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ), d AS (
                 INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, next_attempt, due_at,
-                    lease_owner, updated_at)
-                SELECT $1, e.id, $2, $12, 0, $13, $14, $15, $8 FROM UNNEST($16::text[]) AS e(id)
+                    lease_owner, updated_at, gate, okey, seq)
+                SELECT $1, e.id, $2, $13, 0, $14, e.due, e.owner, $8, e.gate, e.okey, e.seq
+                FROM UNNEST($15::text[], $16::int8[], $17::text[], $18::int4[], $19::text[], $20::int8[])
+                    AS e(id, due, owner, gate, okey, seq)
              )
-             SELECT pg_notify($17, $18) WHERE $18::text IS NOT NULL",
+             SELECT pg_notify($21, $22) WHERE $22::text IS NOT NULL",
         )
         .bind(&m.id)
         .bind(&m.app_id)
@@ -288,14 +474,18 @@ impl Insert<'_> {
         .bind(m.created_at.as_millis())
         .bind(opt_ts(m.deliver_at))
         .bind(opt_ts(m.expires_at))
+        .bind(&m.ordering_key)
         .bind(self.idempotency_key)
         .bind(int4(DeliveryStatus::Pending.code()))
         .bind(self.first_at.as_millis())
-        .bind(self.due_at.as_millis())
-        .bind(self.lease_owner)
-        .bind(&self.endpoint_ids)
+        .bind(&self.ids)
+        .bind(&self.due)
+        .bind(&self.owner)
+        .bind(&self.gate)
+        .bind(&self.okey)
+        .bind(&self.seq)
         .bind(notify::CHANNEL)
-        .bind(due)
+        .bind(self.wake.map(notify::due_payload))
         .execute(c)
         .await?;
         Ok(())

@@ -14,8 +14,10 @@
 
 mod dispatch;
 mod event_types;
+mod flow;
 mod messages;
 mod notify;
+mod ordering;
 mod recorder;
 mod redelivery;
 mod retention;

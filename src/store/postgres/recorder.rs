@@ -16,28 +16,36 @@
 //! 4. [`decide`] applied to each record in order, so two records for one
 //!    delivery or one endpoint chain as if recorded one after the other;
 //! 5. every delivery upsert, attempt insert and at most one `due:`
-//!    notification (the earliest retry) in one statement.
+//!    notification (the earliest retry) in one statement;
+//! 6. the gates ([`gates`]): ordering keys whose head settled move on (or
+//!    block), and the endpoints' flows take in what the answers said
+//!    (pauses, backoff); the new heads are leased to the recording node,
+//!    parked or made due. Only keyed or paced traffic gets here.
 //!
 //! Lock order is endpoint, then delivery (as everywhere, see `dispatch`),
-//! each by id, so batches of several nodes queue rather than deadlock.
+//! each by id, then ordering keys, then flows last (see `flow`), so
+//! batches of several nodes queue rather than deadlock.
 //!
 //! When a batch of several fails, its records are recorded again one by
 //! one (each a batch of one), so one bad record, or a deadlock with an
 //! endpoint update settling deliveries, fails only whom it must.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::notify;
 use super::rows::{self, col, int4, opt_ts, pg_text};
+use super::{flow, notify};
 use crate::domain::delivery::{DeliveryRow, DeliveryState, record};
+use crate::domain::flow::Signal;
 use crate::domain::health;
 use crate::domain::model::{DeliveryStatus, Endpoint, Trigger};
+use crate::domain::ordering::{self, OnFailure};
 use crate::domain::time::Timestamp;
-use crate::store::listing::ENDPOINT_COLS;
-use crate::store::{AttemptEffects, AttemptRecord, EndpointDisabled, StoreError, StoreResult};
+use crate::store::listing::{ENDPOINT_COLS, MESSAGE_COLS};
+use crate::store::{AttemptEffects, AttemptRecord, DeliveryTask, EndpointDisabled, StoreError, StoreResult};
 
 /// Records per transaction at most.
 pub const MAX_BATCH: usize = 256;
@@ -130,6 +138,7 @@ pub async fn record_batch(pool: &PgPool, recs: &[AttemptRecord]) -> StoreResult<
 
     // 4. Each record in turn against the state the previous ones left.
     let mut effects = Vec::with_capacity(recs.len());
+    let mut settled = Vec::new();
     let mut first_retry: Option<Timestamp> = None;
     for (rec, step) in recs.iter().zip(&plan.steps) {
         let a = &rec.attempt;
@@ -139,6 +148,18 @@ pub async fn record_batch(pool: &PgPool, recs: &[AttemptRecord]) -> StoreResult<
         // A deleted endpoint keeps its attempt history but gets no delivery row.
         if step.exists {
             slot.stored = done.next.clone();
+            // A delivery that settles, or falls due by itself, waits for nothing.
+            if slot.stored.state.status != DeliveryStatus::Pending || slot.stored.due_at.is_some() {
+                slot.gate = None;
+            }
+            if slot.stored.state.status != DeliveryStatus::Pending
+                && let Some(okey) = &slot.okey
+                && step.active
+            {
+                let moves_on =
+                    ordering::moves_on(slot.stored.state.status == DeliveryStatus::Success, step.on_failure);
+                settled.push(Settled { record: effects.len(), okey: okey.clone(), moves_on });
+            }
             slot.exists = true;
             slot.updated_at = a.created_at.as_millis();
             let w =
@@ -161,11 +182,36 @@ pub async fn record_batch(pool: &PgPool, recs: &[AttemptRecord]) -> StoreResult<
             }
             None => None,
         };
-        effects.push(AttemptEffects { state: done.next.state, exhausted: done.exhausted, endpoint_disabled });
+        effects.push(AttemptEffects {
+            state: done.next.state,
+            exhausted: done.exhausted,
+            endpoint_disabled,
+            endpoint_paused: None,
+            next: None,
+            wake: None,
+        });
     }
 
     // 5. Everything written at once.
     write_rows(&mut tx, &keys, &slots, recs, first_retry).await?;
+    // 6. Ordering keys and flows.
+    let flowing: Vec<usize> = recs
+        .iter()
+        .zip(&plan.steps)
+        .enumerate()
+        .filter(|(_, (rec, step))| {
+            step.active
+                && match rec.signal {
+                    Signal::Neutral => false,
+                    Signal::Ok => rec.paced,
+                    Signal::Congested | Signal::PauseUntil { .. } => true,
+                }
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if !settled.is_empty() || !flowing.is_empty() {
+        gates(&mut tx, recs, &settled, &flowing, &mut effects).await?;
+    }
     tx.commit().await?;
     Ok(effects)
 }
@@ -202,6 +248,7 @@ pub fn decide(
 struct EndpointHealth {
     disabled: bool,
     failing_since: Option<Timestamp>,
+    on_failure: OnFailure,
 }
 
 /// An endpoint row's change: its final streak start, and when it was
@@ -225,6 +272,7 @@ struct HealthStep {
     active: bool,
     /// This record disabled the endpoint.
     disabled: Option<Disabling>,
+    on_failure: OnFailure,
 }
 
 struct HealthPlan {
@@ -243,8 +291,12 @@ fn plan_health(stored: &HashMap<String, EndpointHealth>, recs: &[AttemptRecord])
         .map(|rec| {
             let id = &rec.attempt.endpoint_id;
             match now.get_mut(id) {
-                None => HealthStep { exists: false, active: false, disabled: None },
-                Some(ep) if ep.disabled => HealthStep { exists: true, active: false, disabled: None },
+                None => {
+                    HealthStep { exists: false, active: false, disabled: None, on_failure: OnFailure::Skip }
+                }
+                Some(ep) if ep.disabled => {
+                    HealthStep { exists: true, active: false, disabled: None, on_failure: ep.on_failure }
+                }
                 Some(ep) => {
                     let at = rec.finished_at;
                     let health::Change { failing_since, disabled_automatically } =
@@ -255,12 +307,17 @@ fn plan_health(stored: &HashMap<String, EndpointHealth>, recs: &[AttemptRecord])
                         ep.disabled = true;
                         writes.insert(id.clone(), HealthWrite { failing_since, disabled_at: Some(at) });
                         let disabling = Disabling { failing_since, automatic };
-                        HealthStep { exists: true, active: false, disabled: Some(disabling) }
+                        HealthStep {
+                            exists: true,
+                            active: false,
+                            disabled: Some(disabling),
+                            on_failure: ep.on_failure,
+                        }
                     } else {
                         if changed {
                             writes.insert(id.clone(), HealthWrite { failing_since, disabled_at: None });
                         }
-                        HealthStep { exists: true, active: true, disabled: None }
+                        HealthStep { exists: true, active: true, disabled: None, on_failure: ep.on_failure }
                     }
                 }
             }
@@ -275,9 +332,10 @@ async fn health_of(
     lock: bool,
 ) -> StoreResult<HashMap<String, EndpointHealth>> {
     let sql = if lock {
-        "SELECT id, disabled, failing_since FROM endpoints WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        "SELECT id, disabled, failing_since, ordering_on_failure FROM endpoints WHERE id = ANY($1)
+         ORDER BY id FOR UPDATE"
     } else {
-        "SELECT id, disabled, failing_since FROM endpoints WHERE id = ANY($1)"
+        "SELECT id, disabled, failing_since, ordering_on_failure FROM endpoints WHERE id = ANY($1)"
     };
     let found = sqlx::query(sql).bind(ids).fetch_all(c).await?;
     found
@@ -286,6 +344,7 @@ async fn health_of(
             let health = EndpointHealth {
                 disabled: col(r, 1)?,
                 failing_since: col::<Option<i64>>(r, 2)?.map(Timestamp::from_millis),
+                on_failure: OnFailure::parse(&col::<String>(r, 3)?).unwrap_or_default(),
             };
             Ok((col(r, 0)?, health))
         })
@@ -335,7 +394,7 @@ async fn write_health(
         recs.iter().map(|r| (r.attempt.msg_id.as_str(), r.attempt.endpoint_id.as_str())).unzip();
     sqlx::query(
         "UPDATE deliveries d SET status = $1, next_attempt = NULL, due_at = NULL, lease_owner = NULL,
-            updated_at = k.at
+            updated_at = k.at, gate = NULL
          FROM UNNEST($2::text[], $3::int8[]) AS k(endpoint_id, at)
          WHERE d.endpoint_id = k.endpoint_id AND d.status = $4
             AND NOT EXISTS (SELECT 1 FROM UNNEST($5::text[], $6::text[]) AS o(msg_id, endpoint_id)
@@ -347,8 +406,10 @@ async fn write_health(
     .bind(int4(DeliveryStatus::Pending.code()))
     .bind(&own_msgs)
     .bind(&own_eps)
-    .execute(c)
+    .execute(&mut *c)
     .await?;
+    // Their ordering keys go with their pending deliveries.
+    sqlx::query("DELETE FROM ordering_keys WHERE endpoint_id = ANY($1)").bind(&eps).execute(c).await?;
     Ok(disabled)
 }
 
@@ -363,6 +424,9 @@ struct Written<'a> {
 /// A delivery of the batch as the records so far left it.
 struct Slot<'a> {
     stored: DeliveryRow,
+    /// Its gate (see the schema) and ordering key.
+    gate: Option<i32>,
+    okey: Option<String>,
     /// The row exists (stored, or written by an earlier record).
     exists: bool,
     updated_at: i64,
@@ -374,7 +438,7 @@ type Slots<'a> = HashMap<(&'a str, &'a str), Slot<'a>>;
 async fn lock_deliveries<'a>(c: &mut PgConnection, keys: &[(&'a str, &'a str)]) -> StoreResult<Slots<'a>> {
     let (msgs, eps): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
     let found = sqlx::query(
-        "SELECT msg_id, endpoint_id, status, attempts, next_attempt, due_at, lease_owner, updated_at
+        "SELECT msg_id, endpoint_id, status, attempts, next_attempt, due_at, lease_owner, updated_at, gate, okey
          FROM deliveries
          WHERE (msg_id, endpoint_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
          ORDER BY msg_id, endpoint_id FOR UPDATE",
@@ -385,7 +449,17 @@ async fn lock_deliveries<'a>(c: &mut PgConnection, keys: &[(&'a str, &'a str)]) 
     .await?;
     let mut slots: Slots<'a> = keys
         .iter()
-        .map(|k| (*k, Slot { stored: DeliveryRow::missing(), exists: false, updated_at: 0, written: None }))
+        .map(|k| {
+            let slot = Slot {
+                stored: DeliveryRow::missing(),
+                gate: None,
+                okey: None,
+                exists: false,
+                updated_at: 0,
+                written: None,
+            };
+            (*k, slot)
+        })
         .collect();
     for r in &found {
         let (m, e): (String, String) = (col(r, 0)?, col(r, 1)?);
@@ -404,6 +478,8 @@ async fn lock_deliveries<'a>(c: &mut PgConnection, keys: &[(&'a str, &'a str)]) 
         };
         slot.exists = true;
         slot.updated_at = col(r, 7)?;
+        slot.gate = col(r, 8)?;
+        slot.okey = col(r, 9)?;
     }
     Ok(slots)
 }
@@ -423,6 +499,7 @@ fn settle_in_batch(slots: &mut Slots<'_>, by: (&str, &str), at: Timestamp) {
                 due_at: None,
                 lease_owner: None,
             };
+            slot.gate = None;
             slot.updated_at = at.as_millis();
         }
     }
@@ -452,6 +529,7 @@ async fn write_rows(
         d.added.push(w.added);
         d.code.push(w.last_code);
         d.last_at.push(w.last_at);
+        d.gate.push(slot.gate);
     }
     let attempts = recs.iter().map(|r| &r.attempt);
     let ids: Vec<&str> = attempts.clone().map(|a| a.id.as_str()).collect();
@@ -471,15 +549,16 @@ async fn write_rows(
     sqlx::query(
         "WITH d AS (
             INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, next_attempt, due_at,
-                lease_owner, updated_at, total_attempts, last_code, last_attempt_at)
+                lease_owner, updated_at, total_attempts, last_code, last_attempt_at, gate)
             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::int8[],
-                $7::int8[], $8::text[], $9::int8[], $10::int4[], $11::int4[], $12::int8[])
+                $7::int8[], $8::text[], $9::int8[], $10::int4[], $11::int4[], $12::int8[], $27::int4[])
             ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = EXCLUDED.status,
                 attempts = EXCLUDED.attempts, next_attempt = EXCLUDED.next_attempt,
                 due_at = EXCLUDED.due_at, lease_owner = EXCLUDED.lease_owner,
                 updated_at = EXCLUDED.updated_at,
                 total_attempts = deliveries.total_attempts + EXCLUDED.total_attempts,
-                last_code = EXCLUDED.last_code, last_attempt_at = EXCLUDED.last_attempt_at
+                last_code = EXCLUDED.last_code, last_attempt_at = EXCLUDED.last_attempt_at,
+                gate = EXCLUDED.gate
          ), t AS (
             INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, status_code, response,
                 duration_ms, trigger, error, created_at)
@@ -514,6 +593,7 @@ async fn write_rows(
     .bind(&created)
     .bind(notify::CHANNEL)
     .bind(first_retry.map(notify::due_payload))
+    .bind(&d.gate)
     .execute(c)
     .await?;
     Ok(())
@@ -533,4 +613,140 @@ struct DeliveryColumns<'a> {
     added: Vec<i32>,
     code: Vec<i32>,
     last_at: Vec<i64>,
+    gate: Vec<Option<i32>>,
+}
+
+/// A record whose delivery settled, for its ordering key.
+struct Settled {
+    /// Index of the record in the batch.
+    record: usize,
+    okey: String,
+    moves_on: bool,
+}
+
+/// Step 6: the ordering keys whose head settled move on or block; the
+/// flows take in the answers (`flowing`: indexes of the records whose
+/// answer touches their endpoint's flow), in record order; the new heads
+/// are leased to the recording node, parked behind their flow, or made due.
+async fn gates(
+    c: &mut PgConnection,
+    recs: &[AttemptRecord],
+    settled: &[Settled],
+    flowing: &[usize],
+    effects: &mut [AttemptEffects],
+) -> StoreResult<()> {
+    let mut promoted = Vec::new();
+    for s in settled {
+        let a = &recs[s.record].attempt;
+        let at = recs[s.record].finished_at;
+        if let Some(p) =
+            super::ordering::settled(c, &a.endpoint_id, &s.okey, &a.msg_id, s.moves_on, at).await?
+        {
+            promoted.push((s.record, p));
+        }
+    }
+    let mut ids: Vec<&str> = flowing.iter().map(|&i| recs[i].attempt.endpoint_id.as_str()).collect();
+    ids.extend(promoted.iter().map(|(_, p)| p.key.endpoint_id.as_str()));
+    ids.sort_unstable();
+    ids.dedup();
+    let limits = flow::limits(&mut *c, &ids).await?;
+    let paced: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| {
+            flowing.iter().any(|&i| recs[i].attempt.endpoint_id == *id)
+                || limits.get(*id).is_some_and(|l| l.may_pace())
+        })
+        .collect();
+    let mut flows = flow::lock(&mut *c, &paced).await?;
+    for &i in flowing {
+        let rec = &recs[i];
+        let limit = limits.get(&rec.attempt.endpoint_id).and_then(|l| l.limit);
+        let f = flows.get(&rec.attempt.endpoint_id);
+        effects[i].endpoint_paused = f.after_response(limit, &rec.signal, rec.finished_at, rec.sending_rate);
+        if let Some(until) = effects[i].endpoint_paused {
+            effects[i].wake = Some(until);
+        }
+    }
+
+    let mut parked = Vec::new();
+    let mut wakes = Vec::new();
+    for (i, p) in promoted {
+        let rec = &recs[i];
+        let now = rec.finished_at;
+        let due = p.next_attempt.map_or(now, |t| t.max(now));
+        let limit = limits.get(&p.key.endpoint_id).copied().unwrap_or_default();
+        let mut bounded = false;
+        if due <= now && limit.may_pace() {
+            let f = flows.get(&p.key.endpoint_id);
+            bounded = f.is_limited(limit.limit, now);
+            if bounded && !f.admit_one(limit.limit, now) {
+                f.parked(limit.limit, now);
+                effects[i].wake = f.wake_at;
+                wakes.extend(f.wake_at);
+                parked.push(p.key);
+                continue;
+            }
+        }
+        let lease = rec.lease.as_ref().filter(|_| due <= now);
+        let task = match lease {
+            Some(_) => next_task(c, &p).await?,
+            None => None,
+        };
+        let (due_at, owner) = match (&task, lease) {
+            (Some(_), Some(l)) => (l.until, Some(l.owner.as_str())),
+            _ => {
+                effects[i].wake = Some(due);
+                wakes.push(due);
+                (due, None)
+            }
+        };
+        sqlx::query(
+            "UPDATE deliveries SET due_at = $3, lease_owner = $4 WHERE msg_id = $1 AND endpoint_id = $2",
+        )
+        .bind(&p.key.msg_id)
+        .bind(&p.key.endpoint_id)
+        .bind(due_at.as_millis())
+        .bind(owner)
+        .execute(&mut *c)
+        .await?;
+        effects[i].next = task.map(|(message, endpoint)| DeliveryTask { message, endpoint, paced: bounded });
+    }
+    flow::park(&mut *c, &parked).await?;
+    let now = recs.last().map_or(Timestamp::from_millis(0), |r| r.finished_at);
+    flows.save(&mut *c, now).await?;
+    if let Some(first) = wakes.into_iter().min() {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(notify::CHANNEL)
+            .bind(notify::due_payload(first))
+            .execute(c)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The message and endpoint of a new head, to send it; `None` if either is
+/// gone (the claim settles it when it falls due).
+async fn next_task(
+    c: &mut PgConnection,
+    p: &super::ordering::Promoted,
+) -> StoreResult<Option<(Arc<crate::domain::model::Message>, Arc<Endpoint>)>> {
+    let messages =
+        super::dispatch::load(&mut *c, MESSAGE_COLS, "messages m", "m", [&p.key.msg_id].into_iter(), |r| {
+            rows::message(r, 0)
+        })
+        .await?;
+    let endpoints = super::dispatch::load(
+        &mut *c,
+        ENDPOINT_COLS,
+        "endpoints e",
+        "e",
+        [&p.key.endpoint_id].into_iter(),
+        |r| rows::endpoint(r, 0),
+    )
+    .await?;
+    Ok(match (messages.get(&p.key.msg_id), endpoints.get(&p.key.endpoint_id)) {
+        (Some(m), Some(e)) if !e.disabled && m.app_id == p.app_id => Some((Arc::clone(m), Arc::clone(e))),
+        _ => None,
+    })
 }

@@ -9,9 +9,9 @@ use sqlx::postgres::PgRow;
 use super::rows::{col, int4};
 use super::sql::{Sql, limit};
 use super::{PgStore, notify};
-use crate::domain::filter;
 use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint, NameSet};
 use crate::domain::time::Timestamp;
+use crate::domain::{filter, ordering};
 use crate::store::listing::{self, DELIVERIES_WITH_MESSAGES};
 use crate::store::{RedeliveryStore, RequeueFilter, StoreError, StoreResult};
 
@@ -35,20 +35,35 @@ impl RedeliveryStore for PgStore {
             let found = q.rows(&self.pool, |r| col::<i64>(r, 0)).await?;
             found.first().copied().unwrap_or(0)
         } else {
-            let now = now.as_millis();
-            let mut q = Sql::new(format!("{}UPDATE deliveries d SET status = ", notify::WITH_DUE_OPEN));
+            let mut tx = self.pool.begin().await?;
+            let at = now.as_millis();
+            let mut q = Sql::new("UPDATE deliveries d SET status = ");
             q.qb.push_bind(int4(DeliveryStatus::Pending.code()))
                 .push(", attempts = 0, next_attempt = ")
-                .push_bind(now)
+                .push_bind(at)
                 .push(", due_at = ")
-                .push_bind(now)
-                .push(", lease_owner = NULL, updated_at = ")
-                .push_bind(now)
+                .push_bind(at)
+                .push(", lease_owner = NULL, gate = NULL, updated_at = ")
+                .push_bind(at)
                 .push(" FROM messages m WHERE m.app_id = d.app_id AND m.id = d.msg_id");
             q.and_all(&conds, " AND ");
-            q.qb.push(" RETURNING d.due_at").push(notify::with_due_close());
-            let counted = q.rows(&self.pool, |r| col::<i64>(r, 0)).await?;
-            counted.first().copied().unwrap_or(0)
+            q.qb.push(" RETURNING d.msg_id, d.okey");
+            let mut requeued =
+                q.rows(&mut *tx, |r| Ok((col::<String>(r, 0)?, col::<Option<String>>(r, 1)?))).await?;
+            // Keyed ones re-enter their key's order, in their original order.
+            requeued.sort();
+            let keyed: Vec<(String, String)> =
+                requeued.iter().filter_map(|(m, k)| Some((m.clone(), k.clone()?))).collect();
+            super::ordering::reenter(&mut tx, endpoint_id, &keyed).await?;
+            if !requeued.is_empty() {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(notify::CHANNEL)
+                    .bind(notify::due_payload(now))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            requeued.len() as i64
         };
         Ok(n.max(0) as u64)
     }
@@ -60,37 +75,57 @@ impl RedeliveryStore for PgStore {
         until: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreResult<u64> {
-        let mut q = Sql::new("SELECT m.id, m.event_type, m.channels FROM messages m");
+        let mut q = Sql::new("SELECT m.id, m.event_type, m.channels, m.ordering_key FROM messages m");
         q.where_all(&listing::missing_for(&endpoint.app_id, since, until));
         q.qb.push(" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.endpoint_id = ")
             .push_bind(endpoint.id.clone())
             .push(")");
+        q.qb.push(" ORDER BY m.id");
         let candidates = q.rows(&self.pool, candidate).await?;
-        let wanted: Vec<String> = candidates
+        let wanted: Vec<(String, Option<String>)> = candidates
             .into_iter()
-            .filter(|(_, event_type, channels)| filter::wants(endpoint, event_type, channels.as_ref()))
-            .map(|(id, _, _)| id)
+            .filter(|c| filter::wants(endpoint, &c.event_type, c.channels.as_ref()))
+            .map(|c| (c.id, c.ordering_key))
             .collect();
         if wanted.is_empty() {
             return Ok(0);
         }
-        // A delivery another node created meanwhile is left alone, not counted.
-        let sql = notify::with_due(
+        let mut tx = self.pool.begin().await?;
+        // A delivery another node created meanwhile is left alone, not
+        // counted; the keyed ones then take their place in their key's
+        // order, in message order.
+        let ids: Vec<&str> = wanted.iter().map(|(id, _)| id.as_str()).collect();
+        let inserted: Vec<String> = sqlx::query_scalar(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, next_attempt, due_at,
                 lease_owner, updated_at)
              SELECT k.id, $1, $2, $3, 0, $4, $4, NULL, $4 FROM UNNEST($5::text[]) AS k(id)
              ON CONFLICT (msg_id, endpoint_id) DO NOTHING
-             RETURNING due_at",
-        );
-        let n: i64 = sqlx::query_scalar(&sql)
-            .bind(&endpoint.id)
-            .bind(&endpoint.app_id)
-            .bind(int4(DeliveryStatus::Pending.code()))
-            .bind(now.as_millis())
-            .bind(&wanted)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n.max(0) as u64)
+             RETURNING msg_id",
+        )
+        .bind(&endpoint.id)
+        .bind(&endpoint.app_id)
+        .bind(int4(DeliveryStatus::Pending.code()))
+        .bind(now.as_millis())
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let keyed: Vec<(String, String)> = wanted
+            .iter()
+            .filter(|(id, _)| inserted.contains(id))
+            .filter_map(|(id, key)| {
+                Some((id.clone(), ordering::key_for(key.as_deref(), endpoint.fifo)?.to_owned()))
+            })
+            .collect();
+        super::ordering::reenter(&mut tx, &endpoint.id, &keyed).await?;
+        if !inserted.is_empty() {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(notify::CHANNEL)
+                .bind(notify::due_payload(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(inserted.len() as u64)
     }
 
     async fn endpoint_stats(
@@ -151,12 +186,20 @@ impl RedeliveryStore for PgStore {
 }
 
 /// (id, event type, channels) of a message, what fan-out filters on.
-fn candidate(r: &PgRow) -> StoreResult<(String, String, Option<NameSet>)> {
+/// A message replay-missing may send: what fan-out filters on, and its key.
+struct Candidate {
+    id: String,
+    event_type: String,
+    channels: Option<NameSet>,
+    ordering_key: Option<String>,
+}
+
+fn candidate(r: &PgRow) -> StoreResult<Candidate> {
     let channels = col::<Option<String>>(r, 2)?
         .map(|s| serde_json::from_str(&s))
         .transpose()
         .map_err(|e| StoreError::Backend(format!("bad channels JSON: {e}")))?;
-    Ok((col(r, 0)?, col(r, 1)?, channels))
+    Ok(Candidate { id: col(r, 0)?, event_type: col(r, 1)?, channels, ordering_key: col(r, 3)? })
 }
 
 /// Rows of `(key, status, leased, count)` summed per key; every key in

@@ -15,6 +15,7 @@ use sqlx::postgres::PgRow;
 use crate::domain::model::{
     App, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, Task, Trigger,
 };
+use crate::domain::ordering::OnFailure;
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
 use crate::domain::time::Timestamp;
 use crate::store::{StoreError, StoreResult};
@@ -163,10 +164,17 @@ pub fn endpoint(row: &PgRow, o: usize) -> StoreResult<Endpoint> {
         failing_since: opt_ts_col(row, o + 14)?,
         created_at: ts(row, o + 15)?,
         updated_at: ts(row, o + 16)?,
+        max_in_flight: opt_int(row, o + 17)?,
+        fifo: col(row, o + 18)?,
+        ordering_on_failure: {
+            let text: String = col(row, o + 19)?;
+            OnFailure::parse(&text)
+                .ok_or_else(|| StoreError::Backend(format!("orderingOnFailure {text:?}")))?
+        },
     })
 }
 
-/// The endpoint's columns in `ENDPOINT_COLS` order, bound to `$1`…`$17`.
+/// The endpoint's columns in `ENDPOINT_COLS` order, bound to `$1`…`$20`.
 pub struct EndpointValues {
     pub event_types: Option<String>,
     pub channels: Option<String>,
@@ -210,6 +218,9 @@ impl EndpointValues {
             .bind(opt_ts(ep.failing_since))
             .bind(ep.created_at.as_millis())
             .bind(ep.updated_at.as_millis())
+            .bind(ep.max_in_flight.map(i32::from))
+            .bind(ep.fifo)
+            .bind(ep.ordering_on_failure.as_str())
     }
 }
 
@@ -225,6 +236,7 @@ pub fn message(row: &PgRow, o: usize) -> StoreResult<Message> {
         created_at: ts(row, o + 7)?,
         deliver_at: opt_ts_col(row, o + 8)?,
         expires_at: opt_ts_col(row, o + 9)?,
+        ordering_key: col(row, o + 10)?,
     })
 }
 
@@ -243,6 +255,7 @@ pub fn delivery(row: &PgRow, o: usize) -> StoreResult<Delivery> {
         total_attempts: int(row, o + 8)?,
         last_code: opt_int(row, o + 9)?,
         last_attempt_at: opt_ts_col(row, o + 10)?,
+        waiting_for: col(row, o + 11)?,
     })
 }
 

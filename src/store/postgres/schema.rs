@@ -154,6 +154,58 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX idempotency_expiry ON idempotency (expires_at);
     "#,
+    // 3: flow control and ordered delivery (issues 17 and 18). Columns are
+    // added, never rebuilt: existing rows read as unlimited, unordered.
+    r#"
+    ALTER TABLE endpoints ADD COLUMN max_in_flight INTEGER;
+    ALTER TABLE endpoints ADD COLUMN fifo BOOLEAN NOT NULL DEFAULT false;
+    ALTER TABLE endpoints ADD COLUMN ordering_on_failure TEXT NOT NULL DEFAULT 'skip';
+    ALTER TABLE messages ADD COLUMN ordering_key TEXT COLLATE "C";
+
+    -- `gate`: why a pending delivery is not due although nothing failed.
+    -- NULL: it is not gated (`due_at` says when it is due). 1: parked,
+    -- waiting for its endpoint's flow (bucket or pause; `endpoint_flow`
+    -- says when). 2: held behind an earlier message of its ordering key
+    -- (`okey`, by `seq`; `ordering_keys` says which is the head). Gated
+    -- rows have no `due_at`, so the due index never sees them, and only
+    -- gated rows are in the two partial indexes: unthrottled, unordered
+    -- traffic pays nothing for either.
+    ALTER TABLE deliveries ADD COLUMN gate INTEGER;
+    ALTER TABLE deliveries ADD COLUMN okey TEXT COLLATE "C";
+    ALTER TABLE deliveries ADD COLUMN seq BIGINT;
+    CREATE INDEX deliveries_parked ON deliveries (endpoint_id, msg_id) WHERE gate = 1;
+    CREATE INDEX deliveries_held ON deliveries (endpoint_id, okey, seq) WHERE gate = 2;
+
+    -- An endpoint's flow state (`domain::flow::FlowState`), only while it
+    -- has one: a throttle's bucket, a pause, a backoff, or parked
+    -- deliveries, which may be claimed from `wake_at` on.
+    CREATE TABLE endpoint_flow (
+        endpoint_id   TEXT COLLATE "C" PRIMARY KEY,
+        tat_us        BIGINT NOT NULL,
+        paused_until  BIGINT,
+        pause_reason  TEXT,
+        backoff_rate  DOUBLE PRECISION,
+        recover_to    DOUBLE PRECISION,
+        last_decrease BIGINT,
+        wake_at       BIGINT
+    );
+    CREATE INDEX endpoint_flow_wake ON endpoint_flow (wake_at) WHERE wake_at IS NOT NULL;
+
+    -- Ordering keys with something waiting or in progress (the row goes
+    -- once the key is idle): the last sequence number given out, the head
+    -- (the one delivery of the key that may be attempted), and whether the
+    -- head failed for good on an endpoint that blocks.
+    CREATE TABLE ordering_keys (
+        endpoint_id TEXT COLLATE "C" NOT NULL,
+        okey        TEXT COLLATE "C" NOT NULL,
+        last_seq    BIGINT NOT NULL,
+        head_seq    BIGINT NOT NULL,
+        head_msg_id TEXT COLLATE "C" NOT NULL,
+        blocked_at  BIGINT,
+        PRIMARY KEY (endpoint_id, okey)
+    );
+    CREATE INDEX ordering_keys_blocked ON ordering_keys (endpoint_id, okey) WHERE blocked_at IS NOT NULL;
+    "#,
 ];
 
 /// Bring the schema up to date; returns how many migrations ran.

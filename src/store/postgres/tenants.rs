@@ -147,9 +147,15 @@ impl TenantStore for PgStore {
             return Err(StoreError::NotFound);
         }
         // Endpoints before deliveries: the order every writer locks them in.
-        for table in ["endpoints", "deliveries", "attempts", "messages", "tokens"] {
+        let endpoints: Vec<String> =
+            sqlx::query_scalar("DELETE FROM endpoints WHERE app_id = $1 RETURNING id")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        for table in ["deliveries", "attempts", "messages", "tokens"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE app_id = $1")).bind(id).execute(&mut *tx).await?;
         }
+        forget_gates(&mut tx, &endpoints).await?;
         notify::changed(&mut tx).await?;
         Ok(tx.commit().await?)
     }
@@ -157,7 +163,7 @@ impl TenantStore for PgStore {
     async fn insert_endpoint(&self, ep: &Endpoint) -> StoreResult<()> {
         let sql = format!(
             "INSERT INTO endpoints ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17)",
+             $15, $16, $17, $18, $19, $20)",
             ENDPOINT_COLS.replace("e.", "")
         );
         let values = EndpointValues::of(ep)?;
@@ -201,7 +207,8 @@ impl TenantStore for PgStore {
         let sql = "UPDATE endpoints SET id = $1, app_id = $2, uid = $3, url = $4, description = $5,
                 disabled = $6, event_types = $7, channels = $8, metadata = $9, headers = $10,
                 throttle_rate = $11, secret = $12, old_secrets = $13, retry_policy = $14, failing_since = $15,
-                created_at = $16, updated_at = $17
+                created_at = $16, updated_at = $17, max_in_flight = $18, fifo = $19,
+                ordering_on_failure = $20
              WHERE id = $1";
         EndpointValues::of(&ep)?
             .bind(&ep, sqlx::query(sql))
@@ -227,6 +234,7 @@ impl TenantStore for PgStore {
             return Err(StoreError::NotFound);
         }
         sqlx::query("DELETE FROM deliveries WHERE endpoint_id = $1").bind(id).execute(&mut *tx).await?;
+        forget_gates(&mut tx, &[id.to_owned()]).await?;
         notify::changed(&mut tx).await?;
         Ok(tx.commit().await?)
     }
@@ -283,7 +291,7 @@ pub(super) async fn settle_pending(
             ORDER BY msg_id, endpoint_id FOR UPDATE
          )
          UPDATE deliveries d SET status = $1, next_attempt = NULL, due_at = NULL, lease_owner = NULL,
-            updated_at = $2
+            updated_at = $2, gate = NULL
          FROM l WHERE d.msg_id = l.msg_id AND d.endpoint_id = l.endpoint_id",
     )
     .bind(rows::int4(DeliveryStatus::Fail.code()))
@@ -291,8 +299,11 @@ pub(super) async fn settle_pending(
     .bind(endpoint_id)
     .bind(rows::int4(DeliveryStatus::Pending.code()))
     .bind(except)
-    .execute(c)
+    .execute(&mut *c)
     .await?;
+    // Its ordering keys go with its pending deliveries (after them: the
+    // lock order is deliveries, then keys).
+    sqlx::query("DELETE FROM ordering_keys WHERE endpoint_id = $1").bind(endpoint_id).execute(c).await?;
     Ok(())
 }
 
@@ -308,4 +319,16 @@ pub(super) async fn get_endpoint(
     );
     let row = sqlx::query(&sql).bind(app_id).bind(id_or_uid).fetch_optional(pool).await?;
     row.map(|r| rows::endpoint(&r, 0)).transpose()
+}
+
+/// Deleted endpoints' ordering keys and flows (last: keys and flows are
+/// locked after deliveries everywhere).
+async fn forget_gates(c: &mut PgConnection, endpoint_ids: &[String]) -> StoreResult<()> {
+    for table in ["ordering_keys", "endpoint_flow"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE endpoint_id = ANY($1)"))
+            .bind(endpoint_ids)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
 }

@@ -8,12 +8,16 @@ use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::flow;
 use super::rows::{self, opt_ts_value};
 use super::sql::Sql;
 use super::{SqliteStore, tenants};
 use crate::domain::delivery::{DeliveryRow, DeliveryState, Recorded, record};
+use crate::domain::flow::Flow;
+use crate::domain::flow::Signal;
 use crate::domain::health;
 use crate::domain::model::{DeliveryStatus, Endpoint, Message};
+use crate::domain::ordering::{self, OnFailure};
 use crate::domain::time::Timestamp;
 use crate::store::listing::{Cond, ENDPOINT_COLS, MESSAGE_COLS, Param};
 use crate::store::{
@@ -37,10 +41,15 @@ impl DispatchStore for SqliteStore {
     async fn next_due(&self, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>> {
         let skip = skip_endpoints.to_vec();
         self.read(move |c| {
+            // The earliest due delivery, or parked ones whose endpoint may send.
             let mut q = Sql::new("SELECT MIN(d.due_at) FROM deliveries d");
             q.where_all(&[Cond::Sql("d.due_at IS NOT NULL"), skipping(&skip)]);
-            let min: Vec<Option<i64>> = q.rows(c, |r| r.get(0))?;
-            Ok(min.into_iter().flatten().next().map(Timestamp::from_millis))
+            let mut parked = Sql::new("SELECT MIN(f.wake_at) FROM endpoint_flow f");
+            let skip_flows = Cond::NotIn("f.endpoint_id", skip.iter().cloned().map(Param::Text).collect());
+            parked.where_all(&[Cond::Sql("f.wake_at IS NOT NULL"), skip_flows]);
+            let mut min: Vec<Option<i64>> = q.rows(c, |r| r.get(0))?;
+            min.extend(parked.rows(c, |r| r.get::<_, Option<i64>>(0))?);
+            Ok(min.into_iter().flatten().min().map(Timestamp::from_millis))
         })
         .await
     }
@@ -131,6 +140,9 @@ fn skipping(endpoints: &[String]) -> Cond {
     Cond::NotIn("d.endpoint_id", endpoints.iter().cloned().map(Param::Text).collect())
 }
 
+/// Claim what may go now: first parked deliveries whose endpoint may send
+/// again, then due ones in due order. Deliveries of an endpoint whose flow
+/// is bounded take from its bucket; those it has no room for are parked.
 fn claim_due(
     c: &Connection,
     now: Timestamp,
@@ -138,50 +150,170 @@ fn claim_due(
     limit: usize,
     skip_endpoints: &[String],
 ) -> StoreResult<Vec<DeliveryTask>> {
-    let mut q = Sql::new("SELECT d.msg_id, d.endpoint_id, d.app_id FROM deliveries d");
+    let mut batch = Batch::new(c, now, lease);
+    let mut q = Sql::new("SELECT f.endpoint_id FROM endpoint_flow f");
     q.where_all(&[
-        Cond::Sql("d.due_at IS NOT NULL"),
-        Cond::Cmp("d.due_at", "<=", now.into()),
-        skipping(skip_endpoints),
+        Cond::Sql("f.wake_at IS NOT NULL"),
+        Cond::Cmp("f.wake_at", "<=", now.into()),
+        Cond::NotIn("f.endpoint_id", skip_endpoints.iter().cloned().map(Param::Text).collect()),
     ])
-    .push(" ORDER BY d.due_at LIMIT ?", [Value::Integer(limit as i64)]);
-    let due = q.rows(c, |r| {
-        Ok((DeliveryKey { msg_id: r.get(0)?, endpoint_id: r.get(1)? }, r.get::<_, String>(2)?))
-    })?;
+    .push(" ORDER BY f.wake_at LIMIT ?", [Value::Integer(limit as i64)]);
+    for endpoint_id in q.rows(c, |r| r.get::<_, String>(0))? {
+        let room = limit.saturating_sub(batch.tasks.len());
+        if room == 0 {
+            break;
+        }
+        batch.unpark(&endpoint_id, room)?;
+    }
 
-    let mut messages: HashMap<String, Option<Arc<Message>>> = HashMap::new();
-    let mut endpoints: HashMap<String, Option<Arc<Endpoint>>> = HashMap::new();
-    let mut take = c.prepare_cached(
-        "UPDATE deliveries SET due_at = ?, lease_owner = ? WHERE msg_id = ? AND endpoint_id = ?",
-    )?;
-    let mut tasks = Vec::with_capacity(due.len());
-    for (key, app_id) in due {
-        let message = match messages.get(&key.msg_id) {
-            Some(m) => m.clone(),
-            None => {
-                let m = load_message(c, &app_id, &key.msg_id)?.map(Arc::new);
-                messages.insert(key.msg_id.clone(), m.clone());
-                m
-            }
-        };
-        let endpoint = match endpoints.get(&key.endpoint_id) {
-            Some(e) => e.clone(),
-            None => {
-                let e = load_endpoint(c, &key.endpoint_id)?.map(Arc::new);
-                endpoints.insert(key.endpoint_id.clone(), e.clone());
-                e
-            }
-        };
-        match (message, endpoint) {
-            (Some(message), Some(endpoint)) if !endpoint.disabled => {
-                take.execute(params![lease.until.as_millis(), lease.owner, key.msg_id, key.endpoint_id])?;
-                tasks.push(DeliveryTask { message, endpoint });
-            }
-            // Its endpoint or message is gone or disabled: nothing to send, ever.
-            _ => settle_failed(c, &key, now)?,
+    let room = limit.saturating_sub(batch.tasks.len());
+    if room > 0 {
+        let mut q = Sql::new("SELECT d.msg_id, d.endpoint_id, d.app_id FROM deliveries d");
+        q.where_all(&[
+            Cond::Sql("d.due_at IS NOT NULL"),
+            Cond::Cmp("d.due_at", "<=", now.into()),
+            skipping(skip_endpoints),
+        ])
+        .push(" ORDER BY d.due_at LIMIT ?", [Value::Integer(room as i64)]);
+        let due = q.rows(c, |r| {
+            Ok((DeliveryKey { msg_id: r.get(0)?, endpoint_id: r.get(1)? }, r.get::<_, String>(2)?))
+        })?;
+        for (key, app_id) in due {
+            batch.claim(key, &app_id)?;
         }
     }
-    Ok(tasks)
+    batch.finish()
+}
+
+/// An endpoint with its limit (its `throttleRate`, else its application's).
+type LimitedEndpoint = (Arc<Endpoint>, Option<u32>);
+
+/// One claim's work: endpoints, messages and flows read once each.
+struct Batch<'c> {
+    c: &'c Connection,
+    now: Timestamp,
+    lease: &'c Lease,
+    messages: HashMap<String, Option<Arc<Message>>>,
+    endpoints: HashMap<String, Option<LimitedEndpoint>>,
+    /// Flows as read and as changed since.
+    flows: HashMap<String, (Flow, Flow)>,
+    tasks: Vec<DeliveryTask>,
+}
+
+impl<'c> Batch<'c> {
+    fn new(c: &'c Connection, now: Timestamp, lease: &'c Lease) -> Self {
+        Batch {
+            c,
+            now,
+            lease,
+            messages: HashMap::new(),
+            endpoints: HashMap::new(),
+            flows: HashMap::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    fn message(&mut self, app_id: &str, id: &str) -> StoreResult<Option<Arc<Message>>> {
+        if let Some(m) = self.messages.get(id) {
+            return Ok(m.clone());
+        }
+        let m = load_message(self.c, app_id, id)?.map(Arc::new);
+        self.messages.insert(id.to_owned(), m.clone());
+        Ok(m)
+    }
+
+    fn endpoint(&mut self, id: &str) -> StoreResult<Option<LimitedEndpoint>> {
+        if let Some(e) = self.endpoints.get(id) {
+            return Ok(e.clone());
+        }
+        let e = match load_endpoint(self.c, id)? {
+            Some(ep) => Some((Arc::new(ep), flow::limit(self.c, id)?)),
+            None => None,
+        };
+        self.endpoints.insert(id.to_owned(), e.clone());
+        Ok(e)
+    }
+
+    fn flow(&mut self, endpoint_id: &str) -> StoreResult<&mut Flow> {
+        if !self.flows.contains_key(endpoint_id) {
+            let read = flow::load(self.c, endpoint_id)?;
+            self.flows.insert(endpoint_id.to_owned(), (read.clone(), read));
+        }
+        Ok(&mut self.flows.get_mut(endpoint_id).expect("just loaded").1)
+    }
+
+    fn lease_to_us(
+        &mut self,
+        key: &DeliveryKey,
+        message: Arc<Message>,
+        endpoint: Arc<Endpoint>,
+        paced: bool,
+    ) -> StoreResult<()> {
+        self.c
+            .prepare_cached(
+                "UPDATE deliveries SET gate = NULL, due_at = ?, lease_owner = ? WHERE msg_id = ? AND endpoint_id = ?",
+            )?
+            .execute(params![self.lease.until.as_millis(), self.lease.owner, key.msg_id, key.endpoint_id])?;
+        self.tasks.push(DeliveryTask { message, endpoint, paced });
+        Ok(())
+    }
+
+    /// A due delivery: claim it, park it behind its endpoint's flow, or
+    /// settle it when its endpoint or message is gone.
+    fn claim(&mut self, key: DeliveryKey, app_id: &str) -> StoreResult<()> {
+        let (message, endpoint) = (self.message(app_id, &key.msg_id)?, self.endpoint(&key.endpoint_id)?);
+        let (Some(message), Some((endpoint, limit))) = (message, endpoint) else {
+            return settle_failed(self.c, &key, self.now);
+        };
+        if endpoint.disabled {
+            return settle_failed(self.c, &key, self.now);
+        }
+        let now = self.now;
+        let flow = self.flow(&endpoint.id)?;
+        let paced = flow.is_limited(limit, now);
+        if paced && !flow.admit_one(limit, now) {
+            flow.parked(limit, now);
+            return flow::park(self.c, &key);
+        }
+        self.lease_to_us(&key, message, endpoint, paced)
+    }
+
+    /// Take up to `room` of the endpoint's parked deliveries, as its bucket
+    /// allows, in the order they were parked.
+    fn unpark(&mut self, endpoint_id: &str, room: usize) -> StoreResult<()> {
+        let now = self.now;
+        let Some((endpoint, limit)) = self.endpoint(endpoint_id)?.filter(|(e, _)| !e.disabled) else {
+            self.flow(endpoint_id)?.wake_at = None; // gone or disabled: nothing parked is owed
+            return Ok(());
+        };
+        let granted = self.flow(endpoint_id)?.state.take(limit, now, room);
+        let parked: Vec<(String, String)> = self
+            .c
+            .prepare_cached(
+                "SELECT msg_id, app_id FROM deliveries WHERE endpoint_id = ? AND gate = ? ORDER BY msg_id LIMIT ?",
+            )?
+            .query_map(params![endpoint_id, flow::PARKED, granted as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let found = parked.len();
+        for (msg_id, app_id) in parked {
+            let key = DeliveryKey { msg_id, endpoint_id: endpoint_id.to_owned() };
+            match self.message(&app_id, &key.msg_id)? {
+                Some(message) => self.lease_to_us(&key, message, Arc::clone(&endpoint), true)?,
+                None => settle_failed(self.c, &key, now)?,
+            }
+        }
+        self.flow(endpoint_id)?.unparked(limit, now, granted, found);
+        Ok(())
+    }
+
+    fn finish(self) -> StoreResult<Vec<DeliveryTask>> {
+        for (endpoint_id, (read, now)) in &self.flows {
+            if read != now {
+                flow::save(self.c, endpoint_id, now, self.now)?;
+            }
+        }
+        Ok(self.tasks)
+    }
 }
 
 fn load_message(c: &Connection, app_id: &str, id: &str) -> StoreResult<Option<Message>> {
@@ -211,17 +343,18 @@ fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffe
     // Just what the state machine needs; the whole endpoint only if it is
     // about to be disabled (for the operational event).
     let endpoint: Option<EndpointHealth> = c
-        .prepare_cached("SELECT disabled, failing_since FROM endpoints WHERE id = ?")?
+        .prepare_cached("SELECT disabled, failing_since, ordering_on_failure FROM endpoints WHERE id = ?")?
         .query_row([&a.endpoint_id], |r| {
             Ok(EndpointHealth {
                 disabled: r.get(0)?,
                 failing_since: r.get::<_, Option<i64>>(1)?.map(Timestamp::from_millis),
+                on_failure: OnFailure::parse(&r.get::<_, String>(2)?).unwrap_or_default(),
             })
         })
         .optional()?;
-    let stored: Option<DeliveryRow> = c
+    let stored: Option<(DeliveryRow, Gating)> = c
         .prepare_cached(
-            "SELECT status, attempts, next_attempt, due_at, lease_owner FROM deliveries
+            "SELECT status, attempts, next_attempt, due_at, lease_owner, gate, okey FROM deliveries
              WHERE msg_id = ? AND endpoint_id = ?",
         )?
         .query_row([&a.msg_id, &a.endpoint_id], |r| {
@@ -231,13 +364,15 @@ fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffe
                 attempts: r.get(1)?,
                 next_attempt: r.get::<_, Option<i64>>(2)?.map(Timestamp::from_millis),
             };
-            Ok(DeliveryRow {
+            let row = DeliveryRow {
                 state,
                 due_at: r.get::<_, Option<i64>>(3)?.map(Timestamp::from_millis),
                 lease_owner: r.get(4)?,
-            })
+            };
+            Ok((row, Gating { gate: r.get(5)?, okey: r.get(6)? }))
         })
         .optional()?;
+    let (stored, gating) = stored.unwrap_or_else(|| (DeliveryRow::missing(), Gating::default()));
 
     let endpoint_disabled = match endpoint.as_ref().filter(|e| !e.disabled) {
         Some(ep) => update_health(c, &a.endpoint_id, ep, &rec)?,
@@ -245,19 +380,21 @@ fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffe
     };
     let endpoint_active = endpoint.as_ref().is_some_and(|e| !e.disabled) && endpoint_disabled.is_none();
 
-    let Recorded { row, exhausted } =
-        record(&stored.unwrap_or_else(DeliveryRow::missing), &rec.result(endpoint_active));
+    let Recorded { row, exhausted } = record(&stored, &rec.result(endpoint_active));
     let DeliveryRow { state: next, due_at, lease_owner } = row;
+    let settled = next.status != DeliveryStatus::Pending;
+    // A delivery that settles, or falls due by itself, waits for nothing.
+    let gate = if settled || due_at.is_some() { None } else { gating.gate };
 
     // A deleted endpoint keeps its attempt history but gets no delivery row.
     if endpoint.is_some() {
         c.prepare_cached(
             "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, next_attempt, due_at,
-                lease_owner, updated_at, total_attempts, last_code, last_attempt_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?9)
+                lease_owner, updated_at, total_attempts, last_code, last_attempt_at, gate)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?9, ?11)
              ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = ?4, attempts = ?5,
                 next_attempt = ?6, due_at = ?7, lease_owner = ?8, updated_at = ?9,
-                total_attempts = total_attempts + 1, last_code = ?10, last_attempt_at = ?9",
+                total_attempts = total_attempts + 1, last_code = ?10, last_attempt_at = ?9, gate = ?11",
         )?
         .execute(params![
             a.msg_id,
@@ -270,16 +407,104 @@ fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffe
             lease_owner,
             a.created_at.as_millis(),
             a.status_code,
+            gate,
         ])?;
     }
     insert_attempt(c, &rec)?;
-    Ok(AttemptEffects { state: next, exhausted, endpoint_disabled })
+
+    let mut effects = AttemptEffects {
+        state: next.clone(),
+        exhausted,
+        endpoint_disabled,
+        endpoint_paused: None,
+        next: None,
+        wake: None,
+    };
+    let Some(ep) = endpoint.filter(|_| endpoint_active) else { return Ok(effects) };
+    let touches_flow = match rec.signal {
+        Signal::Neutral => false,
+        Signal::Ok => rec.paced,
+        Signal::Congested | Signal::PauseUntil { .. } => true,
+    };
+    if touches_flow {
+        effects.endpoint_paused =
+            flow::after_response(c, &a.endpoint_id, &rec.signal, rec.sending_rate, rec.finished_at)?;
+    }
+    if let Some(okey) = gating.okey.filter(|_| settled) {
+        let moves_on = ordering::moves_on(next.status == DeliveryStatus::Success, ep.on_failure);
+        if let Some(promoted) =
+            super::ordering::settled(c, &a.endpoint_id, &okey, &a.msg_id, moves_on, rec.finished_at)?
+        {
+            promote(c, promoted, rec.lease.as_ref(), rec.finished_at, &mut effects)?;
+        }
+    }
+    Ok(effects)
+}
+
+/// The new head of an ordering key: leased to the recording node when it
+/// may go at once (and its endpoint's flow allows), else due or parked.
+fn promote(
+    c: &Connection,
+    promoted: super::ordering::Promoted,
+    lease: Option<&Lease>,
+    now: Timestamp,
+    effects: &mut AttemptEffects,
+) -> StoreResult<()> {
+    let key = promoted.key;
+    let due = promoted.next_attempt.map_or(now, |t| t.max(now));
+    let found = (load_message(c, &promoted.app_id, &key.msg_id)?, load_endpoint(c, &key.endpoint_id)?);
+    let (Some(message), Some(endpoint)) = found else {
+        return settle_failed(c, &key, now);
+    };
+    let limit = flow::limit(c, &endpoint.id)?;
+    let mut flow = flow::load(c, &endpoint.id)?;
+    let paced = flow.is_limited(limit, now);
+    let set_due = |due_at: Option<Timestamp>, owner: Option<&str>| -> StoreResult<()> {
+        c.prepare_cached(
+            "UPDATE deliveries SET due_at = ?, lease_owner = ? WHERE msg_id = ? AND endpoint_id = ?",
+        )?
+        .execute(params![opt_ts_value(due_at), owner, key.msg_id, key.endpoint_id])?;
+        Ok(())
+    };
+    if due > now {
+        effects.wake = Some(due);
+        return set_due(Some(due), None);
+    }
+    if paced && !flow.admit_one(limit, now) {
+        flow.parked(limit, now);
+        flow::save(c, &endpoint.id, &flow, now)?;
+        effects.wake = flow.wake_at;
+        return flow::park(c, &key);
+    }
+    if paced {
+        flow::save(c, &endpoint.id, &flow, now)?;
+    }
+    match lease {
+        Some(l) => {
+            set_due(Some(l.until), Some(&l.owner))?;
+            effects.next =
+                Some(DeliveryTask { message: Arc::new(message), endpoint: Arc::new(endpoint), paced });
+        }
+        None => {
+            effects.wake = Some(now);
+            set_due(Some(now), None)?;
+        }
+    }
+    Ok(())
+}
+
+/// A delivery's place in flow control and ordering, as stored.
+#[derive(Default)]
+struct Gating {
+    gate: Option<i64>,
+    okey: Option<String>,
 }
 
 /// The columns of an endpoint that recording an attempt needs.
 struct EndpointHealth {
     disabled: bool,
     failing_since: Option<Timestamp>,
+    on_failure: OnFailure,
 }
 
 /// Track the endpoint's failure streak; disable it when the receiver asked

@@ -7,14 +7,14 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{self, opt_json, opt_ts_value};
-use super::{SqliteStore, sql, tenants};
-use crate::domain::filter;
+use super::{SqliteStore, flow, sql, tenants};
 use crate::domain::model::{App, Attempt, Delivery, DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
+use crate::domain::{filter, ordering};
 use crate::store::listing::{ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_NCOLS, Listing, MESSAGE_COLS};
 use crate::store::{
-    AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, MessageFilter, MessageStore, Page,
-    PageRequest, StoreError, StoreResult,
+    AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, DeliveryKey, DeliveryTask, Lease,
+    MessageFilter, MessageStore, Page, PageRequest, StoreError, StoreResult,
 };
 
 #[async_trait]
@@ -175,7 +175,8 @@ fn create_message(
                 return Ok(CreatedMessage {
                     message: Arc::new(m),
                     endpoints: vec![],
-                    leased: false,
+                    send_now: vec![],
+                    wake: None,
                     existing: true,
                 });
             }
@@ -203,7 +204,7 @@ fn create_message(
 
     let cols = MESSAGE_COLS.replace("m.", "");
     c.prepare_cached(&format!(
-        "INSERT INTO messages ({cols}, idem_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO messages ({cols}, idem_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))?
     .execute(params![
         message.id,
@@ -216,6 +217,7 @@ fn create_message(
         message.created_at.as_millis(),
         opt_ts_value(message.deliver_at),
         opt_ts_value(message.expires_at),
+        message.ordering_key,
         idempotency_key,
     ])?;
 
@@ -234,54 +236,118 @@ fn create_message(
     };
 
     let first_at = message.deliver_at.unwrap_or(message.created_at).max(message.created_at);
-    let lease = lease.filter(|_| first_at <= message.created_at);
-    let (due_at, owner) = match &lease {
-        Some(l) => (l.until, Some(l.owner.as_str())),
-        None => (first_at, None),
+    let message = Arc::new(message);
+    let mut created = CreatedMessage {
+        message: Arc::clone(&message),
+        endpoints: Vec::new(),
+        send_now: Vec::new(),
+        wake: None,
+        existing: false,
     };
-    for ep in &endpoints {
-        insert_delivery(
-            c,
-            &message.id,
-            &ep.id,
-            &message.app_id,
-            first_at,
-            due_at,
-            owner,
-            message.created_at,
-        )?;
+    for ep in endpoints {
+        let placed =
+            place(c, &message, &ep, app.throttle_rate, first_at, lease.as_ref(), message.created_at)?;
+        match placed {
+            Placed::Now { paced } => created.send_now.push(DeliveryTask {
+                message: Arc::clone(&message),
+                endpoint: Arc::clone(&ep),
+                paced,
+            }),
+            Placed::Later(at) => created.wake = Some(created.wake.map_or(at, |w| w.min(at))),
+            Placed::Held => {}
+        }
+        created.endpoints.push(ep);
     }
-    Ok(CreatedMessage { message: Arc::new(message), endpoints, leased: lease.is_some(), existing: false })
+    Ok(created)
 }
 
-/// A new pending delivery, first attempt at `first_at`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn insert_delivery(
+/// Where a new delivery stands.
+pub(super) enum Placed {
+    /// Leased to the caller: send it now (`paced`: see `DeliveryTask`).
+    Now { paced: bool },
+    /// Claimable from then on (a delayed message, a parked delivery, or no
+    /// lease was asked for).
+    Later(Timestamp),
+    /// Held behind an earlier message of its ordering key.
+    Held,
+}
+
+/// Insert a new pending delivery of `message` to `ep`, first attempt at
+/// `first_at`, and decide where it stands: held behind its ordering key,
+/// parked behind its endpoint's flow, or leased to `lease` when it may go
+/// at once. `app_limit` is the application's `throttleRate`.
+pub(super) fn place(
     c: &Connection,
-    msg_id: &str,
-    endpoint_id: &str,
-    app_id: &str,
+    message: &Message,
+    ep: &Endpoint,
+    app_limit: Option<u16>,
     first_at: Timestamp,
-    due_at: Timestamp,
-    lease_owner: Option<&str>,
+    lease: Option<&Lease>,
     now: Timestamp,
-) -> StoreResult<()> {
+) -> StoreResult<Placed> {
+    let key = DeliveryKey { msg_id: message.id.clone(), endpoint_id: ep.id.clone() };
+    let mut row =
+        NewDelivery { gate: None, okey: None, seq: None, due_at: Some(first_at), lease_owner: None };
+    let placed = 'decide: {
+        if let Some(okey) = ordering::key_for(message.ordering_key.as_deref(), ep.fifo) {
+            let q = super::ordering::enqueue(c, &ep.id, okey, &message.id)?;
+            (row.okey, row.seq) = (Some(okey), Some(q.seq));
+            if !q.head {
+                (row.gate, row.due_at) = (Some(super::ordering::HELD), None);
+                break 'decide Placed::Held;
+            }
+        }
+        if first_at > now {
+            break 'decide Placed::Later(first_at); // the claim looks at its flow then
+        }
+        let limit = ep.throttle_rate.or(app_limit).map(u32::from);
+        let mut flow = flow::load(c, &ep.id)?;
+        let paced = flow.is_limited(limit, now);
+        if paced && !flow.admit_one(limit, now) {
+            flow.parked(limit, now);
+            flow::save(c, &ep.id, &flow, now)?;
+            (row.gate, row.due_at) = (Some(flow::PARKED), None);
+            break 'decide Placed::Later(flow.wake_at.unwrap_or(now));
+        }
+        if paced {
+            flow::save(c, &ep.id, &flow, now)?;
+        }
+        match lease {
+            Some(l) => {
+                (row.due_at, row.lease_owner) = (Some(l.until), Some(l.owner.as_str()));
+                Placed::Now { paced }
+            }
+            None => Placed::Later(now),
+        }
+    };
     c.prepare_cached(
         "INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, next_attempt, due_at,
-            lease_owner, updated_at)
-         VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
+            lease_owner, updated_at, gate, okey, seq)
+         VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
-        msg_id,
-        endpoint_id,
-        app_id,
+        key.msg_id,
+        key.endpoint_id,
+        message.app_id,
         DeliveryStatus::Pending.code(),
         first_at.as_millis(),
-        due_at.as_millis(),
-        lease_owner,
+        opt_ts_value(row.due_at),
+        row.lease_owner,
         now.as_millis(),
+        row.gate,
+        row.okey,
+        row.seq,
     ])?;
-    Ok(())
+    Ok(placed)
+}
+
+/// The columns of a new delivery row that `place` decides.
+struct NewDelivery<'a> {
+    gate: Option<i64>,
+    okey: Option<&'a str>,
+    seq: Option<i64>,
+    due_at: Option<Timestamp>,
+    lease_owner: Option<&'a str>,
 }
 
 fn get_message(c: &Connection, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {

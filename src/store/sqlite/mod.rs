@@ -7,7 +7,9 @@
 
 mod dispatch;
 mod event_types;
+mod flow;
 mod messages;
+mod ordering;
 mod redelivery;
 mod retention;
 mod rows;

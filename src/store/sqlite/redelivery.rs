@@ -8,7 +8,7 @@ use rusqlite::types::Value;
 use rusqlite::{CachedStatement, Connection, Params, params};
 
 use super::SqliteStore;
-use super::messages::insert_delivery;
+use super::messages::{Placed, place};
 use super::rows;
 use super::sql::Sql;
 use crate::domain::filter;
@@ -28,6 +28,7 @@ impl RedeliveryStore for SqliteStore {
         dry_run: bool,
     ) -> StoreResult<u64> {
         let conds = listing::requeue_matching(app_id, endpoint_id, filter);
+        let endpoint_id = endpoint_id.to_owned();
         let run = move |c: &Connection| {
             let mut matching =
                 Sql::new(format!("SELECT d.msg_id, d.endpoint_id FROM {DELIVERIES_WITH_MESSAGES}"));
@@ -38,15 +39,24 @@ impl RedeliveryStore for SqliteStore {
                 let n: Vec<i64> = count.rows(c, |r| r.get(0))?;
                 return Ok(n.first().copied().unwrap_or(0) as u64);
             }
+            // Keyed ones re-enter their key's order, in their original order.
+            let mut keyed = Sql::new("SELECT d.msg_id, d.okey FROM deliveries d WHERE d.okey IS NOT NULL");
+            keyed
+                .push(" AND (d.msg_id, d.endpoint_id) IN (", [])
+                .push(&matching.text, matching.params.clone());
+            keyed.push(") ORDER BY d.msg_id", []);
+            let keyed: Vec<(String, String)> = keyed.rows(c, |r| Ok((r.get(0)?, r.get(1)?)))?;
             let mut update = Sql::new(format!(
                 "UPDATE deliveries SET status = {pending}, attempts = 0, next_attempt = {now}, due_at = {now},
-                    lease_owner = NULL, updated_at = {now}
+                    lease_owner = NULL, updated_at = {now}, gate = NULL
                  WHERE (msg_id, endpoint_id) IN (",
                 pending = DeliveryStatus::Pending.code(),
                 now = now.as_millis(),
             ));
             update.push(&matching.text, matching.params).push(")", []);
-            Ok(update.execute(c)? as u64)
+            let n = update.execute(c)? as u64;
+            super::ordering::reenter(c, &endpoint_id, &keyed)?;
+            Ok(n)
         };
         if dry_run { self.read(run).await } else { self.write(run).await }
     }
@@ -63,13 +73,16 @@ impl RedeliveryStore for SqliteStore {
         self.write(move |c| {
             let mut q = Sql::new(format!("SELECT {MESSAGE_COLS} FROM messages m"));
             q.where_all(&conds).push(
-                " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.endpoint_id = ?)",
+                " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.endpoint_id = ?)
+                 ORDER BY m.id",
                 [Value::Text(endpoint.id.clone())],
             );
             let missing = q.rows(c, |r| rows::message(r, 0))?;
+            let app_limit = super::tenants::get_app(c, &endpoint.app_id)?.and_then(|a| a.throttle_rate);
             let mut sent = 0;
             for m in missing.iter().filter(|m| filter::wants(&endpoint, &m.event_type, m.channels.as_ref())) {
-                insert_delivery(c, &m.id, &endpoint.id, &m.app_id, now, now, None, now)?;
+                // In message order, so keyed ones queue in their original order.
+                let _: Placed = place(c, m, &endpoint, app_limit, now, None, now)?;
                 sent += 1;
             }
             Ok(sent)

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::domain::model::{
     App, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, Task, Trigger,
 };
+use crate::domain::ordering::OnFailure;
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
 use crate::domain::time::Timestamp;
 use crate::store::StoreError;
@@ -95,6 +96,20 @@ pub fn endpoint(row: &Row, o: usize) -> rusqlite::Result<Endpoint> {
         failing_since: opt_ts(row, o + 14)?,
         created_at: ts(row, o + 15)?,
         updated_at: ts(row, o + 16)?,
+        max_in_flight: row.get(o + 17)?,
+        fifo: row.get(o + 18)?,
+        ordering_on_failure: on_failure(row, o + 19)?,
+    })
+}
+
+fn on_failure(row: &Row, idx: usize) -> rusqlite::Result<OnFailure> {
+    let text: String = row.get(idx)?;
+    OnFailure::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            Type::Text,
+            format!("orderingOnFailure {text:?}").into(),
+        )
     })
 }
 
@@ -114,6 +129,7 @@ pub fn message(row: &Row, o: usize) -> rusqlite::Result<Message> {
         created_at: ts(row, o + 7)?,
         deliver_at: opt_ts(row, o + 8)?,
         expires_at: opt_ts(row, o + 9)?,
+        ordering_key: row.get(o + 10)?,
     })
 }
 
@@ -132,6 +148,7 @@ pub fn delivery(row: &Row, o: usize) -> rusqlite::Result<Delivery> {
         total_attempts: row.get(o + 8)?,
         last_code: row.get(o + 9)?,
         last_attempt_at: opt_ts(row, o + 10)?,
+        waiting_for: row.get(o + 11)?,
     })
 }
 

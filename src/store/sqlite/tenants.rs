@@ -11,7 +11,7 @@ use super::rows::{self, opt_json, opt_ts_value, retry_policy_value, to_json};
 use super::sql;
 use crate::domain::model::{App, AppPatch, AppSummary, DeliveryStatus, Endpoint, EndpointPatch, Scope};
 use crate::domain::time::Timestamp;
-use crate::store::listing::{APP_COLS, Cond, ENDPOINT_COLS, Listing, Param};
+use crate::store::listing::{APP_COLS, Cond, ENDPOINT_COLS, ENDPOINT_NCOLS, Listing, Param};
 use crate::store::{AppFilter, Page, PageRequest, StoreError, StoreResult, TenantStore};
 
 #[async_trait]
@@ -98,6 +98,12 @@ impl TenantStore for SqliteStore {
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
+            for table in ["endpoint_flow", "ordering_keys"] {
+                c.prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE endpoint_id IN (SELECT id FROM endpoints WHERE app_id = ?)"
+                ))?
+                .execute([&id])?;
+            }
             for table in ["endpoints", "deliveries", "attempts", "messages", "tokens"] {
                 c.prepare_cached(&format!("DELETE FROM {table} WHERE app_id = ?"))?.execute([&id])?;
             }
@@ -113,7 +119,7 @@ impl TenantStore for SqliteStore {
             c.prepare_cached(&format!(
                 "INSERT INTO endpoints ({}) VALUES ({})",
                 ENDPOINT_COLS.replace("e.", ""),
-                ["?"; 17].join(", ")
+                ["?"; ENDPOINT_NCOLS].join(", ")
             ))?
             .execute(rusqlite::params_from_iter(endpoint_values(&ep)))?;
             Ok(())
@@ -152,6 +158,8 @@ impl TenantStore for SqliteStore {
                 return Err(StoreError::NotFound);
             }
             c.prepare_cached("DELETE FROM deliveries WHERE endpoint_id = ?")?.execute([&id])?;
+            c.prepare_cached("DELETE FROM endpoint_flow WHERE endpoint_id = ?")?.execute([&id])?;
+            super::ordering::forget_endpoint(c, &id)?;
             Ok(())
         })
         .await
@@ -256,7 +264,7 @@ fn check_endpoint_uid(c: &Connection, ep: &Endpoint) -> StoreResult<()> {
     Ok(())
 }
 
-fn endpoint_values(ep: &Endpoint) -> [Value; 17] {
+fn endpoint_values(ep: &Endpoint) -> [Value; ENDPOINT_NCOLS] {
     [
         Value::Text(ep.id.clone()),
         Value::Text(ep.app_id.clone()),
@@ -275,6 +283,9 @@ fn endpoint_values(ep: &Endpoint) -> [Value; 17] {
         opt_ts_value(ep.failing_since),
         Value::Integer(ep.created_at.as_millis()),
         Value::Integer(ep.updated_at.as_millis()),
+        ep.max_in_flight.map_or(Value::Null, |n| Value::Integer(n.into())),
+        Value::Integer(ep.fifo.into()),
+        Value::Text(ep.ordering_on_failure.as_str().into()),
     ]
 }
 
@@ -311,7 +322,7 @@ fn update_endpoint(
         "UPDATE endpoints SET id = ?1, app_id = ?2, uid = ?3, url = ?4, description = ?5,
             disabled = ?6, event_types = ?7, channels = ?8, metadata = ?9, headers = ?10,
             throttle_rate = ?11, secret = ?12, old_secrets = ?13, retry_policy = ?14, failing_since = ?15,
-            created_at = ?16, updated_at = ?17
+            created_at = ?16, updated_at = ?17, max_in_flight = ?18, fifo = ?19, ordering_on_failure = ?20
          WHERE id = ?1",
     )?
     .execute(rusqlite::params_from_iter(endpoint_values(&ep)))?;
@@ -321,11 +332,16 @@ fn update_endpoint(
     Ok(ep)
 }
 
-/// No more attempts for the endpoint's pending deliveries: they fail now.
+/// No more attempts for the endpoint's pending deliveries: they fail now,
+/// held and parked ones too, and its ordering keys and parked work are
+/// forgotten with them.
 pub(super) fn settle_pending(c: &Connection, endpoint_id: &str, now: Timestamp) -> StoreResult<()> {
+    super::ordering::forget_endpoint(c, endpoint_id)?;
+    c.prepare_cached("UPDATE endpoint_flow SET wake_at = NULL WHERE endpoint_id = ?")?
+        .execute([endpoint_id])?;
     c.prepare_cached(
         "UPDATE deliveries SET status = ?, next_attempt = NULL, due_at = NULL, lease_owner = NULL,
-            updated_at = ?
+            updated_at = ?, gate = NULL
          WHERE endpoint_id = ? AND status = ?",
     )?
     .execute(params![

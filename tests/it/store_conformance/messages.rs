@@ -19,7 +19,7 @@ pub async fn message_fan_out(store: SharedStore) {
     let req = |m: Message, lease: Option<Lease>| request("fan", m, lease);
     let paid = store.create_message(req(message("invoice.paid", T0), Some(lease(at(60))))).await.unwrap();
     assert_eq!(targets(&paid), [all.id.clone(), typed.id.clone()].into());
-    assert!(paid.leased);
+    assert_eq!(paid.send_now.len(), 2, "both leased, to be sent now");
     assert_eq!(paid.message.app_id, a.id);
     let d = store.get_delivery(&paid.message.id, &all.id).await.unwrap().unwrap();
     assert_eq!((d.status, d.attempts, d.next_attempt), (DeliveryStatus::Sending, 0, Some(T0)));
@@ -27,14 +27,15 @@ pub async fn message_fan_out(store: SharedStore) {
     let eu = Message { channels: Some(set(&["eu", "us"])), ..message("other", T0) };
     let eu = store.create_message(req(eu, None)).await.unwrap();
     assert_eq!(targets(&eu), [all.id.clone(), channeled.id.clone()].into());
-    assert!(!eu.leased);
+    assert!(eu.send_now.is_empty());
     let d = store.get_delivery(&eu.message.id, &channeled.id).await.unwrap().unwrap();
     assert_eq!(d.status, DeliveryStatus::Pending);
 
     // A delayed message is never leased up front.
     let later = Message { deliver_at: Some(at(3600)), ..message("other", T0) };
     let later = store.create_message(req(later, Some(lease(at(60))))).await.unwrap();
-    assert!(!later.leased);
+    assert!(later.send_now.is_empty());
+    assert_eq!(later.wake, Some(at(3600)));
     assert_eq!(
         store.get_delivery(&later.message.id, &all.id).await.unwrap().unwrap().next_attempt,
         Some(at(3600))

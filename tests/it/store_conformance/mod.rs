@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hookline::domain::delivery::Outcome;
+use hookline::domain::flow::Signal;
 use hookline::domain::id;
 use hookline::domain::model::{
     App, AppPatch, Attempt, DeliveryStatus, Endpoint, EndpointPatch, EventType, EventTypePatch, Message,
@@ -20,20 +21,25 @@ use hookline::domain::time::Timestamp;
 use hookline::store::postgres::PgStore;
 use hookline::store::sqlite::SqliteStore;
 use hookline::store::{
-    AppFilter, AttemptFilter, AttemptRecord, CreateMessage, Cursor, DeliveryFilter, DeliveryKey,
-    EndpointDisabled, Lease, MessageFilter, Order, PageRequest, SharedStore, StoreError, StoreEvent,
+    AppFilter, AttemptEffects, AttemptFilter, AttemptRecord, CreateMessage, Cursor, DeliveryFilter,
+    DeliveryKey, EndpointDisabled, Lease, MessageFilter, Order, PageRequest, RequeueFilter, SharedStore,
+    StoreError, StoreEvent,
 };
 
 mod dispatch;
 mod event_types;
+mod flow;
 mod messages;
+mod ordering;
 mod redelivery;
 mod retention;
 mod tenants;
 
 use self::dispatch::*;
 use self::event_types::*;
+use self::flow::*;
 use self::messages::*;
+use self::ordering::*;
 use self::redelivery::*;
 use self::retention::*;
 use self::tenants::*;
@@ -69,6 +75,9 @@ fn endpoint(app_id: &str) -> Endpoint {
         metadata: Default::default(),
         headers: [("X-A".to_string(), "1".to_string())].into(),
         throttle_rate: None,
+        max_in_flight: None,
+        fifo: false,
+        ordering_on_failure: Default::default(),
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
         old_secrets: Vec::new(),
         retry_policy: Some(RetryPolicy::fixed_two_minutes()),
@@ -90,6 +99,7 @@ fn message(event_type: &str, created_at: Timestamp) -> Message {
         created_at,
         deliver_at: None,
         expires_at: Some(created_at.plus(Duration::from_secs(90 * 86_400))),
+        ordering_key: None,
     }
 }
 
@@ -147,6 +157,7 @@ async fn record(
 }
 
 fn record_of(attempt: Attempt, outcome: Outcome, policy: RetryPolicy) -> AttemptRecord {
+    let (attempt_code, attempt_at) = (attempt.status_code, attempt.created_at);
     AttemptRecord {
         finished_at: attempt.created_at,
         attempt,
@@ -155,6 +166,10 @@ fn record_of(attempt: Attempt, outcome: Outcome, policy: RetryPolicy) -> Attempt
         steering: Steering::default(),
         jitter: 0.0,
         auto_disable_after: None,
+        signal: Signal::classify(outcome == Outcome::Delivered, Some(attempt_code), None, attempt_at),
+        sending_rate: 0.0,
+        paced: false,
+        lease: None,
     }
 }
 
@@ -190,7 +205,10 @@ macro_rules! conformance {
                 claiming_and_leases, attempts_advance_deliveries, listings_filter, dashboard_queries,
                 event_types_and_tasks, idempotency_keys, message_idempotency, concurrent_claims,
                 requeue_and_replay, endpoint_health, content_erasure, notifications, lease_renewal,
-                concurrent_attempts);
+                concurrent_attempts, throttles_pace_ingest_and_claims, a_retry_after_pauses_the_endpoint,
+                congestion_backs_the_endpoint_off_and_successes_restore_it, a_manual_send_counts_against_the_bucket,
+                one_key_goes_in_order_and_others_pass, fifo_endpoints_order_everything, a_failed_head_skips_or_blocks,
+                replays_reenter_in_order_and_disabling_forgets_keys);
         }
     };
     (@each $factory:path; $($check:ident),*) => {
