@@ -164,6 +164,7 @@ async fn create(
         deliver_at: body.deliver_at.map(Timestamp::from_datetime),
         create_app: body.application.map(ApplicationIn::into_spec),
         retention,
+        trace: crate::traces::context::for_new_message(&headers),
     };
     // Also stored with the message, so even a retry after a crash between
     // the commit and the response cannot create a second message.

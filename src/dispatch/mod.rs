@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use self::lanes::{Admission, Lanes, QueuedAttempt};
 use self::sender::Sender;
@@ -37,6 +38,7 @@ use crate::domain::time::Timestamp;
 use crate::operational::{self, Emitter};
 use crate::store::{AttemptEffects, AttemptRecord, DeliveryKey, DeliveryTask, DispatchStore, Lease};
 use crate::telemetry;
+use crate::traces;
 
 #[derive(Clone, Debug)]
 pub struct DispatchConfig {
@@ -290,8 +292,10 @@ impl Inner {
     async fn attempt(&self, queued: &QueuedAttempt) {
         let task = &queued.task;
         let policy = task.endpoint.retry_policy.clone().unwrap_or_else(|| self.cfg.default_policy.clone());
+        let span = traces::spans::attempt(&task.message, &task.endpoint, queued.trigger);
+        let trace = traces::context::outgoing(&span, task.message.trace.as_ref());
         let started = self.clock.now();
-        let sent = self.sender.send(&*self.clock, task, &policy, started).await;
+        let sent = self.sender.send(&*self.clock, task, &policy, started, trace.as_ref()).instrument(span.clone()).await;
         let finished_at = self.clock.now();
         let outcome = Outcome::classify(&policy, sent.status);
         let steering = Steering::from_response(
@@ -340,15 +344,19 @@ impl Inner {
             jitter: self.cfg.jitter * (rand::random::<f64>() * 2.0 - 1.0),
             auto_disable_after: self.cfg.auto_disable_after,
         };
-        match self.store.record_attempt(record).await {
-            Ok(effects) => self.after_record(task, &attempt, effects),
-            Err(e) => tracing::error!(
-                error = %e,
-                msg_id = %task.message.id,
-                endpoint_id = %task.endpoint.id,
-                "could not record attempt; the delivery will be retried when its lease expires"
-            ),
-        }
+        let recorded = self.store.record_attempt(record).instrument(span.clone()).await;
+        traces::spans::attempt_done(&span, &attempt, recorded.as_ref().ok().map(|fx| fx.state.attempts));
+        span.in_scope(|| {
+            match recorded {
+                Ok(effects) => self.after_record(task, &attempt, effects),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    msg_id = %task.message.id,
+                    endpoint_id = %task.endpoint.id,
+                    "could not record attempt; the delivery will be retried when its lease expires"
+                ),
+            }
+        });
     }
 
     /// Act on what recording the attempt changed.

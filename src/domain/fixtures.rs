@@ -41,5 +41,6 @@ pub fn message(id: &str) -> Message {
         created_at: Timestamp::from_millis(0),
         deliver_at: None,
         expires_at: None,
+        trace: None,
     }
 }

@@ -213,6 +213,17 @@ pub struct Message {
     pub deliver_at: Option<Timestamp>,
     /// When the payload is expunged (retention).
     pub expires_at: Option<Timestamp>,
+    /// The trace its attempts join (W3C trace context), if it was created
+    /// in one.
+    pub trace: Option<TraceContext>,
+}
+
+/// A W3C trace context as carried by the `traceparent` and `tracestate`
+/// headers, already checked (see `crate::traces`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    pub traceparent: String,
+    pub tracestate: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -227,6 +238,8 @@ pub struct NewMessage {
     pub create_app: Option<AppSpec>,
     /// Keep the payload this long (default: the server's retention).
     pub retention: Option<std::time::Duration>,
+    /// The trace context of the request that created it.
+    pub trace: Option<TraceContext>,
 }
 
 /// Status of a delivery, numbered as Svix's `MessageStatus`.

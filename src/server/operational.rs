@@ -58,6 +58,7 @@ async fn send(service: &Service, event: Event) -> ServiceResult<()> {
         deliver_at: None,
         create_app: None,
         retention: None,
+        trace: None,
     };
     service.create_message(&app.id, new, None).await.map(|_| ())
 }

@@ -2,7 +2,7 @@
 //!
 //! Everything above this module talks to `dyn Store` (or to the one part of
 //! it it needs, like the dispatcher's [`DispatchStore`]) only. `Store` is the
-//! sum of seven parts, one per concern, and each backend implements each
+//! sum of eight parts, one per concern, and each backend implements each
 //! part in the file of that name (`sqlite/tenants.rs`, `postgres/tenants.rs`,
 //! …):
 //!
@@ -15,6 +15,7 @@
 //! | [`RedeliveryStore`] | sending again (recover, replays) and the counts that decide it |
 //! | [`RetentionStore`] | erasing payloads and response bodies |
 //! | [`DispatchStore`] | claims, leases and attempt records: the dispatcher's side |
+//! | [`ChartStore`] | attempt counts per endpoint and minute, for the dashboard's charts |
 //!
 //! The traits are shaped for several dispatcher nodes sharing one
 //! database: due deliveries are *claimed* with a lease (owner + expiry
@@ -41,6 +42,7 @@ use crate::domain::model::{
     App, AppPatch, AppSummary, Attempt, Delivery, DeliveryCounts, Endpoint, EndpointPatch, EventType,
     EventTypePatch, Message, Scope, Task,
 };
+use crate::domain::attempt_stats::{Series, Window};
 use crate::domain::time::Timestamp;
 
 /// API tokens (stored as SHA-256 hashes), applications and endpoints.
@@ -277,6 +279,24 @@ pub trait DispatchStore: Send + Sync {
     async fn count_pending(&self) -> StoreResult<u64>;
 }
 
+/// Attempt counts per endpoint and minute (see
+/// [`crate::domain::attempt_stats`]), added by `record_attempt` in the
+/// attempt's own transaction: what the dashboard's charts read, at the cost
+/// of an index range, never a scan of the attempts.
+#[async_trait]
+pub trait ChartStore: Send + Sync {
+    /// Each endpoint's attempts in the window ending at `now`, by interval;
+    /// an endpoint without any gets an empty series.
+    async fn attempt_series(
+        &self,
+        endpoint_ids: &[String],
+        window: Window,
+        now: Timestamp,
+    ) -> StoreResult<HashMap<String, Series>>;
+    /// Forget the minutes before `before`; returns how many rows went.
+    async fn prune_attempt_stats(&self, before: Timestamp) -> StoreResult<u64>;
+}
+
 /// The whole store: every part. Implemented for anything that implements
 /// them all.
 pub trait Store:
@@ -287,6 +307,7 @@ pub trait Store:
     + RedeliveryStore
     + RetentionStore
     + DispatchStore
+    + ChartStore
     + 'static
 {
 }
@@ -299,6 +320,7 @@ impl<T> Store for T where
         + RedeliveryStore
         + RetentionStore
         + DispatchStore
+        + ChartStore
         + 'static
 {
 }

@@ -322,3 +322,90 @@ async fn bulk_replay_of_failed_messages_counts_before_sending() {
     })
     .await;
 }
+
+/// The charts after a mix of successes, failures and a timeout: the
+/// endpoint chart's totals are the API's, the application page charts
+/// every endpoint's success rate. Writes the screenshots README shows.
+#[tokio::test]
+async fn charts_show_the_attempts_the_api_lists() {
+    let t = TestServer::start().await;
+    let rx = Receiver::start(Reply::Status(200, "ok")).await;
+    let once = json!({"retryPolicy": {"schedule": [], "timeout": 1}, "eventTypes": ["test.event"]});
+    let (app, ep) = t.app_with_endpoint(&rx.url, once).await;
+    let audit = json!({"url": format!("{}/audit", rx.url), "description": "Audit log", "eventTypes": ["audit.event"]});
+    let (status, body) = t.post(&format!("/api/v1/app/{app}/endpoint"), audit).await;
+    assert_eq!(status, 201, "{body}");
+
+    // One attempt per message (no retries): 5 succeed, 3 fail, 1 times out.
+    let replies = [500, 200, 200, 503, 200, 0, 200, 500, 200];
+    rx.script(replies.map(|code| match code {
+        0 => Reply::Hang,
+        c => Reply::Status(c, "answer"),
+    }));
+    let mut sent = Vec::new();
+    for i in 0..replies.len() {
+        sent.push(t.send(&app, json!({"order": i})).await);
+        rx.wait_for(i + 1).await;
+    }
+    for m in &sent {
+        t.wait_attempts(&app, m, 1).await;
+    }
+    for i in 0..4 {
+        let (status, _) = t
+            .post(&format!("/api/v1/app/{app}/msg"), json!({"eventType": "audit.event", "payload": {"i": i}}))
+            .await;
+        assert_eq!(status, 202);
+    }
+    rx.wait_for(replies.len() + 4).await;
+
+    // What the API says about the endpoint's attempts.
+    let listed = crate::common::eventually("every attempt listed", || async {
+        let list = t.get(&format!("/api/v1/app/{app}/attempt/endpoint/{ep}?limit=250")).await;
+        let data = list["data"].as_array().unwrap().clone();
+        (data.len() == replies.len()).then_some(data)
+    })
+    .await;
+    let ok = listed.iter().filter(|a| a["status"] == 0).count();
+    let timed_out = listed.iter().filter(|a| a["responseStatusCode"] == 0).count();
+    let failed = listed.len() - ok - timed_out;
+    assert_eq!((ok, failed, timed_out), (5, 3, 1));
+
+    let b = Browser::start().await;
+    let base = t.server.url();
+    sign_in(&b, &base).await;
+    b.goto(&format!("{base}/apps/{app}/endpoints/{ep}")).await;
+    let chart = b.find("#attempts-chart").await;
+    let attr = |name: &'static str| {
+        let chart = chart.clone();
+        async move { chart.attr(name).await.unwrap().unwrap_or_default() }
+    };
+    assert_eq!(attr("data-total").await, listed.len().to_string());
+    assert_eq!(attr("data-success").await, ok.to_string());
+    assert_eq!(attr("data-failure").await, failed.to_string());
+    assert_eq!(attr("data-timeout").await, timed_out.to_string());
+    let caption = b.find("#attempts-chart figcaption").await.text().await.unwrap();
+    assert!(
+        caption.contains(&format!("{} — {ok} succeeded, {failed} failed, {timed_out} timed out", listed.len())),
+        "{caption}"
+    );
+    let bars = b.client.find_all(fantoccini::Locator::Css("#attempts-chart rect.bar")).await.unwrap();
+    assert!(!bars.is_empty(), "bars are drawn");
+    let latency = b.find("#latency-chart figcaption").await.text().await.unwrap();
+    assert!(latency.contains("p50") && latency.contains("ms"), "{latency}");
+    b.screenshot_of("chart-endpoint", "#live").await;
+
+    // Another window is a link away, and counts the same attempts.
+    b.click("nav.windows a[href$='window=day']").await;
+    b.wait_for_text("Attempts in the last day").await;
+    assert_eq!(b.find("#attempts-chart").await.attr("data-total").await.unwrap(), Some(listed.len().to_string()));
+
+    // The application page: one small chart per endpoint.
+    b.goto(&format!("{base}/apps/{app}")).await;
+    b.wait_for_text("Success rate by endpoint").await;
+    let multiples = b.client.find_all(fantoccini::Locator::Css("figure.multiple")).await.unwrap();
+    assert_eq!(multiples.len(), 2);
+    let text = b.find(".multiples").await.text().await.unwrap();
+    assert!(text.contains(&format!("{:.1} % of {}", 100.0 * ok as f64 / listed.len() as f64, listed.len())), "{text}");
+    assert!(text.contains("100.0 % of 4"), "{text}");
+    b.screenshot_of("chart-app", ".multiples").await;
+}

@@ -232,6 +232,7 @@ async fn idempotency_key_returns_the_first_response_and_creates_one_message() {
         deliver_at: None,
         create_app: None,
         retention: None,
+        trace: None,
     };
     let service = &t.server.service;
     let m1 = service.create_message(&app, new(), Some("k".into())).await.unwrap();

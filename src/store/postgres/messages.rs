@@ -269,8 +269,8 @@ impl Insert<'_> {
         sqlx::query(
             "WITH m AS (
                 INSERT INTO messages (id, app_id, event_type, event_id, channels, tags, payload, created_at,
-                    deliver_at, expires_at, idem_key)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                    deliver_at, expires_at, idem_key, traceparent, tracestate)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $19, $20)
              ), d AS (
                 INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, next_attempt, due_at,
                     lease_owner, updated_at)
@@ -296,6 +296,8 @@ impl Insert<'_> {
         .bind(&self.endpoint_ids)
         .bind(notify::CHANNEL)
         .bind(due)
+        .bind(m.trace.as_ref().map(|t| t.traceparent.as_str()))
+        .bind(m.trace.as_ref().and_then(|t| t.tracestate.as_deref()))
         .execute(c)
         .await?;
         Ok(())

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::notify;
+use super::{charts, notify};
 use super::rows::{self, col, int4, opt_ts, pg_text};
 use crate::domain::delivery::{DeliveryRow, DeliveryState, record};
 use crate::domain::health;
@@ -166,6 +166,7 @@ pub async fn record_batch(pool: &PgPool, recs: &[AttemptRecord]) -> StoreResult<
 
     // 5. Everything written at once.
     write_rows(&mut tx, &keys, &slots, recs, first_retry).await?;
+    charts::count_attempts(&mut tx, recs).await?;
     tx.commit().await?;
     Ok(effects)
 }

@@ -13,6 +13,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::domain::model::{
+    TraceContext,
     App, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, Task, Trigger,
 };
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
@@ -225,6 +226,8 @@ pub fn message(row: &PgRow, o: usize) -> StoreResult<Message> {
         created_at: ts(row, o + 7)?,
         deliver_at: opt_ts_col(row, o + 8)?,
         expires_at: opt_ts_col(row, o + 9)?,
+        trace: col::<Option<String>>(row, o + 10)?
+            .map(|traceparent| TraceContext { traceparent, tracestate: col(row, o + 11).ok().flatten() }),
     })
 }
 

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{self, opt_ts_value};
 use super::sql::Sql;
-use super::{SqliteStore, tenants};
+use super::{SqliteStore, charts, tenants};
 use crate::domain::delivery::{DeliveryRow, DeliveryState, Recorded, record};
 use crate::domain::health;
 use crate::domain::model::{DeliveryStatus, Endpoint, Message};
@@ -273,6 +273,7 @@ fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffe
         ])?;
     }
     insert_attempt(c, &rec)?;
+    charts::count_attempt(c, &rec.attempt)?;
     Ok(AttemptEffects { state: next, exhausted, endpoint_disabled })
 }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::domain::model::{
+    TraceContext,
     App, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, Task, Trigger,
 };
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
@@ -114,6 +115,9 @@ pub fn message(row: &Row, o: usize) -> rusqlite::Result<Message> {
         created_at: ts(row, o + 7)?,
         deliver_at: opt_ts(row, o + 8)?,
         expires_at: opt_ts(row, o + 9)?,
+        trace: row
+            .get::<_, Option<String>>(o + 10)?
+            .map(|traceparent| TraceContext { traceparent, tracestate: row.get(o + 11).ok().flatten() }),
     })
 }
 

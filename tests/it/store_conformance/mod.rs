@@ -24,6 +24,7 @@ use hookline::store::{
     EndpointDisabled, Lease, MessageFilter, Order, PageRequest, SharedStore, StoreError, StoreEvent,
 };
 
+mod charts;
 mod dispatch;
 mod event_types;
 mod messages;
@@ -31,6 +32,7 @@ mod redelivery;
 mod retention;
 mod tenants;
 
+use self::charts::*;
 use self::dispatch::*;
 use self::event_types::*;
 use self::messages::*;
@@ -90,6 +92,7 @@ fn message(event_type: &str, created_at: Timestamp) -> Message {
         created_at,
         deliver_at: None,
         expires_at: Some(created_at.plus(Duration::from_secs(90 * 86_400))),
+        trace: None,
     }
 }
 
@@ -190,7 +193,7 @@ macro_rules! conformance {
                 claiming_and_leases, attempts_advance_deliveries, listings_filter, dashboard_queries,
                 event_types_and_tasks, idempotency_keys, message_idempotency, concurrent_claims,
                 requeue_and_replay, endpoint_health, content_erasure, notifications, lease_renewal,
-                concurrent_attempts);
+                concurrent_attempts, chart_minutes);
         }
     };
     (@each $factory:path; $($check:ident),*) => {
