@@ -235,13 +235,9 @@ pub fn init_logging(cli: &Cli) -> Option<traces::Exporter> {
         }
     });
     match &exporter {
-        // Hookline's spans (and the log lines in them, as span events) go
-        // to the collector whatever the log filter says; that filter only
-        // decides what is printed.
-        Some((e, _)) => {
-            let ours = tracing_subscriber::filter::Targets::new().with_target("hookline", tracing::Level::INFO);
-            tracing_subscriber::registry().with(fmt.with_filter(filter)).with(e.layer().with_filter(ours)).init()
-        }
+        // Hookline's spans go to the collector whatever the log filter
+        // says; that filter only decides what is printed.
+        Some((e, _)) => tracing_subscriber::registry().with(fmt.with_filter(filter)).with(e.layer()).init(),
         None => tracing_subscriber::registry().with(fmt).with(filter).init(),
     }
     exporter.map(|(exporter, url)| {

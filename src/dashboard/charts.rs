@@ -13,9 +13,11 @@ use crate::domain::attempt_stats::{AttemptStats, Series, Window};
 use crate::domain::time::Timestamp;
 
 const W: f64 = 720.0;
-const H: f64 = 160.0;
-/// Room for the y-axis labels on the left and the time labels below.
-const LEFT: f64 = 44.0;
+const H: f64 = 150.0;
+/// Room for the y-axis labels on the left, the top one, and the time
+/// labels below.
+const LEFT: f64 = 48.0;
+const TOP: f64 = 8.0;
 const BOTTOM: f64 = 18.0;
 
 /// `?window=` on the chart pages.
@@ -50,7 +52,7 @@ pub fn endpoint_charts(series: &Series, window: Window) -> Markup {
     let top = nice_ceiling(max as f64);
     let n = series.intervals.len() as f64;
     let slot = (W - LEFT) / n;
-    let y = |v: f64| (H - BOTTOM) * (1.0 - v / top);
+    let y = |v: f64| TOP + (H - BOTTOM - TOP) * (1.0 - v / top);
     let rate = total.success_rate().map(|r| format!("{:.1} %", 100.0 * r)).unwrap_or_else(|| "—".into());
     html! {
         figure.chart #attempts-chart data-window=(window.name()) data-total=(total.total())
@@ -92,7 +94,7 @@ fn latency_chart(series: &Series, window: Window) -> Markup {
     let max = p95.iter().flatten().fold(0.0f64, |a, &b| a.max(b));
     let top = nice_ceiling(max);
     let slot = (W - LEFT) / series.intervals.len() as f64;
-    let y = |v: f64| (H - BOTTOM) * (1.0 - v / top);
+    let y = |v: f64| TOP + (H - BOTTOM - TOP) * (1.0 - v / top);
     let overall = series.total();
     let fmt = |v: Option<f64>| v.map(|ms| format!("{ms:.0} ms")).unwrap_or_else(|| "—".into());
     html! {
@@ -128,27 +130,32 @@ pub fn success_rate_multiple(label: &str, href: &str, series: &Series) -> Markup
     let slot = SW / series.intervals.len() as f64;
     let y = |rate: f64| 4.0 + (SH - 8.0) * (1.0 - rate);
     let rates: Vec<Option<f64>> = series.intervals.iter().map(AttemptStats::success_rate).collect();
+    // One line through every interval with attempts: a quiet spell is not
+    // a failure, so the line bridges it.
+    let points: Vec<String> = rates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.map(|r| format!("{},{}", px((i as f64 + 0.5) * slot), px(y(r)))))
+        .collect();
     html! {
         figure.multiple data-total=(total.total()) data-success=(total.success) {
             figcaption {
                 a href=(href) { (label) }
-                span.small.muted {
+                div.small.muted {
                     @match total.success_rate() {
-                        Some(r) => { " " (format!("{:.1} %", 100.0 * r)) " of " (total.total()) }
-                        None => { " no attempts" }
+                        Some(r) => { (format!("{:.1} %", 100.0 * r)) " of " (total.total()) " attempts" }
+                        None => { "no attempts" }
                     }
                 }
             }
             svg viewBox={"0 0 " (SW) " " (SH)} role="img" aria-label={"Success rate of " (label)} {
                 line.grid x1="0" x2=(SW) y1=(px(y(1.0))) y2=(px(y(1.0))) {}
                 line.grid x1="0" x2=(SW) y1=(px(y(0.0))) y2=(px(y(0.0))) {}
-                @for run in runs(&rates) {
-                    @let points: Vec<String> = run.iter().map(|&(i, r)| format!("{},{}", px((i as f64 + 0.5) * slot), px(y(r)))).collect();
-                    @if points.len() == 1 {
-                        circle.dot.rate cx=(px((run[0].0 as f64 + 0.5) * slot)) cy=(px(y(run[0].1))) r="2" {}
-                    } @else {
-                        polyline.line.rate points=(points.join(" ")) {}
-                    }
+                @if points.len() == 1 {
+                    @let (x, y) = points[0].split_once(',').unwrap_or_default();
+                    circle.dot.rate cx=(x) cy=(y) r="2" {}
+                } @else if !points.is_empty() {
+                    polyline.line.rate points=(points.join(" ")) {}
                 }
                 @for (i, r) in rates.iter().enumerate() {
                     @if let Some(r) = r { @if *r < 1.0 {

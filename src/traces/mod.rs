@@ -28,6 +28,8 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetryLayer;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{Filtered, Targets};
 
 /// Set once an exporter starts: spans are worth making from then on.
 static ON: AtomicBool = AtomicBool::new(false);
@@ -90,12 +92,17 @@ impl Exporter {
         Ok(Exporter { provider })
     }
 
-    /// The `tracing` layer that turns spans into OpenTelemetry spans.
-    pub fn layer<S>(&self) -> OpenTelemetryLayer<S, SdkTracer>
+    /// The `tracing` layer that turns Hookline's spans into OpenTelemetry
+    /// spans, with the log lines inside them (info and above) as span
+    /// events. Other crates' spans and events (hyper, sqlx, …) stay out:
+    /// they would multiply what is exported without telling an operator
+    /// more.
+    pub fn layer<S>(&self) -> Filtered<OpenTelemetryLayer<S, SdkTracer>, Targets, S>
     where
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
-        tracing_opentelemetry::layer().with_tracer(self.provider.tracer("hookline"))
+        let ours = Targets::new().with_target("hookline", tracing::Level::INFO);
+        tracing_opentelemetry::layer().with_tracer(self.provider.tracer("hookline")).with_filter(ours)
     }
 
     /// Export every finished span now (blocks until the collector answers).

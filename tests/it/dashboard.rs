@@ -323,52 +323,74 @@ async fn bulk_replay_of_failed_messages_counts_before_sending() {
     .await;
 }
 
-/// The charts after a mix of successes, failures and a timeout: the
-/// endpoint chart's totals are the API's, the application page charts
-/// every endpoint's success rate. Writes the screenshots README shows.
+/// The charts after forty minutes of successes, failures and a timeout
+/// (on the manual clock): the endpoint chart's totals are the API's, the
+/// application page charts every endpoint's success rate. Writes the
+/// screenshots README shows.
 #[tokio::test]
 async fn charts_show_the_attempts_the_api_lists() {
-    let t = TestServer::start().await;
+    let t = TestServer::with_manual_clock().await;
     let rx = Receiver::start(Reply::Status(200, "ok")).await;
     let once = json!({"retryPolicy": {"schedule": [], "timeout": 1}, "eventTypes": ["test.event"]});
     let (app, ep) = t.app_with_endpoint(&rx.url, once).await;
-    let audit = json!({"url": format!("{}/audit", rx.url), "description": "Audit log", "eventTypes": ["audit.event"]});
+    let audit = json!({"url": format!("{}/audit", rx.url), "eventTypes": ["audit.event"], "retryPolicy": {"schedule": []}});
     let (status, body) = t.post(&format!("/api/v1/app/{app}/endpoint"), audit).await;
     assert_eq!(status, 201, "{body}");
 
-    // One attempt per message (no retries): 5 succeed, 3 fail, 1 times out.
-    let replies = [500, 200, 200, 503, 200, 0, 200, 500, 200];
-    rx.script(replies.map(|code| match code {
-        0 => Reply::Hang,
-        c => Reply::Status(c, "answer"),
-    }));
+    // One attempt per message (no retries), one message at a time, so each
+    // gets the reply scripted for it; the clock moves a minute in between.
+    let mut received = 0;
     let mut sent = Vec::new();
-    for i in 0..replies.len() {
-        sent.push(t.send(&app, json!({"order": i})).await);
-        rx.wait_for(i + 1).await;
+    for minute in 0..40u64 {
+        // Every attempt of the minute is recorded before the clock moves on
+        // (a moving clock would time out one still in flight).
+        let mut this_minute = Vec::new();
+        for n in 0..1 + minute % 3 {
+            let reply = match (minute * 3 + n) % 13 {
+                _ if minute == 23 && n == 0 => Reply::Hang,
+                4 | 9 => Reply::Status(500, "upstream exploded"),
+                7 => Reply::Status(503, "busy"),
+                k => Reply::Slow(Duration::from_millis(5 + 12 * k)),
+            };
+            let hang = matches!(reply, Reply::Hang);
+            rx.script([reply]);
+            let msg = t.send(&app, json!({"minute": minute, "n": n})).await;
+            received += 1;
+            rx.wait_for(received).await;
+            if hang {
+                t.clock().advance(Duration::from_secs(2)); // past the 1 s timeout
+            }
+            sent.push(msg.clone());
+            this_minute.push(msg);
+        }
+        if (5..35).contains(&minute) && minute % 2 == 1 {
+            let reply = if (12..18).contains(&minute) { Reply::Status(502, "") } else { Reply::Status(200, "") };
+            rx.script([reply]);
+            let (status, msg) = t
+                .post(&format!("/api/v1/app/{app}/msg"), json!({"eventType": "audit.event", "payload": {}}))
+                .await;
+            assert_eq!(status, 202);
+            received += 1;
+            rx.wait_for(received).await;
+            this_minute.push(msg["id"].as_str().unwrap().to_owned());
+        }
+        for msg in &this_minute {
+            t.wait_attempts(&app, msg, 1).await;
+        }
+        t.clock().advance(Duration::from_secs(60));
     }
-    for m in &sent {
-        t.wait_attempts(&app, m, 1).await;
-    }
-    for i in 0..4 {
-        let (status, _) = t
-            .post(&format!("/api/v1/app/{app}/msg"), json!({"eventType": "audit.event", "payload": {"i": i}}))
-            .await;
-        assert_eq!(status, 202);
-    }
-    rx.wait_for(replies.len() + 4).await;
 
     // What the API says about the endpoint's attempts.
     let listed = crate::common::eventually("every attempt listed", || async {
         let list = t.get(&format!("/api/v1/app/{app}/attempt/endpoint/{ep}?limit=250")).await;
         let data = list["data"].as_array().unwrap().clone();
-        (data.len() == replies.len()).then_some(data)
+        (data.len() == sent.len()).then_some(data)
     })
     .await;
     let ok = listed.iter().filter(|a| a["status"] == 0).count();
     let timed_out = listed.iter().filter(|a| a["responseStatusCode"] == 0).count();
     let failed = listed.len() - ok - timed_out;
-    assert_eq!((ok, failed, timed_out), (5, 3, 1));
+    assert!(ok > 0 && failed > 0 && timed_out == 1, "a mix: {ok} {failed} {timed_out}");
 
     let b = Browser::start().await;
     let base = t.server.url();
@@ -388,10 +410,11 @@ async fn charts_show_the_attempts_the_api_lists() {
         caption.contains(&format!("{} — {ok} succeeded, {failed} failed, {timed_out} timed out", listed.len())),
         "{caption}"
     );
-    let bars = b.client.find_all(fantoccini::Locator::Css("#attempts-chart rect.bar")).await.unwrap();
-    assert!(!bars.is_empty(), "bars are drawn");
+    // One group of bars per minute that had attempts.
+    let groups = b.client.find_all(fantoccini::Locator::Css("#attempts-chart svg > g")).await.unwrap();
+    assert_eq!(groups.len(), 40);
     let latency = b.find("#latency-chart figcaption").await.text().await.unwrap();
-    assert!(latency.contains("p50") && latency.contains("ms"), "{latency}");
+    assert!(latency.contains("p50") && latency.contains("p95"), "{latency}");
     b.screenshot_of("chart-endpoint", "#live").await;
 
     // Another window is a link away, and counts the same attempts.
@@ -400,12 +423,13 @@ async fn charts_show_the_attempts_the_api_lists() {
     assert_eq!(b.find("#attempts-chart").await.attr("data-total").await.unwrap(), Some(listed.len().to_string()));
 
     // The application page: one small chart per endpoint.
-    b.goto(&format!("{base}/apps/{app}")).await;
+    b.goto(&format!("{base}/apps/{app}?window=hour")).await;
     b.wait_for_text("Success rate by endpoint").await;
     let multiples = b.client.find_all(fantoccini::Locator::Css("figure.multiple")).await.unwrap();
     assert_eq!(multiples.len(), 2);
     let text = b.find(".multiples").await.text().await.unwrap();
-    assert!(text.contains(&format!("{:.1} % of {}", 100.0 * ok as f64 / listed.len() as f64, listed.len())), "{text}");
-    assert!(text.contains("100.0 % of 4"), "{text}");
+    let rate = 100.0 * ok as f64 / listed.len() as f64;
+    assert!(text.contains(&format!("{rate:.1} % of {} attempts", listed.len())), "{text}");
+    assert!(text.contains("80.0 % of 15 attempts"), "the audit endpoint: 3 of 15 failed: {text}");
     b.screenshot_of("chart-app", ".multiples").await;
 }

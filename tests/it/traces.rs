@@ -38,7 +38,10 @@ impl Collector {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = axum::Router::new().route("/v1/traces", post(collect)).with_state(kept);
+                let app = axum::Router::new()
+                    .route("/v1/traces", post(collect))
+                    .layer(axum::extract::DefaultBodyLimit::disable())
+                    .with_state(kept);
                 axum::serve(listener, app).await.unwrap();
             });
         });
@@ -89,7 +92,17 @@ fn one_trace_per_event_from_the_request_to_the_receiver() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     // A current-thread runtime: the server's tasks run on this thread, in
     // this subscriber (other tests in the binary are not traced).
-    let (msg_id, webhooks) = tracing::subscriber::with_default(subscriber, || rt.block_on(send_and_retry()));
+    // With a single dispatcher registered, tracing-core asks only the
+    // registering thread's default whether a new callsite is wanted, and
+    // caches the answer for all threads: the other tests' threads (no
+    // subscriber) would switch Hookline's spans off for this one too. A
+    // second dispatcher makes it ask every registered one.
+    let _others = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let (msg_id, webhooks) = tracing::subscriber::with_default(subscriber, || {
+        // And callsites met before this subscriber existed are asked again.
+        tracing::callsite::rebuild_interest_cache();
+        rt.block_on(send_and_retry())
+    });
     drop(rt);
     exporter.shutdown();
 
@@ -170,14 +183,20 @@ fn waterfall(spans: &[&Span]) -> String {
         let left = 100.0 * (s.start_time_unix_nano - start) as f64 / width;
         let span_width = (100.0 * (s.end_time_unix_nano - s.start_time_unix_nano) as f64 / width).max(0.4);
         let ms = (s.end_time_unix_nano - s.start_time_unix_nano) as f64 / 1e6;
-        let keys = ["http.response.status_code", "hookline.trigger", "hookline.attempt", "hookline.msg_id"];
+        let keys = ["http.response.status_code", "hookline.trigger", "hookline.attempt", "hookline.deliveries"];
         let details: Vec<String> =
             keys.iter().filter_map(|k| attr(s, k).map(|v| format!("{}={v}", k.rsplit('.').next().unwrap()))).collect();
         let failed = attr(s, "http.response.status_code").is_some_and(|c| c.starts_with('5'));
+        // The duration beside the bar, on its left near the right edge.
+        let label = if left + span_width > 85.0 {
+            format!("right:calc({:.2}% + 4px)", 100.0 - left)
+        } else {
+            format!("left:calc({:.2}% + 4px)", left + span_width)
+        };
         rows.push_str(&format!(
             "<div class=row><div class=name style='padding-left:{}px'>{}<small>{}</small></div>\
              <div class=lane><div class='bar{}' style='left:{left:.2}%;width:{span_width:.2}%'></div>\
-             <span class=ms style='left:calc({left:.2}% + {span_width:.2}% + 4px)'>{ms:.1} ms</span></div></div>",
+             <span class=ms style='{label}'>{ms:.1} ms</span></div></div>",
             12 + 18 * depth(s),
             s.name,
             details.join(" "),
