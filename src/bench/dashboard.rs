@@ -128,7 +128,9 @@ pub async fn run(opts: &Opts, args: DashboardArgs) -> anyhow::Result<()> {
                 (false, false) => "NO".into(),
             },
         ]);
-        results.push(json!({"page": name.trim(), "path": path, "latency": l, "chart": chart, "within_budget": within}));
+        results.push(
+            json!({"page": name.trim(), "path": path, "latency": l, "chart": chart, "within_budget": within}),
+        );
     }
     println!(
         "Dashboard pages with {} messages ({} samples each, after one warm-up):\n{}",

@@ -48,6 +48,15 @@ pub fn window_picker(base: &str, current: Window) -> Markup {
 /// and latency p50/p95.
 pub fn endpoint_charts(series: &Series, window: Window) -> Markup {
     let total = series.total();
+    if total.total() == 0 {
+        // Two empty charts would push the endpoint's settings off the screen.
+        return html! {
+            figure.chart #attempts-chart data-window=(window.name()) data-total="0" data-success="0"
+                data-failure="0" data-timeout="0" {
+                figcaption.muted { "No attempts in the last " (window.name()) "." }
+            }
+        };
+    }
     let max = series.intervals.iter().map(AttemptStats::total).max().unwrap_or(0);
     let top = nice_ceiling(max as f64);
     let n = series.intervals.len() as f64;
@@ -283,6 +292,17 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_without_attempts_gets_a_line_not_two_empty_charts() {
+        let html =
+            endpoint_charts(&Series::empty(Window::Day, minute_start(1_000_000)), Window::Day).into_string();
+        assert!(
+            html.contains("No attempts in the last day.") && html.contains(r#"data-total="0""#),
+            "{html}"
+        );
+        assert!(!html.contains("<svg"));
+    }
+
+    #[test]
     fn the_endpoint_chart_shows_the_totals_and_one_group_per_busy_interval() {
         let now = minute_start(1_000_000);
         let mut series = Series::empty(Window::Hour, now);
@@ -291,7 +311,10 @@ mod tests {
         series.add(series.first_minute + 10, &s);
         series.add(series.first_minute + 59, &AttemptStats { timeout: 2, ..Default::default() });
         let html = endpoint_charts(&series, Window::Hour).into_string();
-        assert!(html.contains(r#"data-total="6" data-success="3" data-failure="1" data-timeout="2""#), "{html}");
+        assert!(
+            html.contains(r#"data-total="6" data-success="3" data-failure="1" data-timeout="2""#),
+            "{html}"
+        );
         assert_eq!(html.matches("<g>").count(), 2);
         assert_eq!(html.matches(r#"class="bar ok""#).count(), 1);
         assert!(!html.contains("<script"), "charts are markup only");

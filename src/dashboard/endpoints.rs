@@ -9,8 +9,8 @@ use chrono::NaiveDateTime;
 use maud::{Markup, html};
 
 use super::Dash;
-use super::charts::{self, ChartQuery};
 use super::apps::{app_crumbs, load};
+use super::charts::{self, ChartQuery};
 use super::layout::{Crumb, Flash, PageError, enabled_badge, page};
 use super::session::{Post, Session, done};
 use crate::domain::attempt_stats::{Series, Window};

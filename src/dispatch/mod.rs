@@ -295,7 +295,11 @@ impl Inner {
         let span = traces::spans::attempt(&task.message, &task.endpoint, queued.trigger);
         let trace = traces::context::outgoing(&span, task.message.trace.as_ref());
         let started = self.clock.now();
-        let sent = self.sender.send(&*self.clock, task, &policy, started, trace.as_ref()).instrument(span.clone()).await;
+        let sent = self
+            .sender
+            .send(&*self.clock, task, &policy, started, trace.as_ref())
+            .instrument(span.clone())
+            .await;
         let finished_at = self.clock.now();
         let outcome = Outcome::classify(&policy, sent.status);
         let steering = Steering::from_response(
@@ -328,13 +332,16 @@ impl Inner {
         if delivered && queued.trigger == Trigger::Scheduled {
             telemetry::delivered(finished_at.since(task.message.created_at));
         }
-        tracing::debug!(
-            msg_id = %attempt.msg_id,
-            endpoint_id = %attempt.endpoint_id,
-            status_code = attempt.status_code,
-            ok = delivered,
-            "attempt"
-        );
+        // In the attempt's span: the line carries its trace and span ids.
+        span.in_scope(|| {
+            tracing::debug!(
+                msg_id = %attempt.msg_id,
+                endpoint_id = %attempt.endpoint_id,
+                status_code = attempt.status_code,
+                ok = delivered,
+                "attempt"
+            );
+        });
         let record = AttemptRecord {
             attempt: attempt.clone(),
             outcome,
@@ -346,16 +353,14 @@ impl Inner {
         };
         let recorded = self.store.record_attempt(record).instrument(span.clone()).await;
         traces::spans::attempt_done(&span, &attempt, recorded.as_ref().ok().map(|fx| fx.state.attempts));
-        span.in_scope(|| {
-            match recorded {
-                Ok(effects) => self.after_record(task, &attempt, effects),
-                Err(e) => tracing::error!(
-                    error = %e,
-                    msg_id = %task.message.id,
-                    endpoint_id = %task.endpoint.id,
-                    "could not record attempt; the delivery will be retried when its lease expires"
-                ),
-            }
+        span.in_scope(|| match recorded {
+            Ok(effects) => self.after_record(task, &attempt, effects),
+            Err(e) => tracing::error!(
+                error = %e,
+                msg_id = %task.message.id,
+                endpoint_id = %task.endpoint.id,
+                "could not record attempt; the delivery will be retried when its lease expires"
+            ),
         });
     }
 

@@ -19,7 +19,8 @@ use super::time::Timestamp;
 
 /// Upper bounds (inclusive, ms) of the latency buckets; the last bucket has
 /// no upper bound.
-pub const LATENCY_BOUNDS_MS: [i64; 13] = [10, 25, 50, 100, 200, 350, 500, 750, 1000, 2000, 5000, 10_000, 30_000];
+pub const LATENCY_BOUNDS_MS: [i64; 13] =
+    [10, 25, 50, 100, 200, 350, 500, 750, 1000, 2000, 5000, 10_000, 30_000];
 pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 
 /// The counters a store keeps per endpoint and minute: success, failure,

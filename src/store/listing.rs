@@ -34,8 +34,8 @@ pub const EVENT_TYPE_COLS: &str = "name, description, archived, deprecated, sche
 /// The counters of an `attempt_minutes` row, in the order of
 /// `domain::attempt_stats::COUNTERS`.
 pub const ATTEMPT_STAT_COLS: [&str; crate::domain::attempt_stats::COUNTERS] = [
-    "success", "failure", "timeout", "l0", "l1", "l2", "l3", "l4", "l5", "l6", "l7", "l8", "l9", "l10", "l11",
-    "l12", "l13",
+    "success", "failure", "timeout", "l0", "l1", "l2", "l3", "l4", "l5", "l6", "l7", "l8", "l9", "l10",
+    "l11", "l12", "l13",
 ];
 pub const TASK_COLS: &str = "id, kind, status, data, created_at, updated_at";
 

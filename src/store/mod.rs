@@ -38,11 +38,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use self::types::*;
+use crate::domain::attempt_stats::{Series, Window};
 use crate::domain::model::{
     App, AppPatch, AppSummary, Attempt, Delivery, DeliveryCounts, Endpoint, EndpointPatch, EventType,
     EventTypePatch, Message, Scope, Task,
 };
-use crate::domain::attempt_stats::{Series, Window};
 use crate::domain::time::Timestamp;
 
 /// API tokens (stored as SHA-256 hashes), applications and endpoints.

@@ -64,9 +64,7 @@ pub fn for_new_message(headers: &HeaderMap) -> Option<TraceContext> {
     {
         return Some(current);
     }
-    if headers.get(TRACEPARENT).is_none() {
-        return None;
-    }
+    headers.get(TRACEPARENT)?;
     to_stored(&from_headers(headers))
 }
 

@@ -154,7 +154,10 @@ impl Browser {
     /// Save a PNG of one element (scrolled into view), as [`Browser::screenshot`].
     pub async fn screenshot_of(&self, name: &str, css: &str) {
         let el = self.find(css).await;
-        self.client.execute("arguments[0].scrollIntoView({block: 'center'});", vec![json!(el)]).await.unwrap();
+        self.client
+            .execute("arguments[0].scrollIntoView({block: 'center'});", vec![json!(el)])
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(250)).await;
         save_screenshot(name, el.screenshot().await.unwrap());
     }

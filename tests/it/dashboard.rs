@@ -364,7 +364,8 @@ async fn charts_show_the_attempts_the_api_lists() {
             this_minute.push(msg);
         }
         if (5..35).contains(&minute) && minute % 2 == 1 {
-            let reply = if (12..18).contains(&minute) { Reply::Status(502, "") } else { Reply::Status(200, "") };
+            let reply =
+                if (12..18).contains(&minute) { Reply::Status(502, "") } else { Reply::Status(200, "") };
             rx.script([reply]);
             let (status, msg) = t
                 .post(&format!("/api/v1/app/{app}/msg"), json!({"eventType": "audit.event", "payload": {}}))
@@ -407,7 +408,8 @@ async fn charts_show_the_attempts_the_api_lists() {
     assert_eq!(attr("data-timeout").await, timed_out.to_string());
     let caption = b.find("#attempts-chart figcaption").await.text().await.unwrap();
     assert!(
-        caption.contains(&format!("{} — {ok} succeeded, {failed} failed, {timed_out} timed out", listed.len())),
+        caption
+            .contains(&format!("{} — {ok} succeeded, {failed} failed, {timed_out} timed out", listed.len())),
         "{caption}"
     );
     // One group of bars per minute that had attempts.
@@ -420,7 +422,10 @@ async fn charts_show_the_attempts_the_api_lists() {
     // Another window is a link away, and counts the same attempts.
     b.click("nav.windows a[href$='window=day']").await;
     b.wait_for_text("Attempts in the last day").await;
-    assert_eq!(b.find("#attempts-chart").await.attr("data-total").await.unwrap(), Some(listed.len().to_string()));
+    assert_eq!(
+        b.find("#attempts-chart").await.attr("data-total").await.unwrap(),
+        Some(listed.len().to_string())
+    );
 
     // The application page: one small chart per endpoint.
     b.goto(&format!("{base}/apps/{app}?window=hour")).await;

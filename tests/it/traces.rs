@@ -11,11 +11,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use hookline::traces::{Exporter, OtlpConfig};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use serde_json::json;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::common::{Receiver, Reply, TOKEN, TestServer};
@@ -85,10 +88,16 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 #[test]
 fn one_trace_per_event_from_the_request_to_the_receiver() {
     let collector = Collector::start();
-    let cfg = OtlpConfig { traces_url: format!("{}/v1/traces", collector.url), service_name: "hookline-it".into() };
+    let cfg =
+        OtlpConfig { traces_url: format!("{}/v1/traces", collector.url), service_name: "hookline-it".into() };
     // Built and shut down outside any runtime: the exporter's client blocks.
     let exporter = Exporter::start(&cfg).unwrap();
-    let subscriber = tracing_subscriber::registry().with(exporter.layer());
+    // Log lines too, as `hookline serve` prints them (at debug).
+    let logs = Logs::default();
+    let printed = tracing_subscriber::fmt::layer().with_writer(logs.clone()).with_ansi(false).with_filter(
+        tracing_subscriber::filter::Targets::new().with_target("hookline", tracing::Level::DEBUG),
+    );
+    let subscriber = tracing_subscriber::registry().with(exporter.layer()).with(printed);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     // A current-thread runtime: the server's tasks run on this thread, in
     // this subscriber (other tests in the binary are not traced).
@@ -147,6 +156,14 @@ fn one_trace_per_event_from_the_request_to_the_receiver() {
         assert_eq!(parts[2], hex(&span.span_id), "and names its attempt span");
     }
 
+    // The log line of each attempt names its trace and span.
+    let logs = logs.text();
+    for span in &attempts {
+        let ids = format!("trace_id={TRACE_ID} span_id={}", hex(&span.span_id));
+        let line = logs.lines().find(|l| l.contains(&ids) && l.contains(" attempt "));
+        assert!(line.is_some(), "no attempt log line with {ids}:\n{logs}");
+    }
+
     // The picture in docs/tracing.md: these spans as a waterfall.
     let mut shown: Vec<&Span> = vec![request];
     shown.extend(ingest);
@@ -183,9 +200,12 @@ fn waterfall(spans: &[&Span]) -> String {
         let left = 100.0 * (s.start_time_unix_nano - start) as f64 / width;
         let span_width = (100.0 * (s.end_time_unix_nano - s.start_time_unix_nano) as f64 / width).max(0.4);
         let ms = (s.end_time_unix_nano - s.start_time_unix_nano) as f64 / 1e6;
-        let keys = ["http.response.status_code", "hookline.trigger", "hookline.attempt", "hookline.deliveries"];
-        let details: Vec<String> =
-            keys.iter().filter_map(|k| attr(s, k).map(|v| format!("{}={v}", k.rsplit('.').next().unwrap()))).collect();
+        let keys =
+            ["http.response.status_code", "hookline.trigger", "hookline.attempt", "hookline.deliveries"];
+        let details: Vec<String> = keys
+            .iter()
+            .filter_map(|k| attr(s, k).map(|v| format!("{}={v}", k.rsplit('.').next().unwrap())))
+            .collect();
         let failed = attr(s, "http.response.status_code").is_some_and(|c| c.starts_with('5'));
         // The duration beside the bar, on its left near the right edge.
         let label = if left + span_width > 85.0 {
@@ -252,6 +272,35 @@ async fn send_and_retry() -> (String, Vec<String>) {
     let hooks = got.iter().map(|r| r.header("traceparent").to_owned()).collect();
     t.server.shutdown().await;
     (msg, hooks)
+}
+
+/// Where the test's log lines go.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
 }
 
 /// Threads of a process, by name.

@@ -50,7 +50,7 @@ pub(super) async fn count_attempts(c: &mut PgConnection, recs: &[AttemptRecord])
     let mut endpoints = Vec::with_capacity(minutes.len());
     let mut at = Vec::with_capacity(minutes.len());
     let mut apps = Vec::with_capacity(minutes.len());
-    let mut counters: Vec<Vec<i64>> = vec![Vec::with_capacity(minutes.len()); COUNTERS];
+    let mut counters: Vec<Vec<i64>> = (0..COUNTERS).map(|_| Vec::with_capacity(minutes.len())).collect();
     for ((endpoint, minute), (app, stats)) in minutes {
         endpoints.push(endpoint);
         at.push(minute);

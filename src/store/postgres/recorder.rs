@@ -30,8 +30,8 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{charts, notify};
 use super::rows::{self, col, int4, opt_ts, pg_text};
+use super::{charts, notify};
 use crate::domain::delivery::{DeliveryRow, DeliveryState, record};
 use crate::domain::health;
 use crate::domain::model::{DeliveryStatus, Endpoint, Trigger};

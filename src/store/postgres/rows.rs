@@ -13,8 +13,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::domain::model::{
-    TraceContext,
-    App, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, Task, Trigger,
+    App, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, Task, TraceContext, Trigger,
 };
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
 use crate::domain::time::Timestamp;

@@ -9,8 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::domain::model::{
-    TraceContext,
-    App, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, Task, Trigger,
+    App, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, Task, TraceContext, Trigger,
 };
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
 use crate::domain::time::Timestamp;
