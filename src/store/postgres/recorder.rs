@@ -16,7 +16,8 @@
 //! 4. [`decide`] applied to each record in order, so two records for one
 //!    delivery or one endpoint chain as if recorded one after the other;
 //! 5. every delivery upsert, attempt insert and at most one `due:`
-//!    notification (the earliest retry) in one statement.
+//!    notification (the earliest retry) in one statement;
+//! 6. the batch's counts added to the charts' minutes (`charts`).
 //!
 //! Lock order is endpoint, then delivery (as everywhere, see `dispatch`),
 //! each by id, so batches of several nodes queue rather than deadlock.

@@ -193,7 +193,7 @@ macro_rules! conformance {
                 claiming_and_leases, attempts_advance_deliveries, listings_filter, dashboard_queries,
                 event_types_and_tasks, idempotency_keys, message_idempotency, concurrent_claims,
                 requeue_and_replay, endpoint_health, content_erasure, notifications, lease_renewal,
-                concurrent_attempts, chart_minutes);
+                concurrent_attempts, chart_minutes, message_trace_context);
         }
     };
     (@each $factory:path; $($check:ident),*) => {
