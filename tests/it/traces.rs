@@ -318,7 +318,8 @@ fn threads(pid: u32) -> Vec<String> {
 #[tokio::test]
 async fn the_binary_exports_only_when_configured() {
     const EXPORTER_THREAD: &str = "OpenTelemetry.T"; // thread names are cut at 15 bytes
-    let (off, _) = crate::common::spawn_hookline(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (off, _) = crate::common::spawn_hookline(&["--data-dir".as_ref(), dir.path().as_os_str()]).await;
     let names = threads(off.id().unwrap());
     assert!(!names.iter().any(|n| n.starts_with(EXPORTER_THREAD)), "{names:?}");
     drop(off);
