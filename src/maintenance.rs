@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::SharedClock;
 use crate::dispatch::Dispatcher;
+use crate::domain::attempt_stats;
 use crate::domain::time::Timestamp;
 use crate::store::SharedStore;
 use crate::telemetry;
@@ -36,7 +37,11 @@ impl Maintenance {
     }
 
     /// Erase what is past retention at `now`; returns (payloads, bodies).
+    /// The charts' minutes older than their longest window go too.
     pub async fn run_retention(&self, now: Timestamp) -> (u64, u64) {
+        if let Err(e) = self.store.prune_attempt_stats(now.minus(attempt_stats::KEPT)).await {
+            tracing::error!(error = %e, "pruning chart minutes failed");
+        }
         match self.store.expunge_expired(now, now.minus(self.retention)).await {
             Ok(counts) => {
                 if counts != (0, 0) {

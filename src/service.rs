@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::clock::SharedClock;
 use crate::dispatch::Dispatcher;
@@ -33,6 +34,7 @@ use crate::store::{
     StoreResult, StoredResponse,
 };
 use crate::telemetry;
+use crate::traces;
 
 /// Why the service did not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -417,6 +419,7 @@ impl Service {
             deliver_at: new.deliver_at.filter(|t| *t > now),
             expires_at: Some(now.plus(retention)),
             ordering_key: new.ordering_key,
+            trace: new.trace,
         };
         let req = CreateMessage {
             app_ref: app_ref.to_owned(),
@@ -426,7 +429,9 @@ impl Service {
             only_endpoint,
             idempotency_key,
         };
-        let created = self.store.create_message(req).await?;
+        let span = traces::spans::ingest(app_ref, &req.message.event_type);
+        let created = self.store.create_message(req).instrument(span.clone()).await?;
+        traces::spans::ingested(&span, &created.message.id, created.endpoints.len());
         if created.existing {
             return Ok(Accepted { message: created.message, replayed: true });
         }
@@ -487,6 +492,7 @@ impl Service {
             create_app: None,
             retention: None,
             ordering_key: None,
+            trace: traces::context::current(),
         };
         Ok(self.insert_message(&ep.app_id, new, None, Some(ep.id.clone())).await?.message)
     }

@@ -176,6 +176,7 @@ async fn create(
         create_app: body.application.map(ApplicationIn::into_spec),
         retention,
         ordering_key: body.ordering_key,
+        trace: crate::traces::context::for_new_message(&headers),
     };
     // Also stored with the message, so even a retry after a crash between
     // the commit and the response cannot create a second message.

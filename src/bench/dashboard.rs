@@ -1,6 +1,8 @@
 //! `hookline bench dashboard`: how long each dashboard page takes with a
-//! large store (default 100,000 messages, 10 % of them failed), signed in
-//! like a person would be.
+//! large store (default 100,000 messages, one attempt each, 10 % of them
+//! failed), signed in like a person would be. The chart pages (endpoint and
+//! application, each window) have their own budget: p99 under 50 ms, at
+//! 1,000,000 attempts (`--store-messages 1000000`).
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,8 @@ pub struct DashboardArgs {
 }
 
 const BUDGET_MS: f64 = 100.0;
+/// The chart pages' budget, on the p99.
+const CHART_P99_MS: f64 = 50.0;
 
 pub async fn run(opts: &Opts, args: DashboardArgs) -> anyhow::Result<()> {
     let subject = Subject::new(opts).await?;
@@ -88,6 +92,12 @@ pub async fn run(opts: &Opts, args: DashboardArgs) -> anyhow::Result<()> {
         ("  one event type", format!("{a}/messages?event_type=order.shipped")),
         ("  nothing matches", format!("{a}/messages?event_type=order.none")),
         ("message", format!("{a}/messages/{newest}")),
+        ("chart: endpoint, hour", format!("{e}?window=hour")),
+        ("chart: endpoint, day", format!("{e}?window=day")),
+        ("chart: endpoint, week", format!("{e}?window=week")),
+        ("chart: application, hour", format!("{a}?window=hour")),
+        ("chart: application, day", format!("{a}?window=day")),
+        ("chart: application, week", format!("{a}?window=week")),
     ];
 
     let mut rows = Vec::new();
@@ -105,20 +115,28 @@ pub async fn run(opts: &Opts, args: DashboardArgs) -> anyhow::Result<()> {
             }
         }
         let l = Latency::of(samples);
+        let chart = name.starts_with("chart:");
+        let within = if chart { l.p99_ms < CHART_P99_MS } else { l.max_ms < BUDGET_MS };
         rows.push(vec![
             name.to_string(),
             format!("{:.1}", l.p50_ms),
             format!("{:.1}", l.p99_ms),
             format!("{:.1}", l.max_ms),
-            if l.max_ms < BUDGET_MS { "yes".into() } else { "NO".into() },
+            match (within, chart) {
+                (true, _) => "yes".into(),
+                (false, true) => "NO (p99)".into(),
+                (false, false) => "NO".into(),
+            },
         ]);
-        results.push(json!({"page": name.trim(), "path": path, "latency": l}));
+        results.push(
+            json!({"page": name.trim(), "path": path, "latency": l, "chart": chart, "within_budget": within}),
+        );
     }
     println!(
         "Dashboard pages with {} messages ({} samples each, after one warm-up):\n{}",
         args.messages,
         args.samples,
-        table(&["page", "p50 ms", "p99 ms", "max ms", "< 100 ms"], &rows)
+        table(&["page", "p50 ms", "p99 ms", "max ms", "budget (max < 100, charts p99 < 50)"], &rows)
     );
     if let Some(path) = &opts.json {
         std::fs::write(

@@ -22,6 +22,7 @@ use crate::service;
 use crate::store::SharedStore;
 use crate::store::postgres::{self, PgStore};
 use crate::store::sqlite::SqliteStore;
+use crate::traces::{self, OtlpConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "hookline", version, about = "Webhook delivery with a Svix-compatible API")]
@@ -34,6 +35,13 @@ pub struct Cli {
     pub log: String,
     #[arg(long, global = true, env = "HOOKLINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Export traces over OTLP/HTTP to this collector (base URL, e.g.
+    /// `http://localhost:4318`; spans go to `/v1/traces`). The standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+    /// `OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER`(`_ARG`) work too.
+    /// Off when none is set.
+    #[arg(long, global = true, env = "HOOKLINE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -204,14 +212,38 @@ impl ServeArgs {
     }
 }
 
-pub fn init_logging(cli: &Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// Logs to stderr, and traces over OTLP when configured: the returned
+/// exporter (if any) must be shut down at exit, outside the runtime, to
+/// send its last spans.
+pub fn init_logging(cli: &Cli) -> Option<traces::Exporter> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match cli.log_format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    let otlp = OtlpConfig::resolve(cli.otlp_endpoint.as_deref(), |name| std::env::var(name).ok());
+    let exporter = otlp.and_then(|cfg| match traces::Exporter::start(&cfg) {
+        Ok(exporter) => Some((exporter, cfg.traces_url)),
+        Err(e) => {
+            eprintln!("hookline: traces are off: cannot export to {}: {e}", cfg.traces_url);
+            None
+        }
+    });
+    match &exporter {
+        // Hookline's spans go to the collector whatever the log filter
+        // says; that filter only decides what is printed.
+        Some((e, _)) => tracing_subscriber::registry().with(fmt.with_filter(filter)).with(e.layer()).init(),
+        None => tracing_subscriber::registry().with(fmt).with(filter).init(),
     }
+    exporter.map(|(exporter, url)| {
+        tracing::info!(url = %url, "exporting traces over OTLP/HTTP");
+        exporter
+    })
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -7,8 +7,10 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::Dash;
+use super::charts::{self, ChartQuery};
 use super::layout::{Crumb, Flash, PageError, empty, enabled_badge, opt_time, page};
 use super::session::{Post, Session, done};
+use crate::domain::attempt_stats::Window;
 use crate::domain::model::{App, AppSpec, Scope};
 use crate::domain::validate;
 use crate::store::{AppFilter, Cursor, Order, PageRequest};
@@ -18,6 +20,9 @@ const PAGE_SIZE: usize = 50;
 const COUNT_CAP: u64 = 1000;
 /// Success rate over this many latest deliveries.
 const RATE_WINDOW: usize = 1000;
+/// Endpoints charted on the application page at most: each costs an index
+/// range of the chart minutes.
+const MULTIPLES: usize = 24;
 
 /// The application `app_ref` names, if this session may see it.
 pub async fn load(d: &Dash, session: &Session, app_ref: &str) -> Result<App, PageError> {
@@ -131,12 +136,17 @@ pub async fn show(
     session: Session,
     Path(app_ref): Path<String>,
     Query(flash): Query<Flash>,
+    Query(chart): Query<ChartQuery>,
 ) -> Result<Markup, PageError> {
     let app = load(&d, &session, &app_ref).await?;
     let endpoints = d.service.all_endpoints(&app.id).await?;
     let ids: Vec<String> = endpoints.iter().map(|e| e.id.clone()).collect();
     let recent = d.service.store.endpoint_recent(&ids, RATE_WINDOW).await?;
     let base = format!("/apps/{}", app.id);
+    let window = chart.window(Window::Day);
+    let charted = &endpoints[..endpoints.len().min(MULTIPLES)];
+    let charted_ids: Vec<String> = charted.iter().map(|e| e.id.clone()).collect();
+    let series = d.service.store.attempt_series(&charted_ids, window, d.service.now()).await?;
     let body = html! {
         h1 { (app.name) }
         div.card { dl.kv {
@@ -167,6 +177,22 @@ pub async fn show(
                         }
                     } }
                 } }
+            }
+        }
+        @if !charted.is_empty() {
+            h2 { "Success rate by endpoint" }
+            div.card {
+                (charts::window_picker(&base, window))
+                div.multiples {
+                    @for ep in charted {
+                        @if let Some(s) = series.get(&ep.id) {
+                            (charts::success_rate_multiple(&ep.url, &format!("{base}/endpoints/{}", ep.id), s))
+                        }
+                    }
+                }
+                @if endpoints.len() > charted.len() {
+                    p.small.muted { "The first " (MULTIPLES) " of " (endpoints.len()) " endpoints." }
+                }
             }
         }
         h2 { "New endpoint" }

@@ -10,8 +10,10 @@ use maud::{Markup, html};
 
 use super::Dash;
 use super::apps::{app_crumbs, load};
+use super::charts::{self, ChartQuery};
 use super::layout::{Crumb, Flash, PageError, enabled_badge, page};
 use super::session::{Post, Session, done};
+use crate::domain::attempt_stats::{Series, Window};
 use crate::domain::model::{App, DeliveryStatus, Endpoint, EndpointPatch, EndpointSpec, Headers, NameSet};
 use crate::domain::retry::{RetryPolicy, SuccessRule, format_delays, parse_delays};
 use crate::domain::signing;
@@ -89,11 +91,15 @@ pub async fn show(
     session: Session,
     Path((app_ref, ep_ref)): Path<(String, String)>,
     Query(flash): Query<Flash>,
+    Query(chart): Query<ChartQuery>,
 ) -> Result<Markup, PageError> {
     let (app, ep) = load_endpoint(&d, &session, &app_ref, &ep_ref).await?;
     let now = d.service.now();
     let stats = d.service.store.endpoint_recent(std::slice::from_ref(&ep.id), RECENT).await?;
     let stats = stats.get(&ep.id).cloned().unwrap_or_default();
+    let window = chart.window(Window::Hour);
+    let mut series = d.service.store.attempt_series(std::slice::from_ref(&ep.id), window, now).await?;
+    let series = series.remove(&ep.id).unwrap_or_else(|| Series::empty(window, now));
     let base = format!("/apps/{}/endpoints/{}", app.id, ep.id);
     let csrf = session.csrf();
     let policy = ep.retry_policy.clone();
@@ -131,6 +137,8 @@ pub async fn show(
                 div { b { (stats.pending + stats.sending) } span.small.muted { "waiting" } }
                 div { span.small.muted { "of the latest " (RECENT) " messages" } }
             }
+            (charts::window_picker(&base, window))
+            (charts::endpoint_charts(&series, window))
         }
 
         h2 { "Settings" }

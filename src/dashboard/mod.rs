@@ -13,6 +13,7 @@
 //! message log. Regions marked `#live` refresh themselves (`static/app.js`).
 
 mod apps;
+mod charts;
 mod endpoints;
 mod layout;
 mod messages;

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use self::lanes::{Admission, Lanes, QueuedAttempt};
 use self::sender::Sender;
@@ -38,6 +39,7 @@ use crate::domain::time::Timestamp;
 use crate::operational::{self, Emitter};
 use crate::store::{AttemptEffects, AttemptRecord, DeliveryKey, DeliveryTask, DispatchStore, Lease};
 use crate::telemetry;
+use crate::traces;
 
 #[derive(Clone, Debug)]
 pub struct DispatchConfig {
@@ -291,9 +293,15 @@ impl Inner {
     async fn attempt(self: &Arc<Self>, queued: &QueuedAttempt) {
         let task = &queued.task;
         let policy = task.endpoint.retry_policy.clone().unwrap_or_else(|| self.cfg.default_policy.clone());
+        let span = traces::spans::attempt(&task.message, &task.endpoint, queued.trigger);
+        let trace = traces::context::outgoing(&span, task.message.trace.as_ref());
         let started = self.clock.now();
         self.lock_lanes().started(&task.endpoint.id, started.as_secs());
-        let sent = self.sender.send(&*self.clock, task, &policy, started).await;
+        let sent = self
+            .sender
+            .send(&*self.clock, task, &policy, started, trace.as_ref())
+            .instrument(span.clone())
+            .await;
         let finished_at = self.clock.now();
         let outcome = Outcome::classify(&policy, sent.status);
         let steering = Steering::from_response(
@@ -333,13 +341,16 @@ impl Inner {
         if delivered && queued.trigger == Trigger::Scheduled {
             telemetry::delivered(finished_at.since(task.message.created_at));
         }
-        tracing::debug!(
-            msg_id = %attempt.msg_id,
-            endpoint_id = %attempt.endpoint_id,
-            status_code = attempt.status_code,
-            ok = delivered,
-            "attempt"
-        );
+        // In the attempt's span: the line carries its trace and span ids.
+        span.in_scope(|| {
+            tracing::debug!(
+                msg_id = %attempt.msg_id,
+                endpoint_id = %attempt.endpoint_id,
+                status_code = attempt.status_code,
+                ok = delivered,
+                "attempt"
+            );
+        });
         let record = AttemptRecord {
             attempt: attempt.clone(),
             outcome,
@@ -353,18 +364,21 @@ impl Inner {
             paced: task.paced,
             lease: Some(self.lease(finished_at)),
         };
-        let recorded = self.store.record_attempt(record).await;
+        let recorded = self.store.record_attempt(record).instrument(span.clone()).await;
         if pausing {
             self.lock_lanes().release_hold(&task.endpoint.id);
         }
+        traces::spans::attempt_done(&span, &attempt, recorded.as_ref().ok().map(|fx| fx.state.attempts));
         match recorded {
-            Ok(effects) => self.after_record(task, &attempt, effects).await,
-            Err(e) => tracing::error!(
-                error = %e,
-                msg_id = %task.message.id,
-                endpoint_id = %task.endpoint.id,
-                "could not record attempt; the delivery will be retried when its lease expires"
-            ),
+            Ok(effects) => self.after_record(task, &attempt, effects).instrument(span).await,
+            Err(e) => span.in_scope(|| {
+                tracing::error!(
+                    error = %e,
+                    msg_id = %task.message.id,
+                    endpoint_id = %task.endpoint.id,
+                    "could not record attempt; the delivery will be retried when its lease expires"
+                )
+            }),
         }
     }
 

@@ -10,9 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::Inner;
 use super::lanes::QueuedAttempt;
 use crate::domain::model::Trigger;
+use crate::traces;
 
 const SAFETY_POLL: Duration = Duration::from_secs(5);
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
@@ -27,9 +30,14 @@ pub(super) async fn run(inner: Arc<Inner>) {
         inner.planned_wake.store(i64::MAX, Ordering::Release);
         let skip = inner.lock_lanes().full_endpoints();
         let now = inner.clock.now();
-        let claimed = match inner.store.claim_due(now, &inner.lease(now), inner.cfg.claim_batch, &skip).await
-        {
-            Ok(tasks) => tasks,
+        let span = traces::spans::claim(inner.cfg.claim_batch);
+        let lease = inner.lease(now);
+        let claim = inner.store.claim_due(now, &lease, inner.cfg.claim_batch, &skip);
+        let claimed = match claim.instrument(span.clone()).await {
+            Ok(tasks) => {
+                traces::spans::claimed(&span, tasks.len());
+                tasks
+            }
             Err(e) => {
                 tracing::error!(error = %e, "claiming due deliveries failed");
                 tokio::time::sleep(ERROR_BACKOFF).await;

@@ -21,6 +21,8 @@ use hyper_util::rt::TokioExecutor;
 
 use super::ssrf::{GuardedResolver, Refused, TargetPolicy};
 use crate::clock::Clock;
+use crate::domain::attempt_stats;
+use crate::domain::model::TraceContext;
 use crate::domain::retry::RetryPolicy;
 use crate::domain::signing;
 use crate::domain::time::Timestamp;
@@ -87,12 +89,13 @@ impl Sender {
         task: &DeliveryTask,
         policy: &RetryPolicy,
         started: Timestamp,
+        trace: Option<&TraceContext>,
     ) -> Sent {
         let timer = Instant::now();
         let deadline = clock.sleep_until(started.plus(policy.timeout));
         let result = tokio::select! {
-            r = self.exchange(task, started) => r,
-            _ = deadline => Err(format!("timed out after {} s without a complete response", policy.timeout.as_secs())),
+            r = self.exchange(task, started, trace) => r,
+            _ = deadline => Err(attempt_stats::timeout_error(policy.timeout)),
         };
         let duration_ms = timer.elapsed().as_millis() as i64;
         match result {
@@ -108,7 +111,12 @@ impl Sender {
         }
     }
 
-    async fn exchange(&self, task: &DeliveryTask, started: Timestamp) -> Result<Answer, String> {
+    async fn exchange(
+        &self,
+        task: &DeliveryTask,
+        started: Timestamp,
+        trace: Option<&TraceContext>,
+    ) -> Result<Answer, String> {
         let ep = &task.endpoint;
         let msg = &task.message;
         let Some(payload) = msg.payload.clone() else {
@@ -127,7 +135,7 @@ impl Sender {
 
         let mut req = Request::post(uri).body(Full::new(payload)).map_err(|e| e.to_string())?;
         let headers = req.headers_mut();
-        headers.reserve(9 + ep.headers.len());
+        headers.reserve(11 + ep.headers.len());
         for (name, value) in &ep.headers {
             if let (Ok(n), Ok(v)) =
                 (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str()))
@@ -144,6 +152,10 @@ impl Sender {
             headers.insert(HeaderName::from_static(id_name), id.clone());
             headers.insert(HeaderName::from_static(ts_name), ts.clone());
             headers.insert(HeaderName::from_static(sig_name), sig.clone());
+        }
+        // After the endpoint's own headers: the trace is this attempt's.
+        if let Some(t) = trace {
+            insert_trace_headers(headers, t);
         }
 
         let resp = self.client.request(req).await.map_err(|e| describe(&e))?;
@@ -162,6 +174,15 @@ impl Sender {
             }
         }
         Ok(Answer { status, body: String::from_utf8_lossy(&body).into_owned(), retry_after, directive })
+    }
+}
+
+fn insert_trace_headers(headers: &mut http::HeaderMap, trace: &TraceContext) {
+    if let Ok(v) = HeaderValue::try_from(trace.traceparent.as_str()) {
+        headers.insert(HeaderName::from_static("traceparent"), v);
+    }
+    if let Some(Ok(v)) = trace.tracestate.as_deref().map(HeaderValue::try_from) {
+        headers.insert(HeaderName::from_static("tracestate"), v);
     }
 }
 

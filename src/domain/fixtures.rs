@@ -45,5 +45,6 @@ pub fn message(id: &str) -> Message {
         deliver_at: None,
         expires_at: None,
         ordering_key: None,
+        trace: None,
     }
 }

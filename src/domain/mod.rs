@@ -5,6 +5,7 @@
 //! current time in. That is what lets whole retry schedules be unit-tested in
 //! microseconds and lets both store implementations share one set of rules.
 
+pub mod attempt_stats;
 pub mod delivery;
 pub mod filter;
 #[cfg(test)]

@@ -237,6 +237,17 @@ pub struct Message {
     pub expires_at: Option<Timestamp>,
     /// Messages with the same key reach each endpoint in acceptance order.
     pub ordering_key: Option<String>,
+    /// The trace its attempts join (W3C trace context), if it was created
+    /// in one.
+    pub trace: Option<TraceContext>,
+}
+
+/// A W3C trace context as carried by the `traceparent` and `tracestate`
+/// headers, already checked (see `crate::traces`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    pub traceparent: String,
+    pub tracestate: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -252,6 +263,8 @@ pub struct NewMessage {
     /// Keep the payload this long (default: the server's retention).
     pub retention: Option<std::time::Duration>,
     pub ordering_key: Option<String>,
+    /// The trace context of the request that created it.
+    pub trace: Option<TraceContext>,
 }
 
 /// Status of a delivery, numbered as Svix's `MessageStatus`.

@@ -32,6 +32,7 @@ use crate::maintenance::Maintenance;
 use crate::operational::Emitter;
 use crate::service::Service;
 use crate::telemetry;
+use crate::traces;
 
 pub struct Server {
     pub addr: SocketAddr,
@@ -91,7 +92,8 @@ impl Server {
 
         let app = NormalizePathLayer::trim_trailing_slash().layer(
             api::router(Arc::clone(&service), cfg.max_payload_bytes, cfg.public_url.clone())
-                .merge(dashboard::router(Arc::clone(&service))),
+                .merge(dashboard::router(Arc::clone(&service)))
+                .layer(axum::middleware::from_fn(traces::spans::http_request)),
         );
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await

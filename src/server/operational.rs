@@ -59,6 +59,7 @@ async fn send(service: &Service, event: Event) -> ServiceResult<()> {
         create_app: None,
         retention: None,
         ordering_key: None,
+        trace: None,
     };
     service.create_message(&app.id, new, None).await.map(|_| ())
 }

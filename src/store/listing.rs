@@ -24,7 +24,7 @@ pub const ENDPOINT_COLS: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.
     e.retry_policy, e.failing_since, e.created_at, e.updated_at, e.max_in_flight, e.fifo, e.ordering_on_failure";
 pub const ENDPOINT_NCOLS: usize = 20;
 pub const MESSAGE_COLS: &str = "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.tags, m.payload, \
-    m.created_at, m.deliver_at, m.expires_at, m.ordering_key";
+    m.created_at, m.deliver_at, m.expires_at, m.ordering_key, m.traceparent, m.tracestate";
 pub const DELIVERY_COLS: &str = "d.msg_id, d.endpoint_id, d.app_id, d.status, d.attempts, d.next_attempt, \
     d.lease_owner, d.updated_at, d.total_attempts, d.last_code, d.last_attempt_at, \
     CASE WHEN d.gate = 2 THEN (SELECT k.head_msg_id FROM ordering_keys k \
@@ -34,6 +34,12 @@ pub const ATTEMPT_COLS: &str = "t.id, t.msg_id, t.endpoint_id, t.app_id, t.url, 
     t.status_code, t.response, t.duration_ms, t.trigger, t.error, t.created_at";
 pub const EVENT_TYPE_COLS: &str = "name, description, archived, deprecated, schemas, group_name, \
     feature_flags, created_at, updated_at";
+/// The counters of an `attempt_minutes` row, in the order of
+/// `domain::attempt_stats::COUNTERS`.
+pub const ATTEMPT_STAT_COLS: [&str; crate::domain::attempt_stats::COUNTERS] = [
+    "success", "failure", "timeout", "l0", "l1", "l2", "l3", "l4", "l5", "l6", "l7", "l8", "l9", "l10",
+    "l11", "l12", "l13",
+];
 pub const TASK_COLS: &str = "id, kind, status, data, created_at, updated_at";
 
 /// Deliveries (`d`) with their messages (`m`). Messages are keyed by

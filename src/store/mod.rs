@@ -2,7 +2,7 @@
 //!
 //! Everything above this module talks to `dyn Store` (or to the one part of
 //! it it needs, like the dispatcher's [`DispatchStore`]) only. `Store` is the
-//! sum of seven parts, one per concern, and each backend implements each
+//! sum of eight parts, one per concern, and each backend implements each
 //! part in the file of that name (`sqlite/tenants.rs`, `postgres/tenants.rs`,
 //! …):
 //!
@@ -17,6 +17,7 @@
 //! | [`DispatchStore`] | claims, leases and attempt records: the dispatcher's side |
 //! | [`FlowStore`] | an endpoint's flow (throttle, pause, backoff) as shown, manual charges |
 //! | [`OrderingStore`] | ordering keys that are blocked, and skipping their head |
+//! | [`ChartStore`] | attempt counts per endpoint and minute, for the dashboard's charts |
 //!
 //! The traits are shaped for several dispatcher nodes sharing one
 //! database: due deliveries are *claimed* with a lease (owner + expiry
@@ -39,6 +40,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use self::types::*;
+use crate::domain::attempt_stats::{Series, Window};
 use crate::domain::model::{
     App, AppPatch, AppSummary, Attempt, Delivery, DeliveryCounts, Endpoint, EndpointPatch, EventType,
     EventTypePatch, Message, Scope, Task,
@@ -307,6 +309,24 @@ pub trait OrderingStore: Send + Sync {
     ) -> StoreResult<Option<DeliveryKey>>;
 }
 
+/// Attempt counts per endpoint and minute (see
+/// [`crate::domain::attempt_stats`]), added by `record_attempt` in the
+/// attempt's own transaction: what the dashboard's charts read, at the cost
+/// of an index range, never a scan of the attempts.
+#[async_trait]
+pub trait ChartStore: Send + Sync {
+    /// Each endpoint's attempts in the window ending at `now`, by interval;
+    /// an endpoint without any gets an empty series.
+    async fn attempt_series(
+        &self,
+        endpoint_ids: &[String],
+        window: Window,
+        now: Timestamp,
+    ) -> StoreResult<HashMap<String, Series>>;
+    /// Forget the minutes before `before`; returns how many rows went.
+    async fn prune_attempt_stats(&self, before: Timestamp) -> StoreResult<u64>;
+}
+
 /// The whole store: every part. Implemented for anything that implements
 /// them all.
 pub trait Store:
@@ -319,6 +339,7 @@ pub trait Store:
     + DispatchStore
     + FlowStore
     + OrderingStore
+    + ChartStore
     + 'static
 {
 }
@@ -333,6 +354,7 @@ impl<T> Store for T where
         + DispatchStore
         + FlowStore
         + OrderingStore
+        + ChartStore
         + 'static
 {
 }

@@ -25,6 +25,7 @@ async fn bench(args: &[&str]) -> (String, Value) {
 async fn dashboard_bench_smoke() {
     let (table, report) = bench(&["dashboard", "--store-messages", "300", "--samples", "2"]).await;
     assert!(table.contains("endpoint messages"), "{table}");
+    assert!(table.contains("chart: endpoint, week") && table.contains("chart: application, day"), "{table}");
     let pages = report["pages"].as_array().unwrap();
     assert!(pages.len() >= 10);
     for page in pages {

@@ -148,13 +148,18 @@ impl Browser {
         self.client.execute(tidy, vec![]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(250)).await;
         let png = self.client.screenshot().await.unwrap();
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = match std::env::var("HOOKLINE_UPDATE_SCREENSHOTS").as_deref() {
-            Ok("1") => root.join("docs/screenshots"),
-            _ => root.join("target/screenshots"),
-        };
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+        save_screenshot(name, png);
+    }
+
+    /// Save a PNG of one element (scrolled into view), as [`Browser::screenshot`].
+    pub async fn screenshot_of(&self, name: &str, css: &str) {
+        let el = self.find(css).await;
+        self.client
+            .execute("arguments[0].scrollIntoView({block: 'center'});", vec![json!(el)])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        save_screenshot(name, el.screenshot().await.unwrap());
     }
 
     /// Mark the current document; `still_marked` tells whether the page was
@@ -166,4 +171,16 @@ impl Browser {
     pub async fn still_marked(&self) -> bool {
         self.client.execute("return window.__hookline_mark === 42;", vec![]).await.unwrap() == json!(true)
     }
+}
+
+/// Under `target/screenshots/`, or with `HOOKLINE_UPDATE_SCREENSHOTS=1`,
+/// into `docs/screenshots/` (the ones the README shows).
+fn save_screenshot(name: &str, png: Vec<u8>) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = match std::env::var("HOOKLINE_UPDATE_SCREENSHOTS").as_deref() {
+        Ok("1") => root.join("docs/screenshots"),
+        _ => root.join("target/screenshots"),
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }

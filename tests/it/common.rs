@@ -369,6 +369,10 @@ pub async fn spawn_hookline(args: &[&std::ffi::OsStr]) -> (tokio::process::Child
         .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", TOKEN, "--allow-private-targets"])
         .args(args)
         .env("HOOKLINE_LOG", "warn")
+        // Traces only where a test asks for them, never to an ambient collector.
+        .env_remove("HOOKLINE_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)

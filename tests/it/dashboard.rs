@@ -322,3 +322,119 @@ async fn bulk_replay_of_failed_messages_counts_before_sending() {
     })
     .await;
 }
+
+/// The charts after forty minutes of successes, failures and a timeout
+/// (on the manual clock): the endpoint chart's totals are the API's, the
+/// application page charts every endpoint's success rate. Writes the
+/// screenshots README shows.
+#[tokio::test]
+async fn charts_show_the_attempts_the_api_lists() {
+    let t = TestServer::with_manual_clock().await;
+    let rx = Receiver::start(Reply::Status(200, "ok")).await;
+    let once = json!({"retryPolicy": {"schedule": [], "timeout": 1}, "eventTypes": ["test.event"]});
+    let (app, ep) = t.app_with_endpoint(&rx.url, once).await;
+    let audit = json!({"url": format!("{}/audit", rx.url), "eventTypes": ["audit.event"], "retryPolicy": {"schedule": []}});
+    let (status, body) = t.post(&format!("/api/v1/app/{app}/endpoint"), audit).await;
+    assert_eq!(status, 201, "{body}");
+
+    // One attempt per message (no retries), one message at a time, so each
+    // gets the reply scripted for it; the clock moves a minute in between.
+    let mut received = 0;
+    let mut sent = Vec::new();
+    for minute in 0..40u64 {
+        // Every attempt of the minute is recorded before the clock moves on
+        // (a moving clock would time out one still in flight).
+        let mut this_minute = Vec::new();
+        for n in 0..1 + minute % 3 {
+            let reply = match (minute * 3 + n) % 13 {
+                _ if minute == 23 && n == 0 => Reply::Hang,
+                4 | 9 => Reply::Status(500, "upstream exploded"),
+                7 => Reply::Status(503, "busy"),
+                k => Reply::Slow(Duration::from_millis(5 + 12 * k)),
+            };
+            let hang = matches!(reply, Reply::Hang);
+            rx.script([reply]);
+            let msg = t.send(&app, json!({"minute": minute, "n": n})).await;
+            received += 1;
+            rx.wait_for(received).await;
+            if hang {
+                t.clock().advance(Duration::from_secs(2)); // past the 1 s timeout
+            }
+            sent.push(msg.clone());
+            this_minute.push(msg);
+        }
+        if (5..35).contains(&minute) && minute % 2 == 1 {
+            let reply =
+                if (12..18).contains(&minute) { Reply::Status(502, "") } else { Reply::Status(200, "") };
+            rx.script([reply]);
+            let (status, msg) = t
+                .post(&format!("/api/v1/app/{app}/msg"), json!({"eventType": "audit.event", "payload": {}}))
+                .await;
+            assert_eq!(status, 202);
+            received += 1;
+            rx.wait_for(received).await;
+            this_minute.push(msg["id"].as_str().unwrap().to_owned());
+        }
+        for msg in &this_minute {
+            t.wait_attempts(&app, msg, 1).await;
+        }
+        t.clock().advance(Duration::from_secs(60));
+    }
+
+    // What the API says about the endpoint's attempts.
+    let listed = crate::common::eventually("every attempt listed", || async {
+        let list = t.get(&format!("/api/v1/app/{app}/attempt/endpoint/{ep}?limit=250")).await;
+        let data = list["data"].as_array().unwrap().clone();
+        (data.len() == sent.len()).then_some(data)
+    })
+    .await;
+    let ok = listed.iter().filter(|a| a["status"] == 0).count();
+    let timed_out = listed.iter().filter(|a| a["responseStatusCode"] == 0).count();
+    let failed = listed.len() - ok - timed_out;
+    assert!(ok > 0 && failed > 0 && timed_out == 1, "a mix: {ok} {failed} {timed_out}");
+
+    let b = Browser::start().await;
+    let base = t.server.url();
+    sign_in(&b, &base).await;
+    b.goto(&format!("{base}/apps/{app}/endpoints/{ep}")).await;
+    let chart = b.find("#attempts-chart").await;
+    let attr = |name: &'static str| {
+        let chart = chart.clone();
+        async move { chart.attr(name).await.unwrap().unwrap_or_default() }
+    };
+    assert_eq!(attr("data-total").await, listed.len().to_string());
+    assert_eq!(attr("data-success").await, ok.to_string());
+    assert_eq!(attr("data-failure").await, failed.to_string());
+    assert_eq!(attr("data-timeout").await, timed_out.to_string());
+    let caption = b.find("#attempts-chart figcaption").await.text().await.unwrap();
+    assert!(
+        caption
+            .contains(&format!("{} — {ok} succeeded, {failed} failed, {timed_out} timed out", listed.len())),
+        "{caption}"
+    );
+    // One group of bars per minute that had attempts.
+    let groups = b.client.find_all(fantoccini::Locator::Css("#attempts-chart svg > g")).await.unwrap();
+    assert_eq!(groups.len(), 40);
+    let latency = b.find("#latency-chart figcaption").await.text().await.unwrap();
+    assert!(latency.contains("p50") && latency.contains("p95"), "{latency}");
+    b.screenshot_of("chart-endpoint", "#live").await;
+
+    // Another window is a link away, and counts the same attempts.
+    b.click("nav.windows a[href$='window=day']").await;
+    b.wait_for_text("Attempts in the last day").await;
+    assert_eq!(
+        b.find("#attempts-chart").await.attr("data-total").await.unwrap(),
+        Some(listed.len().to_string())
+    );
+
+    // The application page: one small chart per endpoint.
+    b.goto(&format!("{base}/apps/{app}?window=hour")).await;
+    b.wait_for_text("Success rate by endpoint").await;
+    let multiples = b.client.find_all(fantoccini::Locator::Css("figure.multiple")).await.unwrap();
+    assert_eq!(multiples.len(), 2);
+    let text = b.find(".multiples").await.text().await.unwrap();
+    let rate = 100.0 * ok as f64 / listed.len() as f64;
+    assert!(text.contains(&format!("{rate:.1} % of {} attempts", listed.len())), "{text}");
+    assert!(text.contains("80.0 % of 15 attempts"), "the audit endpoint: 3 of 15 failed: {text}");
+    b.screenshot_of("chart-app", ".multiples").await;
+}

@@ -27,7 +27,7 @@ use std::path::Path;
 /// only `service::generate_token`; `cli` runs everything.
 const LAYERS: &[&[&str]] = &[
     &["domain"],
-    &["clock", "telemetry"],
+    &["clock", "telemetry", "traces"],
     &["store"],
     &["operational"],
     &["dispatch"],

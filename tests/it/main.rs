@@ -20,3 +20,4 @@ mod openapi;
 mod operator;
 mod pg;
 mod store_conformance;
+mod traces;

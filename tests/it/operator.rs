@@ -233,6 +233,7 @@ async fn idempotency_key_returns_the_first_response_and_creates_one_message() {
         create_app: None,
         retention: None,
         ordering_key: None,
+        trace: None,
     };
     let service = &t.server.service;
     let m1 = service.create_message(&app, new(), Some("k".into())).await.unwrap();

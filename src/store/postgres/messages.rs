@@ -453,8 +453,8 @@ impl<'a> Insert<'a> {
         sqlx::query(
             "WITH m AS (
                 INSERT INTO messages (id, app_id, event_type, event_id, channels, tags, payload, created_at,
-                    deliver_at, expires_at, ordering_key, idem_key)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                    deliver_at, expires_at, ordering_key, idem_key, traceparent, tracestate)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $23, $24)
              ), d AS (
                 INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, next_attempt, due_at,
                     lease_owner, updated_at, gate, okey, seq)
@@ -486,6 +486,8 @@ impl<'a> Insert<'a> {
         .bind(&self.seq)
         .bind(notify::CHANNEL)
         .bind(self.wake.map(notify::due_payload))
+        .bind(m.trace.as_ref().map(|t| t.traceparent.as_str()))
+        .bind(m.trace.as_ref().and_then(|t| t.tracestate.as_deref()))
         .execute(c)
         .await?;
         Ok(())

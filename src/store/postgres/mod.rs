@@ -12,6 +12,7 @@
 //!
 //! Writes that another node must react to notify it (see [`notify`]).
 
+mod charts;
 mod dispatch;
 mod event_types;
 mod flow;

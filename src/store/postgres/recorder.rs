@@ -21,6 +21,7 @@
 //!    block), and the endpoints' flows take in what the answers said
 //!    (pauses, backoff); the new heads are leased to the recording node,
 //!    parked or made due. Only keyed or paced traffic gets here.
+//! 7. the batch's counts added to the charts' minutes (`charts`).
 //!
 //! Lock order is endpoint, then delivery (as everywhere, see `dispatch`),
 //! each by id, then ordering keys, then flows last (see `flow`), so
@@ -37,7 +38,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rows::{self, col, int4, opt_ts, pg_text};
-use super::{flow, notify};
+use super::{charts, flow, notify};
 use crate::domain::delivery::{DeliveryRow, DeliveryState, record};
 use crate::domain::flow::Signal;
 use crate::domain::health;
@@ -212,6 +213,8 @@ pub async fn record_batch(pool: &PgPool, recs: &[AttemptRecord]) -> StoreResult<
     if !settled.is_empty() || !flowing.is_empty() {
         gates(&mut tx, recs, &settled, &flowing, &mut effects).await?;
     }
+    // 7. The charts' minutes.
+    charts::count_attempts(&mut tx, recs).await?;
     tx.commit().await?;
     Ok(effects)
 }

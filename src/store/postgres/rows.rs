@@ -13,7 +13,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::domain::model::{
-    App, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, Task, Trigger,
+    App, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, Task, TraceContext, Trigger,
 };
 use crate::domain::ordering::OnFailure;
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
@@ -237,6 +237,8 @@ pub fn message(row: &PgRow, o: usize) -> StoreResult<Message> {
         deliver_at: opt_ts_col(row, o + 8)?,
         expires_at: opt_ts_col(row, o + 9)?,
         ordering_key: col(row, o + 10)?,
+        trace: col::<Option<String>>(row, o + 11)?
+            .map(|traceparent| TraceContext { traceparent, tracestate: col(row, o + 12).ok().flatten() }),
     })
 }
 

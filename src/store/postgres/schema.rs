@@ -154,7 +154,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX idempotency_expiry ON idempotency (expires_at);
     "#,
-    // 3: flow control and ordered delivery (issues 17 and 18). Columns are
+    // 2: flow control and ordered delivery (issues 17 and 18). Columns are
     // added, never rebuilt: existing rows read as unlimited, unordered.
     r#"
     ALTER TABLE endpoints ADD COLUMN max_in_flight INTEGER;
@@ -205,6 +205,38 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (endpoint_id, okey)
     );
     CREATE INDEX ordering_keys_blocked ON ordering_keys (endpoint_id, okey) WHERE blocked_at IS NOT NULL;
+    // 3, issue 22 (traces and charts): the trace context a message was
+    // created in, which its attempts join; and per endpoint and minute, the
+    // counts the dashboard's charts read (see `domain::attempt_stats`),
+    // kept as attempts are recorded.
+    r#"
+    ALTER TABLE messages ADD COLUMN traceparent TEXT;
+    ALTER TABLE messages ADD COLUMN tracestate TEXT;
+
+    CREATE TABLE attempt_minutes (
+        endpoint_id TEXT COLLATE "C" NOT NULL,
+        minute      BIGINT NOT NULL,
+        app_id      TEXT COLLATE "C" NOT NULL,
+        success     BIGINT NOT NULL,
+        failure     BIGINT NOT NULL,
+        timeout     BIGINT NOT NULL,
+        l0          BIGINT NOT NULL,
+        l1          BIGINT NOT NULL,
+        l2          BIGINT NOT NULL,
+        l3          BIGINT NOT NULL,
+        l4          BIGINT NOT NULL,
+        l5          BIGINT NOT NULL,
+        l6          BIGINT NOT NULL,
+        l7          BIGINT NOT NULL,
+        l8          BIGINT NOT NULL,
+        l9          BIGINT NOT NULL,
+        l10         BIGINT NOT NULL,
+        l11         BIGINT NOT NULL,
+        l12         BIGINT NOT NULL,
+        l13         BIGINT NOT NULL,
+        PRIMARY KEY (endpoint_id, minute)
+    );
+    CREATE INDEX attempt_minutes_age ON attempt_minutes (minute);
     "#,
 ];
 

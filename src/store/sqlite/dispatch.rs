@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::flow;
 use super::rows::{self, opt_ts_value};
 use super::sql::Sql;
-use super::{SqliteStore, tenants};
+use super::{SqliteStore, charts, tenants};
 use crate::domain::delivery::{DeliveryRow, DeliveryState, Recorded, record};
 use crate::domain::flow::Flow;
 use crate::domain::flow::Signal;
@@ -411,6 +411,7 @@ fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffe
         ])?;
     }
     insert_attempt(c, &rec)?;
+    charts::count_attempt(c, &rec.attempt)?;
 
     let mut effects = AttemptEffects {
         state: next.clone(),

@@ -204,7 +204,7 @@ fn create_message(
 
     let cols = MESSAGE_COLS.replace("m.", "");
     c.prepare_cached(&format!(
-        "INSERT INTO messages ({cols}, idem_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO messages ({cols}, idem_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))?
     .execute(params![
         message.id,
@@ -218,6 +218,8 @@ fn create_message(
         opt_ts_value(message.deliver_at),
         opt_ts_value(message.expires_at),
         message.ordering_key,
+        message.trace.as_ref().map(|t| t.traceparent.as_str()),
+        message.trace.as_ref().and_then(|t| t.tracestate.as_deref()),
         idempotency_key,
     ])?;
 

@@ -5,6 +5,7 @@
 //! writer (WAL readers never block it). `synchronous=FULL` makes every commit
 //! durable against power loss, not only against a crashed process.
 
+mod charts;
 mod dispatch;
 mod event_types;
 mod flow;

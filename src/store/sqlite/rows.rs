@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::domain::model::{
-    App, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, Task, Trigger,
+    App, Attempt, Delivery, DeliveryStatus, Endpoint, EventType, Message, Task, TraceContext, Trigger,
 };
 use crate::domain::ordering::OnFailure;
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
@@ -130,6 +130,9 @@ pub fn message(row: &Row, o: usize) -> rusqlite::Result<Message> {
         deliver_at: opt_ts(row, o + 8)?,
         expires_at: opt_ts(row, o + 9)?,
         ordering_key: row.get(o + 10)?,
+        trace: row
+            .get::<_, Option<String>>(o + 11)?
+            .map(|traceparent| TraceContext { traceparent, tracestate: row.get(o + 12).ok().flatten() }),
     })
 }
 

@@ -250,6 +250,40 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (endpoint_id, okey)
     ) WITHOUT ROWID;
     CREATE INDEX ordering_keys_blocked ON ordering_keys (endpoint_id, okey) WHERE blocked_at IS NOT NULL;
+    // 4, issue 22 (traces and charts): the trace context a message was
+    // created in, which its attempts join; and per endpoint and minute, the
+    // counts the dashboard's charts read (see `domain::attempt_stats`),
+    // kept as attempts are recorded.
+    r#"
+    ALTER TABLE messages ADD COLUMN traceparent TEXT;
+    ALTER TABLE messages ADD COLUMN tracestate TEXT;
+
+    CREATE TABLE attempt_minutes (
+        endpoint_id TEXT NOT NULL,
+        minute      INTEGER NOT NULL,
+        app_id      TEXT NOT NULL,
+        success     INTEGER NOT NULL,
+        failure     INTEGER NOT NULL,
+        timeout     INTEGER NOT NULL,
+        l0          INTEGER NOT NULL,
+        l1          INTEGER NOT NULL,
+        l2          INTEGER NOT NULL,
+        l3          INTEGER NOT NULL,
+        l4          INTEGER NOT NULL,
+        l5          INTEGER NOT NULL,
+        l6          INTEGER NOT NULL,
+        l7          INTEGER NOT NULL,
+        l8          INTEGER NOT NULL,
+        l9          INTEGER NOT NULL,
+        l10         INTEGER NOT NULL,
+        l11         INTEGER NOT NULL,
+        l12         INTEGER NOT NULL,
+        l13         INTEGER NOT NULL,
+        PRIMARY KEY (endpoint_id, minute)
+    ) WITHOUT ROWID;
+    -- Pruning by age; a row is inserted once per endpoint and minute, and
+    -- updates never touch this index.
+    CREATE INDEX attempt_minutes_age ON attempt_minutes (minute);
     "#,
 ];
 

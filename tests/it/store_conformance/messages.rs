@@ -140,3 +140,39 @@ pub async fn message_idempotency(store: SharedStore) {
     assert_eq!(sent.endpoints.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), [e2.id.as_str()]);
     assert_eq!(store.get_delivery(&sent.message.id, &e1.id).await.unwrap(), None);
 }
+
+/// The trace context a message was created in is kept with it: the API
+/// reads it back, and so does the dispatcher when it claims the delivery
+/// later (a retry hours on, on another node), so the attempt joins the trace.
+pub async fn message_trace_context(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    store.insert_endpoint(&endpoint(&a.id)).await.unwrap();
+    let trace = hookline::domain::model::TraceContext {
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        tracestate: Some("caller=1,other=2".into()),
+    };
+    let traced =
+        create(&store, &a.id, Message { trace: Some(trace.clone()), ..message("t", T0) }, None).await;
+    let stateless = hookline::domain::model::TraceContext { tracestate: None, ..trace.clone() };
+    let bare =
+        create(&store, &a.id, Message { trace: Some(stateless.clone()), ..message("t", T0) }, None).await;
+    let untraced = create(&store, &a.id, message("t", T0), None).await;
+
+    let read = |id: String| {
+        let store = store.clone();
+        let app_id = a.id.clone();
+        async move { store.get_message(&app_id, &id).await.unwrap().unwrap().trace }
+    };
+    assert_eq!(read(traced.id.clone()).await, Some(trace.clone()));
+    assert_eq!(read(bare.id.clone()).await, Some(stateless.clone()));
+    assert_eq!(read(untraced.id.clone()).await, None);
+
+    let claimed = store.claim_due(at(1), &lease(at(60)), 10, &[]).await.unwrap();
+    let by_id: std::collections::HashMap<_, _> =
+        claimed.iter().map(|t| (t.message.id.clone(), t.message.trace.clone())).collect();
+    assert_eq!(by_id.len(), 3);
+    assert_eq!(by_id[&traced.id], Some(trace));
+    assert_eq!(by_id[&bare.id], Some(stateless));
+    assert_eq!(by_id[&untraced.id], None);
+}

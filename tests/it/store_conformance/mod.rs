@@ -26,6 +26,7 @@ use hookline::store::{
     StoreError, StoreEvent,
 };
 
+mod charts;
 mod dispatch;
 mod event_types;
 mod flow;
@@ -35,6 +36,7 @@ mod redelivery;
 mod retention;
 mod tenants;
 
+use self::charts::*;
 use self::dispatch::*;
 use self::event_types::*;
 use self::flow::*;
@@ -100,6 +102,7 @@ fn message(event_type: &str, created_at: Timestamp) -> Message {
         deliver_at: None,
         expires_at: Some(created_at.plus(Duration::from_secs(90 * 86_400))),
         ordering_key: None,
+        trace: None,
     }
 }
 
@@ -208,7 +211,7 @@ macro_rules! conformance {
                 concurrent_attempts, throttles_pace_ingest_and_claims, a_retry_after_pauses_the_endpoint,
                 congestion_backs_the_endpoint_off_and_successes_restore_it, a_manual_send_counts_against_the_bucket,
                 one_key_goes_in_order_and_others_pass, fifo_endpoints_order_everything, a_failed_head_skips_or_blocks,
-                replays_reenter_in_order_and_disabling_forgets_keys);
+                replays_reenter_in_order_and_disabling_forgets_keys, chart_minutes, message_trace_context);
         }
     };
     (@each $factory:path; $($check:ident),*) => {
