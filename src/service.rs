@@ -29,8 +29,8 @@ use crate::domain::signing::{self, SecretKind};
 use crate::domain::time::Timestamp;
 use crate::operational::{self, Emitter};
 use crate::store::{
-    CreateMessage, DeliveryTask, IdempotencyBegin, RequeueFilter, SharedStore, Store, StoreError,
-    StoreResult, StoredResponse,
+    CreateMessage, Cursor, DeliveryTask, IdempotencyBegin, Order, PageRequest, RequeueFilter, SharedStore,
+    Store, StoreError, StoreResult, StoredResponse,
 };
 use crate::telemetry;
 
@@ -89,6 +89,11 @@ impl Default for ServiceConfig {
         }
     }
 }
+
+/// Messages one recover sends at most (as Svix does), and how many it
+/// reads from the store at a time.
+pub const RECOVER_LIMIT: usize = 10_000;
+const RECOVER_BATCH: usize = 250;
 
 /// How long a validated token is trusted from memory before the store is
 /// asked again (bounds how long a revoked token keeps working elsewhere).
@@ -287,12 +292,12 @@ impl Service {
 
     pub async fn all_endpoints(&self, app_id: &str) -> ServiceResult<Vec<Endpoint>> {
         let mut all = Vec::new();
-        let mut page = crate::store::PageRequest::first(250, crate::store::Order::Ascending);
+        let mut page = PageRequest::first(250, Order::Ascending);
         loop {
             let p = self.store.list_endpoints(app_id, &page).await?;
             all.extend(p.items);
             match (p.more, all.last()) {
-                (true, Some(last)) => page.cursor = Some(crate::store::Cursor::After(last.id.clone())),
+                (true, Some(last)) => page.cursor = Some(Cursor::After(last.id.clone())),
                 _ => return Ok(all),
             }
         }
@@ -511,8 +516,12 @@ impl Service {
         Ok(())
     }
 
-    /// Send every failed delivery of the endpoint in [since, until) again,
-    /// with a fresh retry schedule.
+    /// Send again, now and as manual attempts, every message of the
+    /// endpoint in [since, until) whose latest attempt failed: those settled
+    /// as failed and those still waiting for a retry (a success cancels the
+    /// retry), not those that have succeeded since. The schedule is left
+    /// alone, as for any manual attempt. At most [`RECOVER_LIMIT`] messages
+    /// per recover; the task's data says whether more were left.
     pub async fn recover(
         &self,
         ep: &Endpoint,
@@ -520,16 +529,23 @@ impl Service {
         until: Option<Timestamp>,
     ) -> ServiceResult<Task> {
         Self::check_enabled(ep)?;
-        let filter = RequeueFilter {
-            since,
-            until,
-            statuses: Some(vec![crate::domain::model::DeliveryStatus::Fail]),
-            ..Default::default()
+        let endpoint = Arc::new(ep.clone());
+        let mut page = PageRequest::first(RECOVER_BATCH, Order::Ascending);
+        let mut count = 0usize;
+        let more = loop {
+            let found = self.store.recoverable(&ep.app_id, &ep.id, since, until, &page).await?;
+            let last = found.items.last().map(|m| m.id.clone());
+            for message in found.items {
+                let task = DeliveryTask { message: Arc::new(message), endpoint: Arc::clone(&endpoint) };
+                self.dispatcher.resend(task);
+                count += 1;
+            }
+            match last {
+                Some(last) if found.more && count < RECOVER_LIMIT => page.cursor = Some(Cursor::After(last)),
+                _ => break found.more,
+            }
         };
-        let now = self.now();
-        let count = self.store.requeue(&ep.app_id, &ep.id, &filter, now, false).await?;
-        self.dispatcher.wake_at(now);
-        self.record_task("endpoint.recover", json!({"count": count})).await
+        self.record_task("endpoint.recover", json!({"count": count, "more": more})).await
     }
 
     /// Send the endpoint what it never received in [since, until): messages

@@ -3,6 +3,8 @@
 //! never got), bulk-replay (any settled deliveries by filter, with a dry-run
 //! count), send-example, stats.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -60,6 +62,11 @@ impl Validate for RangeIn {
     }
 }
 
+/// How far back a recover may reach, as in Svix (plus five minutes, so
+/// `now - 14 days` computed on a client whose clock runs a little behind
+/// is still accepted).
+const RECOVER_WINDOW: Duration = Duration::from_secs(14 * 86_400 + 5 * 60);
+
 async fn recover(
     State(s): State<ApiState>,
     who: Principal,
@@ -68,6 +75,9 @@ async fn recover(
 ) -> ApiResult<(StatusCode, Json<TaskOut>)> {
     let ep = endpoint(&s, &who, path).await?;
     let (since, until) = body.bounds();
+    if since < s.service.now().minus(RECOVER_WINDOW) {
+        return Err(ApiError::invalid(&["body", "since"], "Cannot recover messages more than 14 days old."));
+    }
     let task = s.service.recover(&ep, since, until).await?;
     Ok((StatusCode::ACCEPTED, Json(task.into())))
 }

@@ -186,6 +186,17 @@ pub trait RedeliveryStore: Send + Sync {
         now: Timestamp,
         dry_run: bool,
     ) -> StoreResult<u64>;
+    /// The endpoint's messages in [since, until) whose latest attempt
+    /// failed (settled or waiting for a retry), a page at a time by message
+    /// id: what a recover sends again ([`listing::Listing::recoverable`]).
+    async fn recoverable(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>>;
     /// Create deliveries, due `now`, for the application's messages in
     /// [since, until) that the endpoint wants but never got.
     async fn replay_missing(

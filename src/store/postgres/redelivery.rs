@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 
-use super::rows::{col, int4};
-use super::sql::{Sql, limit};
+use super::rows::{self, col, int4};
+use super::sql::{self, Sql, limit};
 use super::{PgStore, notify};
 use crate::domain::filter;
-use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint, NameSet};
+use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint, Message, NameSet};
 use crate::domain::time::Timestamp;
-use crate::store::listing::{self, DELIVERIES_WITH_MESSAGES};
-use crate::store::{RedeliveryStore, RequeueFilter, StoreError, StoreResult};
+use crate::store::listing::{self, DELIVERIES_WITH_MESSAGES, Listing};
+use crate::store::{Page, PageRequest, RedeliveryStore, RequeueFilter, StoreError, StoreResult};
 
 #[async_trait]
 impl RedeliveryStore for PgStore {
@@ -51,6 +51,18 @@ impl RedeliveryStore for PgStore {
             counted.first().copied().unwrap_or(0)
         };
         Ok(n.max(0) as u64)
+    }
+
+    async fn recoverable(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>> {
+        let listing = Listing::recoverable(app_id, endpoint_id, since, until);
+        sql::page(&self.pool, &listing, page, |r| rows::message(r, 0)).await
     }
 
     async fn replay_missing(

@@ -10,12 +10,12 @@ use rusqlite::{CachedStatement, Connection, Params, params};
 use super::SqliteStore;
 use super::messages::insert_delivery;
 use super::rows;
-use super::sql::Sql;
+use super::sql::{self, Sql};
 use crate::domain::filter;
-use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint};
+use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
-use crate::store::listing::{self, DELIVERIES_WITH_MESSAGES, MESSAGE_COLS};
-use crate::store::{RedeliveryStore, RequeueFilter, StoreResult};
+use crate::store::listing::{self, DELIVERIES_WITH_MESSAGES, Listing, MESSAGE_COLS};
+use crate::store::{Page, PageRequest, RedeliveryStore, RequeueFilter, StoreResult};
 
 #[async_trait]
 impl RedeliveryStore for SqliteStore {
@@ -49,6 +49,18 @@ impl RedeliveryStore for SqliteStore {
             Ok(update.execute(c)? as u64)
         };
         if dry_run { self.read(run).await } else { self.write(run).await }
+    }
+
+    async fn recoverable(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>> {
+        let (listing, page) = (Listing::recoverable(app_id, endpoint_id, since, until), page.clone());
+        self.read(move |c| sql::page(c, &listing, &page, |r| rows::message(r, 0))).await
     }
 
     async fn replay_missing(
