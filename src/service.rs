@@ -23,7 +23,7 @@ use crate::dispatch::Dispatcher;
 use crate::domain::id;
 use crate::domain::model::{
     App, AppPatch, AppSpec, Endpoint, EndpointPatch, EndpointSpec, EventType, EventTypePatch, Message,
-    NewMessage, Rotation, Scope, Task,
+    NameSet, NewMessage, Rotation, Scope, Task,
 };
 use crate::domain::signing::{self, SecretKind};
 use crate::domain::time::Timestamp;
@@ -45,6 +45,10 @@ pub enum ServiceError {
     /// What the request names does not exist (also when the store says so).
     #[error("not found")]
     NotFound,
+    /// A field names something that does not exist (an endpoint filtering
+    /// on an unknown event type): the API answers 422 on `body.<field>`.
+    #[error("{detail}")]
+    Invalid { field: &'static str, detail: String },
     /// The store failed, or refused because of what it holds (a uid or an
     /// event id already taken: `StoreError::Conflict`).
     #[error(transparent)]
@@ -304,6 +308,25 @@ impl Service {
     }
 
     // --- endpoints ---
+
+    /// Svix refuses an endpoint whose filter names an event type that does
+    /// not exist or is archived: a typo would silently filter everything out.
+    pub async fn check_event_types(&self, names: Option<&NameSet>) -> ServiceResult<()> {
+        let mut unknown = Vec::new();
+        for name in names.into_iter().flatten() {
+            match self.store.get_event_type(name).await? {
+                Some(et) if !et.archived => {}
+                _ => unknown.push(name.as_str()),
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        Err(ServiceError::Invalid {
+            field: "filterTypes",
+            detail: format!("The following event types don't exist: {}", unknown.join(", ")),
+        })
+    }
 
     pub async fn create_endpoint(&self, app_id: &str, spec: EndpointSpec) -> ServiceResult<Endpoint> {
         let now = self.now();

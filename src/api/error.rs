@@ -114,6 +114,7 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Refused(detail) => ApiError::conflict(detail),
             ServiceError::NotFound => ApiError::not_found("Entity"),
+            ServiceError::Invalid { field, detail } => ApiError::invalid(&["body", field], detail),
             ServiceError::Store(e) => e.into(),
         }
     }

@@ -140,6 +140,15 @@ impl TestServer {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// Create these event types (endpoint filters may only name existing ones).
+    pub async fn event_types(&self, names: &[&str]) {
+        for name in names {
+            let (status, body) =
+                self.post("/api/v1/event-type", serde_json::json!({"name": name, "description": name})).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    }
+
     /// Create an application and an endpoint for `url` (extra endpoint
     /// fields merged in); returns (app_id, endpoint_id).
     pub async fn app_with_endpoint(&self, url: &str, extra: Value) -> (String, String) {
