@@ -13,7 +13,9 @@ use crate::domain::filter;
 use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint, Message, NameSet};
 use crate::domain::time::Timestamp;
 use crate::store::listing::{self, DELIVERIES_WITH_MESSAGES, Listing};
-use crate::store::{Page, PageRequest, RedeliveryStore, RequeueFilter, StoreError, StoreResult};
+use crate::store::{
+    AttemptFilter, MessageFilter, Page, PageRequest, RedeliveryStore, RequeueFilter, StoreError, StoreResult,
+};
 
 #[async_trait]
 impl RedeliveryStore for PgStore {
@@ -145,6 +147,14 @@ impl RedeliveryStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         counts_by_key(endpoint_ids, &rows)
+    }
+
+    async fn count_messages(&self, app_id: &str, filter: &MessageFilter) -> StoreResult<u64> {
+        sql::count(&self.pool, &Listing::messages(app_id, filter)).await
+    }
+
+    async fn count_attempts(&self, app_id: &str, filter: &AttemptFilter) -> StoreResult<u64> {
+        sql::count(&self.pool, &Listing::attempts(app_id, filter)).await
     }
 
     async fn message_delivery_counts(

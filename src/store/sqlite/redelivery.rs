@@ -15,7 +15,9 @@ use crate::domain::filter;
 use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
 use crate::store::listing::{self, DELIVERIES_WITH_MESSAGES, Listing, MESSAGE_COLS};
-use crate::store::{Page, PageRequest, RedeliveryStore, RequeueFilter, StoreResult};
+use crate::store::{
+    AttemptFilter, MessageFilter, Page, PageRequest, RedeliveryStore, RequeueFilter, StoreResult,
+};
 
 #[async_trait]
 impl RedeliveryStore for SqliteStore {
@@ -96,6 +98,16 @@ impl RedeliveryStore for SqliteStore {
     ) -> StoreResult<HashMap<String, DeliveryCounts>> {
         let ids = endpoint_ids.to_vec();
         self.read(move |c| endpoint_recent(c, &ids, recent)).await
+    }
+
+    async fn count_messages(&self, app_id: &str, filter: &MessageFilter) -> StoreResult<u64> {
+        let listing = Listing::messages(app_id, filter);
+        self.read(move |c| sql::count(c, &listing)).await
+    }
+
+    async fn count_attempts(&self, app_id: &str, filter: &AttemptFilter) -> StoreResult<u64> {
+        let listing = Listing::attempts(app_id, filter);
+        self.read(move |c| sql::count(c, &listing)).await
     }
 
     async fn message_delivery_counts(

@@ -49,6 +49,20 @@ pub async fn requeue_and_replay(store: SharedStore) {
     store.insert_endpoint(&other).await.unwrap();
     assert_eq!(store.replay_missing(&other, T0, None, at(200)).await.unwrap(), 0, "filters apply");
 
+    // Counts, by the listings' filters.
+    assert_eq!(store.count_messages(&a.id, &MessageFilter::default()).await.unwrap(), 3);
+    let tagged = MessageFilter { tag: Some("x".into()), ..Default::default() };
+    assert_eq!(store.count_messages(&a.id, &tagged).await.unwrap(), 1);
+    let window = MessageFilter { after: Some(at(1)), before: Some(at(3)), ..Default::default() };
+    assert_eq!(store.count_messages(&a.id, &window).await.unwrap(), 1);
+    assert_eq!(store.count_messages("app_other", &MessageFilter::default()).await.unwrap(), 0);
+    let of_ep = |status| AttemptFilter { endpoint_id: Some(ep.id.clone()), status, ..Default::default() };
+    assert_eq!(store.count_attempts(&a.id, &of_ep(None)).await.unwrap(), 5);
+    assert_eq!(store.count_attempts(&a.id, &of_ep(Some(DeliveryStatus::Success))).await.unwrap(), 1);
+    assert_eq!(store.count_attempts(&a.id, &of_ep(Some(DeliveryStatus::Fail))).await.unwrap(), 4);
+    let late = AttemptFilter { after: Some(at(12)), ..of_ep(None) };
+    assert_eq!(store.count_attempts(&a.id, &late).await.unwrap(), 2);
+
     let stats = store.endpoint_stats(&a.id, &ep.id, None, None).await.unwrap();
     assert_eq!((stats.success, stats.sending, stats.pending, stats.fail), (1, 2, 0, 0));
     let since = store.endpoint_stats(&a.id, &ep.id, Some(at(2)), Some(at(3))).await.unwrap();
