@@ -74,7 +74,9 @@ async fn import_openapi(
             ApiError::invalid(&["body", "specRaw"], format!("must be an OpenAPI document in JSON: {e}"))
         })?,
         _ => {
-            return Err(ApiError::bad_request("send the OpenAPI document as exactly one of spec and specRaw"));
+            return Err(ApiError::bad_request(
+                "send the OpenAPI document as exactly one of spec and specRaw",
+            ));
         }
     };
     let found = openapi_import::event_types(&spec).map_err(|e| ApiError::invalid(&["body", "spec"], e))?;

@@ -19,4 +19,5 @@ mod metrics;
 mod openapi;
 mod operator;
 mod pg;
+mod sdk;
 mod store_conformance;
