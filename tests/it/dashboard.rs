@@ -186,14 +186,14 @@ async fn forms_need_the_session_and_its_csrf_token() {
 }
 
 /// A signed-in dashboard user without a browser: forms posted as browsers do.
-struct Dashboard {
+pub(crate) struct Dashboard {
     http: reqwest::Client,
     base: String,
     cookie: String,
 }
 
 impl Dashboard {
-    async fn sign_in(t: &TestServer) -> Dashboard {
+    pub(crate) async fn sign_in(t: &TestServer) -> Dashboard {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let base = t.server.url();
         let login = http.post(format!("{base}/login")).form(&[("token", TOKEN)]).send().await.unwrap();
@@ -201,7 +201,7 @@ impl Dashboard {
         Dashboard { http, base, cookie }
     }
 
-    async fn page(&self, path: &str) -> String {
+    pub(crate) async fn page(&self, path: &str) -> String {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
@@ -215,7 +215,7 @@ impl Dashboard {
 
     /// Post a form found on `page` (its CSRF token included); returns the
     /// status and the page redirected to, or the body.
-    async fn post(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> (u16, String) {
+    pub(crate) async fn post(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> (u16, String) {
         let html = self.page(page).await;
         let csrf =
             html.split("name=\"_csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();

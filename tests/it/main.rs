@@ -14,6 +14,7 @@ mod common;
 mod crash;
 mod dashboard;
 mod delivery;
+mod erasure;
 mod layers;
 mod metrics;
 mod openapi;
