@@ -98,6 +98,8 @@ impl Default for ServiceConfig {
 /// reads from the store at a time.
 pub const RECOVER_LIMIT: usize = 10_000;
 const RECOVER_BATCH: usize = 250;
+/// Names no endpoint: a message created "for" it gets no delivery.
+const NO_ENDPOINT: &str = "";
 /// Messages erased per store write when erasing by tag.
 const ERASE_BATCH: usize = 500;
 
@@ -423,6 +425,13 @@ impl Service {
         idempotency_key: Option<String>,
     ) -> ServiceResult<Accepted> {
         self.insert_message(app_ref, new, idempotency_key, None).await
+    }
+
+    /// Store a message without delivering it to anyone: history brought
+    /// over by `hookline import`, to read and to replay or resend on
+    /// purpose, never sent again by itself.
+    pub async fn import_message(&self, app_ref: &str, new: NewMessage) -> ServiceResult<Accepted> {
+        self.insert_message(app_ref, new, None, Some(NO_ENDPOINT.to_owned())).await
     }
 
     async fn insert_message(

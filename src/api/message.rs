@@ -290,6 +290,9 @@ async fn create(
         s.app(&who, &app_ref).await?;
     }
     let with_content = q.bool("with_content", true)?;
+    // Extension: `deliver=false` stores the message without sending it
+    // (what `hookline import` brings over is history, already delivered).
+    let deliver = q.bool("deliver", true)?;
     let retention = body.retention();
     let new = NewMessage {
         event_type: body.event_type,
@@ -304,7 +307,11 @@ async fn create(
     // Also stored with the message, so even a retry after a crash between
     // the commit and the response cannot create a second message.
     let key = super::idempotency::key_of(&headers);
-    let accepted = s.service.create_message(&app_ref, new, key).await.map_err(|e| match e {
+    let accepted = match deliver {
+        true => s.service.create_message(&app_ref, new, key).await,
+        false => s.service.import_message(&app_ref, new).await,
+    };
+    let accepted = accepted.map_err(|e| match e {
         crate::service::ServiceError::NotFound => ApiError::not_found("Application"),
         other => other.into(),
     })?;

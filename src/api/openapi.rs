@@ -33,6 +33,7 @@ enum Q {
     GetIfExists,
     EventTypeList,
     Expunge,
+    Deliver,
 }
 
 struct Op {
@@ -112,7 +113,7 @@ const OPS: &[Op] = &[
     op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/bulk-replay", "v1.endpoint.bulk-replay", "Endpoint", "Send settled deliveries matching a filter again (dryRun: count only)").body("BulkReplayIn").ok(202, Some("BackgroundTaskOut")),
     // Messages
     op("get", "/api/v1/app/{app_id}/msg", "v1.message.list", "Message", "List messages, newest first").ok(200, Some("[MessageOut]")).query(&[Q::Page, Q::MessageFilters, Q::WithContent]),
-    op("post", "/api/v1/app/{app_id}/msg", "v1.message.create", "Message", "Send a message: 202 once durably stored; delivery follows").body("MessageIn").ok(202, Some("MessageOut")).query(&[Q::WithContent]),
+    op("post", "/api/v1/app/{app_id}/msg", "v1.message.create", "Message", "Send a message: 202 once durably stored; delivery follows").body("MessageIn").ok(202, Some("MessageOut")).query(&[Q::WithContent, Q::Deliver]),
     op("get", "/api/v1/app/{app_id}/msg/{msg_id}", "v1.message.get", "Message", "Get a message by id or eventId").ok(200, Some("MessageOut")).query(&[Q::WithContent]),
     op("delete", "/api/v1/app/{app_id}/msg/{msg_id}/content", "v1.message.expunge-content", "Message", "Erase the message's payload").ok(204, None),
     op("post", "/api/v1/app/{app_id}/msg/expunge-all-contents", "v1.message.expunge-all-contents", "Message", "Erase every payload and response body of the application").ok(202, Some("BackgroundTaskOut")),
@@ -335,6 +336,15 @@ fn parameters(o: &Op) -> Value {
                 param("with_content", "query", boolean(), "Include schemas"),
             ]),
             Q::Expunge => params.push(param("expunge", "query", boolean(), "Delete instead of archiving")),
+            Q::Deliver => params.push(ext(
+                param(
+                    "deliver",
+                    "query",
+                    boolean(),
+                    "false: store only, send to no endpoint (imported history)",
+                ),
+                "Store only, send to no endpoint (imported history)",
+            )),
         }
     }
     Value::Array(params)

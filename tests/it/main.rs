@@ -15,6 +15,7 @@ mod crash;
 mod dashboard;
 mod delivery;
 mod erasure;
+mod import;
 mod layers;
 mod metrics;
 mod openapi;

@@ -189,7 +189,7 @@ macro_rules! conformance {
             conformance!(@each $factory; tokens, applications, pagination, endpoints, message_fan_out,
                 claiming_and_leases, attempts_advance_deliveries, listings_filter, dashboard_queries,
                 event_types_and_tasks, idempotency_keys, message_idempotency, concurrent_claims,
-                requeue_and_replay, recoverable_deliveries, endpoint_health, content_erasure, notifications, lease_renewal,
+                requeue_and_replay, recoverable_deliveries, message_without_deliveries, endpoint_health, content_erasure, notifications, lease_renewal,
                 concurrent_attempts);
         }
     };
