@@ -188,9 +188,9 @@ pub async fn recoverable_deliveries(store: SharedStore) {
     // Once a manual attempt succeeds, the delivery is no longer recoverable.
     record(&store, &waiting, &ep, Trigger::Manual, 200, at(40)).await;
     let found = store.recoverable(&a.id, &ep.id, at(2), Some(at(9)), &all).await.unwrap();
-    assert_eq!(ids(found), [settled.id.clone()]);
+    assert_eq!(ids(found), [settled.id.as_str()]);
     let found = store.recoverable(&a.id, &other.id, T0, None, &all).await.unwrap();
-    assert_eq!(ids(found), [settled.id.clone()], "per endpoint");
+    assert_eq!(ids(found), [settled.id.as_str()], "per endpoint");
 }
 
 async fn found_payload(store: &SharedStore, app_id: &str, ep_id: &str) -> bool {

@@ -48,6 +48,6 @@ pub async fn content_erasure(store: SharedStore) {
     assert_eq!(bodies(store.list_attempts(&a.id, &of(&tagged), &page).await.unwrap()), ["", ""]);
     assert_eq!(bodies(store.list_attempts(&a.id, &of(&kept), &page).await.unwrap()), ["body 200"]);
     assert!(store.get_message(&a.id, &kept.id).await.unwrap().unwrap().payload.is_some());
-    assert_eq!(store.expunge_messages("app_other", &[kept.id.clone()]).await.unwrap(), (0, 0));
+    assert_eq!(store.expunge_messages("app_other", std::slice::from_ref(&kept.id)).await.unwrap(), (0, 0));
     assert!(store.get_message(&a.id, &kept.id).await.unwrap().unwrap().payload.is_some());
 }
