@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
 use super::Dash;
-use super::apps::load;
+use super::layout::PageError;
 use super::session::{Post, done};
 use crate::domain::model::{App, Task};
 use crate::domain::validate;
@@ -29,9 +29,11 @@ pub fn form(action: &str, csrf: &str, scope: &str) -> Markup {
 
 /// One application's messages.
 pub async fn in_app(State(d): State<Dash>, Path(app_ref): Path<String>, post: Post) -> Response {
-    let app = match load(&d, &post.session, &app_ref).await {
-        Ok(app) => app,
-        Err(e) => return e.into_response(),
+    // As `apps::load` (which renders this form, so it is not used here).
+    let app = match d.service.store.get_app(&app_ref).await {
+        Ok(Some(app)) if post.session.sees(&app.id) => app,
+        Ok(_) => return PageError::NotFound("Application").into_response(),
+        Err(e) => return PageError::from(e).into_response(),
     };
     erase(&d, &post, Some(&app), &format!("/apps/{}", app.id)).await
 }

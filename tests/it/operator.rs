@@ -99,17 +99,7 @@ async fn ed25519_endpoints_sign_with_v1a_and_expose_only_the_public_key() {
 #[tokio::test]
 async fn recover_sends_failed_deliveries_again() {
     let t = TestServer::start().await;
-    let rx = Receiver::start(Reply::Status(200, "")).await;
-    // One retry, an hour later: a failed message stays pending for that hour.
-    let (app, ep) = t.app_with_endpoint(&rx.url, policy(r#"{"schedule": [3600]}"#)).await;
-    let ok = t.send(&app, json!({"n": 1})).await;
-    t.wait_status(&app, &ok, &ep, "success").await;
-    rx.script([Reply::Status(500, "")]);
-    let waiting = t.send(&app, json!({"n": 2})).await;
-    t.wait_attempts(&app, &waiting, 1).await;
-    rx.script([Reply::Headers(500, &[("webhook-delivery", "abort-message")])]);
-    let settled = t.send(&app, json!({"n": 3})).await;
-    t.wait_status(&app, &settled, &ep, "fail").await;
+    let (app, ep, rx, [ok, waiting, settled]) = crate::sdk::recover_fixture(&t).await;
     let pending = t.delivery(&app, &waiting, &ep).await;
     assert_eq!(pending["statusText"], "pending");
     assert!(pending["nextAttempt"].is_string(), "{pending}");

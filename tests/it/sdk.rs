@@ -242,9 +242,10 @@ async fn every_sdk_operation_answers_as_listed() {
 
 /// An endpoint with one message delivered, one waiting for a retry and one
 /// settled as failed; returns (app, endpoint, the receiver, messages).
-async fn recover_fixture(t: &TestServer) -> (String, String, Receiver, [String; 3]) {
+pub(crate) async fn recover_fixture(t: &TestServer) -> (String, String, Receiver, [String; 3]) {
     let rx = Receiver::start(Reply::Status(200, "")).await;
     t.event_types(&["sdk.event"]).await;
+    // One retry, an hour later: a failed message stays pending for that hour.
     let (app, ep) = t.app_with_endpoint(&rx.url, json!({"retryPolicy": {"schedule": [3600]}})).await;
     let ok = t.send(&app, json!({"n": 1})).await;
     t.wait_status(&app, &ok, &ep, "success").await;
