@@ -15,23 +15,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::clock::SharedClock;
 use crate::dispatch::Dispatcher;
-use crate::domain::id;
 use crate::domain::model::{
-    App, AppPatch, AppSpec, Endpoint, EndpointPatch, EndpointSpec, EventType, EventTypePatch, Message,
-    NewMessage, Rotation, Scope, Task,
+    App, AppPatch, AppSpec, DeliveryStatus, Endpoint, EndpointPatch, EndpointSpec, EventType, EventTypePatch,
+    Message, NameSet, NewMessage, Rotation, Scope, Task,
 };
 use crate::domain::signing::{self, SecretKind};
 use crate::domain::time::Timestamp;
+use crate::domain::{id, ordering};
 use crate::operational::{self, Emitter};
 use crate::store::{
-    CreateMessage, DeliveryTask, IdempotencyBegin, RequeueFilter, SharedStore, Store, StoreError,
-    StoreResult, StoredResponse,
+    AppFilter, CreateMessage, Cursor, DeliveryTask, IdempotencyBegin, MessageFilter, Order, PageRequest,
+    RequeueFilter, SharedStore, Store, StoreError, StoreResult, StoredResponse,
 };
 use crate::telemetry;
 use crate::traces;
@@ -47,6 +47,10 @@ pub enum ServiceError {
     /// What the request names does not exist (also when the store says so).
     #[error("not found")]
     NotFound,
+    /// A field names something that does not exist (an endpoint filtering
+    /// on an unknown event type): the API answers 422 on `body.<field>`.
+    #[error("{detail}")]
+    Invalid { field: &'static str, detail: String },
     /// The store failed, or refused because of what it holds (a uid or an
     /// event id already taken: `StoreError::Conflict`).
     #[error(transparent)]
@@ -91,6 +95,15 @@ impl Default for ServiceConfig {
         }
     }
 }
+
+/// Messages one recover sends at most (as Svix does), and how many it
+/// reads from the store at a time.
+pub const RECOVER_LIMIT: usize = 10_000;
+const RECOVER_BATCH: usize = 250;
+/// Names no endpoint: a message created "for" it gets no delivery.
+const NO_ENDPOINT: &str = "";
+/// Messages erased per store write when erasing by tag.
+const ERASE_BATCH: usize = 500;
 
 /// How long a validated token is trusted from memory before the store is
 /// asked again (bounds how long a revoked token keeps working elsewhere).
@@ -247,6 +260,16 @@ impl Service {
         Ok(())
     }
 
+    /// Svix's expire-all: every token scoped to the application stops
+    /// working `after` from now (at once by default). Returns how many.
+    pub async fn expire_app_tokens(&self, app: &App, after: Option<Duration>) -> ServiceResult<u64> {
+        let at = self.now().plus(after.unwrap_or_default());
+        let n = self.store.expire_app_tokens(&app.id, at).await?;
+        // Tokens trusted from memory must be asked about again.
+        self.forget_cached();
+        Ok(n)
+    }
+
     /// A token and URL giving access to one application only (app portal).
     pub async fn app_portal_access(&self, app: &App, ttl: Option<Duration>) -> ServiceResult<String> {
         self.create_token(&Scope::App(app.id.clone()), Some(ttl.unwrap_or(self.cfg.portal_token_ttl))).await
@@ -289,18 +312,37 @@ impl Service {
 
     pub async fn all_endpoints(&self, app_id: &str) -> ServiceResult<Vec<Endpoint>> {
         let mut all = Vec::new();
-        let mut page = crate::store::PageRequest::first(250, crate::store::Order::Ascending);
+        let mut page = PageRequest::first(250, Order::Ascending);
         loop {
             let p = self.store.list_endpoints(app_id, &page).await?;
             all.extend(p.items);
             match (p.more, all.last()) {
-                (true, Some(last)) => page.cursor = Some(crate::store::Cursor::After(last.id.clone())),
+                (true, Some(last)) => page.cursor = Some(Cursor::After(last.id.clone())),
                 _ => return Ok(all),
             }
         }
     }
 
     // --- endpoints ---
+
+    /// Svix refuses an endpoint whose filter names an event type that does
+    /// not exist or is archived: a typo would silently filter everything out.
+    pub async fn check_event_types(&self, names: Option<&NameSet>) -> ServiceResult<()> {
+        let mut unknown = Vec::new();
+        for name in names.into_iter().flatten() {
+            match self.store.get_event_type(name).await? {
+                Some(et) if !et.archived => {}
+                _ => unknown.push(name.as_str()),
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        Err(ServiceError::Invalid {
+            field: "filterTypes",
+            detail: format!("The following event types don't exist: {}", unknown.join(", ")),
+        })
+    }
 
     pub async fn create_endpoint(&self, app_id: &str, spec: EndpointSpec) -> ServiceResult<Endpoint> {
         let now = self.now();
@@ -388,6 +430,13 @@ impl Service {
         idempotency_key: Option<String>,
     ) -> ServiceResult<Accepted> {
         self.insert_message(app_ref, new, idempotency_key, None).await
+    }
+
+    /// Store a message without delivering it to anyone: history brought
+    /// over by `hookline import`, to read and to replay or resend on
+    /// purpose, never sent again by itself.
+    pub async fn import_message(&self, app_ref: &str, new: NewMessage) -> ServiceResult<Accepted> {
+        self.insert_message(app_ref, new, None, Some(NO_ENDPOINT.to_owned())).await
     }
 
     async fn insert_message(
@@ -520,8 +569,12 @@ impl Service {
         Ok(())
     }
 
-    /// Send every failed delivery of the endpoint in [since, until) again,
-    /// with a fresh retry schedule.
+    /// Send again, now and as manual attempts, every message of the
+    /// endpoint in [since, until) whose latest attempt failed: those settled
+    /// as failed and those still waiting for a retry (a success cancels the
+    /// retry), not those that have succeeded since. The schedule is left
+    /// alone, as for any manual attempt. At most [`RECOVER_LIMIT`] messages
+    /// per recover; the task's data says whether more were left.
     pub async fn recover(
         &self,
         ep: &Endpoint,
@@ -529,16 +582,53 @@ impl Service {
         until: Option<Timestamp>,
     ) -> ServiceResult<Task> {
         Self::check_enabled(ep)?;
-        let filter = RequeueFilter {
-            since,
-            until,
-            statuses: Some(vec![crate::domain::model::DeliveryStatus::Fail]),
-            ..Default::default()
+        let endpoint = Arc::new(ep.clone());
+        let mut page = PageRequest::first(RECOVER_BATCH, Order::Ascending);
+        let mut count = 0usize;
+        // A manual attempt is outside any ordering key's order, so ordered
+        // deliveries that have settled as failed re-enter their key's order
+        // instead (a failing head still waiting for a retry is its key's
+        // head: a manual attempt of it keeps the order).
+        let mut reordered = Vec::new();
+        let more = loop {
+            let found = self.store.recoverable(&ep.app_id, &ep.id, since, until, &page).await?;
+            let last = found.items.last().map(|m| m.id.clone());
+            for message in found.items {
+                count += 1;
+                if ordering::key_for(message.ordering_key.as_deref(), ep.fifo).is_some()
+                    && self
+                        .store
+                        .get_delivery(&message.id, &ep.id)
+                        .await?
+                        .is_some_and(|d| d.status == DeliveryStatus::Fail)
+                {
+                    reordered.push(message.id);
+                    continue;
+                }
+                let task = DeliveryTask {
+                    message: Arc::new(message),
+                    endpoint: Arc::clone(&endpoint),
+                    paced: false,
+                };
+                self.dispatcher.resend(task);
+            }
+            match last {
+                Some(last) if found.more && count < RECOVER_LIMIT => page.cursor = Some(Cursor::After(last)),
+                _ => break found.more,
+            }
         };
-        let now = self.now();
-        let count = self.store.requeue(&ep.app_id, &ep.id, &filter, now, false).await?;
-        self.dispatcher.wake_at(now);
-        self.record_task("endpoint.recover", json!({"count": count})).await
+        if !reordered.is_empty() {
+            let filter = RequeueFilter {
+                since: Timestamp::from_millis(0),
+                statuses: Some(vec![DeliveryStatus::Fail]),
+                msg_ids: Some(reordered),
+                ..Default::default()
+            };
+            let now = self.now();
+            self.store.requeue(&ep.app_id, &ep.id, &filter, now, false).await?;
+            self.dispatcher.wake_at(now);
+        }
+        self.record_task("endpoint.recover", json!({"count": count, "more": more})).await
     }
 
     /// Send the endpoint what it never received in [since, until): messages
@@ -582,6 +672,102 @@ impl Service {
     /// Erase the attempt's response body, now.
     pub async fn expunge_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> ServiceResult<()> {
         Ok(self.store.expunge_attempt(app_id, msg_id, attempt_id).await?)
+    }
+
+    /// Erase the payloads and response bodies of every message tagged `tag`,
+    /// in one application or (admin) in all of them. The messages stay,
+    /// with their tags, so the log shows what was erased; the task says when
+    /// and how many. Works a page of messages at a time, so other writes go
+    /// on meanwhile.
+    pub async fn expunge_by_tag(&self, app: Option<&App>, tag: &str) -> ServiceResult<Task> {
+        let apps = match app {
+            Some(app) => vec![app.id.clone()],
+            None => self.all_app_ids().await?,
+        };
+        let filter = MessageFilter { tag: Some(tag.to_owned()), ..Default::default() };
+        let (mut messages, mut payloads, mut responses) = (0u64, 0u64, 0u64);
+        for app_id in &apps {
+            let mut page = PageRequest::first(ERASE_BATCH, Order::Ascending);
+            loop {
+                let found = self.store.list_messages(app_id, &filter, &page).await?;
+                let ids: Vec<String> = found.items.into_iter().map(|m| m.id).collect();
+                let (p, r) = self.store.expunge_messages(app_id, &ids).await?;
+                (messages, payloads, responses) = (messages + ids.len() as u64, payloads + p, responses + r);
+                match ids.last() {
+                    Some(last) if found.more => page.cursor = Some(Cursor::After(last.clone())),
+                    _ => break,
+                }
+            }
+        }
+        let scope = app.map_or(Value::Null, |a| json!(a.id));
+        let data = json!({"tag": tag, "appId": scope, "count": messages, "messages": messages,
+            "payloads": payloads, "responses": responses});
+        self.record_task("application.purge_content", data).await
+    }
+
+    async fn all_app_ids(&self) -> ServiceResult<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut page = PageRequest::first(250, Order::Ascending);
+        loop {
+            let p = self.store.list_apps(&AppFilter::default(), &page).await?;
+            ids.extend(p.items.into_iter().map(|a| a.id));
+            match (p.more, ids.last()) {
+                (true, Some(last)) => page.cursor = Some(Cursor::After(last.clone())),
+                _ => return Ok(ids),
+            }
+        }
+    }
+
+    // --- statistics ---
+
+    /// Svix's app usage statistics: messages per application created in
+    /// [since, until), for the given applications (ids or uids) or all of
+    /// them, as a finished task. Returns the task and the names that did not
+    /// resolve.
+    pub async fn app_usage_stats(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+        apps: Option<Vec<String>>,
+    ) -> ServiceResult<(Task, Vec<String>)> {
+        let (mut ids, mut unresolved) = (Vec::new(), Vec::new());
+        match apps {
+            None => ids = self.all_app_ids().await?,
+            Some(refs) => {
+                for r in refs {
+                    match self.store.get_app(&r).await? {
+                        Some(app) => ids.push(app.id),
+                        None => unresolved.push(r),
+                    }
+                }
+            }
+        }
+        // `after` is exclusive; since is not.
+        let filter = MessageFilter {
+            after: Some(since.minus(Duration::from_millis(1))),
+            before: Some(until),
+            ..Default::default()
+        };
+        let mut stats = Vec::new();
+        for id in ids {
+            let n = self.store.count_messages(&id, &filter).await?;
+            stats.push(json!({"appId": id, "messageCount": n}));
+        }
+        let data = json!({"since": since.to_rfc3339(), "until": until.to_rfc3339(), "apps": stats,
+            "unresolvedAppIds": unresolved});
+        Ok((self.record_task("application.stats", data).await?, unresolved))
+    }
+
+    /// Svix's event type aggregation: the event types the endpoints of all
+    /// applications subscribe to, as a finished task.
+    pub async fn aggregate_event_types(&self) -> ServiceResult<Task> {
+        let mut names = NameSet::new();
+        for app_id in self.all_app_ids().await? {
+            for ep in self.all_endpoints(&app_id).await? {
+                names.extend(ep.event_types.into_iter().flatten());
+            }
+        }
+        self.record_task("event-type.aggregate", json!({"eventTypes": names})).await
     }
 
     /// Erase every payload and response body of the application, now.
@@ -632,6 +818,88 @@ impl Service {
 
     pub async fn update_event_type(&self, name: &str, patch: EventTypePatch) -> ServiceResult<EventType> {
         Ok(self.store.update_event_type(name, patch, self.now()).await?)
+    }
+
+    /// Create or update each event type (bringing archived ones back);
+    /// with `replace_all`, archive the ones not listed. Returns the names
+    /// of those that changed (or would, on a `dry_run`).
+    pub async fn import_event_types(
+        &self,
+        types: Vec<EventType>,
+        replace_all: bool,
+        dry_run: bool,
+    ) -> ServiceResult<Vec<String>> {
+        let mut modified = Vec::new();
+        let listed: NameSet = types.iter().map(|t| t.name.clone()).collect();
+        for et in types {
+            let current = self.store.get_event_type(&et.name).await?;
+            let same = current.as_ref().is_some_and(|c| {
+                (
+                    c.description.as_str(),
+                    c.archived,
+                    c.deprecated,
+                    &c.schemas,
+                    &c.group_name,
+                    &c.feature_flags,
+                ) == (
+                    et.description.as_str(),
+                    false,
+                    et.deprecated,
+                    &et.schemas,
+                    &et.group_name,
+                    &et.feature_flags,
+                )
+            });
+            if same {
+                continue;
+            }
+            modified.push(et.name.clone());
+            if dry_run {
+                continue;
+            }
+            match current {
+                None => {
+                    self.create_event_type(et).await?;
+                }
+                Some(_) => {
+                    let patch = EventTypePatch {
+                        description: Some(et.description),
+                        archived: Some(false),
+                        deprecated: Some(et.deprecated),
+                        schemas: Some(et.schemas),
+                        group_name: Some(et.group_name),
+                        feature_flags: Some(et.feature_flags),
+                    };
+                    self.update_event_type(&et.name, patch).await?;
+                }
+            }
+        }
+        if replace_all {
+            for et in self.all_event_types(false).await? {
+                if listed.contains(&et.name) {
+                    continue;
+                }
+                modified.push(et.name.clone());
+                if !dry_run {
+                    self.delete_event_type(&et.name, false).await?;
+                }
+            }
+        }
+        Ok(modified)
+    }
+
+    /// Every event type, by name.
+    pub async fn all_event_types(&self, include_archived: bool) -> ServiceResult<Vec<EventType>> {
+        let mut all: Vec<EventType> = Vec::new();
+        let mut page = PageRequest::first(250, Order::Ascending);
+        loop {
+            let p = self.store.list_event_types(include_archived, &page).await?;
+            all.extend(p.items);
+            match (p.more, all.last()) {
+                (true, Some(last)) => page.cursor = Some(Cursor::After(last.name.clone())),
+                _ => return Ok(all),
+            }
+        }
     }
 
     /// Archive (hide, keep) or, with `expunge`, delete for good.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, HOST};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +14,7 @@ use super::application::ApplicationIn;
 use super::extract::{Principal, SvixJsonOrDefault, SvixPath, Validate};
 use super::{ApiError, ApiResult, ApiState};
 use crate::domain::id;
-use crate::domain::model::App;
+use crate::domain::model::{App, Scope};
 use crate::domain::validate;
 
 pub fn routes() -> Router<ApiState> {
@@ -23,7 +23,69 @@ pub fn routes() -> Router<ApiState> {
         // The name Svix's v1 clients use for the same thing.
         .route("/api/v1/auth/dashboard-access/{app_id}", post(portal_access))
         .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/auth/app/{app_id}/expire-all", post(expire_all))
+        .route("/api/v1/auth/whoami", get(whoami))
 }
+
+/// Svix's `ApplicationTokenExpireIn`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ExpireAllIn {
+    /// Seconds from now until the tokens stop working (default: now).
+    #[serde(default)]
+    expiry: Option<u64>,
+    /// Hookline's tokens have no sessions: all of the application's tokens
+    /// are expired whatever this says (the safe reading of the request).
+    #[serde(default)]
+    #[allow(dead_code)]
+    session_ids: Option<Vec<String>>,
+}
+
+impl Validate for ExpireAllIn {
+    fn validate(&self) -> ApiResult<()> {
+        if self.expiry.is_some_and(|e| e > 365 * 86_400) {
+            return Err(ApiError::invalid(&["body", "expiry"], "may be at most 365 days"));
+        }
+        Ok(())
+    }
+}
+
+/// Every token scoped to the application (app-portal links, `hookline
+/// token create --app`) stops working, now or after `expiry` seconds.
+async fn expire_all(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixPath(app_ref): SvixPath<String>,
+    SvixJsonOrDefault(body): SvixJsonOrDefault<ExpireAllIn>,
+) -> ApiResult<StatusCode> {
+    who.require_admin()?;
+    let app = s.app(&who, &app_ref).await?;
+    s.service.expire_app_tokens(&app, body.expiry.map(Duration::from_secs)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Svix's `WhoamiOut`: Hookline has one environment; app-scoped tokens
+/// name their application.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WhoamiOut {
+    env_id: &'static str,
+    app_id: Option<String>,
+    stream_app_id: Option<String>,
+    permission_source: &'static str,
+    session_id: Option<String>,
+}
+
+async fn whoami(who: Principal) -> Json<WhoamiOut> {
+    let (app_id, permission_source) = match who.0 {
+        Scope::Admin => (None, "GlobalAuthToken"),
+        Scope::App(id) => (Some(id), "SvixJwt"),
+    };
+    Json(WhoamiOut { env_id: ENV_ID, app_id, stream_app_id: None, permission_source, session_id: None })
+}
+
+/// The one environment a Hookline deployment is.
+pub const ENV_ID: &str = "env_hookline";
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]

@@ -283,7 +283,9 @@ impl From<Endpoint> for EndpointOut {
 
 // Each operation is written once against a resolved application, so the
 // operational-webhook routes (`operational.rs`) serve the same behaviour on
-// their reserved application.
+// their reserved application. Only the ordinary routes check `filterTypes`
+// against the catalogue: operational endpoints filter on Hookline's own
+// event names, which are not in it.
 
 async fn list(
     State(s): State<ApiState>,
@@ -309,7 +311,9 @@ async fn create(
     SvixPath(app_ref): SvixPath<String>,
     SvixJson(body): SvixJson<EndpointIn>,
 ) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
-    create_in(&s, &s.app(&who, &app_ref).await?, body).await
+    let app = s.app(&who, &app_ref).await?;
+    s.service.check_event_types(body.event_types.as_ref()).await?;
+    create_in(&s, &app, body).await
 }
 
 pub(super) async fn create_in(
@@ -339,7 +343,9 @@ async fn upsert(
     SvixPath((app_ref, ep_ref)): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<EndpointIn>,
 ) -> ApiResult<(StatusCode, Json<EndpointOut>)> {
-    upsert_in(&s, &s.app(&who, &app_ref).await?, ep_ref, body).await
+    let app = s.app(&who, &app_ref).await?;
+    s.service.check_event_types(body.event_types.as_ref()).await?;
+    upsert_in(&s, &app, ep_ref, body).await
 }
 
 pub(super) async fn upsert_in(
@@ -384,6 +390,7 @@ async fn patch(
 ) -> ApiResult<Json<EndpointOut>> {
     let app = s.app(&who, &app_ref).await?;
     let ep = s.endpoint(&app, &ep_ref).await?;
+    s.service.check_event_types(body.event_types.as_ref().and_then(Option::as_ref)).await?;
     let patch = EndpointPatch {
         uid: body.uid,
         url: body.url,

@@ -49,6 +49,18 @@ impl ApiError {
         Self::http(StatusCode::NOT_FOUND, "not_found", "No route for this path")
     }
 
+    /// A Svix product Hookline does not have (destinations, streams, …).
+    pub fn not_offered(product: &str) -> Self {
+        Self::http(
+            StatusCode::FORBIDDEN,
+            "not_offered",
+            format!(
+                "Hookline does not offer Svix {product}: it is a self-hosted webhook sender, \
+                 and this feature belongs to Svix's hosted service"
+            ),
+        )
+    }
+
     pub fn unauthorized() -> Self {
         Self::http(
             StatusCode::UNAUTHORIZED,
@@ -114,6 +126,7 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Refused(detail) => ApiError::conflict(detail),
             ServiceError::NotFound => ApiError::not_found("Entity"),
+            ServiceError::Invalid { field, detail } => ApiError::invalid(&["body", field], detail),
             ServiceError::Store(e) => e.into(),
         }
     }

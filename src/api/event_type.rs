@@ -4,10 +4,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::error::Checks;
 use super::extract::{Principal, QueryParams, SvixJson, SvixPath, Validate, double_option};
@@ -15,7 +15,7 @@ use super::pagination::ListResponse;
 use super::{ApiError, ApiResult, ApiState};
 use crate::domain::model::{EventType, EventTypePatch, NameSet};
 use crate::domain::time::Timestamp;
-use crate::domain::validate;
+use crate::domain::{openapi_import, validate};
 use crate::service::ServiceError;
 use crate::store::Order;
 
@@ -23,12 +23,95 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/event-type", get(list).post(create))
         .route("/api/v1/event-type/{event_type_name}", get(read).put(upsert).patch(patch).delete(remove))
+        .route("/api/v1/event-type/import/openapi", post(import_openapi))
+}
+
+/// Svix's `EventTypeImportOpenApiIn`: the document as JSON (`spec`) or as
+/// text (`specRaw`; Hookline reads JSON text, not YAML).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImportOpenApiIn {
+    #[serde(default)]
+    spec: Option<Value>,
+    #[serde(default)]
+    spec_raw: Option<String>,
+    #[serde(default)]
+    replace_all: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+impl Validate for ImportOpenApiIn {
+    fn validate(&self) -> ApiResult<()> {
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct ImportOpenApiOut {
+    data: ImportOpenApiData,
+}
+
+#[derive(Serialize)]
+struct ImportOpenApiData {
+    modified: Vec<String>,
+    /// On a dry run: what would be created or changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to_modify: Option<Vec<Value>>,
+}
+
+/// Create or update an event type per webhook of an OpenAPI document
+/// (`replaceAll` archives the others; `dryRun` changes nothing).
+async fn import_openapi(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixJson(body): SvixJson<ImportOpenApiIn>,
+) -> ApiResult<Json<ImportOpenApiOut>> {
+    who.require_admin()?;
+    let spec = match (body.spec, body.spec_raw) {
+        (Some(spec), None) => spec,
+        (None, Some(raw)) => serde_json::from_str(&raw).map_err(|e| {
+            ApiError::invalid(&["body", "specRaw"], format!("must be an OpenAPI document in JSON: {e}"))
+        })?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "send the OpenAPI document as exactly one of spec and specRaw",
+            ));
+        }
+    };
+    let found = openapi_import::event_types(&spec).map_err(|e| ApiError::invalid(&["body", "spec"], e))?;
+    let types: Vec<EventType> = found
+        .into_iter()
+        .map(|t| EventType {
+            name: t.name,
+            description: t.description,
+            archived: false,
+            deprecated: t.deprecated,
+            schemas: t.schemas,
+            group_name: t.group_name,
+            feature_flags: t.feature_flags,
+            created_at: Timestamp::default(),
+            updated_at: Timestamp::default(),
+        })
+        .collect();
+    let modified = s.service.import_event_types(types.clone(), body.replace_all, body.dry_run).await?;
+    let to_modify = body.dry_run.then(|| {
+        types
+            .into_iter()
+            .filter(|t| modified.contains(&t.name))
+            .map(|t| {
+                json!({"name": t.name, "description": t.description, "schemas": t.schemas,
+                    "deprecated": t.deprecated, "groupName": t.group_name, "featureFlags": t.feature_flags})
+            })
+            .collect()
+    });
+    Ok(Json(ImportOpenApiOut { data: ImportOpenApiData { modified, to_modify } }))
 }
 
 /// Create (with `name`) and PUT (name from the path) bodies.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct EventTypeIn {
+pub(super) struct EventTypeIn {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -78,6 +161,16 @@ impl Validate for EventTypeIn {
 }
 
 impl EventTypeIn {
+    pub(super) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The event type, when the body names one.
+    pub(super) fn into_named(self) -> Option<EventType> {
+        let name = self.name.clone()?;
+        Some(self.into_event_type(name))
+    }
+
     fn into_event_type(self, name: String) -> EventType {
         let flags = self.feature_flags.or(self.feature_flag.map(|f| NameSet::from([f])));
         EventType {
@@ -126,7 +219,7 @@ impl Validate for EventTypePatchIn {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct EventTypeOut {
+pub(super) struct EventTypeOut {
     name: String,
     description: String,
     archived: bool,

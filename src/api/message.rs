@@ -25,8 +25,8 @@ use super::task::TaskOut;
 use super::{ApiError, ApiResult, ApiState};
 use crate::domain::model::{Message, NameSet, NewMessage, Scope};
 use crate::domain::time::Timestamp;
-use crate::domain::{ordering, validate};
-use crate::store::{MessageFilter, Order};
+use crate::domain::{filter, id, ordering, validate};
+use crate::store::{Cursor, MessageFilter, Order};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -35,6 +35,141 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/app/{app_id}/msg/{msg_id}/content", delete(expunge))
         .route("/api/v1/app/{app_id}/msg/expunge-all-contents", post(expunge_all))
         .route("/api/v1/app/{app_id}/msg/bulk-expunge", post(bulk_expunge))
+        .route("/api/v1/app/{app_id}/msg/expunge-by-tag", post(expunge_by_tag))
+        .route("/api/v1/msg/expunge-by-tag", post(expunge_by_tag_everywhere))
+        .route("/api/v1/app/{app_id}/msg/precheck/active", post(precheck))
+        .route("/api/v1/app/{app_id}/events", get(events))
+}
+
+/// `{tag}`: erase the content of every message carrying this tag.
+#[derive(Deserialize)]
+struct ExpungeByTagIn {
+    tag: String,
+}
+
+impl Validate for ExpungeByTagIn {
+    fn validate(&self) -> ApiResult<()> {
+        let mut c = Checks::default();
+        c.check(&["body", "tag"], validate::name(&self.tag, validate::CHANNEL_MAX));
+        c.finish()
+    }
+}
+
+/// Hookline extension: erase the payloads and response bodies of the
+/// application's messages tagged `tag` (erasure by subject).
+async fn expunge_by_tag(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixPath(app_ref): SvixPath<String>,
+    SvixJson(body): SvixJson<ExpungeByTagIn>,
+) -> ApiResult<(StatusCode, Json<TaskOut>)> {
+    let app = s.app(&who, &app_ref).await?;
+    let task = s.service.expunge_by_tag(Some(&app), &body.tag).await?;
+    Ok((StatusCode::ACCEPTED, Json(task.into())))
+}
+
+/// The same across every application (admin only).
+async fn expunge_by_tag_everywhere(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixJson(body): SvixJson<ExpungeByTagIn>,
+) -> ApiResult<(StatusCode, Json<TaskOut>)> {
+    who.require_admin()?;
+    let task = s.service.expunge_by_tag(None, &body.tag).await?;
+    Ok((StatusCode::ACCEPTED, Json(task.into())))
+}
+
+/// Svix's `MessagePrecheckIn`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PrecheckIn {
+    event_type: String,
+    #[serde(default)]
+    channels: Option<NameSet>,
+}
+
+impl Validate for PrecheckIn {
+    fn validate(&self) -> ApiResult<()> {
+        let mut c = Checks::default();
+        c.check(&["body", "eventType"], validate::name(&self.event_type, validate::EVENT_TYPE_MAX));
+        if let Some(ch) = &self.channels {
+            c.check(&["body", "channels"], validate::name_set(ch, validate::CHANNEL_MAX, 5));
+        }
+        c.finish()
+    }
+}
+
+#[derive(Serialize)]
+struct PrecheckOut {
+    active: bool,
+}
+
+/// Would a message of this type (and channels) reach any enabled endpoint?
+async fn precheck(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixPath(app_ref): SvixPath<String>,
+    SvixJson(body): SvixJson<PrecheckIn>,
+) -> ApiResult<Json<PrecheckOut>> {
+    let app = s.app(&who, &app_ref).await?;
+    let endpoints = s.service.all_endpoints(&app.id).await?;
+    let active = endpoints
+        .iter()
+        .any(|ep| !ep.disabled && filter::wants(ep, &body.event_type, body.channels.as_ref()));
+    Ok(Json(PrecheckOut { active }))
+}
+
+/// Svix's `MessageEventsOut`: messages oldest first after `iterator`, and
+/// the iterator to poll with next.
+#[derive(Serialize)]
+struct EventsOut {
+    data: Vec<MessageOut>,
+    done: bool,
+    iterator: String,
+}
+
+/// Svix's `message.events`: read the application's messages as a stream,
+/// from an iterator (a message id) onwards.
+async fn events(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixPath(app_ref): SvixPath<String>,
+    q: QueryParams,
+) -> ApiResult<Json<EventsOut>> {
+    let app = s.app(&who, &app_ref).await?;
+    let channels = q.list("channels").unwrap_or_default();
+    if channels.len() > 1 {
+        return Err(ApiError::invalid(
+            &["query", "channels"],
+            "Hookline filters events on one channel at a time",
+        ));
+    }
+    let filter = MessageFilter {
+        event_types: q.list("event_types"),
+        channel: channels.into_iter().next(),
+        after: q.timestamp("after")?,
+        ..Default::default()
+    };
+    let mut page = q.page(Order::Ascending)?;
+    page.order = Order::Ascending;
+    let from = match page.cursor.take() {
+        Some(Cursor::After(id)) | Some(Cursor::Before(id)) => Some(id),
+        None => None,
+    };
+    page.cursor = from.clone().map(Cursor::After);
+    let found = s.service.store.list_messages(&app.id, &filter, &page).await?;
+    // With nothing new, keep polling from where the caller was (or from now).
+    let iterator = found
+        .items
+        .last()
+        .map(|m| m.id.clone())
+        .or(from)
+        .unwrap_or_else(|| id::new_id(id::MESSAGE, s.service.now()));
+    Ok(Json(EventsOut {
+        done: !found.more,
+        data: found.items.into_iter().map(|m| MessageOut::new(m, true)).collect(),
+        iterator,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -165,6 +300,9 @@ async fn create(
         s.app(&who, &app_ref).await?;
     }
     let with_content = q.bool("with_content", true)?;
+    // Extension: `deliver=false` stores the message without sending it
+    // (what `hookline import` brings over is history, already delivered).
+    let deliver = q.bool("deliver", true)?;
     let retention = body.retention();
     let new = NewMessage {
         event_type: body.event_type,
@@ -181,7 +319,11 @@ async fn create(
     // Also stored with the message, so even a retry after a crash between
     // the commit and the response cannot create a second message.
     let key = super::idempotency::key_of(&headers);
-    let accepted = s.service.create_message(&app_ref, new, key).await.map_err(|e| match e {
+    let accepted = match deliver {
+        true => s.service.create_message(&app_ref, new, key).await,
+        false => s.service.import_message(&app_ref, new).await,
+    };
+    let accepted = accepted.map_err(|e| match e {
         crate::service::ServiceError::NotFound => ApiError::not_found("Application"),
         other => other.into(),
     })?;

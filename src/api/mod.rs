@@ -9,16 +9,19 @@ mod attempt;
 mod auth;
 mod docs;
 mod endpoint;
+mod environment;
 mod error;
 mod event_type;
 mod extract;
 mod health;
 mod idempotency;
 mod message;
+mod not_offered;
 pub mod openapi;
 mod operational;
 mod pagination;
 mod recovery;
+mod stats;
 mod task;
 
 use std::sync::Arc;
@@ -69,6 +72,8 @@ pub fn router(service: Arc<Service>, max_payload: usize, public_url: Option<Stri
         .merge(auth::routes())
         .merge(task::routes())
         .merge(operational::routes())
+        .merge(stats::routes())
+        .merge(environment::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer));
     // Messages keep their idempotency key in the message row itself (same
     // transaction, unique per application), which is both stronger and far
@@ -78,6 +83,7 @@ pub fn router(service: Arc<Service>, max_payload: usize, public_url: Option<Stri
         .merge(message::routes())
         .merge(health::routes())
         .merge(openapi::routes())
+        .merge(not_offered::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit()))

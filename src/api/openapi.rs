@@ -33,6 +33,7 @@ enum Q {
     GetIfExists,
     EventTypeList,
     Expunge,
+    Deliver,
 }
 
 struct Op {
@@ -108,13 +109,18 @@ const OPS: &[Op] = &[
     op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/send-example", "v1.endpoint.send-example", "Endpoint", "Send an example event to this endpoint only").body("EventExampleIn").ok(200, Some("MessageOut")),
     op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/recover", "v1.endpoint.recover", "Endpoint", "Send every failed delivery since a time again").body("RecoverIn").ok(202, Some("BackgroundTaskOut")),
     op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/replay-missing", "v1.endpoint.replay-missing", "Endpoint", "Send what the endpoint never received since a time").body("ReplayIn").ok(202, Some("BackgroundTaskOut")),
+    op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/attempt-stats", "v1.endpoint.get-attempt-stats", "Endpoint", "Attempts by outcome over a time range").ok(200, Some("EndpointAttemptStats")).query(&[Q::Range]),
     op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/bulk-replay", "v1.endpoint.bulk-replay", "Endpoint", "Send settled deliveries matching a filter again (dryRun: count only)").body("BulkReplayIn").ok(202, Some("BackgroundTaskOut")),
     // Messages
     op("get", "/api/v1/app/{app_id}/msg", "v1.message.list", "Message", "List messages, newest first").ok(200, Some("[MessageOut]")).query(&[Q::Page, Q::MessageFilters, Q::WithContent]),
-    op("post", "/api/v1/app/{app_id}/msg", "v1.message.create", "Message", "Send a message: 202 once durably stored; delivery follows").body("MessageIn").ok(202, Some("MessageOut")).query(&[Q::WithContent]),
+    op("post", "/api/v1/app/{app_id}/msg", "v1.message.create", "Message", "Send a message: 202 once durably stored; delivery follows").body("MessageIn").ok(202, Some("MessageOut")).query(&[Q::WithContent, Q::Deliver]),
     op("get", "/api/v1/app/{app_id}/msg/{msg_id}", "v1.message.get", "Message", "Get a message by id or eventId").ok(200, Some("MessageOut")).query(&[Q::WithContent]),
     op("delete", "/api/v1/app/{app_id}/msg/{msg_id}/content", "v1.message.expunge-content", "Message", "Erase the message's payload").ok(204, None),
     op("post", "/api/v1/app/{app_id}/msg/expunge-all-contents", "v1.message.expunge-all-contents", "Message", "Erase every payload and response body of the application").ok(202, Some("BackgroundTaskOut")),
+    op("post", "/api/v1/app/{app_id}/msg/precheck/active", "v1.message.precheck", "Message", "Would a message of this type reach any enabled endpoint?").body("MessagePrecheckIn").ok(200, Some("MessagePrecheckOut")),
+    op("get", "/api/v1/app/{app_id}/events", "v1.message.events", "Message", "The application's messages as a stream, oldest first, from an iterator").ok(200, Some("MessageEventsOut")).query(&[Q::Page, Q::MessageFilters]),
+    op("post", "/api/v1/app/{app_id}/msg/expunge-by-tag", "v1.message.expunge-by-tag", "Message", "Erase the payloads and response bodies of the application's messages with this tag").body("ExpungeByTagIn").ok(202, Some("BackgroundTaskOut")).ext(),
+    op("post", "/api/v1/msg/expunge-by-tag", "v1.message.expunge-by-tag-everywhere", "Message", "Erase the payloads and response bodies of every application's messages with this tag (admin)").body("ExpungeByTagIn").ok(202, Some("BackgroundTaskOut")).ext(),
     op("post", "/api/v1/app/{app_id}/msg/bulk-expunge", "v1.message.bulk-expunge-content", "Message", "Erase the payloads of the given messages").body("BulkExpungeIn").ok(200, Some("BulkExpungeOut")),
     // Attempts
     op("get", "/api/v1/app/{app_id}/attempt/msg/{msg_id}", "v1.message-attempt.list-by-msg", "Message attempt", "A message's attempts, newest first").ok(200, Some("[MessageAttemptOut]")).query(&[Q::Page, Q::AttemptFilters, Q::EndpointId, Q::WithContent]),
@@ -128,16 +134,24 @@ const OPS: &[Op] = &[
     op("get", "/api/v1/event-type", "v1.event-type.list", "Event type", "List event types").ok(200, Some("[EventTypeOut]")).query(&[Q::Page, Q::EventTypeList]),
     op("post", "/api/v1/event-type", "v1.event-type.create", "Event type", "Create an event type").body("EventTypeIn").ok(201, Some("EventTypeOut")),
     op("get", "/api/v1/event-type/{event_type_name}", "v1.event-type.get", "Event type", "Get an event type").ok(200, Some("EventTypeOut")),
+    op("post", "/api/v1/event-type/import/openapi", "v1.event-type.import-openapi", "Event type", "Create or update an event type per webhook of an OpenAPI document").body("EventTypeImportOpenApiIn").ok(200, Some("EventTypeImportOpenApiOut")),
     op("put", "/api/v1/event-type/{event_type_name}", "v1.event-type.update", "Event type", "Replace an event type (creates it, 201)").body("EventTypeUpdate").ok(200, Some("EventTypeOut")),
     op("patch", "/api/v1/event-type/{event_type_name}", "v1.event-type.patch", "Event type", "Change some fields of an event type").body("EventTypePatch").ok(200, Some("EventTypeOut")),
     op("delete", "/api/v1/event-type/{event_type_name}", "v1.event-type.delete", "Event type", "Archive an event type (expunge=true deletes it)").ok(204, None).query(&[Q::Expunge]),
     // Authentication
     op("post", "/api/v1/auth/app-portal-access/{app_id}", "v1.authentication.app-portal-access", "Authentication", "A token and link for one application only (customer portal)").body("AppPortalAccessIn").ok(200, Some("AppPortalAccessOut")),
     op("post", "/api/v1/auth/dashboard-access/{app_id}", "v1.authentication.dashboard-access", "Authentication", "Same as app-portal-access (older Svix clients)").body("AppPortalAccessIn").ok(200, Some("AppPortalAccessOut")),
+    op("post", "/api/v1/auth/app/{app_id}/expire-all", "v1.authentication.expire-all", "Authentication", "Every token scoped to the application stops working (now, or after expiry seconds)").body("ApplicationTokenExpireIn").ok(204, None),
+    op("get", "/api/v1/auth/whoami", "v1.authentication.whoami", "Authentication", "Who the token is: admin, or scoped to one application").ok(200, Some("WhoamiOut")),
     op("post", "/api/v1/auth/logout", "v1.authentication.logout", "Authentication", "Invalidate the app-scoped token used for this request").ok(204, None),
     // Background tasks
     op("get", "/api/v1/background-task", "v1.background-task.list", "Background task", "Results of bulk operations").ok(200, Some("[BackgroundTaskOut]")).query(&[Q::Page]),
     op("get", "/api/v1/background-task/{task_id}", "v1.background-task.get", "Background task", "One bulk operation's result").ok(200, Some("BackgroundTaskOut")),
+    // Statistics and the environment
+    op("post", "/api/v1/stats/usage/app", "v1.statistics.aggregate-app-stats", "Statistics", "Messages per application over a time range, as a background task").body("AppUsageStatsIn").ok(202, Some("AppUsageStatsOut")),
+    op("put", "/api/v1/stats/usage/event-types", "v1.statistics.aggregate-event-types", "Statistics", "The event types endpoints subscribe to, as a background task").ok(202, Some("BackgroundTaskOut")),
+    op("post", "/api/v1/environment/export", "v1.environment.export", "Environment", "The event type catalogue, to import elsewhere").ok(200, Some("EnvironmentOut")),
+    op("post", "/api/v1/environment/import", "v1.environment.import", "Environment", "Create or update the event types listed").body("EnvironmentIn").ok(204, None),
     // Operational webhooks
     op("get", "/api/v1/operational-webhook/endpoint", "v1.operational-webhook-endpoint.list", "Operational webhook", "Endpoints receiving Hookline's own events").ok(200, Some("[EndpointOut]")).query(&[Q::Page]),
     op("post", "/api/v1/operational-webhook/endpoint", "v1.operational-webhook-endpoint.create", "Operational webhook", "Subscribe an endpoint to endpoint.disabled, message.attempt.exhausted, …").body("EndpointIn").ok(201, Some("EndpointOut")),
@@ -322,6 +336,15 @@ fn parameters(o: &Op) -> Value {
                 param("with_content", "query", boolean(), "Include schemas"),
             ]),
             Q::Expunge => params.push(param("expunge", "query", boolean(), "Delete instead of archiving")),
+            Q::Deliver => params.push(ext(
+                param(
+                    "deliver",
+                    "query",
+                    boolean(),
+                    "false: store only, send to no endpoint (imported history)",
+                ),
+                "Store only, send to no endpoint (imported history)",
+            )),
         }
     }
     Value::Array(params)
@@ -554,7 +577,7 @@ fn schemas() -> Map<String, Value> {
                 ("status", json!({"enum": ["running", "finished", "failed"]})),
                 (
                     "task",
-                    json!({"enum": ["endpoint.recover", "endpoint.replay", "endpoint.bulk-replay", "application.purge_content"]}),
+                    json!({"enum": ["endpoint.recover", "endpoint.replay", "endpoint.bulk-replay", "application.purge_content", "application.stats", "event-type.aggregate"]}),
                 ),
                 ("data", t("object")),
                 ("updatedAt", dt()),
@@ -715,7 +738,120 @@ fn schemas() -> Map<String, Value> {
             &[("detail", json!({"type": "array", "items": reference("ValidationErrorItem")}))],
         ),
     );
+    sdk_schemas(&mut s);
     s
+}
+
+/// The bodies of the operations the SDKs 2.9 added (and erasure by tag).
+fn sdk_schemas(s: &mut Map<String, Value>) {
+    let mut add = |name: &str, schema: Value| {
+        s.insert(name.to_owned(), schema);
+    };
+    let count = || json!({"type": "integer", "minimum": 0});
+    add(
+        "EndpointAttemptStats",
+        object(
+            &["success", "fail", "canceled"],
+            &[("success", count()), ("fail", count()), ("canceled", count())],
+        ),
+    );
+    add("MessagePrecheckIn", object(&["eventType"], &[("eventType", t("string")), ("channels", strings())]));
+    add("MessagePrecheckOut", object(&["active"], &[("active", t("boolean"))]));
+    add(
+        "MessageEventsOut",
+        object(
+            &["data", "done", "iterator"],
+            &[
+                ("data", json!({"type": "array", "items": reference("MessageOut")})),
+                ("done", t("boolean")),
+                ("iterator", t("string")),
+            ],
+        ),
+    );
+    add("ExpungeByTagIn", object(&["tag"], &[("tag", t("string"))]));
+    add("ApplicationTokenExpireIn", object(&[], &[("expiry", opt("integer")), ("sessionIds", strings())]));
+    add(
+        "WhoamiOut",
+        object(
+            &["permissionSource"],
+            &[
+                ("envId", opt("string")),
+                ("appId", opt("string")),
+                ("streamAppId", opt("string")),
+                ("permissionSource", json!({"enum": ["GlobalAuthToken", "SvixJwt"]})),
+                ("sessionId", opt("string")),
+            ],
+        ),
+    );
+    add(
+        "AppUsageStatsIn",
+        object(&["since", "until"], &[("since", dt()), ("until", dt()), ("appIds", strings())]),
+    );
+    add(
+        "AppUsageStatsOut",
+        object(
+            &["id", "status", "task", "updatedAt", "unresolvedAppIds"],
+            &[
+                ("id", t("string")),
+                ("status", json!({"enum": ["running", "finished", "failed"]})),
+                ("task", t("string")),
+                ("updatedAt", dt()),
+                ("unresolvedAppIds", json!({"type": "array", "items": {"type": "string"}})),
+            ],
+        ),
+    );
+    add(
+        "EventTypeImportOpenApiIn",
+        object(
+            &[],
+            &[
+                ("spec", json!({"type": ["object", "null"]})),
+                ("specRaw", json!({"type": ["string", "null"], "description": "The document as JSON text"})),
+                ("replaceAll", t("boolean")),
+                ("dryRun", t("boolean")),
+            ],
+        ),
+    );
+    add(
+        "EventTypeImportOpenApiOut",
+        object(
+            &["data"],
+            &[(
+                "data",
+                object(
+                    &["modified"],
+                    &[
+                        ("modified", json!({"type": "array", "items": {"type": "string"}})),
+                        ("to_modify", json!({"type": "array", "items": {"type": "object"}})),
+                    ],
+                ),
+            )],
+        ),
+    );
+    add(
+        "EnvironmentOut",
+        object(
+            &["createdAt", "eventTypes", "connectors"],
+            &[
+                ("version", t("integer")),
+                ("createdAt", dt()),
+                ("eventTypes", json!({"type": "array", "items": reference("EventTypeOut")})),
+                ("settings", json!({"type": ["object", "null"]})),
+                ("connectors", json!({"type": "array", "maxItems": 0})),
+            ],
+        ),
+    );
+    add(
+        "EnvironmentIn",
+        object(
+            &[],
+            &[
+                ("eventTypes", json!({"type": ["array", "null"], "items": reference("EventTypeIn")})),
+                ("settings", json!({"type": ["object", "null"]})),
+                ("connectors", json!({"type": ["array", "null"], "maxItems": 0})),
+            ],
+        ),
+    );
 }
 
 #[cfg(test)]

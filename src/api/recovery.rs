@@ -3,6 +3,8 @@
 //! never got), bulk-replay (any settled deliveries by filter, with a dry-run
 //! count), send-example, stats.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -18,7 +20,7 @@ use crate::domain::model::{DeliveryStatus, Endpoint, NameSet};
 use crate::domain::time::Timestamp;
 use crate::domain::validate;
 use crate::service::ReplayRequest;
-use crate::store::RequeueFilter;
+use crate::store::{AttemptFilter, RequeueFilter};
 
 pub fn routes() -> Router<ApiState> {
     let ep = "/api/v1/app/{app_id}/endpoint/{endpoint_id}";
@@ -28,6 +30,7 @@ pub fn routes() -> Router<ApiState> {
         .route(&format!("{ep}/bulk-replay"), post(bulk_replay))
         .route(&format!("{ep}/send-example"), post(send_example))
         .route(&format!("{ep}/stats"), get(stats))
+        .route(&format!("{ep}/attempt-stats"), get(attempt_stats))
 }
 
 async fn endpoint(s: &ApiState, who: &Principal, (app_ref, ep_ref): (String, String)) -> ApiResult<Endpoint> {
@@ -60,6 +63,11 @@ impl Validate for RangeIn {
     }
 }
 
+/// How far back a recover may reach, as in Svix (plus five minutes, so
+/// `now - 14 days` computed on a client whose clock runs a little behind
+/// is still accepted).
+const RECOVER_WINDOW: Duration = Duration::from_secs(14 * 86_400 + 5 * 60);
+
 async fn recover(
     State(s): State<ApiState>,
     who: Principal,
@@ -68,6 +76,9 @@ async fn recover(
 ) -> ApiResult<(StatusCode, Json<TaskOut>)> {
     let ep = endpoint(&s, &who, path).await?;
     let (since, until) = body.bounds();
+    if since < s.service.now().minus(RECOVER_WINDOW) {
+        return Err(ApiError::invalid(&["body", "since"], "Cannot recover messages more than 14 days old."));
+    }
     let task = s.service.recover(&ep, since, until).await?;
     Ok((StatusCode::ACCEPTED, Json(task.into())))
 }
@@ -148,6 +159,7 @@ async fn bulk_replay(
         channel: body.channel,
         tag: body.tag,
         status_code_class: body.status_code_class,
+        msg_ids: None,
     };
     let (task, _) = s.service.bulk_replay(&ep, &ReplayRequest { filter, dry_run: body.dry_run }).await?;
     Ok((StatusCode::ACCEPTED, Json(task.into())))
@@ -206,8 +218,7 @@ async fn stats(
     q: QueryParams,
 ) -> ApiResult<Json<StatsOut>> {
     let ep = endpoint(&s, &who, path).await?;
-    let since =
-        q.timestamp("since")?.unwrap_or(s.service.now().minus(std::time::Duration::from_secs(28 * 86_400)));
+    let since = q.timestamp("since")?.unwrap_or(s.service.now().minus(Duration::from_secs(28 * 86_400)));
     let until = q.timestamp("until")?;
     let c = s.service.store.endpoint_stats(&ep.app_id, &ep.id, Some(since), until).await?;
     Ok(Json(StatsOut {
@@ -215,6 +226,46 @@ async fn stats(
         pending: c.pending,
         sending: c.sending,
         fail: c.fail,
+        canceled: 0,
+    }))
+}
+
+/// Svix's `EndpointAttemptStats`: the endpoint's attempts made in
+/// [since, until) by outcome (default: the last 28 days). Hookline never
+/// cancels an attempt, so `canceled` is 0.
+#[derive(Serialize)]
+struct AttemptStatsOut {
+    success: u64,
+    fail: u64,
+    canceled: u64,
+}
+
+async fn attempt_stats(
+    State(s): State<ApiState>,
+    who: Principal,
+    SvixPath(path): SvixPath<(String, String)>,
+    q: QueryParams,
+) -> ApiResult<Json<AttemptStatsOut>> {
+    let ep = endpoint(&s, &who, path).await?;
+    let since = q.timestamp("since")?.unwrap_or(s.service.now().minus(Duration::from_secs(28 * 86_400)));
+    let filter = |status| AttemptFilter {
+        endpoint_id: Some(ep.id.clone()),
+        status: Some(status),
+        // `after` is exclusive; since is not.
+        after: Some(since.minus(Duration::from_millis(1))),
+        before: None,
+        ..Default::default()
+    };
+    let until = q.timestamp("until")?;
+    let count = |status| {
+        let f = AttemptFilter { before: until, ..filter(status) };
+        let store = &s.service.store;
+        let app_id = ep.app_id.clone();
+        async move { store.count_attempts(&app_id, &f).await }
+    };
+    Ok(Json(AttemptStatsOut {
+        success: count(DeliveryStatus::Success).await?,
+        fail: count(DeliveryStatus::Fail).await?,
         canceled: 0,
     }))
 }

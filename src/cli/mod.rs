@@ -1,6 +1,8 @@
-//! Command line: `hookline serve | migrate | token create | listen | send`.
+//! Command line: `hookline serve | migrate | token create | listen | send |
+//! import`.
 //! Every flag can also be set with its `HOOKLINE_*` environment variable.
 
+mod import;
 mod listen;
 mod send;
 
@@ -63,6 +65,9 @@ pub enum Command {
     Listen(listen::ListenArgs),
     /// Send a message to a running Hookline.
     Send(send::SendArgs),
+    /// Copy applications, endpoints (with their secrets), event types and
+    /// optionally messages from Svix (or another Hookline) into a Hookline.
+    Import(import::ImportArgs),
     /// Measure: `hookline bench <scenario> --help`.
     Bench(crate::bench::BenchArgs),
 }
@@ -262,6 +267,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Listen(args) => listen::run(args).await,
         Command::Send(args) => send::run(args).await,
+        Command::Import(args) => import::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Token(TokenCommand::Create { data, app, expires_in_days }) => {
             let store = data.open().await?;

@@ -6,10 +6,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::Dash;
 use super::charts::{self, ChartQuery};
 use super::layout::{Crumb, Flash, PageError, empty, enabled_badge, opt_time, page};
 use super::session::{Post, Session, done};
+use super::{Dash, erasure};
 use crate::domain::attempt_stats::Window;
 use crate::domain::model::{App, AppSpec, Scope};
 use crate::domain::validate;
@@ -109,6 +109,7 @@ pub async fn list(
                 div { button type="submit" { "Create" } }
             }
         }
+        (erasure::form("/erase-by-tag", &session.csrf(), "every application's messages"))
     };
     Ok(page("Applications", Some(&session), &[Crumb("Applications", None)], &q.flash, body).into_response())
 }
@@ -214,6 +215,7 @@ pub async fn show(
                 div { button type="submit" { "Add endpoint" } }
             }
         }
+        (erasure::form(&format!("{base}/erase-by-tag"), &session.csrf(), "this application's messages"))
     };
     Ok(page(&app.name, Some(&session), &app_crumbs(&session, &app), &flash, body))
 }

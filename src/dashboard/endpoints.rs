@@ -70,6 +70,9 @@ pub async fn create(State(d): State<Dash>, Path(app_ref): Path<String>, post: Po
         Ok(t) => t,
         Err(e) => return done(&post, &back, Err(format!("Event types: {e}"))),
     };
+    if let Err(e) = d.service.check_event_types(event_types.as_ref()).await {
+        return done(&post, &back, Err(e.to_string()));
+    }
     let retry_policy = (post.get("preset") == Some("fixed")).then(RetryPolicy::fixed_two_minutes);
     let spec = EndpointSpec {
         url,
@@ -292,15 +295,20 @@ pub async fn act(
             {
                 (Err(e), ..) => Err(e),
                 (_, Err(e), _) | (_, _, Err(e)) => Err(e),
-                (Ok(()), Ok(event_types), Ok(channels)) => patch(EndpointPatch {
-                    url: Some(url),
-                    description: Some(post.get("description").unwrap_or_default().to_owned()),
-                    event_types: Some(event_types),
-                    channels: Some(channels),
-                    ..Default::default()
-                })
-                .await
-                .map(|_| "Settings saved.".into()),
+                (Ok(()), Ok(event_types), Ok(channels)) => {
+                    match d.service.check_event_types(event_types.as_ref()).await {
+                        Err(e) => Err(e.to_string()),
+                        Ok(()) => patch(EndpointPatch {
+                            url: Some(url),
+                            description: Some(post.get("description").unwrap_or_default().to_owned()),
+                            event_types: Some(event_types),
+                            channels: Some(channels),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| "Settings saved.".into()),
+                    }
+                }
             }
         }
         "policy" => match policy_from(&post) {

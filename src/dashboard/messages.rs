@@ -272,12 +272,13 @@ pub async fn show(
             dt { "Sent" } dd { (time(msg.created_at, now)) }
             @if let Some(id) = &msg.event_id { dt { "eventId" } dd.mono { (id) } }
             @if let Some(ch) = &msg.channels { dt { "Channels" } dd { (ch.iter().cloned().collect::<Vec<_>>().join(", ")) } }
+            @if let Some(tags) = &msg.tags { dt { "Tags" } dd.mono { (tags.iter().cloned().collect::<Vec<_>>().join(", ")) } }
             @if let Some(t) = msg.deliver_at { dt { "Deliver at" } dd { (time(t, now)) } }
         } }
         h2 { "Payload" }
         @match &msg.payload {
             Some(bytes) => pre.payload { (pretty_json(bytes)) },
-            None => div.card { p.muted { "The payload was erased (retention or a request to expunge it)." } },
+            None => div.card { p.muted { "The payload was erased (retention, or a request to expunge it or its tag)." } },
         }
         div #live {
             h2 { "Endpoints" }

@@ -15,6 +15,7 @@
 mod apps;
 mod charts;
 mod endpoints;
+mod erasure;
 mod layout;
 mod messages;
 mod session;
@@ -44,6 +45,8 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/assets/app.js", get(|| async { asset("text/javascript", include_str!("static/app.js")) }))
         .route("/apps", get(apps::list).post(apps::create))
         .route("/apps/{app}", get(apps::show))
+        .route("/apps/{app}/erase-by-tag", post(erasure::in_app))
+        .route("/erase-by-tag", post(erasure::everywhere))
         .route("/apps/{app}/endpoints", post(endpoints::create))
         .route("/apps/{app}/endpoints/{ep}", get(endpoints::show))
         .route("/apps/{app}/endpoints/{ep}/messages", get(messages::for_endpoint))

@@ -14,6 +14,7 @@ pub mod flow;
 pub mod health;
 pub mod id;
 pub mod model;
+pub mod openapi_import;
 pub mod ordering;
 pub mod retry;
 pub mod signing;

@@ -49,6 +49,9 @@ pub const DELIVERIES_WITH_MESSAGES: &str =
     "deliveries d JOIN messages m ON m.app_id = d.app_id AND m.id = d.msg_id";
 /// Appended to a query over attempts (`t`) to reach their messages (`m`).
 pub const JOIN_ATTEMPT_MESSAGES: &str = " JOIN messages m ON m.app_id = t.app_id AND m.id = t.msg_id";
+/// The status of the latest attempt of delivery `d` (NULL before any).
+const LATEST_ATTEMPT_STATUS: &str = "(SELECT t.status FROM attempts t WHERE t.msg_id = d.msg_id \
+    AND t.endpoint_id = d.endpoint_id ORDER BY t.id DESC LIMIT 1)";
 /// The status code of the latest attempt of delivery `d`.
 const LATEST_STATUS_CODE: &str = "(SELECT t.status_code FROM attempts t WHERE t.msg_id = d.msg_id \
     AND t.endpoint_id = d.endpoint_id ORDER BY t.id DESC LIMIT 1)";
@@ -217,6 +220,31 @@ impl Listing {
         l
     }
 
+    /// What a recover sends again: the endpoint's deliveries of messages
+    /// created in [since, until) whose latest attempt failed, whether they
+    /// are settled as failed or still waiting for a retry; not those that
+    /// have succeeded since, never attempted, being attempted right now
+    /// (leased), or whose payload is gone. Each row is the message.
+    pub fn recoverable(
+        app_id: &str,
+        endpoint_id: &str,
+        since: Timestamp,
+        until: Option<Timestamp>,
+    ) -> Listing {
+        let head = format!("SELECT {MESSAGE_COLS} FROM {DELIVERIES_WITH_MESSAGES}");
+        let mut l = Listing::new(head, "d.msg_id")
+            .and(Cond::eq("d.app_id", app_id))
+            .and(Cond::eq("d.endpoint_id", endpoint_id))
+            .and(Cond::Cmp("m.created_at", ">=", since.into()));
+        if let Some(until) = until {
+            l = l.and(Cond::Cmp("m.created_at", "<", until.into()));
+        }
+        l.and(Cond::In("d.status", vec![DeliveryStatus::Pending.into(), DeliveryStatus::Fail.into()]))
+            .and(Cond::Sql("d.lease_owner IS NULL"))
+            .and(Cond::Sql("m.payload IS NOT NULL"))
+            .and(Cond::eq(LATEST_ATTEMPT_STATUS, DeliveryStatus::Fail))
+    }
+
     pub fn attempts(app_id: &str, f: &AttemptFilter) -> Listing {
         let needs_message = f.event_types.is_some() || f.channel.is_some();
         let join = if needs_message { JOIN_ATTEMPT_MESSAGES } else { "" };
@@ -261,6 +289,9 @@ pub fn requeue_matching(app_id: &str, endpoint_id: &str, f: &RequeueFilter) -> V
     }
     if let Some(class) = f.status_code_class {
         conds.extend(status_code_class(LATEST_STATUS_CODE, class));
+    }
+    if let Some(ids) = &f.msg_ids {
+        conds.push(Cond::In("d.msg_id", ids.iter().cloned().map(Param::Text).collect()));
     }
     conds
 }

@@ -60,6 +60,9 @@ pub trait TenantStore: Send + Sync {
     /// The token's scope, unless it is unknown or expired at `now`.
     async fn find_token(&self, hash: &str, now: Timestamp) -> StoreResult<Option<Scope>>;
     async fn delete_token(&self, hash: &str) -> StoreResult<bool>;
+    /// Make every token scoped to the application expire by `at` (those
+    /// expiring sooner keep their expiry); returns how many were cut short.
+    async fn expire_app_tokens(&self, app_id: &str, at: Timestamp) -> StoreResult<u64>;
     async fn has_admin_token(&self) -> StoreResult<bool>;
 
     /// `Conflict` if the uid is taken.
@@ -190,6 +193,17 @@ pub trait RedeliveryStore: Send + Sync {
         now: Timestamp,
         dry_run: bool,
     ) -> StoreResult<u64>;
+    /// The endpoint's messages in [since, until) whose latest attempt
+    /// failed (settled or waiting for a retry), a page at a time by message
+    /// id: what a recover sends again ([`listing::Listing::recoverable`]).
+    async fn recoverable(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>>;
     /// Create deliveries, due `now`, for the application's messages in
     /// [since, until) that the endpoint wants but never got.
     async fn replay_missing(
@@ -207,6 +221,10 @@ pub trait RedeliveryStore: Send + Sync {
         endpoint_ids: &[String],
         recent: usize,
     ) -> StoreResult<HashMap<String, DeliveryCounts>>;
+    /// How many of the application's messages match the filter.
+    async fn count_messages(&self, app_id: &str, filter: &MessageFilter) -> StoreResult<u64>;
+    /// How many of the application's attempts match the filter.
+    async fn count_attempts(&self, app_id: &str, filter: &AttemptFilter) -> StoreResult<u64>;
     /// Each message's deliveries, counted by status.
     async fn message_delivery_counts(
         &self,
@@ -230,6 +248,11 @@ pub trait RetentionStore: Send + Sync {
     /// Every payload and response body of the application; returns how many
     /// messages were affected.
     async fn expunge_app_content(&self, app_id: &str) -> StoreResult<u64>;
+    /// The payloads of these messages of the application and the response
+    /// bodies of their attempts (erasure by subject tag). Returns (payloads,
+    /// response bodies) erased; ids that are not the application's are
+    /// ignored.
+    async fn expunge_messages(&self, app_id: &str, msg_ids: &[String]) -> StoreResult<(u64, u64)>;
     /// Retention: payloads whose `expires_at` has passed, response bodies of
     /// attempts made before `attempts_before`, idempotency records past their
     /// expiry. Returns (payloads, response bodies) erased.

@@ -168,6 +168,8 @@ pub struct CreateMessage {
     /// the creating node can send them without a round trip to the store.
     pub lease: Option<Lease>,
     /// Deliver to this endpoint only (send-example), ignoring filters.
+    /// An id that names no endpoint of the application (the empty string)
+    /// stores the message with no delivery at all (imported history).
     pub only_endpoint: Option<String>,
     /// The client's `idempotency-key`: a message already stored with it in
     /// the last 24 hours is returned instead of creating another.
@@ -206,6 +208,8 @@ pub struct RequeueFilter {
     pub tag: Option<String>,
     /// Class of the latest attempt's status code (0, 100, …, 500).
     pub status_code_class: Option<u16>,
+    /// Only these messages.
+    pub msg_ids: Option<Vec<String>>,
 }
 
 impl RequeueFilter {

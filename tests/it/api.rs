@@ -38,6 +38,7 @@ async fn svix_client_round_trip_and_signature_verifies() {
     assert!(app.id.starts_with("app_"));
     assert_eq!(app.uid.as_deref(), Some("acme"));
 
+    t.event_types(&["invoice.paid"]).await;
     let ep = t
         .svix
         .endpoint()
@@ -440,6 +441,49 @@ async fn bad_input_gets_svix_shaped_4xx() {
     assert_eq!((status.as_u16(), body["code"].as_str()), (405, Some("method_not_allowed")));
 }
 
+/// As in Svix, an endpoint may only filter on event types that exist and
+/// are not archived, on create, upsert and patch.
+#[tokio::test]
+async fn endpoint_filters_name_existing_event_types_only() {
+    let t = TestServer::start().await;
+    let app = t.svix.application().create(ApplicationIn::new("a".into()), None).await.unwrap();
+    let filter = |names: &[&str]| Some(names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>());
+    let refused = |r: Result<svix::models::EndpointOut, SvixError>, missing: &str| match r {
+        Err(SvixError::Validation(e)) => {
+            let item = &e.payload.expect("validation body").detail[0];
+            assert_eq!(item.loc, ["body", "filterTypes"]);
+            assert!(item.msg.contains(missing), "{}", item.msg);
+        }
+        other => panic!("expected 422, got {other:?}"),
+    };
+    let url = "https://example.com/hook".to_string();
+    let create = |types: &[&str]| EndpointIn { event_types: filter(types), ..EndpointIn::new(url.clone()) };
+    refused(t.svix.endpoint().create(app.id.clone(), create(&["invoice.paid"]), None).await, "invoice.paid");
+
+    t.event_types(&["invoice.paid", "invoice.old"]).await;
+    let ep = t.svix.endpoint().create(app.id.clone(), create(&["invoice.paid"]), None).await.unwrap();
+    assert_eq!(ep.event_types, filter(&["invoice.paid"]));
+
+    // Archived counts as gone.
+    t.svix.event_type().delete("invoice.old".into(), None).await.unwrap();
+    let patch: EndpointPatch = serde_json::from_value(json!({"eventTypes": ["invoice.old"]})).unwrap();
+    refused(t.svix.endpoint().patch(app.id.clone(), ep.id.clone(), patch).await, "invoice.old");
+    let upsert = EndpointUpsertIn { event_types: filter(&["nope"]), ..EndpointUpsertIn::new(url.clone()) };
+    refused(t.svix.endpoint().upsert(app.id.clone(), ep.id.clone(), upsert).await, "nope");
+    let (status, body) = t
+        .call(
+            Method::PUT,
+            &format!("/api/v1/app/{}/endpoint/{}", app.id, ep.id),
+            Some(json!({"url": url, "eventTypes": ["invoice.paid", "nope"]})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        t.get(&format!("/api/v1/app/{}/endpoint/{}", app.id, ep.id)).await["eventTypes"],
+        json!(["invoice.paid"])
+    );
+}
+
 // The same checks with the server on PostgreSQL (both stores must answer
 // the svix client alike).
 crate::common::on_postgres!(
@@ -448,5 +492,6 @@ crate::common::on_postgres!(
     crud_through_the_client_with_uids,
     pagination_walks_every_message_once_in_both_directions,
     paths_work_with_and_without_trailing_slash,
-    bad_input_gets_svix_shaped_4xx
+    bad_input_gets_svix_shaped_4xx,
+    endpoint_filters_name_existing_event_types_only
 );

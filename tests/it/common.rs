@@ -61,7 +61,9 @@ pub struct TestServer {
     pub svix: Svix,
     pub http: reqwest::Client,
     pub clock: Option<ManualClock>,
-    _dir: tempfile::TempDir,
+    /// The PostgreSQL database behind it (`None`: SQLite in `dir`).
+    pub database_url: Option<String>,
+    pub dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -87,8 +89,12 @@ impl TestServer {
     async fn start_configured(clock: Option<ManualClock>, targets: TargetPolicy) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = ServerConfig::new(dir.path());
-        if ON_POSTGRES.get() {
-            cfg.database = Some(DatabaseConfig { url: crate::pg::fresh_database().await, pool: 8 });
+        let database_url = match ON_POSTGRES.get() {
+            true => Some(crate::pg::fresh_database().await),
+            false => None,
+        };
+        if let Some(url) = &database_url {
+            cfg.database = Some(DatabaseConfig { url: url.clone(), pool: 8 });
         }
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.admin_token = Some(TOKEN.into());
@@ -101,7 +107,7 @@ impl TestServer {
         };
         let server = Server::start(cfg, shared).await.unwrap();
         let svix = svix_client(&server.url(), TOKEN);
-        TestServer { server, svix, http: reqwest::Client::new(), clock, _dir: dir }
+        TestServer { server, svix, http: reqwest::Client::new(), clock, database_url, dir }
     }
 
     pub fn clock(&self) -> &ManualClock {
@@ -138,6 +144,15 @@ impl TestServer {
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Create these event types (endpoint filters may only name existing ones).
+    pub async fn event_types(&self, names: &[&str]) {
+        for name in names {
+            let (status, body) =
+                self.post("/api/v1/event-type", serde_json::json!({"name": name, "description": name})).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
     }
 
     /// Create an application and an endpoint for `url` (extra endpoint

@@ -246,6 +246,7 @@ async fn resend_delivers_again_as_a_manual_attempt() {
 
     // A failed delivery (fixed policy exhausted) can be resent and succeed.
     let policy: Value = serde_json::from_str(FIXED_POLICY).unwrap();
+    t.event_types(&["only.this"]).await;
     let (status, failing) = t
         .post(
             &format!("/api/v1/app/{app}/endpoint"),

@@ -92,30 +92,58 @@ async fn ed25519_endpoints_sign_with_v1a_and_expose_only_the_public_key() {
     key.verify_strict(&signed, &sig).unwrap();
 }
 
+/// Svix's recover: every message of the endpoint whose latest attempt
+/// failed, settled or still waiting for its next retry, is sent at once as
+/// a manual attempt; successes are not; a second recover sends nothing new;
+/// a window starting more than 14 days back is refused.
 #[tokio::test]
 async fn recover_sends_failed_deliveries_again() {
     let t = TestServer::start().await;
-    let rx = Receiver::start(Reply::Status(500, "")).await;
-    let (app, ep) = t.app_with_endpoint(&rx.url, policy(NO_RETRIES)).await;
-    let failed = t.send(&app, json!({"n": 1})).await;
-    t.wait_status(&app, &failed, &ep, "fail").await;
+    let (app, ep, rx, [ok, waiting, settled]) = crate::sdk::recover_fixture(&t).await;
+    let pending = t.delivery(&app, &waiting, &ep).await;
+    assert_eq!(pending["statusText"], "pending");
+    assert!(pending["nextAttempt"].is_string(), "{pending}");
+    assert_eq!(rx.count(), 3);
 
-    rx.set_default(Reply::Status(200, ""));
     let out =
         t.svix.endpoint().recover(app.clone(), ep.clone(), RecoverIn::new(long_ago()), None).await.unwrap();
     assert_eq!(out.status, BackgroundTaskStatus::Finished);
-    t.wait_status(&app, &failed, &ep, "success").await;
-    assert_eq!(rx.count(), 2);
+    assert_eq!(out.task, svix::models::BackgroundTaskType::EndpointRecover);
+    let got = rx.wait_for(5).await;
+    let resent: BTreeSet<i64> = got[3..]
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(resent, BTreeSet::from([2, 3]));
+    for msg in [&waiting, &settled] {
+        t.wait_status(&app, msg, &ep, "success").await;
+        let attempts = t.attempts(&app, msg).await;
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(attempts[1]["triggerType"], 1, "sent as a manual attempt");
+    }
+    assert!(t.delivery(&app, &waiting, &ep).await["nextAttempt"].is_null(), "the retry is cancelled");
+    assert_eq!(t.attempts(&app, &ok).await.len(), 1);
     let task = t.svix.background_task().get(out.id.clone()).await.unwrap();
-    assert_eq!(task.data["count"], 1);
+    assert_eq!(task.data["count"], 2);
 
     // Nothing failed any more: recovering again sends nothing.
-    let again = t.get(&format!("/api/v1/app/{app}/endpoint/{ep}")).await;
-    assert_eq!(again["disabled"], false);
-    let (_, out) = t
+    let (status, out) = t
         .post(&format!("/api/v1/app/{app}/endpoint/{ep}/recover"), json!({"since": long_ago().to_rfc3339()}))
         .await;
+    assert_eq!(status, 202, "{out}");
     assert_eq!(out["count"], 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.count(), 5);
+
+    // More than 14 days back: refused, as Svix does.
+    let too_old = chrono::Utc::now() - chrono::Duration::days(15);
+    match t.svix.endpoint().recover(app.clone(), ep.clone(), RecoverIn::new(too_old), None).await {
+        Err(svix::error::Error::Validation(e)) => {
+            let detail = &e.payload.expect("a validation body").detail;
+            assert_eq!(detail[0].loc, ["body", "since"]);
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
 }
 
 #[tokio::test]

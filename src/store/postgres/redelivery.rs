@@ -6,14 +6,16 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 
-use super::rows::{col, int4};
-use super::sql::{Sql, limit};
+use super::rows::{self, col, int4};
+use super::sql::{self, Sql, limit};
 use super::{PgStore, notify};
-use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint, NameSet};
+use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint, Message, NameSet};
 use crate::domain::time::Timestamp;
 use crate::domain::{filter, ordering};
-use crate::store::listing::{self, DELIVERIES_WITH_MESSAGES};
-use crate::store::{RedeliveryStore, RequeueFilter, StoreError, StoreResult};
+use crate::store::listing::{self, DELIVERIES_WITH_MESSAGES, Listing};
+use crate::store::{
+    AttemptFilter, MessageFilter, Page, PageRequest, RedeliveryStore, RequeueFilter, StoreError, StoreResult,
+};
 
 #[async_trait]
 impl RedeliveryStore for PgStore {
@@ -66,6 +68,18 @@ impl RedeliveryStore for PgStore {
             requeued.len() as i64
         };
         Ok(n.max(0) as u64)
+    }
+
+    async fn recoverable(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>> {
+        let listing = Listing::recoverable(app_id, endpoint_id, since, until);
+        sql::page(&self.pool, &listing, page, |r| rows::message(r, 0)).await
     }
 
     async fn replay_missing(
@@ -168,6 +182,14 @@ impl RedeliveryStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         counts_by_key(endpoint_ids, &rows)
+    }
+
+    async fn count_messages(&self, app_id: &str, filter: &MessageFilter) -> StoreResult<u64> {
+        sql::count(&self.pool, &Listing::messages(app_id, filter)).await
+    }
+
+    async fn count_attempts(&self, app_id: &str, filter: &AttemptFilter) -> StoreResult<u64> {
+        sql::count(&self.pool, &Listing::attempts(app_id, filter)).await
     }
 
     async fn message_delivery_counts(

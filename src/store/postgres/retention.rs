@@ -47,6 +47,25 @@ impl RetentionStore for PgStore {
         Ok(n.max(0) as u64)
     }
 
+    /// Both tables in one statement, so the erasure is all or nothing.
+    async fn expunge_messages(&self, app_id: &str, msg_ids: &[String]) -> StoreResult<(u64, u64)> {
+        let row = sqlx::query(
+            "WITH m AS (
+                UPDATE messages SET payload = NULL
+                WHERE app_id = $1 AND id = ANY($2) AND payload IS NOT NULL RETURNING 1
+             ), t AS (
+                UPDATE attempts SET response = ''
+                WHERE app_id = $1 AND msg_id = ANY($2) AND response <> '' RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM t)",
+        )
+        .bind(app_id)
+        .bind(msg_ids)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((col::<i64>(&row, 0)?.max(0) as u64, col::<i64>(&row, 1)?.max(0) as u64))
+    }
+
     /// Erase expired payloads, and response bodies of attempts made before
     /// `attempts_before`; drop lapsed idempotency records. Both erasures use
     /// partial indexes that hold only rows with content left, so each run

@@ -112,6 +112,15 @@ pub async fn page<'e, T>(
     Ok(Page::from_rows(sql.rows(db, decode).await?, page))
 }
 
+/// How many rows a listing has.
+pub async fn count<'e>(db: impl PgExecutor<'e>, listing: &Listing) -> StoreResult<u64> {
+    let mut sql = Sql::new(format!("SELECT count(*) FROM ({}", listing.head));
+    sql.where_all(&listing.conds);
+    sql.qb.push(") AS counted");
+    let n = sql.rows(db, |r| crate::store::postgres::rows::col::<i64>(r, 0)).await?;
+    Ok(n.first().copied().unwrap_or(0).max(0) as u64)
+}
+
 /// A row count as a LIMIT parameter.
 pub fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)

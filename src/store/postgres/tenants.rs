@@ -64,6 +64,22 @@ impl TenantStore for PgStore {
         Ok(true)
     }
 
+    async fn expire_app_tokens(&self, app_id: &str, at: Timestamp) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE tokens SET expires_at = $1 WHERE app_id = $2 AND (expires_at IS NULL OR expires_at > $1)",
+        )
+        .bind(at.as_millis())
+        .bind(app_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Other nodes drop the tokens they trust from memory.
+        notify::changed(&mut tx).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn has_admin_token(&self) -> StoreResult<bool> {
         Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tokens WHERE app_id IS NULL)")
             .fetch_one(&self.pool)

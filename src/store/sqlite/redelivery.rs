@@ -10,12 +10,14 @@ use rusqlite::{CachedStatement, Connection, Params, params};
 use super::SqliteStore;
 use super::messages::{Placed, place};
 use super::rows;
-use super::sql::Sql;
+use super::sql::{self, Sql};
 use crate::domain::filter;
-use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint};
+use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
-use crate::store::listing::{self, DELIVERIES_WITH_MESSAGES, MESSAGE_COLS};
-use crate::store::{RedeliveryStore, RequeueFilter, StoreResult};
+use crate::store::listing::{self, DELIVERIES_WITH_MESSAGES, Listing, MESSAGE_COLS};
+use crate::store::{
+    AttemptFilter, MessageFilter, Page, PageRequest, RedeliveryStore, RequeueFilter, StoreResult,
+};
 
 #[async_trait]
 impl RedeliveryStore for SqliteStore {
@@ -61,6 +63,18 @@ impl RedeliveryStore for SqliteStore {
         if dry_run { self.read(run).await } else { self.write(run).await }
     }
 
+    async fn recoverable(
+        &self,
+        app_id: &str,
+        endpoint_id: &str,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>> {
+        let (listing, page) = (Listing::recoverable(app_id, endpoint_id, since, until), page.clone());
+        self.read(move |c| sql::page(c, &listing, &page, |r| rows::message(r, 0))).await
+    }
+
     async fn replay_missing(
         &self,
         endpoint: &Endpoint,
@@ -97,6 +111,16 @@ impl RedeliveryStore for SqliteStore {
     ) -> StoreResult<HashMap<String, DeliveryCounts>> {
         let ids = endpoint_ids.to_vec();
         self.read(move |c| endpoint_recent(c, &ids, recent)).await
+    }
+
+    async fn count_messages(&self, app_id: &str, filter: &MessageFilter) -> StoreResult<u64> {
+        let listing = Listing::messages(app_id, filter);
+        self.read(move |c| sql::count(c, &listing)).await
+    }
+
+    async fn count_attempts(&self, app_id: &str, filter: &AttemptFilter) -> StoreResult<u64> {
+        let listing = Listing::attempts(app_id, filter);
+        self.read(move |c| sql::count(c, &listing)).await
     }
 
     async fn message_delivery_counts(

@@ -55,6 +55,25 @@ impl RetentionStore for SqliteStore {
         .await
     }
 
+    async fn expunge_messages(&self, app_id: &str, msg_ids: &[String]) -> StoreResult<(u64, u64)> {
+        let (app_id, ids) = (app_id.to_owned(), msg_ids.to_vec());
+        self.write(move |c| {
+            let mut payload = c.prepare_cached(
+                "UPDATE messages SET payload = NULL WHERE app_id = ? AND id = ? AND payload IS NOT NULL",
+            )?;
+            let mut bodies = c.prepare_cached(
+                "UPDATE attempts SET response = '' WHERE msg_id = ? AND app_id = ? AND response != ''",
+            )?;
+            let (mut payloads, mut responses) = (0, 0);
+            for id in &ids {
+                payloads += payload.execute([&app_id, id])? as u64;
+                responses += bodies.execute([id, &app_id])? as u64;
+            }
+            Ok((payloads, responses))
+        })
+        .await
+    }
+
     /// Both statements use partial indexes that hold only rows with content
     /// left, so each run touches what is due and nothing else.
     async fn expunge_expired(&self, now: Timestamp, attempts_before: Timestamp) -> StoreResult<(u64, u64)> {

@@ -250,6 +250,7 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (endpoint_id, okey)
     ) WITHOUT ROWID;
     CREATE INDEX ordering_keys_blocked ON ordering_keys (endpoint_id, okey) WHERE blocked_at IS NOT NULL;
+    "#,
     // 4, issue 22 (traces and charts): the trace context a message was
     // created in, which its attempts join; and per endpoint and minute, the
     // counts the dashboard's charts read (see `domain::attempt_stats`),

@@ -125,6 +125,14 @@ pub fn page<T>(
     Ok(Page::from_rows(sql.rows(conn, decode)?, page))
 }
 
+/// How many rows a listing has.
+pub fn count(conn: &Connection, listing: &Listing) -> StoreResult<u64> {
+    let mut sql = Sql::new(format!("SELECT COUNT(*) FROM ({}", listing.head));
+    sql.where_all(&listing.conds).push(")", []);
+    let n: Vec<i64> = sql.rows(conn, |r| r.get(0))?;
+    Ok(n.first().copied().unwrap_or(0).max(0) as u64)
+}
+
 /// Every row of a listing (no paging).
 pub fn all<T>(
     conn: &Connection,

@@ -58,6 +58,20 @@ impl TenantStore for SqliteStore {
             .await
     }
 
+    async fn expire_app_tokens(&self, app_id: &str, at: Timestamp) -> StoreResult<u64> {
+        let app_id = app_id.to_owned();
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE tokens SET expires_at = ?1
+                     WHERE app_id = ?2 AND (expires_at IS NULL OR expires_at > ?1)",
+                )?
+                .execute(params![at.as_millis(), app_id])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn has_admin_token(&self) -> StoreResult<bool> {
         self.read(|c| {
             Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE app_id IS NULL)")?

@@ -176,3 +176,19 @@ pub async fn message_trace_context(store: SharedStore) {
     assert_eq!(by_id[&bare.id], Some(stateless));
     assert_eq!(by_id[&untraced.id], None);
 }
+
+/// A message for an endpoint id that names none (imported history) is
+/// stored with no delivery.
+pub async fn message_without_deliveries(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    store.insert_endpoint(&endpoint(&a.id)).await.unwrap();
+    let req = CreateMessage { only_endpoint: Some(String::new()), ..request(&a.id, message("t", T0), None) };
+    let created = store.create_message(req).await.unwrap();
+    assert!(created.endpoints.is_empty());
+    let page = PageRequest::first(10, Order::Ascending);
+    let deliveries = store.list_message_deliveries(&a.id, &created.message.id, &page).await.unwrap();
+    assert!(deliveries.items.is_empty());
+    assert_eq!(store.next_due(&[]).await.unwrap(), None, "nothing to send");
+    assert!(store.get_message(&a.id, &created.message.id).await.unwrap().unwrap().payload.is_some());
+}

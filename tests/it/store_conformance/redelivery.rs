@@ -49,6 +49,20 @@ pub async fn requeue_and_replay(store: SharedStore) {
     store.insert_endpoint(&other).await.unwrap();
     assert_eq!(store.replay_missing(&other, T0, None, at(200)).await.unwrap(), 0, "filters apply");
 
+    // Counts, by the listings' filters.
+    assert_eq!(store.count_messages(&a.id, &MessageFilter::default()).await.unwrap(), 3);
+    let tagged = MessageFilter { tag: Some("x".into()), ..Default::default() };
+    assert_eq!(store.count_messages(&a.id, &tagged).await.unwrap(), 1);
+    let window = MessageFilter { after: Some(at(1)), before: Some(at(3)), ..Default::default() };
+    assert_eq!(store.count_messages(&a.id, &window).await.unwrap(), 1);
+    assert_eq!(store.count_messages("app_other", &MessageFilter::default()).await.unwrap(), 0);
+    let of_ep = |status| AttemptFilter { endpoint_id: Some(ep.id.clone()), status, ..Default::default() };
+    assert_eq!(store.count_attempts(&a.id, &of_ep(None)).await.unwrap(), 5);
+    assert_eq!(store.count_attempts(&a.id, &of_ep(Some(DeliveryStatus::Success))).await.unwrap(), 1);
+    assert_eq!(store.count_attempts(&a.id, &of_ep(Some(DeliveryStatus::Fail))).await.unwrap(), 4);
+    let late = AttemptFilter { after: Some(at(12)), ..of_ep(None) };
+    assert_eq!(store.count_attempts(&a.id, &late).await.unwrap(), 2);
+
     let stats = store.endpoint_stats(&a.id, &ep.id, None, None).await.unwrap();
     assert_eq!((stats.success, stats.sending, stats.pending, stats.fail), (1, 2, 0, 0));
     let since = store.endpoint_stats(&a.id, &ep.id, Some(at(2)), Some(at(3))).await.unwrap();
@@ -111,4 +125,76 @@ pub async fn dashboard_queries(store: SharedStore) {
     assert_eq!(counts[&msgs[0].id].success, 1);
     assert_eq!(counts[&msgs[2].id].fail, 1);
     assert_eq!(counts[&msgs[4].id].pending, 1);
+}
+
+/// What a recover sends again: the latest attempt failed (settled or
+/// waiting for a retry), in the window, with a payload, not in flight.
+pub async fn recoverable_deliveries(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let ep = endpoint(&a.id);
+    let other = endpoint(&a.id);
+    store.insert_endpoint(&ep).await.unwrap();
+    store.insert_endpoint(&other).await.unwrap();
+    let before = create(&store, &a.id, message("t", at(1)), None).await;
+    let ok = create(&store, &a.id, message("t", at(2)), None).await;
+    let settled = create(&store, &a.id, message("t", at(3)), None).await;
+    let waiting = create(&store, &a.id, message("t", at(4)), None).await;
+    let recovered = create(&store, &a.id, message("t", at(5)), None).await;
+    let never = create(&store, &a.id, message("t", at(6)), None).await;
+    let erased = create(&store, &a.id, message("t", at(7)), None).await;
+    let in_flight = create(&store, &a.id, message("t", at(8)), Some(lease(at(900)))).await;
+    let after = create(&store, &a.id, message("t", at(9)), None).await;
+
+    for m in [&before, &settled, &recovered, &erased, &after] {
+        for k in 0..4 {
+            record(&store, m, &ep, Trigger::Scheduled, 500, at(20 + k)).await;
+        }
+    }
+    record(&store, &ok, &ep, Trigger::Scheduled, 200, at(20)).await;
+    record(&store, &waiting, &ep, Trigger::Scheduled, 500, at(20)).await;
+    record(&store, &recovered, &ep, Trigger::Manual, 200, at(30)).await;
+    record(&store, &in_flight, &ep, Trigger::Manual, 500, at(30)).await;
+    record(&store, &settled, &other, Trigger::Scheduled, 500, at(20)).await;
+    store.expunge_message(&a.id, &erased.id).await.unwrap();
+    assert_eq!(
+        store.get_delivery(&waiting.id, &ep.id).await.unwrap().unwrap().status,
+        DeliveryStatus::Pending
+    );
+    assert_eq!(store.get_delivery(&never.id, &ep.id).await.unwrap().unwrap().total_attempts, 0);
+
+    let ids = |p: hookline::store::Page<Message>| p.items.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    let all = PageRequest::first(10, Order::Ascending);
+    let found = store.recoverable(&a.id, &ep.id, at(2), Some(at(9)), &all).await.unwrap();
+    assert!(!found.more);
+    assert_eq!(ids(found), [settled.id.clone(), waiting.id.clone()]);
+    let found = store.recoverable(&a.id, &ep.id, T0, None, &all).await.unwrap();
+    assert_eq!(ids(found), [&*before.id, &*settled.id, &*waiting.id, &*after.id]);
+    assert!(found_payload(&store, &a.id, &ep.id).await, "rows carry the payload to send");
+
+    // A page at a time, by message id.
+    let first = store.recoverable(&a.id, &ep.id, T0, None, &PageRequest::first(1, Order::Ascending)).await;
+    let first = first.unwrap();
+    assert!(first.more);
+    let next = PageRequest {
+        limit: 2,
+        cursor: Some(Cursor::After(first.items[0].id.clone())),
+        order: Order::Ascending,
+    };
+    let second = store.recoverable(&a.id, &ep.id, T0, None, &next).await.unwrap();
+    assert!(second.more);
+    assert_eq!(ids(second), [settled.id.clone(), waiting.id.clone()]);
+
+    // Once a manual attempt succeeds, the delivery is no longer recoverable.
+    record(&store, &waiting, &ep, Trigger::Manual, 200, at(40)).await;
+    let found = store.recoverable(&a.id, &ep.id, at(2), Some(at(9)), &all).await.unwrap();
+    assert_eq!(ids(found), [settled.id.as_str()]);
+    let found = store.recoverable(&a.id, &other.id, T0, None, &all).await.unwrap();
+    assert_eq!(ids(found), [settled.id.as_str()], "per endpoint");
+}
+
+async fn found_payload(store: &SharedStore, app_id: &str, ep_id: &str) -> bool {
+    let page = PageRequest::first(1, Order::Ascending);
+    let found = store.recoverable(app_id, ep_id, T0, None, &page).await.unwrap();
+    found.items.iter().all(|m| m.payload.as_deref() == Some(&br#"{"a": 1}"#[..]))
 }

@@ -31,4 +31,23 @@ pub async fn content_erasure(store: SharedStore) {
     let third = create(&store, &a.id, message("t", at(20)), None).await;
     assert_eq!(store.expunge_app_content(&a.id).await.unwrap(), 1);
     assert_eq!(store.get_message(&a.id, &third.id).await.unwrap().unwrap().payload, None);
+
+    // By message ids (erasure by tag): payloads and their attempts' bodies.
+    let tagged = create(&store, &a.id, message("t", at(30)), None).await;
+    let kept = create(&store, &a.id, message("t", at(31)), None).await;
+    record(&store, &tagged, &ep, Trigger::Scheduled, 500, at(32)).await;
+    record(&store, &tagged, &ep, Trigger::Scheduled, 500, at(33)).await;
+    record(&store, &kept, &ep, Trigger::Scheduled, 200, at(34)).await;
+    let ids = [tagged.id.clone(), "msg_missing".to_owned()];
+    assert_eq!(store.expunge_messages(&a.id, &ids).await.unwrap(), (1, 2));
+    assert_eq!(store.expunge_messages(&a.id, &ids).await.unwrap(), (0, 0), "nothing left to erase");
+    assert_eq!(store.get_message(&a.id, &tagged.id).await.unwrap().unwrap().payload, None);
+    let of = |m: &Message| AttemptFilter { msg_id: Some(m.id.clone()), ..Default::default() };
+    let bodies =
+        |p: hookline::store::Page<Attempt>| p.items.into_iter().map(|t| t.response).collect::<Vec<_>>();
+    assert_eq!(bodies(store.list_attempts(&a.id, &of(&tagged), &page).await.unwrap()), ["", ""]);
+    assert_eq!(bodies(store.list_attempts(&a.id, &of(&kept), &page).await.unwrap()), ["body 200"]);
+    assert!(store.get_message(&a.id, &kept.id).await.unwrap().unwrap().payload.is_some());
+    assert_eq!(store.expunge_messages("app_other", std::slice::from_ref(&kept.id)).await.unwrap(), (0, 0));
+    assert!(store.get_message(&a.id, &kept.id).await.unwrap().unwrap().payload.is_some());
 }

@@ -15,6 +15,19 @@ pub async fn tokens(store: SharedStore) {
     assert!(store.delete_token("h2").await.unwrap());
     assert!(!store.delete_token("h2").await.unwrap());
     assert_eq!(store.find_token("h2", T0).await.unwrap(), None);
+
+    // Expire-all: the application's tokens end by then, sooner ones stay.
+    store.insert_token("h3", &Scope::App("app_1".into()), None, T0).await.unwrap();
+    store.insert_token("h4", &Scope::App("app_2".into()), None, T0).await.unwrap();
+    store.insert_token("h5", &Scope::Admin, None, T0).await.unwrap();
+    assert_eq!(store.expire_app_tokens("app_1", at(100)).await.unwrap(), 1, "h1 expires sooner already");
+    assert_eq!(store.find_token("h3", at(99)).await.unwrap(), Some(Scope::App("app_1".into())));
+    assert_eq!(store.find_token("h3", at(100)).await.unwrap(), None);
+    assert_eq!(store.find_token("h1", at(59)).await.unwrap(), Some(Scope::App("app_1".into())));
+    assert_eq!(store.expire_app_tokens("app_1", at(10)).await.unwrap(), 2);
+    assert_eq!(store.find_token("h1", at(10)).await.unwrap(), None);
+    assert!(store.find_token("h4", at(1_000)).await.unwrap().is_some(), "other applications keep theirs");
+    assert!(store.find_token("h5", at(1_000)).await.unwrap().is_some(), "admin tokens are not scoped");
 }
 
 pub async fn applications(store: SharedStore) {
