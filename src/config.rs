@@ -28,7 +28,8 @@ pub struct ServerConfig {
     /// Make sure the operational-webhook application has an endpoint for
     /// this URL.
     pub operational_webhook_url: Option<String>,
-    /// How long in-flight attempts get to finish on shutdown.
+    /// How long in-flight attempts get to finish on shutdown; those still
+    /// running then are recorded as interrupted (`--shutdown-grace-secs`).
     pub shutdown_grace: Duration,
 }
 

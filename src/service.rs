@@ -45,6 +45,10 @@ pub enum ServiceError {
     /// What the request names does not exist (also when the store says so).
     #[error("not found")]
     NotFound,
+    /// A field's value is not acceptable here (the API answers 422 naming
+    /// `field`), e.g. an endpoint URL whose host is a blocked IP address.
+    #[error("{field}: {why}")]
+    Invalid { field: &'static str, why: String },
     /// The store failed, or refused because of what it holds (a uid or an
     /// event id already taken: `StoreError::Conflict`).
     #[error(transparent)]
@@ -300,7 +304,17 @@ impl Service {
 
     // --- endpoints ---
 
+    /// An endpoint URL whose host is a blocked IP literal is refused now,
+    /// rather than failing every attempt later.
+    fn check_target(&self, url: &str) -> ServiceResult<()> {
+        match crate::dispatch::ssrf::literal_refusal(self.dispatcher.targets(), url) {
+            Some(why) => Err(ServiceError::Invalid { field: "url", why }),
+            None => Ok(()),
+        }
+    }
+
     pub async fn create_endpoint(&self, app_id: &str, spec: EndpointSpec) -> ServiceResult<Endpoint> {
+        self.check_target(&spec.url)?;
         let now = self.now();
         let secret = match spec.secret {
             Some(s) => s,
@@ -336,6 +350,9 @@ impl Service {
         id: &str,
         patch: EndpointPatch,
     ) -> ServiceResult<Endpoint> {
+        if let Some(url) = &patch.url {
+            self.check_target(url)?;
+        }
         let ep = self.store.update_endpoint(app_id, id, patch, self.now()).await?;
         if ep.disabled {
             self.dispatcher.endpoint_stopped(&ep.id);

@@ -18,7 +18,9 @@ use super::extract::{Principal, QueryParams, SvixJson, SvixPath, Validate, doubl
 use super::pagination::ListResponse;
 use super::{ApiError, ApiResult, ApiState};
 use crate::domain::id;
-use crate::domain::model::{App, Endpoint, EndpointPatch, EndpointSpec, Headers, Metadata, NameSet};
+use crate::domain::model::{
+    App, Endpoint, EndpointPatch, EndpointSpec, Headers, Metadata, NameSet, is_sensitive_header,
+};
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
 use crate::domain::signing::{self, SecretKind};
 use crate::domain::validate;
@@ -435,12 +437,6 @@ pub(super) struct HeadersOut {
     sensitive: Vec<String>,
 }
 
-fn is_sensitive(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    matches!(n.as_str(), "authorization" | "proxy-authorization" | "cookie")
-        || ["secret", "token", "api-key", "apikey", "password"].iter().any(|w| n.contains(w))
-}
-
 async fn headers(
     State(s): State<ApiState>,
     who: Principal,
@@ -451,7 +447,8 @@ async fn headers(
 
 pub(super) async fn headers_in(s: &ApiState, app: &App, ep_ref: &str) -> ApiResult<Json<HeadersOut>> {
     let ep = s.endpoint(app, ep_ref).await?;
-    let (sensitive, shown): (Headers, Headers) = ep.headers.into_iter().partition(|(k, _)| is_sensitive(k));
+    let (sensitive, shown): (Headers, Headers) =
+        ep.headers.into_iter().partition(|(k, _)| is_sensitive_header(k));
     Ok(Json(HeadersOut { headers: shown, sensitive: sensitive.into_keys().collect() }))
 }
 
@@ -503,6 +500,10 @@ pub(super) async fn write_headers(
     for name in body.delete_headers.unwrap_or_default() {
         headers.retain(|k, _| !k.eq_ignore_ascii_case(&name));
     }
+    // The limits hold for what the endpoint ends up with, after a merge.
+    let mut c = Checks::default();
+    c.check(&["body", "headers"], validate::custom_headers(&headers));
+    c.finish()?;
     let patch = EndpointPatch { headers: Some(headers), ..Default::default() };
     s.service.update_endpoint(&app.id, &ep.id, patch).await?;
     Ok(StatusCode::NO_CONTENT)

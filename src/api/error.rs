@@ -114,6 +114,9 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Refused(detail) => ApiError::conflict(detail),
             ServiceError::NotFound => ApiError::not_found("Entity"),
+            ServiceError::Invalid { field, why } => {
+                ApiError::Validation(vec![ValidationItem::new(&["body", field], why)])
+            }
             ServiceError::Store(e) => e.into(),
         }
     }

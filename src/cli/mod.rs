@@ -162,6 +162,11 @@ pub struct ServeArgs {
     /// (default 30 on PostgreSQL, 600 on the embedded store).
     #[arg(long, env = "HOOKLINE_LEASE_SECS")]
     pub lease_secs: Option<u64>,
+    /// On SIGTERM, how long requests and attempts in flight get to finish,
+    /// in seconds; attempts still running then are recorded as interrupted
+    /// (no response) and retried later.
+    #[arg(long, env = "HOOKLINE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
 }
 
 /// Unique enough between the nodes of one cluster, and readable in
@@ -200,6 +205,7 @@ impl ServeArgs {
         cfg.service.retention = Duration::from_secs(self.retention_days.max(1) * DAY);
         cfg.operational_webhook_url = self.operational_webhook_url.clone();
         cfg.public_url = self.public_url.clone();
+        cfg.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
         cfg
     }
 }

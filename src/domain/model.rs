@@ -18,6 +18,17 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     }
 }
 pub type Headers = BTreeMap<String, String>;
+
+/// Custom headers whose values are credentials, by name: `Authorization`,
+/// `Proxy-Authorization`, `Cookie`, and any name containing `secret`,
+/// `token`, `api-key`, `apikey`, `password` or `signature` (any case). Their
+/// values are never shown by the API and are encrypted at rest with the
+/// main key, like signing secrets.
+pub fn is_sensitive_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(n.as_str(), "authorization" | "proxy-authorization" | "cookie")
+        || ["secret", "token", "api-key", "apikey", "password", "signature"].iter().any(|w| n.contains(w))
+}
 pub type NameSet = BTreeSet<String>;
 
 /// A tenant: one of our user's customers.

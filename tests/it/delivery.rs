@@ -294,17 +294,28 @@ async fn private_targets_are_refused_by_default() {
     let t = TestServer::start_strict().await;
     let rx = Receiver::start(Reply::Status(200, "")).await;
     let once = json!({"retryPolicy": {"schedule": []}});
-    let (app, _) = t.app_with_endpoint(&rx.url, once.clone()).await;
+    // A name is checked after resolution, when connecting…
     let localhost = rx.url.replace("127.0.0.1", "localhost");
-    let (status, _) = t
-        .post(
-            &format!("/api/v1/app/{app}/endpoint"),
-            json!({"url": localhost, "retryPolicy": {"schedule": []}}),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let (app, ep) = t.app_with_endpoint(&localhost, once.clone()).await;
+    // …an IP literal in a blocked range is refused at once, in every form.
+    let port = rx.url.split(':').nth(2).unwrap().split('/').next().unwrap().to_owned();
+    for host in ["127.0.0.1", "[::127.0.0.1]", "[::ffff:127.0.0.1]", "2130706433", "[64:ff9b::7f00:1]"] {
+        let url = format!("http://{host}:{port}/hook");
+        let (status, body) = t.post(&format!("/api/v1/app/{app}/endpoint"), json!({"url": url})).await;
+        assert_eq!(status, 422, "{url}: {body}");
+        assert_eq!(body["detail"][0]["loc"], json!(["body", "url"]), "{body}");
+        assert!(body["detail"][0]["msg"].as_str().unwrap().contains("--allow-private-targets"), "{body}");
+        let (status, _) = t
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/app/{app}/endpoint/{ep}"),
+                Some(json!({"url": url})),
+            )
+            .await;
+        assert_eq!(status, 422, "PATCH to {url}");
+    }
     let msg = t.send(&app, json!({})).await;
-    let attempts = t.wait_attempts(&app, &msg, 2).await;
+    let attempts = t.wait_attempts(&app, &msg, 1).await;
     for a in &attempts {
         assert_eq!(a["responseStatusCode"], 0);
         assert!(a["error"].as_str().unwrap().contains("refused to connect"), "{a}");
