@@ -32,7 +32,7 @@ struct PortalAccessIn {
     #[serde(default)]
     application: Option<ApplicationIn>,
     /// Token lifetime in seconds (default 7 days).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::number::opt_whole")]
     expiry: Option<u64>,
 }
 

@@ -20,7 +20,9 @@ use super::{ApiError, ApiResult, ApiState};
 use crate::domain::id;
 use crate::domain::model::{
     App, Endpoint, EndpointPatch, EndpointSpec, Headers, Metadata, NameSet, is_sensitive_header,
+    patch_unique_names, unique_names,
 };
+use crate::domain::number::{opt_whole, patch_whole};
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
 use crate::domain::signing::{self, SecretKind};
 use crate::domain::validate;
@@ -44,16 +46,19 @@ pub(super) struct EndpointIn {
     description: Option<String>,
     #[serde(default)]
     disabled: Option<bool>,
-    #[serde(default, alias = "filterTypes")]
+    #[serde(default, alias = "filterTypes", deserialize_with = "unique_names")]
     event_types: Option<NameSet>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_names")]
     channels: Option<NameSet>,
     #[serde(default)]
     metadata: Option<Metadata>,
     #[serde(default)]
     headers: Option<Headers>,
-    #[serde(default, alias = "rateLimit")]
+    #[serde(default, deserialize_with = "opt_whole")]
     throttle_rate: Option<u16>,
+    /// The older name; `throttleRate` wins when both are given.
+    #[serde(default, deserialize_with = "opt_whole")]
+    rate_limit: Option<u16>,
     #[serde(default)]
     uid: Option<String>,
     #[serde(default)]
@@ -89,8 +94,9 @@ impl EndpointChecks {
         self.0.uid(uid);
         self
     }
-    fn rate(&mut self, rate: Option<u16>) -> &mut Self {
-        self.0.rate(rate);
+    fn rate(&mut self, rate: Option<u16>, older: Option<u16>) -> &mut Self {
+        self.0.rate("throttleRate", rate);
+        self.0.rate("rateLimit", older);
         self
     }
     fn headers(&mut self, headers: Option<&Headers>) -> &mut Self {
@@ -122,7 +128,7 @@ impl Validate for EndpointIn {
         c.url(Some(&self.url))
             .names(self.event_types.as_ref(), self.channels.as_ref())
             .uid(self.uid.as_deref())
-            .rate(self.throttle_rate)
+            .rate(self.throttle_rate, self.rate_limit)
             .headers(self.headers.as_ref())
             .policy(self.retry_policy.as_ref())
             .secret(self.secret.as_deref());
@@ -141,7 +147,7 @@ impl EndpointIn {
             channels: self.channels,
             metadata: self.metadata.unwrap_or_default(),
             headers: self.headers.unwrap_or_default(),
-            throttle_rate: self.throttle_rate,
+            throttle_rate: self.throttle_rate.or(self.rate_limit),
             // Validated above, so normalizing cannot fail here.
             secret: self.secret.and_then(|s| signing::normalize_secret(&s).ok()),
             secret_kind: self.secret_kind.unwrap_or_default(),
@@ -159,14 +165,16 @@ struct EndpointPatchIn {
     description: Option<String>,
     #[serde(default)]
     disabled: Option<bool>,
-    #[serde(default, alias = "filterTypes", deserialize_with = "double_option")]
+    #[serde(default, alias = "filterTypes", deserialize_with = "patch_unique_names")]
     event_types: Option<Option<NameSet>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "patch_unique_names")]
     channels: Option<Option<NameSet>>,
     #[serde(default)]
     metadata: Option<Metadata>,
-    #[serde(default, alias = "rateLimit", deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "patch_whole")]
     throttle_rate: Option<Option<u16>>,
+    #[serde(default, deserialize_with = "patch_whole")]
+    rate_limit: Option<Option<u16>>,
     #[serde(default, deserialize_with = "double_option")]
     uid: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
@@ -182,7 +190,7 @@ impl Validate for EndpointPatchIn {
                 self.channels.as_ref().and_then(Option::as_ref),
             )
             .uid(self.uid.as_ref().and_then(Option::as_deref))
-            .rate(self.throttle_rate.flatten())
+            .rate(self.throttle_rate.flatten(), self.rate_limit.flatten())
             .policy(self.retry_policy.as_ref().and_then(Option::as_ref));
         c.0.finish()
     }
@@ -338,7 +346,7 @@ async fn patch(
         channels: body.channels,
         metadata: body.metadata,
         headers: None,
-        throttle_rate: body.throttle_rate,
+        throttle_rate: body.throttle_rate.or(body.rate_limit),
         retry_policy: body.retry_policy.map(|p| p.map(RetryPolicy::from)),
         rotate: None,
     };
@@ -385,7 +393,7 @@ pub(super) async fn secret_in(s: &ApiState, app: &App, ep_ref: &str) -> ApiResul
 pub(super) struct RotateIn {
     #[serde(default)]
     key: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_whole")]
     grace_period_seconds: Option<u32>,
     /// Extension: kind of the new secret when `key` is absent.
     #[serde(default)]

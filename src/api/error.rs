@@ -167,10 +167,11 @@ impl Checks {
         }
     }
 
-    /// `throttleRate`, when given, is at least 1 message per second.
-    pub fn rate(&mut self, rate: Option<u16>) {
+    /// A rate (`throttleRate`, `rateLimit`), when given, is at least 1
+    /// message per second.
+    pub fn rate(&mut self, field: &str, rate: Option<u16>) {
         if rate == Some(0) {
-            self.check(&["body", "throttleRate"], Err("must be at least 1".into()));
+            self.check(&["body", field], Err("must be at least 1".into()));
         }
     }
 

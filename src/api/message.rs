@@ -44,18 +44,18 @@ struct MessageIn {
     payload: Box<RawValue>,
     #[serde(default)]
     event_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::model::unique_names")]
     channels: Option<NameSet>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::model::unique_names")]
     tags: Option<NameSet>,
     #[serde(default)]
     application: Option<ApplicationIn>,
     #[serde(default)]
     deliver_at: Option<DateTime<Utc>>,
     /// Days to keep the payload (at most the server's retention).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::number::opt_whole")]
     payload_retention_period: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::number::opt_whole")]
     payload_retention_hours: Option<i64>,
 }
 

@@ -268,11 +268,9 @@ pub async fn act(
         d.service.update_endpoint(&app.id, &ep.id, p).await.map_err(|e| e.to_string())
     };
     let outcome: Result<Notice, String> = match action.as_str() {
-        "toggle" => {
-            patch(EndpointPatch { disabled: Some(!ep.disabled), ..Default::default() })
-                .await
-                .map(|e| if e.disabled { Notice::EndpointDisabled } else { Notice::EndpointEnabled })
-        }
+        "toggle" => patch(EndpointPatch { disabled: Some(!ep.disabled), ..Default::default() })
+            .await
+            .map(|e| if e.disabled { Notice::EndpointDisabled } else { Notice::EndpointEnabled }),
         "settings" => {
             let url = post.get("url").unwrap_or_default().trim().to_owned();
             match (validate::endpoint_url(&url), names(post.get("event_types")), names(post.get("channels")))

@@ -13,6 +13,7 @@ pub mod flow;
 pub mod health;
 pub mod id;
 pub mod model;
+pub mod number;
 pub mod retry;
 pub mod signing;
 pub mod steering;

@@ -49,7 +49,7 @@ pub fn endpoint_url(value: &str) -> Result<(), String> {
 }
 
 /// Headers Hookline sets itself and an endpoint may not override.
-const RESERVED_HEADERS: &[&str] = &[
+pub const RESERVED_HEADERS: &[&str] = &[
     "content-type",
     "content-length",
     "host",
