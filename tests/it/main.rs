@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod cluster;
 mod common;
+mod conformance;
 mod crash;
 mod dashboard;
 mod delivery;

@@ -92,7 +92,7 @@ impl DispatchStore for PgStore {
             "endpoints e",
             "e",
             keys.iter().map(|(_, k)| &k.endpoint_id),
-            |r| rows::endpoint(r, 0),
+            |r| rows::endpoint(r, 0, &self.keys),
         )
         .await?;
 

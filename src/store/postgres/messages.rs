@@ -7,6 +7,7 @@ use sqlx::{PgExecutor, PgPool};
 
 use super::rows::{self, col, int4, opt_json, opt_ts, unique_violation};
 use super::{PgStore, notify, sql, tenants};
+use crate::store::sealing::Keyring;
 use crate::domain::filter;
 use crate::domain::model::{App, Attempt, Delivery, DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
@@ -28,7 +29,7 @@ impl MessageStore for PgStore {
     async fn create_message(&self, req: CreateMessage) -> StoreResult<CreatedMessage> {
         let mut last = StoreError::Backend("ingest did not run".into());
         for round in 1..=ROUNDS {
-            match try_create(&self.pool, &req, round == ROUNDS).await? {
+            match try_create(&self.pool, &self.keys, &req, round == ROUNDS).await? {
                 Round::Done(created) => return Ok(created),
                 Round::Raced(e) => last = e,
             }
@@ -69,7 +70,7 @@ impl MessageStore for PgStore {
     ) -> StoreResult<Page<(Delivery, Endpoint)>> {
         let listing = Listing::message_deliveries(app_id, msg_id);
         sql::page(&self.pool, &listing, page, |r| {
-            Ok((rows::delivery(r, 0)?, rows::endpoint(r, DELIVERY_NCOLS)?))
+            Ok((rows::delivery(r, 0)?, rows::endpoint_redacted(r, DELIVERY_NCOLS)?))
         })
         .await
     }
@@ -130,8 +131,8 @@ enum Round {
 
 /// One round: the same checks, in the same order, as SQLite's ingest
 /// (idempotency key, then eventId), the latter by the unique index.
-async fn try_create(pool: &PgPool, req: &CreateMessage, last_round: bool) -> StoreResult<Round> {
-    let (app, enabled) = app_with_endpoints(pool, &req.app_ref).await?;
+async fn try_create(pool: &PgPool, keys: &Keyring, req: &CreateMessage, last_round: bool) -> StoreResult<Round> {
+    let (app, enabled) = app_with_endpoints(pool, keys, &req.app_ref).await?;
     let (app, create_app) = match app {
         Some(app) => (app, None),
         None => {
@@ -162,7 +163,7 @@ async fn try_create(pool: &PgPool, req: &CreateMessage, last_round: bool) -> Sto
     }
 
     let endpoints: Vec<Arc<Endpoint>> = match &req.only_endpoint {
-        Some(id) => tenants::get_endpoint(pool, &message.app_id, id)
+        Some(id) => tenants::get_endpoint(pool, &message.app_id, id, keys)
             .await?
             .filter(|e| !e.disabled)
             .map(Arc::new)
@@ -212,7 +213,11 @@ async fn try_create(pool: &PgPool, req: &CreateMessage, last_round: bool) -> Sto
 
 /// The application (by id, else uid) and its enabled endpoints, in one
 /// round trip: one row per endpoint, or one with NULL endpoint columns.
-async fn app_with_endpoints(pool: &PgPool, app_ref: &str) -> StoreResult<(Option<App>, Vec<Endpoint>)> {
+async fn app_with_endpoints(
+    pool: &PgPool,
+    keys: &Keyring,
+    app_ref: &str,
+) -> StoreResult<(Option<App>, Vec<Endpoint>)> {
     let sql = format!(
         "SELECT {APP_COLS}, {ENDPOINT_COLS} FROM apps a
          LEFT JOIN endpoints e ON e.app_id = a.id AND NOT e.disabled
@@ -225,7 +230,7 @@ async fn app_with_endpoints(pool: &PgPool, app_ref: &str) -> StoreResult<(Option
     let mut endpoints = Vec::with_capacity(found.len());
     for r in &found {
         if col::<Option<String>>(r, APP_NCOLS)?.is_some() {
-            endpoints.push(rows::endpoint(r, APP_NCOLS)?);
+            endpoints.push(rows::endpoint(r, APP_NCOLS, keys)?);
         }
     }
     Ok((Some(app), endpoints))

@@ -25,11 +25,14 @@ mod sql;
 mod tasks;
 mod tenants;
 
+use std::sync::Arc;
+
 use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
+use super::sealing::Keyring;
 use super::{StoreEvent, StoreResult};
 
 /// Connections per node unless told otherwise: enough for the dispatcher,
@@ -44,6 +47,8 @@ pub struct PgStore {
     listener: AbortHandle,
     /// Records attempts in batches; its task ends with the store.
     recorder: recorder::Recorder,
+    /// Seals and opens endpoint secrets (`store::sealing`).
+    keys: Arc<Keyring>,
 }
 
 impl PgStore {
@@ -61,7 +66,13 @@ impl PgStore {
         let (events, _) = broadcast::channel(notify::CAPACITY);
         let listener = notify::start(url, events.clone()).await?;
         let recorder = recorder::Recorder::start(pool.clone());
-        Ok(PgStore { pool, events, listener, recorder })
+        Ok(PgStore { pool, events, listener, recorder, keys: Arc::new(Keyring::none()) })
+    }
+
+    /// Seal endpoint secrets with `keys` from now on (and open them).
+    pub fn with_keys(mut self, keys: Arc<Keyring>) -> PgStore {
+        self.keys = keys;
+        self
     }
 }
 

@@ -317,7 +317,8 @@ async fn write_health(
         sqlx::query(&sql).bind(&ids).bind(&since).bind(&disable).bind(&at).fetch_all(&mut *c).await?;
     let mut disabled = HashMap::new();
     for r in &updated {
-        let ep: Endpoint = rows::endpoint(r, 0)?;
+        // For the operational event: no secrets needed (nor opened).
+        let ep: Endpoint = rows::endpoint_redacted(r, 0)?;
         if writes.get(&ep.id).is_some_and(|w| w.disabled_at.is_some()) {
             disabled.insert(ep.id.clone(), ep);
         }

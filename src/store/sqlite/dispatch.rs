@@ -16,6 +16,7 @@ use crate::domain::health;
 use crate::domain::model::{DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
 use crate::store::listing::{Cond, ENDPOINT_COLS, MESSAGE_COLS, Param};
+use crate::store::sealing::Keyring;
 use crate::store::{
     AttemptEffects, AttemptRecord, DeliveryKey, DeliveryTask, DispatchStore, EndpointDisabled, Lease,
     StoreResult,
@@ -30,8 +31,8 @@ impl DispatchStore for SqliteStore {
         limit: usize,
         skip_endpoints: &[String],
     ) -> StoreResult<Vec<DeliveryTask>> {
-        let (lease, skip) = (lease.clone(), skip_endpoints.to_vec());
-        self.write(move |c| claim_due(c, now, &lease, limit, &skip)).await
+        let (lease, skip, keys) = (lease.clone(), skip_endpoints.to_vec(), Arc::clone(&self.keys));
+        self.write(move |c| claim_due(c, now, &lease, limit, &skip, &keys)).await
     }
 
     async fn next_due(&self, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>> {
@@ -137,6 +138,7 @@ fn claim_due(
     lease: &Lease,
     limit: usize,
     skip_endpoints: &[String],
+    keys: &Keyring,
 ) -> StoreResult<Vec<DeliveryTask>> {
     let mut q = Sql::new("SELECT d.msg_id, d.endpoint_id, d.app_id FROM deliveries d");
     q.where_all(&[
@@ -167,7 +169,7 @@ fn claim_due(
         let endpoint = match endpoints.get(&key.endpoint_id) {
             Some(e) => e.clone(),
             None => {
-                let e = load_endpoint(c, &key.endpoint_id)?.map(Arc::new);
+                let e = load_endpoint(c, &key.endpoint_id, keys)?.map(Arc::new);
                 endpoints.insert(key.endpoint_id.clone(), e.clone());
                 e
             }
@@ -189,9 +191,15 @@ fn load_message(c: &Connection, app_id: &str, id: &str) -> StoreResult<Option<Me
     Ok(c.prepare_cached(&sql)?.query_row([app_id, id], |r| rows::message(r, 0)).optional()?)
 }
 
-fn load_endpoint(c: &Connection, id: &str) -> StoreResult<Option<Endpoint>> {
+fn load_endpoint(c: &Connection, id: &str, keys: &Keyring) -> StoreResult<Option<Endpoint>> {
     let sql = format!("SELECT {ENDPOINT_COLS} FROM endpoints e WHERE e.id = ?");
-    Ok(c.prepare_cached(&sql)?.query_row([id], |r| rows::endpoint(r, 0)).optional()?)
+    Ok(c.prepare_cached(&sql)?.query_row([id], |r| rows::endpoint(r, 0, keys)).optional()?)
+}
+
+/// For the operational event of a disabled endpoint: no secrets needed.
+fn load_endpoint_redacted(c: &Connection, id: &str) -> StoreResult<Option<Endpoint>> {
+    let sql = format!("SELECT {ENDPOINT_COLS} FROM endpoints e WHERE e.id = ?");
+    Ok(c.prepare_cached(&sql)?.query_row([id], |r| rows::endpoint_redacted(r, 0)).optional()?)
 }
 
 fn settle_failed(c: &Connection, key: &DeliveryKey, now: Timestamp) -> StoreResult<()> {
@@ -300,7 +308,7 @@ fn update_health(
         tenants::settle_pending(c, endpoint_id, at)?;
         // Read a moment ago in this job, so its absence is a store failure
         // (and must be a `Backend` error: this job runs without a savepoint).
-        let endpoint = load_endpoint(c, endpoint_id)?
+        let endpoint = load_endpoint_redacted(c, endpoint_id)?
             .ok_or_else(|| crate::store::StoreError::Backend("endpoint vanished mid-write".into()))?;
         return Ok(Some(EndpointDisabled { endpoint, failing_since, automatic }));
     }
