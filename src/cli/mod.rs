@@ -16,14 +16,14 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_MAX_PAYLOAD, DatabaseConfig, ServerConfig};
 use crate::dispatch::DispatchConfig;
 use crate::dispatch::ssrf::TargetPolicy;
+use crate::domain::model::EndpointPatch;
 use crate::domain::model::Scope;
 use crate::server::Server;
 use crate::service;
-use crate::domain::model::EndpointPatch;
-use crate::store::sealing::Keyring;
-use crate::store::{Cursor, Order, PageRequest, SharedStore};
 use crate::store::postgres::{self, PgStore};
+use crate::store::sealing::Keyring;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Cursor, Order, PageRequest, SharedStore};
 
 #[derive(Parser, Debug)]
 #[command(name = "hookline", version, about = "Webhook delivery with a Svix-compatible API")]

@@ -31,12 +31,12 @@ struct Key {
 
 impl Key {
     fn parse(text: &str) -> Result<Key, String> {
-        let bytes = STANDARD
-            .decode(text.trim())
-            .map_err(|_| "a main key is the base64 of 32 random bytes (`openssl rand -base64 32`)".to_owned())?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| "a main key is the base64 of exactly 32 bytes (`openssl rand -base64 32`)".to_owned())?;
+        let bytes = STANDARD.decode(text.trim()).map_err(|_| {
+            "a main key is the base64 of 32 random bytes (`openssl rand -base64 32`)".to_owned()
+        })?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| {
+            "a main key is the base64 of exactly 32 bytes (`openssl rand -base64 32`)".to_owned()
+        })?;
         let digest = Sha256::digest([b"hookline main key\n".as_slice(), &key].concat());
         let id = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
         Ok(Key { id, cipher: XChaCha20Poly1305::new(&key.into()) })
@@ -172,7 +172,8 @@ mod tests {
     fn endpoint() -> Endpoint {
         let mut ep = fixtures::endpoint("ep_1");
         ep.secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into();
-        ep.old_secrets = vec![OldSecret { secret: "whsec_old".into(), expires_at: Timestamp::from_millis(1) }];
+        ep.old_secrets =
+            vec![OldSecret { secret: "whsec_old".into(), expires_at: Timestamp::from_millis(1) }];
         ep.headers.insert("Authorization".into(), "Bearer s3cr3t".into());
         ep.headers.insert("X-Tenant".into(), "42".into());
         ep

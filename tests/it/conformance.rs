@@ -50,9 +50,7 @@ async fn the_openapi_document_and_the_server_agree() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A run that generated nothing would pass vacuously.
-    let generated: u64 = summary
-        .iter()
-        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
+    let generated: u64 =
+        summary.iter().filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok()).sum();
     assert!(generated > 1000, "only {generated} requests generated:\n{stdout}");
 }

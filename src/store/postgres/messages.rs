@@ -7,13 +7,13 @@ use sqlx::{PgExecutor, PgPool};
 
 use super::rows::{self, col, int4, opt_json, opt_ts, unique_violation};
 use super::{PgStore, notify, sql, tenants};
-use crate::store::sealing::Keyring;
 use crate::domain::filter;
 use crate::domain::model::{App, Attempt, Delivery, DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
 use crate::store::listing::{
     APP_COLS, APP_NCOLS, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_NCOLS, ENDPOINT_COLS, Listing, MESSAGE_COLS,
 };
+use crate::store::sealing::Keyring;
 use crate::store::{
     AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, MessageFilter, MessageStore, Page,
     PageRequest, StoreError, StoreResult,
@@ -131,7 +131,12 @@ enum Round {
 
 /// One round: the same checks, in the same order, as SQLite's ingest
 /// (idempotency key, then eventId), the latter by the unique index.
-async fn try_create(pool: &PgPool, keys: &Keyring, req: &CreateMessage, last_round: bool) -> StoreResult<Round> {
+async fn try_create(
+    pool: &PgPool,
+    keys: &Keyring,
+    req: &CreateMessage,
+    last_round: bool,
+) -> StoreResult<Round> {
     let (app, enabled) = app_with_endpoints(pool, keys, &req.app_ref).await?;
     let (app, create_app) = match app {
         Some(app) => (app, None),

@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::{PgConnection, PgPool};
 
-use crate::store::sealing::Keyring;
 use super::rows::{self, EndpointValues, col, conflict_on, opt_ts, to_json};
 use super::{PgStore, notify, sql};
 use crate::domain::model::{App, AppPatch, AppSummary, DeliveryStatus, Endpoint, EndpointPatch, Scope};
 use crate::domain::time::Timestamp;
 use crate::store::listing::{APP_COLS, ENDPOINT_COLS, Listing};
+use crate::store::sealing::Keyring;
 use crate::store::{AppFilter, Page, PageRequest, StoreError, StoreResult, TenantStore};
 
 #[async_trait]

@@ -11,8 +11,8 @@ use super::{SqliteStore, sql, tenants};
 use crate::domain::filter;
 use crate::domain::model::{App, Attempt, Delivery, DeliveryStatus, Endpoint, Message};
 use crate::domain::time::Timestamp;
-use crate::store::sealing::Keyring;
 use crate::store::listing::{ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_NCOLS, Listing, MESSAGE_COLS};
+use crate::store::sealing::Keyring;
 use crate::store::{
     AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, MessageFilter, MessageStore, Page,
     PageRequest, StoreError, StoreResult,
@@ -149,8 +149,9 @@ impl IngestCache {
         if let Some(eps) = self.endpoints.get(app_id) {
             return Ok(Arc::clone(eps));
         }
-        let eps =
-            Arc::new(tenants::enabled_endpoints(c, app_id, &self.keys)?.into_iter().map(Arc::new).collect::<Vec<_>>());
+        let eps = Arc::new(
+            tenants::enabled_endpoints(c, app_id, &self.keys)?.into_iter().map(Arc::new).collect::<Vec<_>>(),
+        );
         self.endpoints.insert(app_id.to_owned(), Arc::clone(&eps));
         Ok(eps)
     }

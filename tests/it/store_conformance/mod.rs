@@ -29,6 +29,7 @@ mod event_types;
 mod messages;
 mod redelivery;
 mod retention;
+mod sealing;
 mod tenants;
 
 use self::dispatch::*;
