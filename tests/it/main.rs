@@ -15,6 +15,7 @@ mod conformance;
 mod crash;
 mod dashboard;
 mod delivery;
+mod hostile;
 mod layers;
 mod metrics;
 mod openapi;
