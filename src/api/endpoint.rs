@@ -516,3 +516,62 @@ pub(super) async fn write_headers(
     s.service.update_endpoint(&app.id, &ep.id, patch).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::extract::parse_json;
+
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            "\\PC{0,20}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("url".to_owned()),
+                        Just("eventTypes".to_owned()),
+                        Just("headers".to_owned()),
+                        Just("retryPolicy".to_owned()),
+                        Just("throttleRate".to_owned()),
+                        Just("secret".to_owned()),
+                        Just("schedule".to_owned()),
+                        "\\PC{0,8}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any JSON at all, or any bytes, as an endpoint body: a clean
+        /// answer (parsed, or a 4xx), never a panic.
+        #[test]
+        fn endpoint_bodies_never_panic(value in json(), raw in proptest::collection::vec(any::<u8>(), 0..64)) {
+            for bytes in [value.to_string().into_bytes(), raw] {
+                if let Ok(body) = parse_json::<EndpointIn>(&bytes) {
+                    let _ = body.validate();
+                }
+                if let Ok(body) = parse_json::<EndpointPatchIn>(&bytes) {
+                    let _ = body.validate();
+                }
+                if let Ok(body) = parse_json::<HeadersIn>(&bytes) {
+                    let _ = body.validate();
+                }
+            }
+        }
+    }
+}

@@ -141,7 +141,22 @@ pub async fn portal() -> Markup {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Whatever `next` holds, sign-in follows only a same-origin path
+        /// that is a valid `Location` (so never a 5xx, never off-site).
+        #[test]
+        fn next_is_followed_only_when_safe(next in "(/|%|\\\\|\\PC|[\\t\\n\\r\\x00\\x1b\\x7f ]){0,24}") {
+            if let Some(n) = safe_next(Some(&next)) {
+                prop_assert!(n.starts_with('/') && !n.contains("//") && !n.contains('\\'));
+                prop_assert!(!n.chars().any(|c| c.is_control() || c.is_whitespace()));
+                prop_assert!(axum::http::HeaderValue::try_from(n).is_ok());
+            }
+        }
+    }
 
     #[test]
     fn only_local_paths_are_followed() {

@@ -161,7 +161,28 @@ impl tower::Service<Name> for GuardedResolver {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// An IPv4 address is judged the same in every IPv6 form that
+        /// embeds it, and no URL text makes the check panic.
+        #[test]
+        fn embedded_ipv4_is_judged_as_itself(a in any::<u32>(), url in "\\PC{0,60}") {
+            let v4 = Ipv4Addr::from(a);
+            prop_assert_eq!(is_internal(IpAddr::V6(v4.to_ipv6_mapped())), is_internal(IpAddr::V4(v4)));
+            let [x, y, z, w] = v4.octets();
+            let nat64 = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, u16::from_be_bytes([x, y]), u16::from_be_bytes([z, w]));
+            prop_assert_eq!(is_internal(IpAddr::V6(nat64)), is_internal(IpAddr::V4(v4)));
+            if is_internal(IpAddr::V4(v4)) {
+                let six_to_four = Ipv6Addr::new(0x2002, u16::from_be_bytes([x, y]), u16::from_be_bytes([z, w]), 0, 0, 0, 0, 1);
+                prop_assert!(is_internal(IpAddr::V6(six_to_four)));
+                prop_assert!(is_internal(IpAddr::V6(v4.to_ipv6_compatible())));
+            }
+            let _ = literal_refusal(&TargetPolicy::default(), &url);
+        }
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -14,6 +14,8 @@ pub mod health;
 pub mod id;
 pub mod model;
 pub mod number;
+#[cfg(test)]
+mod properties;
 pub mod retry;
 pub mod signing;
 pub mod steering;
