@@ -53,15 +53,13 @@ pub struct ApiState {
     /// Base URL for links Hookline hands out (app portal); the request's
     /// Host when unset.
     pub public_url: Option<String>,
-    /// `/metrics`' count of waiting deliveries.
-    pending: Arc<health::PendingCount>,
 }
 
 /// The router: `/api/v1` and `/metrics`. `max_payload` bounds message
 /// payloads (413 above).
 pub fn router(service: Arc<Service>, max_payload: usize, public_url: Option<String>) -> Router {
     PAYLOAD_LIMIT.store(max_payload, Ordering::Relaxed);
-    let state = ApiState { service, public_url, pending: Arc::default() };
+    let state = ApiState { service, public_url };
     let api = Router::new()
         .merge(application::routes())
         .merge(endpoint::routes())

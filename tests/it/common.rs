@@ -85,6 +85,11 @@ impl TestServer {
     }
 
     async fn start_configured(clock: Option<ManualClock>, targets: TargetPolicy) -> Self {
+        Self::configured(clock, move |cfg| cfg.dispatch.targets = targets).await
+    }
+
+    /// A server (private targets allowed) with settings changed by `change`.
+    pub async fn configured(clock: Option<ManualClock>, change: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = ServerConfig::new(dir.path());
         if ON_POSTGRES.get() {
@@ -92,9 +97,10 @@ impl TestServer {
         }
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.admin_token = Some(TOKEN.into());
-        cfg.dispatch.targets = targets;
+        cfg.dispatch.targets = TargetPolicy { allow_private: true, allowed: vec![] };
         // Exact schedule offsets are asserted; jitter has its own tests.
         cfg.dispatch.jitter = 0.0;
+        change(&mut cfg);
         let shared: SharedClock = match &clock {
             Some(c) => Arc::new(c.clone()),
             None => Arc::new(SystemClock),

@@ -323,6 +323,44 @@ async fn private_targets_are_refused_by_default() {
     assert_eq!(rx.count(), 0);
 }
 
+/// An attempt still running when the shutdown grace period ends is cut off
+/// and recorded (no response, "interrupted by shutdown"), so the attempt
+/// log shows the request the receiver got.
+#[tokio::test]
+async fn shutdown_records_the_attempts_it_interrupts() {
+    let t = TestServer::configured(Some(hookline::clock::ManualClock::starting_now()), |cfg| {
+        cfg.shutdown_grace = Duration::from_millis(300)
+    })
+    .await;
+    let rx = Receiver::start(Reply::Hang).await;
+    let (app, ep) = t.app_with_endpoint(&rx.url, json!({})).await;
+    let msg = t.send(&app, json!({})).await;
+    rx.wait_for(1).await;
+    let store = t.server.service.store.clone();
+    t.server.shutdown().await;
+    let attempts = store
+        .list_attempts(
+            &app,
+            &hookline::store::AttemptFilter { msg_id: Some(msg.clone()), ..Default::default() },
+            &hookline::store::PageRequest::first(10, hookline::store::Order::Descending),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!((attempts[0].status_code, attempts[0].endpoint_id.as_str()), (0, ep.as_str()));
+    assert!(
+        attempts[0].error.as_deref().unwrap_or_default().contains("interrupted by shutdown"),
+        "{attempts:?}"
+    );
+    let delivery = store.get_delivery(&msg, &ep).await.unwrap().unwrap();
+    assert_eq!(
+        delivery.status,
+        hookline::domain::model::DeliveryStatus::Pending,
+        "retried after the restart"
+    );
+}
+
 // The same checks with the server on PostgreSQL (both stores must answer
 // the svix client alike).
 crate::common::on_postgres!(
@@ -334,5 +372,6 @@ crate::common::on_postgres!(
     deleting_an_endpoint_stops_scheduled_retries,
     resend_delivers_again_as_a_manual_attempt,
     delayed_messages_wait_for_deliver_at,
-    private_targets_are_refused_by_default
+    private_targets_are_refused_by_default,
+    shutdown_records_the_attempts_it_interrupts
 );
