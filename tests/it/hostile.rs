@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::{PATIENCE, Receiver, Reply, TOKEN, TestServer, eventually, spawn_hookline};
+use crate::common::{PATIENCE, Receiver, Reply, TOKEN, TestServer, eventually, join_all, spawn_hookline};
 
 /// How a raw receiver treats each connection.
 #[derive(Clone, Copy, Debug)]
@@ -266,8 +266,7 @@ async fn every_hostile_receiver_is_recorded_as_what_it_did_and_harms_nobody() {
 
     // While four connections are held open, the healthy endpoint gets
     // everything sent to it.
-    let healthy: Vec<String> =
-        futures_util_join((0..50).map(|i| t.send(&healthy_app, json!({"i": i})))).await;
+    let healthy: Vec<String> = join_all((0..50).map(|i| t.send(&healthy_app, json!({"i": i})))).await;
     live.wait_for(healthy.len()).await;
     let arrived: std::collections::HashSet<String> =
         live.received().iter().map(|r| r.header("webhook-id").to_owned()).collect();
@@ -305,26 +304,6 @@ async fn every_hostile_receiver_is_recorded_as_what_it_did_and_harms_nobody() {
     }
     assert!(failures.is_empty(), "unexpected outcomes:\n{}", failures.join("\n"));
     eprintln!("hostile receivers: {} cases recorded as expected; healthy endpoint got 50 of 50", cases.len());
-}
-
-/// Join futures without a dependency: they run concurrently on this task.
-async fn futures_util_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    out.into_iter().map(Option::unwrap).collect()
 }
 
 /// Resident memory of a process, in KiB: now and at its peak.

@@ -24,6 +24,8 @@ use hookline::store::{
     EndpointDisabled, Lease, MessageFilter, Order, PageRequest, SharedStore, StoreError, StoreEvent,
 };
 
+use crate::common::join_all as futures_join_all;
+
 mod dispatch;
 mod event_types;
 mod messages;
@@ -157,29 +159,6 @@ fn record_of(attempt: Attempt, outcome: Outcome, policy: RetryPolicy) -> Attempt
         jitter: 0.0,
         auto_disable_after: None,
     }
-}
-
-/// Poll every future to completion, concurrently (no extra dependency).
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(Box::pin(f));
-    }
-    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in set.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    out.into_iter().map(|v| v.unwrap()).collect()
 }
 
 /// One `#[tokio::test]` per check, for a backend given by a factory that
