@@ -69,8 +69,10 @@ pub struct Flash {
     pub error: Option<String>,
     #[serde(default)]
     notice: Option<String>,
+    /// A count (text: pages flatten this into their own query, where serde
+    /// sees every value as a string).
     #[serde(default)]
-    n: Option<u64>,
+    n: Option<String>,
 }
 
 impl Flash {
@@ -79,7 +81,8 @@ impl Flash {
     }
 
     fn render(&self) -> Markup {
-        let notice = self.notice.as_deref().and_then(Notice::from_code).map(|n| n.text(self.n.unwrap_or(0)));
+        let count = self.n.as_deref().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let notice = self.notice.as_deref().and_then(Notice::from_code).map(|n| n.text(count));
         html! {
             @if let Some(e) = &self.error { div.flash.error role="alert" { (e) } }
             @if let Some(n) = notice { div.flash.notice role="status" { (n) } }

@@ -42,7 +42,9 @@ pub struct Dash {
 
 /// Scripts and styles only from our own files (the pages have no inline
 /// script or style), nothing may frame the pages, no page is sniffed as
-/// another type, and no URL leaks to other sites in `Referer`.
+/// another type, and no URL leaks to other sites in `Referer`
+/// (`same-origin`, not `no-referrer`: under that, browsers send
+/// `Origin: null` with form posts, which the origin check must refuse).
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; \
                    object-src 'none'";
@@ -51,7 +53,7 @@ async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }

@@ -384,7 +384,7 @@ async fn pages_send_security_headers_and_secure_cookies_over_https() {
         assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{path}: {csp}");
         assert!(!csp.contains("unsafe-inline"), "{csp}");
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
-        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["referrer-policy"], "same-origin", "{path}");
     }
     let login = http.post(format!("{base}/login")).form(&[("token", TOKEN)]).send().await.unwrap();
     let cookie = login.headers()["set-cookie"].to_str().unwrap();
