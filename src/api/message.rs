@@ -230,8 +230,9 @@ async fn expunge_all(
 
 #[derive(Deserialize)]
 struct BulkExpungeIn {
+    /// As sent: the limit counts repeats too (each is answered once).
     #[serde(default)]
-    ids: Option<BTreeSet<String>>,
+    ids: Option<Vec<String>>,
 }
 
 impl Validate for BulkExpungeIn {
@@ -256,7 +257,7 @@ async fn bulk_expunge(
 ) -> ApiResult<Json<BulkExpungeOut>> {
     let app = s.app(&who, &app_ref).await?;
     let mut results = BTreeMap::new();
-    for msg_ref in body.ids.unwrap_or_default() {
+    for msg_ref in body.ids.unwrap_or_default().into_iter().collect::<BTreeSet<_>>() {
         let found = s.service.store.get_message(&app.id, &msg_ref).await?;
         let outcome = match found {
             Some(m) => {
