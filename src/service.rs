@@ -418,6 +418,14 @@ impl Service {
             }
             app
         });
+        // A path that is neither an id nor a valid uid names nothing that
+        // could be created (not found, rather than an application with a
+        // uid the API refuses everywhere else).
+        let new_app = new_app.filter(|app| {
+            app.uid.as_deref().is_none_or(|uid| {
+                crate::domain::validate::name(uid, crate::domain::validate::UID_MAX).is_ok()
+            })
+        });
         let retention = new.retention.unwrap_or(self.cfg.retention).min(self.cfg.retention);
         let message = Message {
             id: id::new_id(id::MESSAGE, now),

@@ -497,3 +497,17 @@ async fn archived_event_types_read_as_deleted() {
     assert_eq!(status, 200, "PUT brings it back");
     assert_eq!(t.call(reqwest::Method::GET, "/api/v1/event-type/invoice.void", None).await.0, 200);
 }
+
+/// A message that would create its application names it by a valid uid:
+/// a path that is not one creates nothing.
+#[tokio::test]
+async fn a_message_cannot_create_an_application_with_an_invalid_uid() {
+    let t = TestServer::start().await;
+    let body = json!({"eventType": "a", "payload": {}, "application": {"name": "x"}});
+    let (status, _) = t.post("/api/v1/app/%C2%AAt%C3%90/msg", body.clone()).await;
+    assert_eq!(status, 404);
+    assert_eq!(t.get("/api/v1/app").await["data"], json!([]));
+    let (status, _) = t.post("/api/v1/app/tenant-9/msg", body).await;
+    assert_eq!(status, 202);
+    assert_eq!(t.get("/api/v1/app/tenant-9").await["uid"], "tenant-9");
+}
