@@ -3,10 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dispatch::DispatchConfig;
 use crate::service::ServiceConfig;
+use crate::store::sealing::Keyring;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -28,7 +30,10 @@ pub struct ServerConfig {
     /// Make sure the operational-webhook application has an endpoint for
     /// this URL.
     pub operational_webhook_url: Option<String>,
-    /// How long in-flight attempts get to finish on shutdown.
+    /// Seals endpoint secrets at rest (`--main-key`, `--old-main-keys`).
+    pub keys: Arc<Keyring>,
+    /// How long in-flight attempts get to finish on shutdown; those still
+    /// running then are recorded as interrupted (`--shutdown-grace-secs`).
     pub shutdown_grace: Duration,
 }
 
@@ -56,6 +61,7 @@ impl ServerConfig {
             service: ServiceConfig::default(),
             public_url: None,
             operational_webhook_url: None,
+            keys: Arc::new(Keyring::none()),
             shutdown_grace: Duration::from_secs(10),
         }
     }

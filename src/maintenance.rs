@@ -1,4 +1,5 @@
-//! Background upkeep: retention, and the gauges `/metrics` shows.
+//! Background upkeep: retention, and the metrics exporter's housekeeping.
+//! (The load gauges `/metrics` shows are read at scrape time, in the API.)
 //!
 //! Retention runs on the injected clock, so tests can move a manual clock
 //! past the retention age and watch payloads disappear.
@@ -17,8 +18,8 @@ use crate::telemetry;
 
 /// How often retention runs (on the injected clock).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-/// How often gauges are refreshed (wall clock).
-const GAUGES_EVERY: Duration = Duration::from_secs(5);
+/// How often the exporter's housekeeping runs (wall clock).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Maintenance {
@@ -33,7 +34,7 @@ pub struct Maintenance {
 impl Maintenance {
     pub fn spawn(self, tasks: &TaskTracker, shutdown: watch::Receiver<bool>) {
         tasks.spawn(self.clone().retention_loop(shutdown.clone()));
-        tasks.spawn(self.gauges_loop(shutdown));
+        tasks.spawn(Self::upkeep_loop(shutdown));
     }
 
     /// Erase what is past retention at `now`; returns (payloads, bodies).
@@ -74,16 +75,11 @@ impl Maintenance {
         }
     }
 
-    async fn gauges_loop(self, mut shutdown: watch::Receiver<bool>) {
+    async fn upkeep_loop(mut shutdown: watch::Receiver<bool>) {
         loop {
-            let (in_flight, queued) = self.dispatcher.load();
-            telemetry::dispatch_load(in_flight, queued);
-            if let Ok(n) = self.store.count_pending().await {
-                telemetry::pending_deliveries(n);
-            }
             telemetry::upkeep();
             tokio::select! {
-                _ = tokio::time::sleep(GAUGES_EVERY) => {}
+                _ = tokio::time::sleep(UPKEEP_EVERY) => {}
                 _ = shutdown.changed() => return,
             }
         }

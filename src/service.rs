@@ -47,10 +47,10 @@ pub enum ServiceError {
     /// What the request names does not exist (also when the store says so).
     #[error("not found")]
     NotFound,
-    /// A field names something that does not exist (an endpoint filtering
-    /// on an unknown event type): the API answers 422 on `body.<field>`.
-    #[error("{detail}")]
-    Invalid { field: &'static str, detail: String },
+    /// A field's value is not acceptable here (the API answers 422 naming
+    /// `field`), e.g. an endpoint URL whose host is a blocked IP address.
+    #[error("{field}: {why}")]
+    Invalid { field: &'static str, why: String },
     /// The store failed, or refused because of what it holds (a uid or an
     /// event id already taken: `StoreError::Conflict`).
     #[error(transparent)]
@@ -340,11 +340,21 @@ impl Service {
         }
         Err(ServiceError::Invalid {
             field: "filterTypes",
-            detail: format!("The following event types don't exist: {}", unknown.join(", ")),
+            why: format!("The following event types don't exist: {}", unknown.join(", ")),
         })
     }
 
+    /// An endpoint URL whose host is a blocked IP literal is refused now,
+    /// rather than failing every attempt later.
+    fn check_target(&self, url: &str) -> ServiceResult<()> {
+        match crate::dispatch::ssrf::literal_refusal(self.dispatcher.targets(), url) {
+            Some(why) => Err(ServiceError::Invalid { field: "url", why }),
+            None => Ok(()),
+        }
+    }
+
     pub async fn create_endpoint(&self, app_id: &str, spec: EndpointSpec) -> ServiceResult<Endpoint> {
+        self.check_target(&spec.url)?;
         let now = self.now();
         let secret = match spec.secret {
             Some(s) => s,
@@ -383,6 +393,9 @@ impl Service {
         id: &str,
         patch: EndpointPatch,
     ) -> ServiceResult<Endpoint> {
+        if let Some(url) = &patch.url {
+            self.check_target(url)?;
+        }
         let ep = self.store.update_endpoint(app_id, id, patch, self.now()).await?;
         if ep.disabled {
             self.dispatcher.endpoint_stopped(&ep.id);
@@ -454,6 +467,14 @@ impl Service {
                 app.uid = Some(app_ref.to_owned());
             }
             app
+        });
+        // A path that is neither an id nor a valid uid names nothing that
+        // could be created (not found, rather than an application with a
+        // uid the API refuses everywhere else).
+        let new_app = new_app.filter(|app| {
+            app.uid.as_deref().is_none_or(|uid| {
+                crate::domain::validate::name(uid, crate::domain::validate::UID_MAX).is_ok()
+            })
         });
         let retention = new.retention.unwrap_or(self.cfg.retention).min(self.cfg.retention);
         let message = Message {

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 const ENDPOINT_LABELS: usize = 100;
@@ -52,14 +52,31 @@ fn describe() {
         "hookline_delivery_latency_seconds",
         "From message accepted to successful delivery"
     );
-    metrics::describe_gauge!("hookline_dispatch_in_flight", "Attempts in flight");
-    metrics::describe_gauge!("hookline_dispatch_queued", "Attempts queued in memory behind endpoint limits");
-    metrics::describe_gauge!("hookline_pending_deliveries", "Deliveries waiting for an attempt or a retry");
 }
 
-/// Prometheus text exposition of everything recorded so far.
-pub fn render() -> String {
-    HANDLE.get().map(PrometheusHandle::render).unwrap_or_default()
+/// The gauges read at scrape time from the server being scraped (not kept
+/// in the process-wide recorder, which several in-process servers share).
+pub struct Load {
+    pub in_flight: usize,
+    pub queued: usize,
+    pub pending: u64,
+}
+
+/// Prometheus text exposition of everything recorded so far, and `load`.
+pub fn render(load: &Load) -> String {
+    let mut text = HANDLE.get().map(PrometheusHandle::render).unwrap_or_default();
+    let gauges: [(&str, &str, f64); 3] = [
+        ("hookline_dispatch_in_flight", "Attempts in flight", load.in_flight as f64),
+        ("hookline_dispatch_queued", "Attempts queued in memory behind endpoint limits", load.queued as f64),
+        ("hookline_pending_deliveries", "Deliveries waiting for an attempt or a retry", load.pending as f64),
+    ];
+    for (name, help, value) in gauges {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+    }
+    text
 }
 
 /// Housekeeping the exporter needs now and then.
@@ -100,13 +117,4 @@ pub fn delivered(latency: Duration) {
 pub fn endpoint_disabled(automatic: bool) {
     let reason = if automatic { "failing" } else { "receiver" };
     counter!("hookline_endpoints_disabled_total", "reason" => reason).increment(1);
-}
-
-pub fn dispatch_load(in_flight: usize, queued: usize) {
-    gauge!("hookline_dispatch_in_flight").set(in_flight as f64);
-    gauge!("hookline_dispatch_queued").set(queued as f64);
-}
-
-pub fn pending_deliveries(n: u64) {
-    gauge!("hookline_pending_deliveries").set(n as f64);
 }

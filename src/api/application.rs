@@ -12,6 +12,7 @@ use super::pagination::ListResponse;
 use super::{ApiError, ApiResult, ApiState};
 use crate::domain::id;
 use crate::domain::model::{App, AppPatch, AppSpec, Metadata};
+use crate::domain::number::{opt_whole, patch_whole};
 use crate::domain::validate;
 use crate::service::ServiceError;
 use crate::store::{AppFilter, Order};
@@ -30,8 +31,11 @@ pub struct ApplicationIn {
     uid: Option<String>,
     #[serde(default)]
     metadata: Option<Metadata>,
-    #[serde(default, alias = "rateLimit")]
+    #[serde(default, deserialize_with = "opt_whole")]
     throttle_rate: Option<u16>,
+    /// The older name; `throttleRate` wins when both are given.
+    #[serde(default, deserialize_with = "opt_whole")]
+    rate_limit: Option<u16>,
 }
 
 impl Validate for ApplicationIn {
@@ -42,7 +46,8 @@ impl Validate for ApplicationIn {
             if self.name.is_empty() { Err("must not be empty".into()) } else { Ok(()) },
         );
         c.uid(self.uid.as_deref());
-        c.rate(self.throttle_rate);
+        c.rate("throttleRate", self.throttle_rate);
+        c.rate("rateLimit", self.rate_limit);
         c.finish()
     }
 }
@@ -53,7 +58,7 @@ impl ApplicationIn {
             uid: self.uid,
             name: self.name,
             metadata: self.metadata.unwrap_or_default(),
-            throttle_rate: self.throttle_rate,
+            throttle_rate: self.throttle_rate.or(self.rate_limit),
         }
     }
 }
@@ -67,8 +72,10 @@ struct ApplicationPatchIn {
     uid: Option<Option<String>>,
     #[serde(default)]
     metadata: Option<Metadata>,
-    #[serde(default, alias = "rateLimit", deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "patch_whole")]
     throttle_rate: Option<Option<u16>>,
+    #[serde(default, deserialize_with = "patch_whole")]
+    rate_limit: Option<Option<u16>>,
 }
 
 impl Validate for ApplicationPatchIn {
@@ -78,7 +85,8 @@ impl Validate for ApplicationPatchIn {
             c.check(&["body", "name"], Err("must not be empty".into()));
         }
         c.uid(self.uid.as_ref().and_then(Option::as_deref));
-        c.rate(self.throttle_rate.flatten());
+        c.rate("throttleRate", self.throttle_rate.flatten());
+        c.rate("rateLimit", self.rate_limit.flatten());
         c.finish()
     }
 }
@@ -188,7 +196,7 @@ async fn patch(
         uid: body.uid,
         name: body.name,
         metadata: body.metadata,
-        throttle_rate: body.throttle_rate,
+        throttle_rate: body.throttle_rate.or(body.rate_limit),
     };
     Ok(Json(s.service.update_app(&app.id, patch).await?.into()))
 }

@@ -32,7 +32,7 @@ pub fn routes() -> Router<ApiState> {
 #[serde(rename_all = "camelCase")]
 struct ExpireAllIn {
     /// Seconds from now until the tokens stop working (default: now).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::number::opt_whole")]
     expiry: Option<u64>,
     /// Hookline's tokens have no sessions: all of the application's tokens
     /// are expired whatever this says (the safe reading of the request).
@@ -94,7 +94,7 @@ struct PortalAccessIn {
     #[serde(default)]
     application: Option<ApplicationIn>,
     /// Token lifetime in seconds (default 7 days).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::number::opt_whole")]
     expiry: Option<u64>,
 }
 

@@ -23,7 +23,11 @@ use super::extract::{Principal, QueryParams, SvixJson, SvixPath, Validate, doubl
 use super::pagination::ListResponse;
 use super::{ApiError, ApiResult, ApiState};
 use crate::domain::id;
-use crate::domain::model::{App, Endpoint, EndpointPatch, EndpointSpec, Headers, Metadata, NameSet};
+use crate::domain::model::{
+    App, Endpoint, EndpointPatch, EndpointSpec, Headers, Metadata, NameSet, is_sensitive_header,
+    patch_unique_names, unique_names,
+};
+use crate::domain::number::{opt_whole, patch_whole};
 use crate::domain::ordering::OnFailure;
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
 use crate::domain::signing::{self, SecretKind};
@@ -51,16 +55,19 @@ pub(super) struct EndpointIn {
     description: Option<String>,
     #[serde(default)]
     disabled: Option<bool>,
-    #[serde(default, alias = "filterTypes")]
+    #[serde(default, alias = "filterTypes", deserialize_with = "unique_names")]
     event_types: Option<NameSet>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_names")]
     channels: Option<NameSet>,
     #[serde(default)]
     metadata: Option<Metadata>,
     #[serde(default)]
     headers: Option<Headers>,
-    #[serde(default, alias = "rateLimit")]
+    #[serde(default, deserialize_with = "opt_whole")]
     throttle_rate: Option<u16>,
+    /// The older name; `throttleRate` wins when both are given.
+    #[serde(default, deserialize_with = "opt_whole")]
+    rate_limit: Option<u16>,
     #[serde(default)]
     uid: Option<String>,
     #[serde(default)]
@@ -102,8 +109,9 @@ impl EndpointChecks {
         self.0.uid(uid);
         self
     }
-    fn rate(&mut self, rate: Option<u16>) -> &mut Self {
-        self.0.rate(rate);
+    fn rate(&mut self, rate: Option<u16>, older: Option<u16>) -> &mut Self {
+        self.0.rate("throttleRate", rate);
+        self.0.rate("rateLimit", older);
         self
     }
     fn headers(&mut self, headers: Option<&Headers>) -> &mut Self {
@@ -148,7 +156,7 @@ impl Validate for EndpointIn {
         c.url(Some(&self.url))
             .names(self.event_types.as_ref(), self.channels.as_ref())
             .uid(self.uid.as_deref())
-            .rate(self.throttle_rate)
+            .rate(self.throttle_rate, self.rate_limit)
             .headers(self.headers.as_ref())
             .policy(self.retry_policy.as_ref())
             .flow(self.max_in_flight.flatten(), self.ordering_on_failure.as_deref())
@@ -169,7 +177,7 @@ impl EndpointIn {
             channels: self.channels,
             metadata: self.metadata.unwrap_or_default(),
             headers: self.headers.unwrap_or_default(),
-            throttle_rate: self.throttle_rate,
+            throttle_rate: self.throttle_rate.or(self.rate_limit),
             // Validated above, so normalizing cannot fail here.
             secret: self.secret.and_then(|s| signing::normalize_secret(&s).ok()),
             secret_kind: self.secret_kind.unwrap_or_default(),
@@ -195,14 +203,16 @@ struct EndpointPatchIn {
     description: Option<String>,
     #[serde(default)]
     disabled: Option<bool>,
-    #[serde(default, alias = "filterTypes", deserialize_with = "double_option")]
+    #[serde(default, alias = "filterTypes", deserialize_with = "patch_unique_names")]
     event_types: Option<Option<NameSet>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "patch_unique_names")]
     channels: Option<Option<NameSet>>,
     #[serde(default)]
     metadata: Option<Metadata>,
-    #[serde(default, alias = "rateLimit", deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "patch_whole")]
     throttle_rate: Option<Option<u16>>,
+    #[serde(default, deserialize_with = "patch_whole")]
+    rate_limit: Option<Option<u16>>,
     #[serde(default, deserialize_with = "double_option")]
     uid: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
@@ -224,7 +234,7 @@ impl Validate for EndpointPatchIn {
                 self.channels.as_ref().and_then(Option::as_ref),
             )
             .uid(self.uid.as_ref().and_then(Option::as_deref))
-            .rate(self.throttle_rate.flatten())
+            .rate(self.throttle_rate.flatten(), self.rate_limit.flatten())
             .policy(self.retry_policy.as_ref().and_then(Option::as_ref))
             .flow(self.max_in_flight.flatten(), self.ordering_on_failure.as_deref());
         c.0.finish()
@@ -400,7 +410,7 @@ async fn patch(
         channels: body.channels,
         metadata: body.metadata,
         headers: None,
-        throttle_rate: body.throttle_rate,
+        throttle_rate: body.throttle_rate.or(body.rate_limit),
         retry_policy: body.retry_policy.map(|p| p.map(RetryPolicy::from)),
         max_in_flight: body.max_in_flight,
         fifo: body.fifo,
@@ -450,7 +460,7 @@ pub(super) async fn secret_in(s: &ApiState, app: &App, ep_ref: &str) -> ApiResul
 pub(super) struct RotateIn {
     #[serde(default)]
     key: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_whole")]
     grace_period_seconds: Option<u32>,
     /// Extension: kind of the new secret when `key` is absent.
     #[serde(default)]
@@ -502,12 +512,6 @@ pub(super) struct HeadersOut {
     sensitive: Vec<String>,
 }
 
-fn is_sensitive(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    matches!(n.as_str(), "authorization" | "proxy-authorization" | "cookie")
-        || ["secret", "token", "api-key", "apikey", "password"].iter().any(|w| n.contains(w))
-}
-
 async fn headers(
     State(s): State<ApiState>,
     who: Principal,
@@ -518,7 +522,8 @@ async fn headers(
 
 pub(super) async fn headers_in(s: &ApiState, app: &App, ep_ref: &str) -> ApiResult<Json<HeadersOut>> {
     let ep = s.endpoint(app, ep_ref).await?;
-    let (sensitive, shown): (Headers, Headers) = ep.headers.into_iter().partition(|(k, _)| is_sensitive(k));
+    let (sensitive, shown): (Headers, Headers) =
+        ep.headers.into_iter().partition(|(k, _)| is_sensitive_header(k));
     Ok(Json(HeadersOut { headers: shown, sensitive: sensitive.into_keys().collect() }))
 }
 
@@ -570,7 +575,70 @@ pub(super) async fn write_headers(
     for name in body.delete_headers.unwrap_or_default() {
         headers.retain(|k, _| !k.eq_ignore_ascii_case(&name));
     }
+    // The limits hold for what the endpoint ends up with, after a merge.
+    let mut c = Checks::default();
+    c.check(&["body", "headers"], validate::custom_headers(&headers));
+    c.finish()?;
     let patch = EndpointPatch { headers: Some(headers), ..Default::default() };
     s.service.update_endpoint(&app.id, &ep.id, patch).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::extract::parse_json;
+
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            "\\PC{0,20}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("url".to_owned()),
+                        Just("eventTypes".to_owned()),
+                        Just("headers".to_owned()),
+                        Just("retryPolicy".to_owned()),
+                        Just("throttleRate".to_owned()),
+                        Just("secret".to_owned()),
+                        Just("schedule".to_owned()),
+                        "\\PC{0,8}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any JSON at all, or any bytes, as an endpoint body: a clean
+        /// answer (parsed, or a 4xx), never a panic.
+        #[test]
+        fn endpoint_bodies_never_panic(value in json(), raw in proptest::collection::vec(any::<u8>(), 0..64)) {
+            for bytes in [value.to_string().into_bytes(), raw] {
+                if let Ok(body) = parse_json::<EndpointIn>(&bytes) {
+                    let _ = body.validate();
+                }
+                if let Ok(body) = parse_json::<EndpointPatchIn>(&bytes) {
+                    let _ = body.validate();
+                }
+                if let Ok(body) = parse_json::<HeadersIn>(&bytes) {
+                    let _ = body.validate();
+                }
+            }
+        }
+    }
 }

@@ -52,7 +52,6 @@ struct EnvironmentIn {
     /// Svix's environment settings (branding, portal options) have no
     /// counterpart in Hookline; they are accepted and left alone.
     #[serde(default)]
-    #[allow(dead_code)]
     settings: Option<Value>,
     #[serde(default)]
     connectors: Option<Vec<Value>>,
@@ -60,6 +59,9 @@ struct EnvironmentIn {
 
 impl Validate for EnvironmentIn {
     fn validate(&self) -> ApiResult<()> {
+        if self.settings.as_ref().is_some_and(|s| !s.is_object() && !s.is_null()) {
+            return Err(ApiError::invalid(&["body", "settings"], "must be an object"));
+        }
         for (i, et) in self.event_types.iter().flatten().enumerate() {
             et.validate()?;
             if et.name().is_none() {

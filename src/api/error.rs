@@ -126,7 +126,9 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Refused(detail) => ApiError::conflict(detail),
             ServiceError::NotFound => ApiError::not_found("Entity"),
-            ServiceError::Invalid { field, detail } => ApiError::invalid(&["body", field], detail),
+            ServiceError::Invalid { field, why } => {
+                ApiError::Validation(vec![ValidationItem::new(&["body", field], why)])
+            }
             ServiceError::Store(e) => e.into(),
         }
     }
@@ -177,10 +179,11 @@ impl Checks {
         }
     }
 
-    /// `throttleRate`, when given, is at least 1 message per second.
-    pub fn rate(&mut self, rate: Option<u16>) {
+    /// A rate (`throttleRate`, `rateLimit`), when given, is at least 1
+    /// message per second.
+    pub fn rate(&mut self, field: &str, rate: Option<u16>) {
         if rate == Some(0) {
-            self.check(&["body", "throttleRate"], Err("must be at least 1".into()));
+            self.check(&["body", field], Err("must be at least 1".into()));
         }
     }
 

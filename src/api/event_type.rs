@@ -74,7 +74,8 @@ async fn import_openapi(
             ApiError::invalid(&["body", "specRaw"], format!("must be an OpenAPI document in JSON: {e}"))
         })?,
         _ => {
-            return Err(ApiError::bad_request(
+            return Err(ApiError::invalid(
+                &["body", "spec"],
                 "send the OpenAPI document as exactly one of spec and specRaw",
             ));
         }
@@ -124,7 +125,7 @@ pub(super) struct EventTypeIn {
     schemas: Option<Value>,
     #[serde(default)]
     group_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::model::unique_names")]
     feature_flags: Option<NameSet>,
     /// Older clients send one flag.
     #[serde(default)]
@@ -200,7 +201,7 @@ struct EventTypePatchIn {
     schemas: Option<Option<Value>>,
     #[serde(default, deserialize_with = "double_option")]
     group_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::domain::model::patch_unique_names")]
     feature_flags: Option<Option<NameSet>>,
 }
 
@@ -280,13 +281,19 @@ async fn create(
     Ok((StatusCode::CREATED, Json(et.into())))
 }
 
+/// An archived (deleted) event type is gone for readers unless they ask
+/// for archived ones too, as in the list.
 async fn read(
     State(s): State<ApiState>,
     _who: Principal,
     SvixPath(name): SvixPath<String>,
+    q: QueryParams,
 ) -> ApiResult<Json<EventTypeOut>> {
-    let et = s.service.store.get_event_type(&name).await?.ok_or_else(|| ApiError::not_found("Event type"))?;
-    Ok(Json(et.into()))
+    let include_archived = q.bool("include_archived", false)?;
+    match s.service.store.get_event_type(&name).await? {
+        Some(et) if include_archived || !et.archived => Ok(Json(et.into())),
+        _ => Err(ApiError::not_found("Event type")),
+    }
 }
 
 /// PUT: replace the definition, or create the type (201).
@@ -344,7 +351,11 @@ async fn remove(
     q: QueryParams,
 ) -> ApiResult<StatusCode> {
     who.require_admin()?;
-    match s.service.delete_event_type(&name, q.bool("expunge", false)?).await {
+    let expunge = q.bool("expunge", false)?;
+    if !expunge && s.service.store.get_event_type(&name).await?.is_none_or(|et| et.archived) {
+        return Err(ApiError::not_found("Event type"));
+    }
+    match s.service.delete_event_type(&name, expunge).await {
         Err(ServiceError::NotFound) => Err(ApiError::not_found("Event type")),
         other => other.map(|()| StatusCode::NO_CONTENT).map_err(Into::into),
     }

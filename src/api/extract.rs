@@ -69,6 +69,11 @@ where
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    // Every body is a JSON object; serde would also take a struct written
+    // as an array of its fields in order.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b != b'{') {
+        return Err(ApiError::invalid(&["body"], "must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -112,7 +117,7 @@ impl QueryParams {
 
     pub fn bool(&self, key: &str, default: bool) -> ApiResult<bool> {
         match self.get(key) {
-            None | Some("") => Ok(default),
+            None => Ok(default),
             Some("true") | Some("1") => Ok(true),
             Some("false") | Some("0") => Ok(false),
             Some(_) => Err(ApiError::invalid(&["query", key], "must be true or false")),
@@ -120,7 +125,7 @@ impl QueryParams {
     }
 
     pub fn timestamp(&self, key: &str) -> ApiResult<Option<Timestamp>> {
-        match self.get(key).filter(|v| !v.is_empty()) {
+        match self.get(key) {
             None => Ok(None),
             Some(v) => Timestamp::parse_rfc3339(v)
                 .map(Some)
@@ -143,7 +148,7 @@ impl QueryParams {
     }
 
     pub fn status(&self, key: &str) -> ApiResult<Option<DeliveryStatus>> {
-        match self.get(key).filter(|v| !v.is_empty()) {
+        match self.get(key) {
             None => Ok(None),
             Some(v) => v
                 .parse::<i64>()
@@ -155,7 +160,7 @@ impl QueryParams {
     }
 
     pub fn status_code_class(&self) -> ApiResult<Option<u16>> {
-        match self.get("status_code_class").filter(|v| !v.is_empty()) {
+        match self.get("status_code_class") {
             None => Ok(None),
             Some(v) => match v.parse::<u16>() {
                 Ok(c @ (0 | 100 | 200 | 300 | 400 | 500)) => Ok(Some(c)),
@@ -170,15 +175,14 @@ impl QueryParams {
     /// `limit` (1..=250, default 50), `iterator` (`-` prefix = backwards)
     /// and `order`.
     pub fn page(&self, default_order: Order) -> ApiResult<PageRequest> {
-        let limit = match self.get("limit").filter(|v| !v.is_empty()) {
+        let limit = match self.get("limit") {
             None => 50,
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1..=250).contains(&n) => n,
-                Ok(0) => 1,
                 _ => return Err(ApiError::invalid(&["query", "limit"], "must be an integer from 1 to 250")),
             },
         };
-        let order = match self.get("order").filter(|v| !v.is_empty()) {
+        let order = match self.get("order") {
             None => default_order,
             Some("ascending") => Order::Ascending,
             Some("descending") => Order::Descending,

@@ -1,5 +1,9 @@
 //! `GET /api/v1/health`: 204 while the store answers; `GET /metrics`:
 //! Prometheus text. Both unauthenticated, for load balancers and scrapers.
+//!
+//! The load gauges are read when scraped: attempts in flight and queued
+//! from the dispatcher, deliveries waiting from the store (one count over
+//! the due index).
 
 use axum::Router;
 use axum::extract::State;
@@ -18,8 +22,11 @@ pub fn routes() -> Router<ApiState> {
         .route("/metrics", get(metrics))
 }
 
-async fn metrics() -> impl IntoResponse {
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::render())
+async fn metrics(State(s): State<ApiState>) -> ApiResult<impl IntoResponse> {
+    let pending = s.service.store.count_pending().await?;
+    let (in_flight, queued) = s.service.dispatcher.load();
+    let load = crate::telemetry::Load { in_flight, queued, pending };
+    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::render(&load)))
 }
 
 async fn health(State(s): State<ApiState>) -> ApiResult<StatusCode> {

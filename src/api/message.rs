@@ -23,7 +23,7 @@ use super::idempotency::REPLAYED;
 use super::pagination::ListResponse;
 use super::task::TaskOut;
 use super::{ApiError, ApiResult, ApiState};
-use crate::domain::model::{Message, NameSet, NewMessage, Scope};
+use crate::domain::model::{Message, NameSet, NewMessage, Scope, unique_names};
 use crate::domain::time::Timestamp;
 use crate::domain::{filter, id, ordering, validate};
 use crate::store::{Cursor, MessageFilter, Order};
@@ -84,7 +84,7 @@ async fn expunge_by_tag_everywhere(
 #[serde(rename_all = "camelCase")]
 struct PrecheckIn {
     event_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_names")]
     channels: Option<NameSet>,
 }
 
@@ -146,9 +146,10 @@ async fn events(
     }
     let filter = MessageFilter {
         event_types: q.list("event_types"),
-        channel: channels.into_iter().next(),
+        channel: channels.into_iter().next().or(q.string("channel")),
+        tag: q.string("tag"),
+        before: q.timestamp("before")?,
         after: q.timestamp("after")?,
-        ..Default::default()
     };
     let mut page = q.page(Order::Ascending)?;
     page.order = Order::Ascending;
@@ -179,18 +180,18 @@ struct MessageIn {
     payload: Box<RawValue>,
     #[serde(default)]
     event_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::model::unique_names")]
     channels: Option<NameSet>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::model::unique_names")]
     tags: Option<NameSet>,
     #[serde(default)]
     application: Option<ApplicationIn>,
     #[serde(default)]
     deliver_at: Option<DateTime<Utc>>,
     /// Days to keep the payload (at most the server's retention).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::number::opt_whole")]
     payload_retention_period: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::number::opt_whole")]
     payload_retention_hours: Option<i64>,
     /// Hookline extension: messages with the same key reach each endpoint
     /// in the order they were accepted.
@@ -385,8 +386,9 @@ async fn expunge_all(
 
 #[derive(Deserialize)]
 struct BulkExpungeIn {
+    /// As sent: the limit counts repeats too (each is answered once).
     #[serde(default)]
-    ids: Option<BTreeSet<String>>,
+    ids: Option<Vec<String>>,
 }
 
 impl Validate for BulkExpungeIn {
@@ -411,7 +413,7 @@ async fn bulk_expunge(
 ) -> ApiResult<Json<BulkExpungeOut>> {
     let app = s.app(&who, &app_ref).await?;
     let mut results = BTreeMap::new();
-    for msg_ref in body.ids.unwrap_or_default() {
+    for msg_ref in body.ids.unwrap_or_default().into_iter().collect::<BTreeSet<_>>() {
         let found = s.service.store.get_message(&app.id, &msg_ref).await?;
         let outcome = match found {
             Some(m) => {

@@ -27,11 +27,15 @@ enum Q {
     Page,
     WithContent,
     MessageFilters,
+    /// A delivery status filter (an endpoint's messages).
+    Status,
     AttemptFilters,
+    WithMsg,
     EndpointId,
     Range,
     GetIfExists,
     EventTypeList,
+    IncludeArchived,
     Expunge,
     Deliver,
 }
@@ -46,6 +50,11 @@ struct Op {
     body: Option<&'static str>,
     /// Success status and response schema (`[X]` = Svix list of X).
     ok: (u16, Option<&'static str>),
+    /// Another success status and what it means (a PUT that creates, a
+    /// create that finds).
+    also: Option<(u16, &'static str)>,
+    /// The body may be left out (its defaults apply).
+    body_optional: bool,
     query: &'static [Q],
     /// A Hookline extension, not part of Svix's API.
     extension: bool,
@@ -58,7 +67,19 @@ const fn op(
     tag: &'static str,
     summary: &'static str,
 ) -> Op {
-    Op { method, path, id, tag, summary, body: None, ok: (200, None), query: &[], extension: false }
+    Op {
+        method,
+        path,
+        id,
+        tag,
+        summary,
+        body: None,
+        ok: (200, None),
+        also: None,
+        body_optional: false,
+        query: &[],
+        extension: false,
+    }
 }
 
 impl Op {
@@ -68,6 +89,17 @@ impl Op {
     }
     const fn ok(mut self, status: u16, schema: Option<&'static str>) -> Self {
         self.ok = (status, schema);
+        self
+    }
+    const fn upsert(self) -> Self {
+        self.also(201, "Created (nothing had this name or uid yet)")
+    }
+    const fn also(mut self, status: u16, meaning: &'static str) -> Self {
+        self.also = Some((status, meaning));
+        self
+    }
+    const fn body_optional(mut self) -> Self {
+        self.body_optional = true;
         self
     }
     const fn query(mut self, q: &'static [Q]) -> Self {
@@ -88,16 +120,16 @@ const OPW: &str = "/api/v1/operational-webhook/endpoint/{endpoint_id}";
 const OPS: &[Op] = &[
     // Applications
     op("get", "/api/v1/app", "v1.application.list", "Application", "List applications").ok(200, Some("[ApplicationOut]")).query(&[Q::Page]),
-    op("post", "/api/v1/app", "v1.application.create", "Application", "Create an application").body("ApplicationIn").ok(201, Some("ApplicationOut")).query(&[Q::GetIfExists]),
+    op("post", "/api/v1/app", "v1.application.create", "Application", "Create an application").body("ApplicationIn").ok(201, Some("ApplicationOut")).also(200, "It existed (get_if_exists=true)").query(&[Q::GetIfExists]),
     op("get", APP, "v1.application.get", "Application", "Get an application by id or uid").ok(200, Some("ApplicationOut")),
-    op("put", APP, "v1.application.update", "Application", "Replace an application (creates it, 201, when the uid is new)").body("ApplicationIn").ok(200, Some("ApplicationOut")),
+    op("put", APP, "v1.application.update", "Application", "Replace an application (creates it, 201, when the uid is new)").body("ApplicationIn").ok(200, Some("ApplicationOut")).upsert(),
     op("patch", APP, "v1.application.patch", "Application", "Change some fields of an application").body("ApplicationPatch").ok(200, Some("ApplicationOut")),
     op("delete", APP, "v1.application.delete", "Application", "Delete an application with its endpoints, messages and attempts").ok(204, None),
     // Endpoints
     op("get", "/api/v1/app/{app_id}/endpoint", "v1.endpoint.list", "Endpoint", "List endpoints").ok(200, Some("[EndpointOut]")).query(&[Q::Page]),
     op("post", "/api/v1/app/{app_id}/endpoint", "v1.endpoint.create", "Endpoint", "Create an endpoint").body("EndpointIn").ok(201, Some("EndpointOut")),
     op("get", EP, "v1.endpoint.get", "Endpoint", "Get an endpoint by id or uid").ok(200, Some("EndpointOut")),
-    op("put", EP, "v1.endpoint.update", "Endpoint", "Replace an endpoint (creates it, 201, when the uid is new)").body("EndpointUpdate").ok(200, Some("EndpointOut")),
+    op("put", EP, "v1.endpoint.update", "Endpoint", "Replace an endpoint (creates it, 201, when the uid is new)").body("EndpointUpdate").ok(200, Some("EndpointOut")).upsert(),
     op("patch", EP, "v1.endpoint.patch", "Endpoint", "Change some fields of an endpoint; disabling stops all its attempts").body("EndpointPatch").ok(200, Some("EndpointOut")),
     op("delete", EP, "v1.endpoint.delete", "Endpoint", "Delete an endpoint; its pending attempts stop, its attempt log stays").ok(204, None),
     op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret", "v1.endpoint.get-secret", "Endpoint", "The key receivers verify with (`whsec_`, or `whpk_` for ed25519)").ok(200, Some("EndpointSecretOut")),
@@ -124,24 +156,24 @@ const OPS: &[Op] = &[
     op("post", "/api/v1/app/{app_id}/msg/bulk-expunge", "v1.message.bulk-expunge-content", "Message", "Erase the payloads of the given messages").body("BulkExpungeIn").ok(200, Some("BulkExpungeOut")),
     // Attempts
     op("get", "/api/v1/app/{app_id}/attempt/msg/{msg_id}", "v1.message-attempt.list-by-msg", "Message attempt", "A message's attempts, newest first").ok(200, Some("[MessageAttemptOut]")).query(&[Q::Page, Q::AttemptFilters, Q::EndpointId, Q::WithContent]),
-    op("get", "/api/v1/app/{app_id}/attempt/endpoint/{endpoint_id}", "v1.message-attempt.list-by-endpoint", "Message attempt", "An endpoint's attempts, newest first").ok(200, Some("[MessageAttemptOut]")).query(&[Q::Page, Q::AttemptFilters, Q::WithContent]),
+    op("get", "/api/v1/app/{app_id}/attempt/endpoint/{endpoint_id}", "v1.message-attempt.list-by-endpoint", "Message attempt", "An endpoint's attempts, newest first").ok(200, Some("[MessageAttemptOut]")).query(&[Q::Page, Q::AttemptFilters, Q::WithMsg, Q::WithContent]),
     op("get", "/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}", "v1.message-attempt.get", "Message attempt", "One attempt").ok(200, Some("MessageAttemptOut")),
     op("delete", "/api/v1/app/{app_id}/msg/{msg_id}/attempt/{attempt_id}/content", "v1.message-attempt.expunge-content", "Message attempt", "Erase the attempt's response body").ok(204, None),
     op("get", "/api/v1/app/{app_id}/msg/{msg_id}/endpoint", "v1.message-attempt.list-attempted-destinations", "Message attempt", "Where a message goes: each endpoint with status and next attempt").ok(200, Some("[MessageEndpointOut]")).query(&[Q::Page]),
-    op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/msg", "v1.message-attempt.list-attempted-messages", "Message attempt", "An endpoint's messages with status and next attempt").ok(200, Some("[EndpointMessageOut]")).query(&[Q::Page, Q::MessageFilters, Q::WithContent]),
+    op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/msg", "v1.message-attempt.list-attempted-messages", "Message attempt", "An endpoint's messages with status and next attempt").ok(200, Some("[EndpointMessageOut]")).query(&[Q::Page, Q::MessageFilters, Q::Status, Q::WithContent]),
     op("post", "/api/v1/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend", "v1.message-attempt.resend", "Message attempt", "Send again now, as a manual attempt (failed or succeeded)").ok(202, Some("EmptyResponse")),
     // Event types
     op("get", "/api/v1/event-type", "v1.event-type.list", "Event type", "List event types").ok(200, Some("[EventTypeOut]")).query(&[Q::Page, Q::EventTypeList]),
     op("post", "/api/v1/event-type", "v1.event-type.create", "Event type", "Create an event type").body("EventTypeIn").ok(201, Some("EventTypeOut")),
-    op("get", "/api/v1/event-type/{event_type_name}", "v1.event-type.get", "Event type", "Get an event type").ok(200, Some("EventTypeOut")),
+    op("get", "/api/v1/event-type/{event_type_name}", "v1.event-type.get", "Event type", "Get an event type (404 once archived, unless include_archived=true)").ok(200, Some("EventTypeOut")).query(&[Q::IncludeArchived]),
     op("post", "/api/v1/event-type/import/openapi", "v1.event-type.import-openapi", "Event type", "Create or update an event type per webhook of an OpenAPI document").body("EventTypeImportOpenApiIn").ok(200, Some("EventTypeImportOpenApiOut")),
-    op("put", "/api/v1/event-type/{event_type_name}", "v1.event-type.update", "Event type", "Replace an event type (creates it, 201)").body("EventTypeUpdate").ok(200, Some("EventTypeOut")),
+    op("put", "/api/v1/event-type/{event_type_name}", "v1.event-type.update", "Event type", "Replace an event type (creates it, 201)").body("EventTypeUpdate").ok(200, Some("EventTypeOut")).upsert(),
     op("patch", "/api/v1/event-type/{event_type_name}", "v1.event-type.patch", "Event type", "Change some fields of an event type").body("EventTypePatch").ok(200, Some("EventTypeOut")),
     op("delete", "/api/v1/event-type/{event_type_name}", "v1.event-type.delete", "Event type", "Archive an event type (expunge=true deletes it)").ok(204, None).query(&[Q::Expunge]),
     // Authentication
-    op("post", "/api/v1/auth/app-portal-access/{app_id}", "v1.authentication.app-portal-access", "Authentication", "A token and link for one application only (customer portal)").body("AppPortalAccessIn").ok(200, Some("AppPortalAccessOut")),
-    op("post", "/api/v1/auth/dashboard-access/{app_id}", "v1.authentication.dashboard-access", "Authentication", "Same as app-portal-access (older Svix clients)").body("AppPortalAccessIn").ok(200, Some("AppPortalAccessOut")),
-    op("post", "/api/v1/auth/app/{app_id}/expire-all", "v1.authentication.expire-all", "Authentication", "Every token scoped to the application stops working (now, or after expiry seconds)").body("ApplicationTokenExpireIn").ok(204, None),
+    op("post", "/api/v1/auth/app-portal-access/{app_id}", "v1.authentication.app-portal-access", "Authentication", "A token and link for one application only (customer portal)").body("AppPortalAccessIn").body_optional().ok(200, Some("AppPortalAccessOut")),
+    op("post", "/api/v1/auth/dashboard-access/{app_id}", "v1.authentication.dashboard-access", "Authentication", "Same as app-portal-access (older Svix clients)").body("AppPortalAccessIn").body_optional().ok(200, Some("AppPortalAccessOut")),
+    op("post", "/api/v1/auth/app/{app_id}/expire-all", "v1.authentication.expire-all", "Authentication", "Every token scoped to the application stops working (now, or after expiry seconds)").body("ApplicationTokenExpireIn").body_optional().ok(204, None),
     op("get", "/api/v1/auth/whoami", "v1.authentication.whoami", "Authentication", "Who the token is: admin, or scoped to one application").ok(200, Some("WhoamiOut")),
     op("post", "/api/v1/auth/logout", "v1.authentication.logout", "Authentication", "Invalidate the app-scoped token used for this request").ok(204, None),
     // Background tasks
@@ -151,7 +183,7 @@ const OPS: &[Op] = &[
     op("post", "/api/v1/stats/usage/app", "v1.statistics.aggregate-app-stats", "Statistics", "Messages per application over a time range, as a background task").body("AppUsageStatsIn").ok(202, Some("AppUsageStatsOut")),
     op("put", "/api/v1/stats/usage/event-types", "v1.statistics.aggregate-event-types", "Statistics", "The event types endpoints subscribe to, as a background task").ok(202, Some("BackgroundTaskOut")),
     op("post", "/api/v1/environment/export", "v1.environment.export", "Environment", "The event type catalogue, to import elsewhere").ok(200, Some("EnvironmentOut")),
-    op("post", "/api/v1/environment/import", "v1.environment.import", "Environment", "Create or update the event types listed").body("EnvironmentIn").ok(204, None),
+    op("post", "/api/v1/environment/import", "v1.environment.import", "Environment", "Create or update the event types listed").body("EnvironmentIn").body_optional().ok(204, None),
     // Operational webhooks
     op("get", "/api/v1/operational-webhook/endpoint", "v1.operational-webhook-endpoint.list", "Operational webhook", "Endpoints receiving Hookline's own events").ok(200, Some("[EndpointOut]")).query(&[Q::Page]),
     op("post", "/api/v1/operational-webhook/endpoint", "v1.operational-webhook-endpoint.create", "Operational webhook", "Subscribe an endpoint to endpoint.disabled, message.attempt.exhausted, …").body("EndpointIn").ok(201, Some("EndpointOut")),
@@ -191,8 +223,8 @@ fn build() -> Value {
             "responses": responses(o, &mut list_schemas),
         });
         if let Some(body) = o.body {
-            operation["requestBody"] =
-                json!({"required": true, "content": {"application/json": {"schema": reference(body)}}});
+            operation["requestBody"] = json!({"required": !o.body_optional,
+                "content": {"application/json": {"schema": reference(body)}}});
         }
         if o.extension {
             operation["x-hookline"] = json!(true);
@@ -203,6 +235,11 @@ fn build() -> Value {
         paths.entry(o.path).or_default().insert(o.method.into(), operation);
     }
     let mut schemas = schemas();
+    for (name, keep) in REQUEST_SCHEMAS {
+        if let Some(schema) = schemas.get_mut(*name) {
+            nullable_optionals(schema, keep);
+        }
+    }
     schemas.extend(list_schemas);
     json!({
         "openapi": "3.1.0",
@@ -213,7 +250,16 @@ fn build() -> Value {
                 `x-hookline` are Hookline extensions; everything else behaves as in Svix, so the official \
                 Svix SDKs work unchanged. Authenticate with `Authorization: Bearer <token>`. Errors are \
                 `{\"code\", \"detail\"}`, or `{\"detail\": [{\"loc\", \"msg\", \"type\"}]}` for 422. Lists \
-                page with `limit` (≤ 250), `iterator` and `done`. Metrics: `GET /metrics` (Prometheus).",
+                page with `limit` (1 to 250), `iterator` and `done`; a query parameter given with an empty \
+                or malformed value is a 422. Metrics: `GET /metrics` (Prometheus).\n\n\
+                Where Svix's own OpenAPI document and its official SDKs disagree, Hookline follows the SDKs \
+                and this document says what the server does: endpoints take `eventTypes` and `throttleRate` \
+                (the older `filterTypes` and `rateLimit` are accepted too; `throttleRate` wins when both \
+                are given), `secret/rotate` answers 200 with the new key (Svix documents 204 with no body), \
+                PUT answers 201 when it creates. Deleting an event type archives it: it then reads as 404 \
+                unless `include_archived=true`, and `?expunge=true` deletes it for good. A range whose \
+                `until` is not after `since` is empty, not an error. This document is checked against the \
+                server by schemathesis in CI.",
         },
         "servers": [{"url": "/"}],
         "security": [{"HTTPBearer": []}],
@@ -223,6 +269,68 @@ fn build() -> Value {
             "schemas": schemas,
         },
     })
+}
+
+/// Request bodies, and the optional fields of each the server refuses as
+/// `null` (every other optional field means "not given" when `null`, as
+/// serde's `Option` reads it).
+const REQUEST_SCHEMAS: &[(&str, &[&str])] = &[
+    ("ApplicationIn", &[]),
+    ("ApplicationPatch", &[]),
+    ("EndpointIn", &[]),
+    ("EndpointUpdate", &[]),
+    ("EndpointPatch", &[]),
+    ("EndpointSecretRotateIn", &[]),
+    ("EndpointHeadersPatchIn", &[]),
+    ("RecoverIn", &[]),
+    ("ReplayIn", &[]),
+    ("BulkReplayIn", &["dryRun"]),
+    ("EventExampleIn", &[]),
+    ("MessageIn", &[]),
+    ("EventTypeIn", &["description"]),
+    ("EventTypeUpdate", &["description"]),
+    ("EventTypePatch", &[]),
+    ("AppPortalAccessIn", &[]),
+    ("BulkExpungeIn", &[]),
+];
+
+/// Let `null` through for every optional property not in `keep`.
+fn nullable_optionals(schema: &mut Value, keep: &[&str]) {
+    let required: Vec<String> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let Some(props) = schema["properties"].as_object_mut() else { return };
+    for (name, prop) in props.iter_mut() {
+        if required.contains(name) || keep.contains(&name.as_str()) {
+            continue;
+        }
+        if let Some(ty) = prop.get("type").cloned() {
+            let mut types: Vec<Value> = match ty {
+                Value::Array(types) => types,
+                other => vec![other],
+            };
+            if !types.contains(&json!("null")) {
+                types.push(json!("null"));
+            }
+            prop["type"] = Value::Array(types);
+            if let Some(values) = prop.get_mut("enum").and_then(Value::as_array_mut)
+                && !values.contains(&Value::Null)
+            {
+                values.push(Value::Null);
+            }
+        } else if let Some(values) = prop.get_mut("enum").and_then(Value::as_array_mut) {
+            if !values.contains(&Value::Null) {
+                values.push(Value::Null);
+            }
+        } else if let Some(options) = prop.get_mut("oneOf").and_then(Value::as_array_mut) {
+            if !options.contains(&json!({"type": "null"})) {
+                options.push(json!({"type": "null"}));
+            }
+        } else if prop.get("$ref").is_some() {
+            *prop = json!({"oneOf": [prop.clone(), {"type": "null"}]});
+        }
+    }
 }
 
 fn reference(name: &str) -> Value {
@@ -255,7 +363,12 @@ fn responses(o: &Op, lists: &mut Map<String, Value>) -> Value {
             json!({"description": "Success", "content": {"application/json": {"schema": reference(name)}}})
         }
     };
-    let mut r = json!({ status.to_string(): ok });
+    let mut r = json!({ status.to_string(): ok.clone() });
+    if let Some((status, meaning)) = o.also {
+        let mut other = ok;
+        other["description"] = json!(meaning);
+        r[status.to_string()] = other;
+    }
     let error = |d: &str| json!({"description": d, "content": {"application/json": {"schema": reference("HttpErrorOut")}}});
     if o.tag != "Health" && o.tag != "Documentation" {
         r["400"] = error("Bad request");
@@ -279,13 +392,19 @@ fn parameters(o: &Op) -> Value {
         .path
         .split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| {
-            param(name, "path", json!({"type": "string"}), "id, or uid / eventId where the object has one")
+        .map(|name| match name {
+            "event_type_name" => param(name, "path", self::name(256), "The event type's name"),
+            _ => param(
+                name,
+                "path",
+                json!({"type": "string"}),
+                "id, or uid / eventId where the object has one",
+            ),
         })
         .collect();
     let string = || json!({"type": "string"});
     let boolean = || json!({"type": "boolean"});
-    let time = || json!({"type": "string", "format": "date-time"});
+    let time = dt;
     for q in o.query {
         match q {
             Q::Page => params.extend([
@@ -307,8 +426,8 @@ fn parameters(o: &Op) -> Value {
                 param("tag", "query", string(), "Only this tag"),
                 param("before", "query", time(), "Created before"),
                 param("after", "query", time(), "Created after"),
-                param("status", "query", reference("MessageStatus"), "Delivery status (endpoint messages)"),
             ]),
+            Q::Status => params.push(param("status", "query", reference("MessageStatus"), "Delivery status")),
             Q::AttemptFilters => params.extend([
                 param("status", "query", reference("MessageStatus"), "Attempt status"),
                 param("status_code_class", "query", reference("StatusCodeClass"), "Response code class"),
@@ -316,8 +435,10 @@ fn parameters(o: &Op) -> Value {
                 param("channel", "query", string(), "Only this channel"),
                 param("before", "query", time(), "Made before"),
                 param("after", "query", time(), "Made after"),
-                param("with_msg", "query", boolean(), "Include the message (without payload)"),
             ]),
+            Q::WithMsg => {
+                params.push(param("with_msg", "query", boolean(), "Include the message (without payload)"))
+            }
             Q::EndpointId => {
                 params.push(param("endpoint_id", "query", string(), "Only attempts to this endpoint"))
             }
@@ -335,6 +456,9 @@ fn parameters(o: &Op) -> Value {
                 param("include_archived", "query", boolean(), "Include archived types"),
                 param("with_content", "query", boolean(), "Include schemas"),
             ]),
+            Q::IncludeArchived => {
+                params.push(param("include_archived", "query", boolean(), "Also an archived type"))
+            }
             Q::Expunge => params.push(param("expunge", "query", boolean(), "Delete instead of archiving")),
             Q::Deliver => params.push(ext(
                 param(
@@ -365,8 +489,23 @@ fn opt(ty: &str) -> Value {
     json!({"type": [ty, "null"]})
 }
 
+/// RFC 3339 date-times. `format` alone is only an annotation in JSON Schema
+/// 2020-12, so the pattern says what the server parses: a real calendar
+/// date (leap days included), a time, optional fractions and an offset.
 fn dt() -> Value {
-    json!({"type": "string", "format": "date-time"})
+    json!({"type": "string", "format": "date-time", "pattern": DATE_TIME})
+}
+
+const DATE_TIME: &str = concat!(
+    "^(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)",
+    "|02-(?:0[1-9]|1[0-9]|2[0-8]))|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)",
+    "-02-29)T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+);
+
+fn opt_dt() -> Value {
+    let mut t = dt();
+    t["type"] = json!(["string", "null"]);
+    t
 }
 
 fn strings() -> Value {
@@ -383,32 +522,110 @@ fn ext(mut schema: Value, description: &str) -> Value {
     schema
 }
 
+/// `uid`s, event type names, channels, tags, event ids.
+fn name(max_len: usize) -> Value {
+    json!({"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": max_len})
+}
+
+const NAME_PATTERN: &str = "^[a-zA-Z0-9\\-_.]+$";
+
+/// A set of names: absent or null for none, never empty, no item twice.
+fn names(max_len: usize, max_items: usize) -> Value {
+    json!({"type": ["array", "null"], "items": name(max_len), "minItems": 1, "maxItems": max_items,
+        "uniqueItems": true})
+}
+
+/// A per-second rate: at least 1, a 16-bit number.
+fn rate() -> Value {
+    json!({"type": ["integer", "null"], "minimum": 1, "maximum": 65535})
+}
+
+/// A signing secret as the server accepts it: `whsec_` (optional) + the
+/// canonical base64 of 24 to 64 bytes, or `whsk_` + that of a 32- or 64-byte
+/// ed25519 key.
+fn secret_pattern() -> String {
+    const B: &str = "[A-Za-z0-9+/]";
+    // The last character before `=` padding carries only zero bits.
+    let two = format!("{B}[AQgw]==");
+    let three = format!("{B}{B}[AEIMQUYcgkosw048]=");
+    let hmac = format!("(?:{B}{{4}}){{8,20}}(?:{two}|{three})?|(?:{B}{{4}}){{21}}(?:{two})?");
+    let ed25519 = format!("(?:{B}{{4}}){{10}}{three}|(?:{B}{{4}}){{21}}{two}");
+    format!("^(?:(?:whsec_)?(?:{hmac})|whsk_(?:{ed25519}))$")
+}
+
+/// Custom headers: RFC 9110 token names other than the ones Hookline sets,
+/// values without control characters; at most 50, and 16 KiB of names and
+/// values together (the server says so in a 422 beyond).
+fn header_map() -> Value {
+    let reserved: Vec<String> = crate::domain::validate::RESERVED_HEADERS
+        .iter()
+        .map(|h| {
+            h.chars()
+                .map(|c| {
+                    if c.is_ascii_alphabetic() {
+                        format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
+                    } else if c == '-' {
+                        "\\-".into()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    json!({
+        "type": "object",
+        "maxProperties": crate::domain::validate::MAX_HEADERS,
+        "propertyNames": {"pattern": format!("^(?!(?:{})$)[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$", reserved.join("|"))},
+        "additionalProperties": {"type": "string", "pattern": "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$"},
+        "description": "At most 50 headers and 16 KiB of names and values in total (422 beyond). Values of \
+            credential headers (Authorization, Cookie, names containing token, secret, password, api-key, \
+            signature) are never shown again and are encrypted at rest with the main key.",
+    })
+}
+
 fn schemas() -> Map<String, Value> {
-    let uid = || json!({"type": ["string", "null"], "pattern": "^[a-zA-Z0-9\\-_.]+$", "maxLength": 256});
+    let uid = || {
+        let mut n = name(256);
+        n["type"] = json!(["string", "null"]);
+        n
+    };
     let retry = || {
         ext(
             json!({"oneOf": [reference("RetryPolicy"), {"type": "null"}]}),
             "Per-endpoint retry policy; null = server default",
         )
     };
-    let secret_kind = || ext(json!({"enum": ["hmac", "ed25519"]}), "Kind of secret to generate");
+    let secret_kind = || ext(json!({"enum": ["hmac", "ed25519", null]}), "Kind of secret to generate");
     let app_fields = |name_required: bool| {
         let mut o = object(
             if name_required { &["name"] } else { &[] },
-            &[("name", t("string")), ("uid", uid()), ("metadata", map()), ("throttleRate", opt("integer"))],
+            &[
+                ("name", json!({"type": "string", "minLength": 1})),
+                ("uid", uid()),
+                ("metadata", map()),
+                ("throttleRate", rate()),
+            ],
         );
-        o["properties"]["rateLimit"] = ext(opt("integer"), "Alias of throttleRate");
+        o["properties"]["rateLimit"] =
+            ext(rate(), "Older name of throttleRate; throttleRate wins if both are given");
         o
     };
+    let url = || {
+        json!({"type": "string", "format": "uri", "pattern": "^[hH][tT][tT][pP][sS]?://[^/?#]", "maxLength": 65536,
+            "description": "http or https. A host that is an IP address in a private, loopback, link-local or \
+                otherwise reserved range is refused (422) unless the server allows it; names are checked \
+                after resolution, at delivery time."})
+    };
     let endpoint_fields: Vec<(&str, Value)> = vec![
-        ("url", json!({"type": "string", "format": "uri"})),
+        ("url", url()),
         ("description", t("string")),
         ("disabled", t("boolean")),
         ("uid", uid()),
-        ("eventTypes", strings()),
-        ("channels", strings()),
+        ("eventTypes", names(256, 1000)),
+        ("channels", names(128, 10)),
         ("metadata", map()),
-        ("throttleRate", opt("integer")),
+        ("throttleRate", rate()),
         ("retryPolicy", retry()),
     ];
     let with = |base: &[(&str, Value)], more: &[(&str, Value)]| -> Vec<(String, Value)> {
@@ -428,13 +645,10 @@ fn schemas() -> Map<String, Value> {
         ("channels", strings()),
         ("tags", strings()),
         ("timestamp", dt()),
-        ("deliverAt", json!({"type": ["string", "null"], "format": "date-time"})),
+        ("deliverAt", opt_dt()),
     ];
-    let delivery_fields: Vec<(&str, Value)> = vec![
-        ("status", status()),
-        ("statusText", status_text()),
-        ("nextAttempt", json!({"type": ["string", "null"], "format": "date-time"})),
-    ];
+    let delivery_fields: Vec<(&str, Value)> =
+        vec![("status", status()), ("statusText", status_text()), ("nextAttempt", opt_dt())];
     let endpoint_out: Vec<(&str, Value)> = endpoint_fields
         .iter()
         .cloned()
@@ -454,13 +668,24 @@ fn schemas() -> Map<String, Value> {
             "schemas",
             json!({"type": ["object", "null"], "description": "JSON Schemas by version, each may carry `examples`"}),
         ),
-        ("groupName", opt("string")),
-        ("featureFlags", strings()),
+        ("groupName", {
+            let mut n = name(256);
+            n["type"] = json!(["string", "null"]);
+            n
+        }),
+        ("featureFlags", names(256, 100)),
     ];
     let range = || {
         object(
             &["since"],
-            &[("since", dt()), ("until", json!({"type": ["string", "null"], "format": "date-time"}))],
+            &[
+                ("since", dt()),
+                ("until", {
+                    let mut t = opt_dt();
+                    t["description"] = json!("Exclusive; at or before since, the range is empty");
+                    t
+                }),
+            ],
         )
     };
 
@@ -487,10 +712,10 @@ fn schemas() -> Map<String, Value> {
                 &[
                     (
                         "secret",
-                        json!({"type": ["string", "null"], "description": "`whsec_` + base64 (HMAC) or `whsk_` + base64 (ed25519); generated when absent"}),
+                        json!({"type": ["string", "null"], "pattern": secret_pattern(), "description": "`whsec_` + base64 of 24 to 64 bytes (HMAC) or `whsk_` + base64 of a 32- or 64-byte key (ed25519); generated when absent"}),
                     ),
                     ("secretKind", secret_kind()),
-                    ("headers", map()),
+                    ("headers", header_map()),
                 ],
             ),
         ),
@@ -501,16 +726,15 @@ fn schemas() -> Map<String, Value> {
         "EndpointOut",
         obj(&["id", "url", "description", "metadata", "createdAt", "updatedAt"], with(&endpoint_out, &[])),
     );
-    add(
-        "RetryPolicy",
-        ext(
+    add("RetryPolicy", {
+        let mut p = ext(
             object(
                 &["schedule"],
                 &[
                     (
                         "schedule",
-                        json!({"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 50,
-            "description": "Seconds to wait after each failed attempt; the first attempt is immediate"}),
+                        json!({"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 2_592_000}, "maxItems": 50,
+            "description": "Seconds to wait after each failed attempt (at most 30 days each); the first attempt is immediate"}),
                     ),
                     ("success", json!({"enum": ["2xx", "200"], "default": "2xx"})),
                     (
@@ -520,25 +744,37 @@ fn schemas() -> Map<String, Value> {
                 ],
             ),
             "Default: [5, 300, 1800, 7200, 18000, 36000, 36000], 2xx, 30 s",
-        ),
-    );
+        );
+        p["additionalProperties"] = json!(false);
+        p
+    });
+
     add("EndpointSecretOut", object(&["key"], &[("key", t("string"))]));
     add(
         "EndpointSecretRotateIn",
         object(
             &[],
             &[
-                ("key", opt("string")),
+                ("key", json!({"type": ["string", "null"], "pattern": secret_pattern()})),
                 (
                     "gracePeriodSeconds",
-                    json!({"type": ["integer", "null"], "description": "How long the old secret keeps signing (86400)"}),
+                    json!({"type": ["integer", "null"], "minimum": 0, "maximum": 604_800, "description": "How long the old secret keeps signing (86400; at most 7 days)"}),
                 ),
                 ("secretKind", secret_kind()),
             ],
         ),
     );
-    add("EndpointHeadersIn", object(&["headers"], &[("headers", map())]));
-    add("EndpointHeadersPatchIn", object(&["headers"], &[("headers", map()), ("deleteHeaders", strings())]));
+    add("EndpointHeadersIn", object(&["headers"], &[("headers", header_map())]));
+    add(
+        "EndpointHeadersPatchIn",
+        object(
+            &["headers"],
+            &[
+                ("headers", header_map()),
+                ("deleteHeaders", json!({"type": ["array", "null"], "items": {"type": "string"}})),
+            ],
+        ),
+    );
     add(
         "EndpointHeadersOut",
         object(&["headers", "sensitive"], &[("headers", map()), ("sensitive", strings())]),
@@ -560,10 +796,11 @@ fn schemas() -> Map<String, Value> {
     add("ReplayIn", range());
     add("BulkReplayIn", {
         let mut o = range();
-        o["properties"]["eventTypes"] = strings();
+        o["properties"]["eventTypes"] = names(256, 1000);
         o["properties"]["channel"] = opt("string");
         o["properties"]["tag"] = opt("string");
-        o["properties"]["status"] = status();
+        o["properties"]["status"] =
+            json!({"type": ["integer", "null"], "enum": [0, 2, null], "description": "0 success, 2 fail"});
         o["properties"]["statusCodeClass"] = reference("StatusCodeClass");
         o["properties"]["dryRun"] = ext(t("boolean"), "Only count what would be sent");
         o
@@ -589,7 +826,11 @@ fn schemas() -> Map<String, Value> {
         "EventExampleIn",
         object(
             &["eventType"],
-            &[("eventType", t("string")), ("exampleIndex", t("integer")), ("payload", t("object"))],
+            &[
+                ("eventType", name(256)),
+                ("exampleIndex", json!({"type": ["integer", "null"], "minimum": 0})),
+                ("payload", json!({"type": ["object", "null"]})),
+            ],
         ),
     );
     add(
@@ -597,13 +838,13 @@ fn schemas() -> Map<String, Value> {
         object(
             &["eventType", "payload"],
             &[
-                ("eventType", json!({"type": "string", "pattern": "^[a-zA-Z0-9\\-_.]+$", "maxLength": 256})),
+                ("eventType", name(256)),
                 ("payload", json!({"type": "object", "description": "Delivered byte for byte as sent"})),
                 ("eventId", uid()),
-                ("channels", strings()),
-                ("tags", strings()),
+                ("channels", names(128, 5)),
+                ("tags", names(128, 5)),
                 ("application", reference("ApplicationIn")),
-                ("deliverAt", json!({"type": ["string", "null"], "format": "date-time"})),
+                ("deliverAt", opt_dt()),
                 ("payloadRetentionPeriod", json!({"type": ["integer", "null"], "minimum": 1, "maximum": 90})),
                 (
                     "payloadRetentionHours",
@@ -666,8 +907,9 @@ fn schemas() -> Map<String, Value> {
             ],
         ),
     );
-    add("EventTypeIn", obj(&["name", "description"], with(&event_type_fields, &[("name", t("string"))])));
-    add("EventTypeUpdate", obj(&["description"], with(&event_type_fields, &[])));
+    // Svix requires `description`; Hookline takes "" when it is left out.
+    add("EventTypeIn", obj(&["name"], with(&event_type_fields, &[("name", name(256))])));
+    add("EventTypeUpdate", obj(&[], with(&event_type_fields, &[])));
     add("EventTypePatch", obj(&[], with(&event_type_fields, &[])));
     add(
         "EventTypeOut",
@@ -692,13 +934,19 @@ fn schemas() -> Map<String, Value> {
                 ("application", reference("ApplicationIn")),
                 (
                     "expiry",
-                    json!({"type": ["integer", "null"], "description": "Token lifetime in seconds (7 days)"}),
+                    json!({"type": ["integer", "null"], "minimum": 1, "maximum": 31_536_000, "description": "Token lifetime in seconds (7 days; at most 365 days)"}),
                 ),
             ],
         ),
     );
     add("AppPortalAccessOut", object(&["url", "token"], &[("url", t("string")), ("token", t("string"))]));
-    add("BulkExpungeIn", object(&[], &[("ids", strings())]));
+    add(
+        "BulkExpungeIn",
+        object(
+            &[],
+            &[("ids", json!({"type": ["array", "null"], "items": {"type": "string"}, "maxItems": 1000}))],
+        ),
+    );
     add(
         "BulkExpungeOut",
         object(
@@ -755,7 +1003,10 @@ fn sdk_schemas(s: &mut Map<String, Value>) {
             &[("success", count()), ("fail", count()), ("canceled", count())],
         ),
     );
-    add("MessagePrecheckIn", object(&["eventType"], &[("eventType", t("string")), ("channels", strings())]));
+    add(
+        "MessagePrecheckIn",
+        object(&["eventType"], &[("eventType", name(256)), ("channels", names(128, 5))]),
+    );
     add("MessagePrecheckOut", object(&["active"], &[("active", t("boolean"))]));
     add(
         "MessageEventsOut",
@@ -768,8 +1019,17 @@ fn sdk_schemas(s: &mut Map<String, Value>) {
             ],
         ),
     );
-    add("ExpungeByTagIn", object(&["tag"], &[("tag", t("string"))]));
-    add("ApplicationTokenExpireIn", object(&[], &[("expiry", opt("integer")), ("sessionIds", strings())]));
+    add("ExpungeByTagIn", object(&["tag"], &[("tag", name(128))]));
+    add(
+        "ApplicationTokenExpireIn",
+        object(
+            &[],
+            &[
+                ("expiry", json!({"type": ["integer", "null"], "minimum": 0, "maximum": 365 * 86_400})),
+                ("sessionIds", json!({"type": ["array", "null"], "items": {"type": "string"}})),
+            ],
+        ),
+    );
     add(
         "WhoamiOut",
         object(
@@ -785,7 +1045,14 @@ fn sdk_schemas(s: &mut Map<String, Value>) {
     );
     add(
         "AppUsageStatsIn",
-        object(&["since", "until"], &[("since", dt()), ("until", dt()), ("appIds", strings())]),
+        object(
+            &["since", "until"],
+            &[
+                ("since", dt()),
+                ("until", dt()),
+                ("appIds", json!({"type": ["array", "null"], "items": {"type": "string"}, "maxItems": 1000})),
+            ],
+        ),
     );
     add(
         "AppUsageStatsOut",

@@ -52,14 +52,11 @@ impl RangeIn {
     }
 }
 
+/// An `until` at or before `since` is an empty range (nothing to send),
+/// not an error: JSON Schema cannot say one field must follow another.
 impl Validate for RangeIn {
     fn validate(&self) -> ApiResult<()> {
-        match self.until {
-            Some(until) if until <= self.since => {
-                Err(ApiError::invalid(&["body", "until"], "must be after since"))
-            }
-            _ => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -102,16 +99,16 @@ struct BulkReplayIn {
     since: DateTime<Utc>,
     #[serde(default)]
     until: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::model::unique_names")]
     event_types: Option<NameSet>,
     #[serde(default)]
     channel: Option<String>,
     #[serde(default)]
     tag: Option<String>,
     /// Svix `MessageStatus`: 0 success, 1 pending, 2 fail.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::number::opt_whole")]
     status: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::number::opt_whole")]
     status_code_class: Option<u16>,
     #[serde(default)]
     dry_run: bool,
@@ -169,7 +166,7 @@ async fn bulk_replay(
 #[serde(rename_all = "camelCase")]
 struct ExampleIn {
     event_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::number::opt_whole")]
     example_index: Option<u64>,
     #[serde(default)]
     payload: Option<serde_json::Value>,

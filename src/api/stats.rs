@@ -31,9 +31,6 @@ struct AppUsageIn {
 
 impl Validate for AppUsageIn {
     fn validate(&self) -> ApiResult<()> {
-        if self.until <= self.since {
-            return Err(ApiError::invalid(&["body", "until"], "must be after since"));
-        }
         if self.app_ids.as_ref().is_some_and(|ids| ids.len() > 1000) {
             return Err(ApiError::invalid(&["body", "appIds"], "at most 1000 applications"));
         }

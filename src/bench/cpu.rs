@@ -62,8 +62,12 @@ const USER_HZ: f64 = 100.0;
 /// CPU ticks (user + system) of one process and of each of its threads.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct ProcTicks {
-    /// The whole process, threads that have already exited included.
+    /// The whole process, threads that have already exited included: read
+    /// before the threads and again after them, so that an interval from
+    /// one reading to the next (`total` → `total_after`) covers every
+    /// thread's share, however busy the process is meanwhile.
     total: u64,
+    total_after: u64,
     /// By thread id: the thread's name and its ticks.
     threads: BTreeMap<u32, (String, u64)>,
 }
@@ -90,7 +94,8 @@ fn proc_ticks(pid: &str) -> Option<ProcTicks> {
             threads.insert(tid, t);
         }
     }
-    Some(ProcTicks { total, threads })
+    let (_, total_after) = name_and_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    Some(ProcTicks { total, total_after, threads })
 }
 
 /// CPU time per message, in µs: the process, and its threads by name.
@@ -122,10 +127,7 @@ fn per_message(from: &ProcTicks, to: &ProcTicks, messages: usize) -> Option<PerM
         let before = from.threads.get(tid).map_or(0, |(_, t)| *t);
         *by_name.entry(name.clone()).or_default() += ticks.saturating_sub(before);
     }
-    // The process's and its threads' files are read one after the other,
-    // so on a busy machine the threads may have run a tick more than the
-    // process had when it was read: never report less than they did.
-    let total = to.total.checked_sub(from.total)?.max(by_name.values().sum());
+    let total = to.total_after.checked_sub(from.total)?;
     let exited = total.saturating_sub(by_name.values().sum());
     if exited > 0 {
         by_name.insert("(exited)".into(), exited);
@@ -225,6 +227,7 @@ mod tests {
     fn cpu_per_message_by_thread_name_with_what_exited_threads_spent() {
         let ticks = |total, threads: &[(u32, &str, u64)]| ProcTicks {
             total,
+            total_after: total,
             threads: threads.iter().map(|(tid, n, t)| (*tid, (n.to_string(), *t))).collect(),
         };
         let from = ticks(100, &[(1, "worker", 40), (2, "worker", 30), (3, "writer", 20), (4, "gone", 10)]);

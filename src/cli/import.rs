@@ -367,7 +367,9 @@ async fn import_event_type(dst: &Api, et: &Value, dry_run: bool) -> anyhow::Resu
     want["deprecated"] = json!(et["deprecated"].as_bool().unwrap_or(false));
     want["description"] = json!(et["description"].as_str().unwrap_or_default());
     let path = format!("/api/v1/event-type/{}", enc(name));
-    let outcome = match dst.find(&path, &format!("event type {name}")).await? {
+    // Archived types read as 404 without the flag (on Hookline).
+    let read = format!("{path}?include_archived=true");
+    let outcome = match dst.find(&read, &format!("event type {name}")).await? {
         None => Outcome::Created,
         Some(have) if pick(&have, &keys) == want => return Ok(Outcome::Unchanged),
         Some(_) => Outcome::Updated,

@@ -18,12 +18,14 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_MAX_PAYLOAD, DatabaseConfig, ServerConfig};
 use crate::dispatch::DispatchConfig;
 use crate::dispatch::ssrf::TargetPolicy;
+use crate::domain::model::EndpointPatch;
 use crate::domain::model::Scope;
 use crate::server::Server;
 use crate::service;
-use crate::store::SharedStore;
 use crate::store::postgres::{self, PgStore};
+use crate::store::sealing::Keyring;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Cursor, Order, PageRequest, SharedStore};
 use crate::traces::{self, OtlpConfig};
 
 #[derive(Parser, Debug)]
@@ -70,6 +72,10 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Measure: `hookline bench <scenario> --help`.
     Bench(crate::bench::BenchArgs),
+    /// Rewrite every endpoint so its secrets are encrypted with the current
+    /// --main-key (after a key rotation, before dropping --old-main-keys).
+    /// Run it with the server stopped, or on PostgreSQL from any node.
+    Rekey(DataArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,6 +106,14 @@ pub struct DataArgs {
     /// PostgreSQL connections this node keeps open at most.
     #[arg(long, env = "HOOKLINE_DATABASE_POOL", default_value_t = 16)]
     pub database_pool: u32,
+    /// Encrypt endpoint secrets and credential header values at rest with
+    /// this key: the base64 of 32 random bytes (`openssl rand -base64 32`).
+    #[arg(long, env = "HOOKLINE_MAIN_KEY", hide_env_values = true)]
+    pub main_key: Option<String>,
+    /// Earlier main keys, still used to read what they encrypted while
+    /// rows move to the current key (comma-separated; see `hookline rekey`).
+    #[arg(long, env = "HOOKLINE_OLD_MAIN_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub old_main_keys: Vec<String>,
 }
 
 impl DataArgs {
@@ -119,10 +133,23 @@ impl DataArgs {
         }
     }
 
+    fn keys(&self) -> anyhow::Result<Arc<Keyring>> {
+        match &self.main_key {
+            Some(key) => Ok(Arc::new(
+                Keyring::new(key, &self.old_main_keys).map_err(|e| anyhow::anyhow!("--main-key: {e}"))?,
+            )),
+            None if !self.old_main_keys.is_empty() => {
+                anyhow::bail!("--old-main-keys needs a current --main-key to re-encrypt with")
+            }
+            None => Ok(Arc::new(Keyring::none())),
+        }
+    }
+
     async fn open(&self) -> anyhow::Result<SharedStore> {
+        let keys = self.keys()?;
         Ok(match &self.database_url {
-            Some(url) => Arc::new(PgStore::connect_with(url, self.database_pool).await?),
-            None => Arc::new(SqliteStore::open(&self.data_dir)?),
+            Some(url) => Arc::new(PgStore::connect_with(url, self.database_pool).await?.with_keys(keys)),
+            None => Arc::new(SqliteStore::open_with_keys(&self.data_dir, keys)?),
         })
     }
 }
@@ -175,6 +202,11 @@ pub struct ServeArgs {
     /// (default 30 on PostgreSQL, 600 on the embedded store).
     #[arg(long, env = "HOOKLINE_LEASE_SECS")]
     pub lease_secs: Option<u64>,
+    /// On SIGTERM, how long requests and attempts in flight get to finish,
+    /// in seconds; attempts still running then are recorded as interrupted
+    /// (no response) and retried later.
+    #[arg(long, env = "HOOKLINE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
 }
 
 /// Unique enough between the nodes of one cluster, and readable in
@@ -189,8 +221,9 @@ fn default_node_id() -> String {
 }
 
 impl ServeArgs {
-    pub fn config(&self) -> ServerConfig {
+    pub fn config(&self) -> anyhow::Result<ServerConfig> {
         let mut cfg = ServerConfig::new(self.data.data_dir.clone());
+        cfg.keys = self.data.keys()?;
         cfg.database = self.data.database();
         let lease_secs = self.lease_secs.unwrap_or(if cfg.database.is_some() { 30 } else { 600 });
         cfg.listen = self.listen;
@@ -213,7 +246,8 @@ impl ServeArgs {
         cfg.service.retention = Duration::from_secs(self.retention_days.max(1) * DAY);
         cfg.operational_webhook_url = self.operational_webhook_url.clone();
         cfg.public_url = self.public_url.clone();
-        cfg
+        cfg.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
+        Ok(cfg)
     }
 }
 
@@ -269,6 +303,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => send::run(args).await,
         Command::Import(args) => import::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Rekey(data) => rekey(&data).await,
         Command::Token(TokenCommand::Create { data, app, expires_in_days }) => {
             let store = data.open().await?;
             let scope = match app {
@@ -290,8 +325,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Read and write back every endpoint: opened with any configured key,
+/// sealed with the current one.
+async fn rekey(data: &DataArgs) -> anyhow::Result<()> {
+    let keys = data.keys()?;
+    let Some(id) = keys.current_id().map(str::to_owned) else {
+        anyhow::bail!("rekey needs --main-key (the key to encrypt with)");
+    };
+    let store = data.open().await?;
+    let now = SystemClock.now();
+    let mut apps = PageRequest::first(250, Order::Ascending);
+    let mut count = 0u64;
+    loop {
+        let page = store.list_apps(&Default::default(), &apps).await?;
+        for app in &page.items {
+            let mut eps = PageRequest::first(250, Order::Ascending);
+            loop {
+                let listed = store.list_endpoints(&app.id, &eps).await?;
+                for ep in &listed.items {
+                    store.update_endpoint(&app.id, &ep.id, EndpointPatch::default(), now).await?;
+                    count += 1;
+                }
+                match (listed.more, listed.items.last()) {
+                    (true, Some(last)) => eps.cursor = Some(Cursor::After(last.id.clone())),
+                    _ => break,
+                }
+            }
+        }
+        match (page.more, page.items.last()) {
+            (true, Some(last)) => apps.cursor = Some(Cursor::After(last.id.clone())),
+            _ => break,
+        }
+    }
+    println!("{count} endpoint(s) now encrypted with main key {id}");
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let server = Server::start(args.config(), Arc::new(SystemClock)).await?;
+    let server = Server::start(args.config()?, Arc::new(SystemClock)).await?;
     let url = server.url();
     println!("Hookline {} listening on {url} (data in {})", env!("CARGO_PKG_VERSION"), args.data.describe());
     match &server.new_admin_token {
@@ -307,6 +378,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "Admin token: printed at first start; create another with `hookline token create --data-dir {}`",
             args.data.data_dir.display()
         ),
+    }
+    match server.service.store.as_ref() {
+        _ if args.data.main_key.is_some() => {
+            println!("Endpoint secrets are encrypted at rest with the main key")
+        }
+        _ => println!("Endpoint secrets are stored unencrypted (set --main-key to encrypt them)"),
     }
     if args.allow_private_targets {
         println!("Warning: --allow-private-targets lets webhooks reach this machine's network");

@@ -7,8 +7,8 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::charts::{self, ChartQuery};
-use super::layout::{Crumb, Flash, PageError, empty, enabled_badge, opt_time, page};
-use super::session::{Post, Session, done};
+use super::layout::{Crumb, Flash, Notice, PageError, done, empty, enabled_badge, opt_time, page};
+use super::session::{Post, Session};
 use super::{Dash, erasure};
 use crate::domain::attempt_stats::Window;
 use crate::domain::model::{App, AppSpec, Scope};
@@ -127,7 +127,7 @@ pub async fn create(State(d): State<Dash>, post: Post) -> Response {
         return done(&post, "/apps", Err(format!("uid {e}")));
     }
     match d.service.create_app(AppSpec { name, uid, ..Default::default() }).await {
-        Ok(app) => done(&post, &format!("/apps/{}", app.id), Ok("Application created.".into())),
+        Ok(app) => done(&post, &format!("/apps/{}", app.id), Ok((Notice::AppCreated, 0))),
         Err(e) => done(&post, "/apps", Err(e.to_string())),
     }
 }

@@ -11,8 +11,8 @@ use maud::{Markup, html};
 use super::Dash;
 use super::apps::{app_crumbs, load};
 use super::charts::{self, ChartQuery};
-use super::layout::{Crumb, Flash, PageError, enabled_badge, page};
-use super::session::{Post, Session, done};
+use super::layout::{Crumb, Flash, Notice, PageError, done, enabled_badge, page};
+use super::session::{Post, Session};
 use crate::domain::attempt_stats::{Series, Window};
 use crate::domain::model::{App, DeliveryStatus, Endpoint, EndpointPatch, EndpointSpec, Headers, NameSet};
 use crate::domain::retry::{RetryPolicy, SuccessRule, format_delays, parse_delays};
@@ -83,7 +83,7 @@ pub async fn create(State(d): State<Dash>, Path(app_ref): Path<String>, post: Po
     };
     match d.service.create_endpoint(&app.id, spec).await {
         Ok(ep) => {
-            done(&post, &format!("/apps/{}/endpoints/{}", app.id, ep.id), Ok("Endpoint created.".into()))
+            done(&post, &format!("/apps/{}/endpoints/{}", app.id, ep.id), Ok((Notice::EndpointCreated, 0)))
         }
         Err(e) => done(&post, &back, Err(e.to_string())),
     }
@@ -134,7 +134,7 @@ pub async fn show(
                 }
                 a.button.secondary href={(base) "/messages"} { "Messages →" }
             }
-            div.stats style="margin-top:.8rem" {
+            div.stats.spaced {
                 div { b { (stats.success) } span.small.muted { "delivered" } }
                 div { b { (stats.fail) } span.small.muted { "failed" } }
                 div { b { (stats.pending + stats.sending) } span.small.muted { "waiting" } }
@@ -198,7 +198,7 @@ pub async fn show(
                     } }
                 div { label for="timeout" { "Timeout (s)" } input #timeout type="text" name="timeout" value=(effective.timeout.as_secs()) size="4"; }
             }
-            div.row style="margin-top:.6rem" {
+            div.row.spaced-sm {
                 button type="submit" { "Save policy" }
                 @if policy.is_some() { button.secondary type="submit" name="reset" value="1" { "Use server default" } }
             }
@@ -278,17 +278,10 @@ pub async fn act(
     let patch = |p: EndpointPatch| async {
         d.service.update_endpoint(&app.id, &ep.id, p).await.map_err(|e| e.to_string())
     };
-    let outcome: Result<String, String> = match action.as_str() {
-        "toggle" => {
-            patch(EndpointPatch { disabled: Some(!ep.disabled), ..Default::default() }).await.map(|e| {
-                if e.disabled {
-                    "Endpoint disabled: nothing more will be sent to it."
-                } else {
-                    "Endpoint enabled."
-                }
-                .into()
-            })
-        }
+    let outcome: Result<Notice, String> = match action.as_str() {
+        "toggle" => patch(EndpointPatch { disabled: Some(!ep.disabled), ..Default::default() })
+            .await
+            .map(|e| if e.disabled { Notice::EndpointDisabled } else { Notice::EndpointEnabled }),
         "settings" => {
             let url = post.get("url").unwrap_or_default().trim().to_owned();
             match (validate::endpoint_url(&url), names(post.get("event_types")), names(post.get("channels")))
@@ -306,7 +299,7 @@ pub async fn act(
                             ..Default::default()
                         })
                         .await
-                        .map(|_| "Settings saved.".into()),
+                        .map(|_| Notice::SettingsSaved),
                     }
                 }
             }
@@ -314,25 +307,25 @@ pub async fn act(
         "policy" => match policy_from(&post) {
             Ok(policy) => patch(EndpointPatch { retry_policy: Some(policy), ..Default::default() })
                 .await
-                .map(|_| "Retry policy saved.".into()),
+                .map(|_| Notice::PolicySaved),
             Err(e) => Err(format!("Retry policy: {e}")),
         },
         "headers" => match parse_headers(post.get("headers").unwrap_or_default()) {
             Ok(headers) => patch(EndpointPatch { headers: Some(headers), ..Default::default() })
                 .await
-                .map(|_| "Headers saved.".into()),
+                .map(|_| Notice::HeadersSaved),
             Err(e) => Err(e),
         },
         "rotate" => d
             .service
             .rotate_secret(&ep, None, None, None)
             .await
-            .map(|_| "Secret rotated; the previous one keeps signing for 24 hours.".into())
+            .map(|_| Notice::SecretRotated)
             .map_err(|e| e.to_string()),
         "replay" => return replay(&d, &app, &ep, &post).await,
         _ => return PageError::NotFound("Action").into_response(),
     };
-    done(&post, &back, outcome)
+    done(&post, &back, outcome.map(|n| (n, 0)))
 }
 
 /// Bulk replay of failed deliveries: first a count, then, confirmed, the send.
@@ -358,11 +351,7 @@ async fn replay(d: &Dash, app: &App, ep: &Endpoint, post: &Post) -> Response {
         Err(e) => return done(post, &back, Err(e.to_string())),
     };
     if confirm {
-        return done(
-            post,
-            &format!("{back}/messages"),
-            Ok(format!("{count} failed messages are being sent again.")),
-        );
+        return done(post, &format!("{back}/messages"), Ok((Notice::ReplayStarted, count)));
     }
     let range = |t: Option<Timestamp>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "now".into());
     let body = html! {

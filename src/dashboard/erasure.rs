@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
 use super::Dash;
-use super::layout::PageError;
-use super::session::{Post, done};
+use super::layout::{Notice, PageError, done};
+use super::session::Post;
 use crate::domain::model::{App, Task};
 use crate::domain::validate;
 
@@ -52,18 +52,12 @@ async fn erase(d: &Dash, post: &Post, app: Option<&App>, back: &str) -> Response
         return done(post, back, Err(format!("Tag {e}")));
     }
     match d.service.expunge_by_tag(app, &tag).await {
-        Ok(task) => done(post, back, Ok(summary(&tag, &task))),
+        Ok(task) => done(post, back, Ok((Notice::Erased, count(&task, "messages")))),
         Err(e) => done(post, back, Err(e.to_string())),
     }
 }
 
-fn summary(tag: &str, task: &Task) -> String {
-    let n = |k: &str| task.data.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-    format!(
-        "Erased the content of {} messages tagged {tag} ({} payloads, {} response bodies; task {}).",
-        n("messages"),
-        n("payloads"),
-        n("responses"),
-        task.id
-    )
+/// One of the erasure task's counts (messages, payloads, responses).
+fn count(task: &Task, what: &str) -> u64 {
+    task.data.get(what).and_then(serde_json::Value::as_u64).unwrap_or(0)
 }

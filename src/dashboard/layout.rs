@@ -2,10 +2,10 @@
 //! messages, status badges, times, empty states, errors.
 
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 
-use super::session::Session;
+use super::session::{Post, Session};
 use crate::domain::model::DeliveryStatus;
 use crate::domain::time::Timestamp;
 use crate::service::ServiceError;
@@ -59,21 +59,141 @@ pub fn page(title: &str, session: Option<&Session>, crumbs: &[Crumb], flash: &Fl
     }
 }
 
-/// `?error=` / `?notice=` left by a redirect after a form post.
+/// What a page shows above its body: `?notice=<code>` (and `&n=<count>`)
+/// left by a redirect after a form post, or an error the handler renders in
+/// place. Notices come from [`Notice`]'s fixed set, so a link can never
+/// make a page say something of its author's choosing.
 #[derive(Default, serde::Deserialize)]
 pub struct Flash {
-    #[serde(default)]
+    #[serde(skip)]
     pub error: Option<String>,
     #[serde(default)]
-    pub notice: Option<String>,
+    notice: Option<String>,
+    /// A count (text: pages flatten this into their own query, where serde
+    /// sees every value as a string).
+    #[serde(default)]
+    n: Option<String>,
 }
 
 impl Flash {
+    pub fn error(text: impl Into<String>) -> Self {
+        Flash { error: Some(text.into()), ..Flash::default() }
+    }
+
     fn render(&self) -> Markup {
+        let count = self.n.as_deref().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let notice = self.notice.as_deref().and_then(Notice::from_code).map(|n| n.text(count));
         html! {
             @if let Some(e) = &self.error { div.flash.error role="alert" { (e) } }
-            @if let Some(n) = &self.notice { div.flash.notice role="status" { (n) } }
+            @if let Some(n) = notice { div.flash.notice role="status" { (n) } }
         }
+    }
+}
+
+/// The outcomes a form post reports after its redirect.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    AppCreated,
+    EndpointCreated,
+    EndpointDisabled,
+    EndpointEnabled,
+    SettingsSaved,
+    PolicySaved,
+    HeadersSaved,
+    SecretRotated,
+    /// `n` failed messages are being sent again.
+    ReplayStarted,
+    /// Sent again to `n` endpoints.
+    Resent,
+    /// The content of `n` messages was erased (by tag).
+    Erased,
+}
+
+impl Notice {
+    const ALL: [Notice; 11] = [
+        Notice::AppCreated,
+        Notice::EndpointCreated,
+        Notice::EndpointDisabled,
+        Notice::EndpointEnabled,
+        Notice::SettingsSaved,
+        Notice::PolicySaved,
+        Notice::HeadersSaved,
+        Notice::SecretRotated,
+        Notice::ReplayStarted,
+        Notice::Resent,
+        Notice::Erased,
+    ];
+
+    fn code(self) -> &'static str {
+        match self {
+            Notice::AppCreated => "app-created",
+            Notice::EndpointCreated => "endpoint-created",
+            Notice::EndpointDisabled => "endpoint-disabled",
+            Notice::EndpointEnabled => "endpoint-enabled",
+            Notice::SettingsSaved => "settings-saved",
+            Notice::PolicySaved => "policy-saved",
+            Notice::HeadersSaved => "headers-saved",
+            Notice::SecretRotated => "secret-rotated",
+            Notice::ReplayStarted => "replay-started",
+            Notice::Resent => "resent",
+            Notice::Erased => "erased",
+        }
+    }
+
+    fn from_code(code: &str) -> Option<Notice> {
+        Notice::ALL.into_iter().find(|n| n.code() == code)
+    }
+
+    pub fn text(self, n: u64) -> String {
+        match self {
+            Notice::AppCreated => "Application created.".into(),
+            Notice::EndpointCreated => "Endpoint created.".into(),
+            Notice::EndpointDisabled => "Endpoint disabled: nothing more will be sent to it.".into(),
+            Notice::EndpointEnabled => "Endpoint enabled.".into(),
+            Notice::SettingsSaved => "Settings saved.".into(),
+            Notice::PolicySaved => "Retry policy saved.".into(),
+            Notice::HeadersSaved => "Headers saved.".into(),
+            Notice::SecretRotated => "Secret rotated; the previous one keeps signing for 24 hours.".into(),
+            Notice::ReplayStarted => format!("{n} failed messages are being sent again."),
+            Notice::Resent => format!("Sent again to {n} {}.", if n == 1 { "endpoint" } else { "endpoints" }),
+            Notice::Erased => format!(
+                "Erased the content of {n} {} (payloads and response bodies); Background tasks has the details.",
+                if n == 1 { "message" } else { "messages" }
+            ),
+        }
+    }
+}
+
+/// Answer a post. Success: back to `to` with the notice's code (and count)
+/// in the query. Failure: the error on a page of its own, with a link back,
+/// so nothing the user typed ever travels in a `Location` header. The page
+/// script gets both as plain text.
+pub fn done(post: &Post, to: &str, outcome: Result<(Notice, u64), String>) -> Response {
+    match (post.is_async, outcome) {
+        (true, Ok((notice, n))) => notice.text(n).into_response(),
+        (true, Err(error)) => (StatusCode::CONFLICT, error).into_response(),
+        (false, Ok((notice, n))) => {
+            let sep = if to.contains('?') { '&' } else { '?' };
+            let counted = if n > 0 { format!("&n={n}") } else { String::new() };
+            redirect(&format!("{to}{sep}notice={}{counted}", notice.code()))
+        }
+        (false, Err(error)) => {
+            let body = html! {
+                h1 { "That did not work" }
+                p { a.button.secondary href=(to) { "Back" } }
+            };
+            let page = page("Not done", Some(&post.session), &[], &Flash::error(error), body);
+            (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
+        }
+    }
+}
+
+/// A 303 to a path of ours; never a panic, whatever the path holds (a path
+/// that is not a valid header value goes to the applications page).
+pub fn redirect(to: &str) -> Response {
+    match axum::http::HeaderValue::try_from(to) {
+        Ok(_) => Redirect::to(to).into_response(),
+        Err(_) => Redirect::to("/apps").into_response(),
     }
 }
 
@@ -205,9 +325,21 @@ mod tests {
 
     #[test]
     fn user_text_is_escaped() {
-        let flash = Flash { error: Some("<script>alert(1)</script>".into()), notice: None };
+        let flash = Flash::error("<script>alert(1)</script>");
         let html = flash.render().into_string();
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn notices_come_from_a_fixed_set() {
+        let from_query = |q: &str| serde_urlencoded::from_str::<Flash>(q).unwrap().render().into_string();
+        assert!(from_query("notice=headers-saved").contains("Headers saved."));
+        assert!(from_query("notice=replay-started&n=3").contains("3 failed messages are being sent again."));
+        let forged = from_query("notice=Your+account+is+locked&error=call+%2B1-555");
+        assert!(!forged.contains("locked") && !forged.contains("555"), "{forged}");
+        for n in Notice::ALL {
+            assert_eq!(Notice::from_code(n.code()), Some(n));
+        }
     }
 }

@@ -8,8 +8,10 @@ use serde::Deserialize;
 
 use super::Dash;
 use super::apps::{app_crumbs, load};
-use super::layout::{Crumb, Flash, PageError, code, empty, opt_time, page, pretty_json, status_badge, time};
-use super::session::{Post, Session, done};
+use super::layout::{
+    Crumb, Flash, Notice, PageError, code, done, empty, opt_time, page, pretty_json, status_badge, time,
+};
+use super::session::{Post, Session};
 use crate::domain::model::{App, DeliveryStatus, Endpoint, Trigger};
 use crate::domain::time::Timestamp;
 use crate::store::{AttemptFilter, Cursor, DeliveryFilter, MessageFilter, Order, PageRequest};
@@ -336,7 +338,7 @@ pub async fn show(
                 input type="hidden" name="_csrf" value=(csrf);
                 p.small.muted { "Send this message again now, as a manual attempt (the retry schedule is not affected)." }
                 @for ep in endpoints.iter().filter(|e| !e.disabled) {
-                    label style="color:inherit" { input type="checkbox" name="endpoint" value=(ep.id) checked; " " (ep.url) }
+                    label.plain { input type="checkbox" name="endpoint" value=(ep.id) checked; " " (ep.url) }
                 }
                 p { button type="submit" { "Replay to selected endpoints" } }
             }
@@ -379,6 +381,5 @@ pub async fn act(
         }
         sent += 1;
     }
-    let noun = if sent == 1 { "endpoint" } else { "endpoints" };
-    done(&post, &back, Ok(format!("Sent again to {sent} {noun}.")))
+    done(&post, &back, Ok((Notice::Resent, sent)))
 }

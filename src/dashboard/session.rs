@@ -55,14 +55,20 @@ impl Session {
     }
 }
 
-/// The `Set-Cookie` value that makes `token` the browser's session.
-pub fn session_cookie(token: &str) -> String {
-    format!("{COOKIE_NAME}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_TTL.as_secs())
+/// The `Set-Cookie` value that makes `token` the browser's session;
+/// `Secure` when the server is reached over https.
+pub fn session_cookie(token: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{COOKIE_NAME}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        SESSION_TTL.as_secs()
+    )
 }
 
 /// The `Set-Cookie` value that ends the browser's session.
-pub fn cleared_cookie() -> String {
-    format!("{COOKIE_NAME}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+pub fn cleared_cookie(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE_NAME}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}")
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
@@ -143,22 +149,6 @@ impl FromRequest<Dash> for Post {
         }
         Ok(post)
     }
-}
-
-/// Answer a post: back to `to` with the outcome as a flash message, or, for
-/// the page script, the outcome as text.
-pub fn done(post: &Post, to: &str, outcome: Result<String, String>) -> Response {
-    match (post.is_async, outcome) {
-        (true, Ok(notice)) => notice.into_response(),
-        (true, Err(error)) => (StatusCode::CONFLICT, error).into_response(),
-        (false, Ok(notice)) => Redirect::to(&with_flash(to, "notice", &notice)).into_response(),
-        (false, Err(error)) => Redirect::to(&with_flash(to, "error", &error)).into_response(),
-    }
-}
-
-fn with_flash(to: &str, kind: &str, text: &str) -> String {
-    let sep = if to.contains('?') { '&' } else { '?' };
-    format!("{to}{sep}{kind}={}", encode(text))
 }
 
 #[cfg(test)]

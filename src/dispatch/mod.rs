@@ -12,6 +12,7 @@
 //! the [`sender`], and is recorded through `Store::record_attempt`, which
 //! also advances the delivery's state.
 
+mod interrupt;
 pub mod lanes;
 mod scheduler;
 pub mod sender;
@@ -101,6 +102,8 @@ struct Inner {
     /// recomputing, so no hint is dropped in between.
     planned_wake: AtomicI64,
     shutdown: watch::Sender<bool>,
+    /// Set when the shutdown grace period ends with attempts still running.
+    interrupt: watch::Sender<bool>,
     workers: TaskTracker,
     events: Emitter,
 }
@@ -122,6 +125,7 @@ impl Dispatcher {
             wake: Notify::new(),
             planned_wake: AtomicI64::new(i64::MAX),
             shutdown: watch::Sender::new(false),
+            interrupt: watch::Sender::new(false),
             workers: TaskTracker::new(),
             events,
         });
@@ -171,6 +175,11 @@ impl Dispatcher {
         }
     }
 
+    /// Which addresses webhooks may go to.
+    pub fn targets(&self) -> &TargetPolicy {
+        &self.inner.cfg.targets
+    }
+
     /// Attempts in flight and queued in memory.
     pub fn load(&self) -> (usize, usize) {
         let lanes = self.inner.lock_lanes();
@@ -178,7 +187,8 @@ impl Dispatcher {
     }
 
     /// Stop: no new claims, queued work handed back to the store, in-flight
-    /// attempts given up to `grace` to finish (their leases cover the rest).
+    /// attempts given up to `grace` to finish; those still running then are
+    /// cut off and recorded as interrupted.
     pub async fn shutdown(&self, grace: Duration) {
         let _ = self.inner.shutdown.send(true);
         let queued: Vec<QueuedAttempt> = self.inner.lock_lanes().close();
@@ -186,7 +196,15 @@ impl Dispatcher {
         self.inner.workers.close();
         let finished = tokio::time::timeout(grace, self.inner.workers.wait()).await.is_ok();
         if !finished {
-            tracing::warn!("in-flight attempts still running at shutdown");
+            let (in_flight, _) = self.load();
+            tracing::warn!(
+                in_flight,
+                "attempts still running at the end of the grace period: interrupting them"
+            );
+            self.inner.interrupt.send_replace(true);
+            if tokio::time::timeout(interrupt::RECORD_WAIT, self.inner.workers.wait()).await.is_err() {
+                tracing::error!("interrupted attempts could not all be recorded; their leases cover them");
+            }
         }
         if self.inner.store.shared() {
             // Whatever this node still holds goes to the other nodes now,
@@ -297,11 +315,9 @@ impl Inner {
         let trace = traces::context::outgoing(&span, task.message.trace.as_ref());
         let started = self.clock.now();
         self.lock_lanes().started(&task.endpoint.id, started.as_secs());
-        let sent = self
-            .sender
-            .send(&*self.clock, task, &policy, started, trace.as_ref())
-            .instrument(span.clone())
-            .await;
+        let sending =
+            self.sender.send(&*self.clock, task, &policy, started, trace.as_ref()).instrument(span.clone());
+        let sent = interrupt::unless_interrupted(sending, &self.interrupt).await;
         let finished_at = self.clock.now();
         let outcome = Outcome::classify(&policy, sent.status);
         let steering = Steering::from_response(

@@ -1,6 +1,12 @@
 //! Making one HTTP attempt: sign, POST, wait at most the policy's timeout,
 //! keep the first 64 KiB of the answer.
 //!
+//! The status line and headers decide the outcome: if they arrive within
+//! the timeout, their status is recorded, whatever the body does next. The
+//! body is then read, up to 64 KiB, in what is left of the timeout, and the
+//! rest dropped; a body that trickles, stalls or never ends costs neither
+//! the status nor more than the timeout.
+//!
 //! The client is hyper-util's pooled client over hyper-rustls, with the
 //! target policy in its DNS resolver. (reqwest, which wraps the same client,
 //! added URL re-parsing, header merging and retry/redirect layers that
@@ -46,14 +52,6 @@ pub struct Sent {
     pub directive: Option<String>,
 }
 
-/// An HTTP answer, however short.
-struct Answer {
-    status: u16,
-    body: String,
-    retry_after: Option<String>,
-    directive: Option<String>,
-}
-
 #[derive(Clone)]
 pub struct Sender {
     client: Client<Connector, Full<Bytes>>,
@@ -93,30 +91,47 @@ impl Sender {
     ) -> Sent {
         let timer = Instant::now();
         let deadline = clock.sleep_until(started.plus(policy.timeout));
-        let result = tokio::select! {
-            r = self.exchange(task, started, trace) => r,
-            _ = deadline => Err(attempt_stats::timeout_error(policy.timeout)),
+        tokio::pin!(deadline);
+        let head = tokio::select! {
+            r = self.request(task, started, trace) => r,
+            _ = &mut deadline => Err(attempt_stats::timeout_error(policy.timeout)),
         };
-        let duration_ms = timer.elapsed().as_millis() as i64;
-        match result {
-            Ok(a) => Sent {
-                status: Some(a.status),
-                body: a.body,
-                error: None,
-                duration_ms,
-                retry_after: a.retry_after,
-                directive: a.directive,
-            },
-            Err(error) => Sent { error: Some(error), duration_ms, ..Sent::default() },
+        let resp = match head {
+            Ok(resp) => resp,
+            Err(error) => {
+                return Sent {
+                    error: Some(error),
+                    duration_ms: timer.elapsed().as_millis() as i64,
+                    ..Sent::default()
+                };
+            }
+        };
+        let status = resp.status().as_u16();
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (retry_after, directive) = (header("retry-after"), header("webhook-delivery"));
+        let mut body = Vec::new();
+        tokio::select! {
+            _ = read_body(resp.into_body(), &mut body) => {}
+            // The status stands; the body is what arrived in time.
+            _ = &mut deadline => {}
+        }
+        Sent {
+            status: Some(status),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            error: None,
+            duration_ms: timer.elapsed().as_millis() as i64,
+            retry_after,
+            directive,
         }
     }
 
-    async fn exchange(
+    /// Send the request; resolves with the status line and headers.
+    async fn request(
         &self,
         task: &DeliveryTask,
         started: Timestamp,
         trace: Option<&TraceContext>,
-    ) -> Result<Answer, String> {
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
         let ep = &task.endpoint;
         let msg = &task.message;
         let Some(payload) = msg.payload.clone() else {
@@ -158,22 +173,21 @@ impl Sender {
             insert_trace_headers(headers, t);
         }
 
-        let resp = self.client.request(req).await.map_err(|e| describe(&e))?;
-        let status = resp.status().as_u16();
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let (retry_after, directive) = (header("retry-after"), header("webhook-delivery"));
-        let mut stream = resp.into_body();
-        let mut body = Vec::new();
-        // A broken body after the status line still leaves us an answer.
-        while let Some(Ok(frame)) = stream.frame().await {
-            let Some(chunk) = frame.data_ref() else { continue };
-            let room = RESPONSE_LIMIT - body.len();
-            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if body.len() >= RESPONSE_LIMIT {
-                break;
-            }
+        self.client.request(req).await.map_err(|e| describe(&e))
+    }
+}
+
+/// Read the body into `body` up to [`RESPONSE_LIMIT`]; the rest is never
+/// read (dropping the stream closes the connection). A broken body after
+/// the status line still leaves us an answer.
+async fn read_body(mut stream: hyper::body::Incoming, body: &mut Vec<u8>) {
+    while let Some(Ok(frame)) = stream.frame().await {
+        let Some(chunk) = frame.data_ref() else { continue };
+        let room = RESPONSE_LIMIT - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= RESPONSE_LIMIT {
+            break;
         }
-        Ok(Answer { status, body: String::from_utf8_lossy(&body).into_owned(), retry_after, directive })
     }
 }
 

@@ -14,8 +14,11 @@ pub mod flow;
 pub mod health;
 pub mod id;
 pub mod model;
+pub mod number;
 pub mod openapi_import;
 pub mod ordering;
+#[cfg(test)]
+mod properties;
 pub mod retry;
 pub mod signing;
 pub mod steering;

@@ -19,7 +19,42 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     }
 }
 pub type Headers = BTreeMap<String, String>;
+
+/// Custom headers whose values are credentials, by name: `Authorization`,
+/// `Proxy-Authorization`, `Cookie`, and any name containing `secret`,
+/// `token`, `api-key`, `apikey`, `password` or `signature` (any case). Their
+/// values are never shown by the API and are encrypted at rest with the
+/// main key, like signing secrets.
+pub fn is_sensitive_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(n.as_str(), "authorization" | "proxy-authorization" | "cookie")
+        || ["secret", "token", "api-key", "apikey", "password", "signature"].iter().any(|w| n.contains(w))
+}
 pub type NameSet = BTreeSet<String>;
+
+/// A set of names as the API takes it: a JSON array whose items are all
+/// different (a repeated item is an error, so the count a client sent is
+/// the count checked against the limits), or `null`.
+pub fn unique_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<NameSet>, D::Error> {
+    let Some(items) = <Option<Vec<String>> as serde::Deserialize>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let mut set = NameSet::new();
+    for item in items {
+        if set.contains(&item) {
+            return Err(serde::de::Error::custom(format!("'{item}' is repeated")));
+        }
+        set.insert(item);
+    }
+    Ok(Some(set))
+}
+
+/// [`unique_names`] for PATCH fields: absent is `None`, `null` `Some(None)`.
+pub fn patch_unique_names<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<NameSet>>, D::Error> {
+    unique_names(d).map(Some)
+}
 
 /// A tenant: one of our user's customers.
 #[derive(Clone, Debug, PartialEq)]

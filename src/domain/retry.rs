@@ -143,11 +143,12 @@ pub fn format_delays(delays: &[Duration]) -> String {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicyJson {
     /// Seconds to wait after each failed attempt.
+    #[serde(deserialize_with = "super::number::whole_list")]
     pub schedule: Vec<u64>,
     #[serde(default)]
     pub success: SuccessRule,
     /// Seconds one attempt may take.
-    #[serde(default = "default_timeout_secs")]
+    #[serde(default = "default_timeout_secs", deserialize_with = "super::number::whole")]
     pub timeout: u64,
 }
 

@@ -49,7 +49,7 @@ pub fn endpoint_url(value: &str) -> Result<(), String> {
 }
 
 /// Headers Hookline sets itself and an endpoint may not override.
-const RESERVED_HEADERS: &[&str] = &[
+pub const RESERVED_HEADERS: &[&str] = &[
     "content-type",
     "content-length",
     "host",
@@ -64,7 +64,22 @@ const RESERVED_HEADERS: &[&str] = &[
     "svix-signature",
 ];
 
+/// Custom headers go out with every delivery: at most this many per endpoint…
+pub const MAX_HEADERS: usize = 50;
+/// …and this many bytes of names and values together.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 pub fn custom_headers(headers: &Headers) -> Result<(), String> {
+    if headers.len() > MAX_HEADERS {
+        return Err(format!("at most {MAX_HEADERS} custom headers per endpoint ({} given)", headers.len()));
+    }
+    let bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Err(format!(
+            "custom headers may total at most {} KiB of names and values ({bytes} bytes given)",
+            MAX_HEADER_BYTES / 1024
+        ));
+    }
     for (k, v) in headers {
         if http_header_name(k).is_err() {
             return Err(format!("'{k}' is not a valid header name"));
@@ -72,7 +87,7 @@ pub fn custom_headers(headers: &Headers) -> Result<(), String> {
         if RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
             return Err(format!("'{k}' is set by Hookline and cannot be overridden"));
         }
-        if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        if v.bytes().any(|b| (b.is_ascii_control() && b != b'\t') || b == 0x7f) {
             return Err(format!("the value of '{k}' contains a control character"));
         }
     }
@@ -121,6 +136,21 @@ mod tests {
         let mut bad_name = Headers::new();
         bad_name.insert("bad name".into(), "v".into());
         assert!(custom_headers(&bad_name).is_err());
+    }
+
+    #[test]
+    fn header_limits() {
+        let many: Headers = (0..=MAX_HEADERS).map(|i| (format!("X-H{i}"), "v".into())).collect();
+        let err = custom_headers(&many).unwrap_err();
+        assert!(err.contains("at most 50"), "{err}");
+        let fifty: Headers = many.into_iter().take(MAX_HEADERS).collect();
+        assert!(custom_headers(&fifty).is_ok());
+        let mut big = Headers::new();
+        big.insert("X-Big".into(), "a".repeat(MAX_HEADER_BYTES));
+        let err = custom_headers(&big).unwrap_err();
+        assert!(err.contains("16 KiB"), "{err}");
+        big.insert("X-Big".into(), "a".repeat(MAX_HEADER_BYTES - "X-Big".len()));
+        assert!(custom_headers(&big).is_ok());
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl Server {
 
         let app = NormalizePathLayer::trim_trailing_slash().layer(
             api::router(Arc::clone(&service), cfg.max_payload_bytes, cfg.public_url.clone())
-                .merge(dashboard::router(Arc::clone(&service)))
+                .merge(dashboard::router(Arc::clone(&service), cfg.public_url.as_deref()))
                 .layer(axum::middleware::from_fn(traces::spans::http_request)),
         );
         let listener = tokio::net::TcpListener::bind(cfg.listen)

@@ -21,10 +21,10 @@ pub(super) async fn open_store(cfg: &ServerConfig) -> anyhow::Result<(SharedStor
     if let Some(db) = &cfg.database {
         let store =
             PgStore::connect_with(&db.url, db.pool).await.context("cannot open the PostgreSQL store")?;
-        return Ok((Arc::new(store), None));
+        return Ok((Arc::new(store.with_keys(Arc::clone(&cfg.keys))), None));
     }
     let lock = lock_data_dir(cfg)?;
-    let store: SharedStore = Arc::new(SqliteStore::open(&cfg.data_dir)?);
+    let store: SharedStore = Arc::new(SqliteStore::open_with_keys(&cfg.data_dir, Arc::clone(&cfg.keys))?);
     let released = store.release_all(None).await?;
     if released > 0 {
         tracing::info!(released, "resuming deliveries that were in flight at the last stop");
@@ -65,7 +65,11 @@ fn lock_data_dir(cfg: &ServerConfig) -> anyhow::Result<File> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let path = cfg.data_dir.join("serve.lock");
-    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(true).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&path).with_context(|| format!("cannot create {}", path.display()))?;
     file.try_lock().map_err(|_| {
         anyhow::anyhow!("another hookline is already serving from {}", cfg.data_dir.display())
     })?;

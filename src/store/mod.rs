@@ -31,6 +31,7 @@
 
 pub mod listing;
 pub mod postgres;
+pub mod sealing;
 pub mod sqlite;
 mod types;
 

@@ -495,3 +495,64 @@ crate::common::on_postgres!(
     bad_input_gets_svix_shaped_4xx,
     endpoint_filters_name_existing_event_types_only
 );
+
+/// Custom headers are bounded: 50 per endpoint and 16 KiB in all, on
+/// create, replace and merge alike, with the limit in the error.
+#[tokio::test]
+async fn custom_headers_have_limits() {
+    let t = TestServer::start().await;
+    let (app, ep) = t.app_with_endpoint("https://example.com/hook", json!({})).await;
+    let many: serde_json::Map<String, Value> = (0..51).map(|i| (format!("X-H{i}"), json!("v"))).collect();
+    let (status, body) = t
+        .post(
+            &format!("/api/v1/app/{app}/endpoint"),
+            json!({"url": "https://example.com/b", "headers": many}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["detail"][0]["msg"].as_str().unwrap().contains("at most 50"), "{body}");
+    let big = json!({"headers": {"X-Big": "a".repeat(17 * 1024)}});
+    let (status, body) =
+        t.call(reqwest::Method::PUT, &format!("/api/v1/app/{app}/endpoint/{ep}/headers"), Some(big)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["detail"][0]["msg"].as_str().unwrap().contains("16 KiB"), "{body}");
+    let half = |name: &str| json!({"headers": {name: "a".repeat(9 * 1024)}});
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}/headers");
+    assert_eq!(t.call(reqwest::Method::PATCH, &path, Some(half("X-One"))).await.0, 204);
+    let (status, body) = t.call(reqwest::Method::PATCH, &path, Some(half("X-Two"))).await;
+    assert_eq!(status, 422, "the merged headers are over the limit: {body}");
+}
+
+/// Deleting an event type archives it: it reads as gone unless archived
+/// ones are asked for, and deleting it again finds nothing.
+#[tokio::test]
+async fn archived_event_types_read_as_deleted() {
+    let t = TestServer::start().await;
+    let (status, _) = t.post("/api/v1/event-type", json!({"name": "invoice.void", "description": "x"})).await;
+    assert_eq!(status, 201);
+    assert_eq!(t.call(reqwest::Method::DELETE, "/api/v1/event-type/invoice.void", None).await.0, 204);
+    assert_eq!(t.call(reqwest::Method::GET, "/api/v1/event-type/invoice.void", None).await.0, 404);
+    let (status, et) =
+        t.call(reqwest::Method::GET, "/api/v1/event-type/invoice.void?include_archived=true", None).await;
+    assert_eq!((status.as_u16(), et["archived"].clone()), (200, json!(true)));
+    assert_eq!(t.call(reqwest::Method::DELETE, "/api/v1/event-type/invoice.void", None).await.0, 404);
+    let (status, _) = t
+        .call(reqwest::Method::PUT, "/api/v1/event-type/invoice.void", Some(json!({"description": "back"})))
+        .await;
+    assert_eq!(status, 200, "PUT brings it back");
+    assert_eq!(t.call(reqwest::Method::GET, "/api/v1/event-type/invoice.void", None).await.0, 200);
+}
+
+/// A message that would create its application names it by a valid uid:
+/// a path that is not one creates nothing.
+#[tokio::test]
+async fn a_message_cannot_create_an_application_with_an_invalid_uid() {
+    let t = TestServer::start().await;
+    let body = json!({"eventType": "a", "payload": {}, "application": {"name": "x"}});
+    let (status, _) = t.post("/api/v1/app/%C2%AAt%C3%90/msg", body.clone()).await;
+    assert_eq!(status, 404);
+    assert_eq!(t.get("/api/v1/app").await["data"], json!([]));
+    let (status, _) = t.post("/api/v1/app/tenant-9/msg", body).await;
+    assert_eq!(status, 202);
+    assert_eq!(t.get("/api/v1/app/tenant-9").await["uid"], "tenant-9");
+}

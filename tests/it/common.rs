@@ -87,6 +87,11 @@ impl TestServer {
     }
 
     async fn start_configured(clock: Option<ManualClock>, targets: TargetPolicy) -> Self {
+        Self::configured(clock, move |cfg| cfg.dispatch.targets = targets).await
+    }
+
+    /// A server (private targets allowed) with settings changed by `change`.
+    pub async fn configured(clock: Option<ManualClock>, change: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = ServerConfig::new(dir.path());
         let database_url = match ON_POSTGRES.get() {
@@ -98,9 +103,10 @@ impl TestServer {
         }
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.admin_token = Some(TOKEN.into());
-        cfg.dispatch.targets = targets;
+        cfg.dispatch.targets = TargetPolicy { allow_private: true, allowed: vec![] };
         // Exact schedule offsets are asserted; jitter has its own tests.
         cfg.dispatch.jitter = 0.0;
+        change(&mut cfg);
         let shared: SharedClock = match &clock {
             Some(c) => Arc::new(c.clone()),
             None => Arc::new(SystemClock),
@@ -415,4 +421,27 @@ pub fn secs_since(t0: &str, t: &str) -> i64 {
     let ms = parse(t) - parse(t0);
     assert_eq!(ms % 1000, 0, "{t} is not a whole number of seconds after {t0}");
     ms / 1000
+}
+
+/// Poll every future to completion, concurrently (no extra dependency).
+pub async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in set.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(|v| v.unwrap()).collect()
 }

@@ -352,6 +352,9 @@ async fn charts_show_the_attempts_the_api_lists() {
         // Every attempt of the minute is recorded before the clock moves on
         // (a moving clock would time out one still in flight).
         let mut this_minute: Vec<String> = Vec::new();
+        // Seconds the clock moved within the minute: the minute still ends
+        // 60 s after it began, so each minute's attempts share one bucket.
+        let mut spent = 0;
         for n in 0..1 + minute % 3 {
             if congested {
                 // (Once what is in flight is recorded: a moving clock would
@@ -360,6 +363,7 @@ async fn charts_show_the_attempts_the_api_lists() {
                     t.wait_attempts(&app, msg, 1).await;
                 }
                 t.clock().advance(Duration::from_secs(1));
+                spent += 1;
             }
             let reply = match (minute * 3 + n) % 13 {
                 _ if minute == 23 && n == 0 => Reply::Hang,
@@ -375,6 +379,7 @@ async fn charts_show_the_attempts_the_api_lists() {
             rx.wait_for(received).await;
             if hang {
                 t.clock().advance(Duration::from_secs(2)); // past the 1 s timeout
+                spent += 2;
             }
             sent.push(msg.clone());
             this_minute.push(msg);
@@ -394,7 +399,7 @@ async fn charts_show_the_attempts_the_api_lists() {
         for msg in &this_minute {
             t.wait_attempts(&app, msg, 1).await;
         }
-        t.clock().advance(Duration::from_secs(60));
+        t.clock().advance(Duration::from_secs(60 - spent));
     }
 
     // What the API says about the endpoint's attempts.
@@ -453,4 +458,106 @@ async fn charts_show_the_attempts_the_api_lists() {
     assert!(text.contains(&format!("{rate:.1} % of {} attempts", listed.len())), "{text}");
     assert!(text.contains("80.0 % of 15 attempts"), "the audit endpoint: 3 of 15 failed: {text}");
     b.screenshot_of("chart-app", ".multiples").await;
+}
+
+/// Sign-in follows only same-origin paths: every disguised off-site or
+/// malformed `next` goes to the default page, never a 5xx.
+#[tokio::test]
+async fn sign_in_never_redirects_off_site() {
+    let t = TestServer::start().await;
+    let (_, app) = t.post("/api/v1/app", json!({"name": "Acme"})).await;
+    let app = app["id"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let base = t.server.url();
+    let sign_in = |next: String| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let resp = http
+                .post(format!("{base}/login"))
+                .form(&[("token", TOKEN), ("next", &next)])
+                .send()
+                .await
+                .unwrap();
+            let location = resp.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+            (resp.status().as_u16(), location)
+        }
+    };
+    for next in [
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\r/evil.example",
+        "/\u{b}/evil.example",
+        "/\0/evil.example",
+        "/\u{1b}/evil.example",
+        "/\u{7f}/evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example",
+        "/%09/evil.example",
+        "/%2F/evil.example",
+        "/ /evil.example",
+        "evil.example",
+        "",
+    ] {
+        assert_eq!(sign_in(next.to_owned()).await, (303, Some("/apps".to_owned())), "next = {next:?}");
+    }
+    let own = format!("/apps/{app}");
+    assert_eq!(sign_in(own.clone()).await, (303, Some(own)));
+}
+
+/// Every dashboard answer carries the browser protections; the session
+/// cookie is `Secure` when the public URL is https.
+#[tokio::test]
+async fn pages_send_security_headers_and_secure_cookies_over_https() {
+    let t =
+        TestServer::configured(None, |cfg| cfg.public_url = Some("https://hooks.example.com".into())).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let base = t.server.url();
+    for path in ["/login", "/apps", "/assets/app.js"] {
+        let resp = http.get(format!("{base}{path}")).send().await.unwrap();
+        let h = resp.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "same-origin", "{path}");
+    }
+    let login = http.post(format!("{base}/login")).form(&[("token", TOKEN)]).send().await.unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    // The pages have no inline script or style for the policy to block.
+    let d = Dashboard::sign_in(&t).await;
+    let html = d.page("/apps").await;
+    assert!(!html.contains("style=\"") && !html.contains("<script>"), "{html}");
+}
+
+/// Flash messages come from a fixed set of codes, and form errors are shown
+/// in place: neither a link nor a bad input can put text of its choosing on
+/// a page or in a `Location` header.
+#[tokio::test]
+async fn flash_messages_are_codes_and_errors_stay_out_of_locations() {
+    let t = TestServer::start().await;
+    let (app, _) = t.app_with_endpoint("https://example.com/hook", json!({})).await;
+    let d = Dashboard::sign_in(&t).await;
+    let forged = d.page(&format!("/apps/{app}?notice=Your+account+is+locked&error=Call+555-0100")).await;
+    assert!(!forged.contains("locked") && !forged.contains("555-0100"), "{forged}");
+
+    let evil = "javascript:alert(document.cookie)//<script>";
+    let page = format!("/apps/{app}");
+    let html = d.page(&page).await;
+    let csrf = html.split("name=\"_csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let resp = d
+        .http
+        .post(format!("{}{page}/endpoints", d.base))
+        .header("cookie", &d.cookie)
+        .header("origin", &d.base)
+        .form(&[("_csrf", csrf.as_str()), ("url", evil)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    assert!(resp.headers().get("location").is_none());
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("URL") && !body.contains("<script>"), "{body}");
 }

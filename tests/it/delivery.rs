@@ -295,22 +295,71 @@ async fn private_targets_are_refused_by_default() {
     let t = TestServer::start_strict().await;
     let rx = Receiver::start(Reply::Status(200, "")).await;
     let once = json!({"retryPolicy": {"schedule": []}});
-    let (app, _) = t.app_with_endpoint(&rx.url, once.clone()).await;
+    // A name is checked after resolution, when connecting…
     let localhost = rx.url.replace("127.0.0.1", "localhost");
-    let (status, _) = t
-        .post(
-            &format!("/api/v1/app/{app}/endpoint"),
-            json!({"url": localhost, "retryPolicy": {"schedule": []}}),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let (app, ep) = t.app_with_endpoint(&localhost, once.clone()).await;
+    // …an IP literal in a blocked range is refused at once, in every form.
+    let port = rx.url.split(':').nth(2).unwrap().split('/').next().unwrap().to_owned();
+    for host in ["127.0.0.1", "[::127.0.0.1]", "[::ffff:127.0.0.1]", "2130706433", "[64:ff9b::7f00:1]"] {
+        let url = format!("http://{host}:{port}/hook");
+        let (status, body) = t.post(&format!("/api/v1/app/{app}/endpoint"), json!({"url": url})).await;
+        assert_eq!(status, 422, "{url}: {body}");
+        assert_eq!(body["detail"][0]["loc"], json!(["body", "url"]), "{body}");
+        assert!(body["detail"][0]["msg"].as_str().unwrap().contains("--allow-private-targets"), "{body}");
+        let (status, _) = t
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/app/{app}/endpoint/{ep}"),
+                Some(json!({"url": url})),
+            )
+            .await;
+        assert_eq!(status, 422, "PATCH to {url}");
+    }
     let msg = t.send(&app, json!({})).await;
-    let attempts = t.wait_attempts(&app, &msg, 2).await;
+    let attempts = t.wait_attempts(&app, &msg, 1).await;
     for a in &attempts {
         assert_eq!(a["responseStatusCode"], 0);
         assert!(a["error"].as_str().unwrap().contains("refused to connect"), "{a}");
     }
     assert_eq!(rx.count(), 0);
+}
+
+/// An attempt still running when the shutdown grace period ends is cut off
+/// and recorded (no response, "interrupted by shutdown"), so the attempt
+/// log shows the request the receiver got.
+#[tokio::test]
+async fn shutdown_records_the_attempts_it_interrupts() {
+    let t = TestServer::configured(Some(hookline::clock::ManualClock::starting_now()), |cfg| {
+        cfg.shutdown_grace = Duration::from_millis(300)
+    })
+    .await;
+    let rx = Receiver::start(Reply::Hang).await;
+    let (app, ep) = t.app_with_endpoint(&rx.url, json!({})).await;
+    let msg = t.send(&app, json!({})).await;
+    rx.wait_for(1).await;
+    let store = t.server.service.store.clone();
+    t.server.shutdown().await;
+    let attempts = store
+        .list_attempts(
+            &app,
+            &hookline::store::AttemptFilter { msg_id: Some(msg.clone()), ..Default::default() },
+            &hookline::store::PageRequest::first(10, hookline::store::Order::Descending),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!((attempts[0].status_code, attempts[0].endpoint_id.as_str()), (0, ep.as_str()));
+    assert!(
+        attempts[0].error.as_deref().unwrap_or_default().contains("interrupted by shutdown"),
+        "{attempts:?}"
+    );
+    let delivery = store.get_delivery(&msg, &ep).await.unwrap().unwrap();
+    assert_eq!(
+        delivery.status,
+        hookline::domain::model::DeliveryStatus::Pending,
+        "retried after the restart"
+    );
 }
 
 // The same checks with the server on PostgreSQL (both stores must answer
@@ -324,5 +373,6 @@ crate::common::on_postgres!(
     deleting_an_endpoint_stops_scheduled_retries,
     resend_delivers_again_as_a_manual_attempt,
     delayed_messages_wait_for_deliver_at,
-    private_targets_are_refused_by_default
+    private_targets_are_refused_by_default,
+    shutdown_records_the_attempts_it_interrupts
 );

@@ -97,7 +97,7 @@ async fn import_copies_a_svix_compatible_server_idempotently() {
     );
     let et = dst.get("/api/v1/event-type/invoice.paid").await;
     assert_eq!((et["description"].clone(), et["schemas"].clone()), (json!("Paid"), schema));
-    assert_eq!(dst.get("/api/v1/event-type/user.gone").await["archived"], true);
+    assert_eq!(dst.get("/api/v1/event-type/user.gone?include_archived=true").await["archived"], true);
     let ep = dst.get("/api/v1/app/acme/endpoint/billing").await;
     for field in [
         "url",

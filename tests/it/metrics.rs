@@ -89,3 +89,23 @@ fn the_parser_rejects_broken_expositions() {
     assert!(std::panic::catch_unwind(|| parse("# TYPE m bogus")).is_err());
     assert_eq!(parse("# HELP m x\n# TYPE m counter\nm{a=\"b\"} 2")["m{a=\"b\"}"], 2.0);
 }
+
+/// The load gauges are read when scraped, from the scraped server: three
+/// attempts held by a silent receiver show at once, not seconds later.
+#[tokio::test]
+async fn load_gauges_are_exact_at_scrape_time() {
+    let t = TestServer::with_manual_clock().await;
+    let rx = Receiver::start(Reply::Hang).await;
+    let (app, _) = t.app_with_endpoint(&rx.url, json!({})).await;
+    let idle = scrape(&t).await;
+    assert_eq!(get(&idle, "hookline_dispatch_in_flight"), 0.0);
+    assert_eq!(get(&idle, "hookline_pending_deliveries"), 0.0);
+    for _ in 0..3 {
+        t.send(&app, json!({})).await;
+    }
+    rx.wait_for(3).await;
+    let busy = scrape(&t).await;
+    assert_eq!(get(&busy, "hookline_dispatch_in_flight"), 3.0);
+    assert_eq!(get(&busy, "hookline_dispatch_queued"), 0.0);
+    assert_eq!(get(&busy, "hookline_pending_deliveries"), 3.0);
+}

@@ -24,6 +24,7 @@ use super::{PgStore, flow, notify};
 use crate::domain::model::DeliveryStatus;
 use crate::domain::time::Timestamp;
 use crate::store::listing::{ENDPOINT_COLS, MESSAGE_COLS};
+use crate::store::sealing::Keyring;
 use crate::store::{
     AttemptEffects, AttemptRecord, DeliveryKey, DeliveryTask, DispatchStore, Lease, StoreEvent, StoreResult,
 };
@@ -57,8 +58,14 @@ impl DispatchStore for PgStore {
         max: usize,
         skip_endpoints: &[String],
     ) -> StoreResult<Vec<DeliveryTask>> {
-        let mut claim =
-            Claim { now, lease, tasks: Vec::new(), flows: flow::Flows::default(), dead: Vec::new() };
+        let mut claim = Claim {
+            now,
+            lease,
+            keys: &self.keys,
+            tasks: Vec::new(),
+            flows: flow::Flows::default(),
+            dead: Vec::new(),
+        };
         // Parked deliveries whose endpoint may send again: in a transaction
         // that holds those endpoints' flows.
         let mut tx = self.pool.begin().await?;
@@ -168,6 +175,8 @@ impl DispatchStore for PgStore {
 struct Claim<'l> {
     now: Timestamp,
     lease: &'l Lease,
+    /// Opens the endpoints' sealed secrets.
+    keys: &'l Keyring,
     tasks: Vec<DeliveryTask>,
     flows: flow::Flows,
     /// Claimed deliveries whose endpoint or message is gone.
@@ -181,7 +190,7 @@ impl Claim<'_> {
         let now = self.now;
         let endpoint =
             load(&mut *c, ENDPOINT_COLS, "endpoints e", "e", [&endpoint_id.to_owned()].into_iter(), |r| {
-                rows::endpoint(r, 0)
+                rows::endpoint(r, 0, self.keys)
             })
             .await?
             .remove(endpoint_id)
@@ -264,7 +273,7 @@ impl Claim<'_> {
             .await?;
         let endpoints =
             load(pool, ENDPOINT_COLS, "endpoints e", "e", keys.iter().map(|(_, k)| &k.endpoint_id), |r| {
-                rows::endpoint(r, 0)
+                rows::endpoint(r, 0, self.keys)
             })
             .await?;
         let ids: Vec<&str> = endpoints.keys().map(String::as_str).collect();

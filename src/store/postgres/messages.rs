@@ -14,6 +14,7 @@ use crate::store::listing::{
     APP_COLS, APP_NCOLS, ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_NCOLS, ENDPOINT_COLS, ENDPOINT_NCOLS, Listing,
     MESSAGE_COLS,
 };
+use crate::store::sealing::Keyring;
 use crate::store::{
     AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, DeliveryTask, Lease, MessageFilter,
     MessageStore, Page, PageRequest, StoreError, StoreResult,
@@ -29,7 +30,7 @@ impl MessageStore for PgStore {
     async fn create_message(&self, req: CreateMessage) -> StoreResult<CreatedMessage> {
         let mut last = StoreError::Backend("ingest did not run".into());
         for round in 1..=ROUNDS {
-            match try_create(&self.pool, &req, round == ROUNDS).await? {
+            match try_create(&self.pool, &self.keys, &req, round == ROUNDS).await? {
                 Round::Done(created) => return Ok(created),
                 Round::Raced(e) => last = e,
             }
@@ -70,7 +71,7 @@ impl MessageStore for PgStore {
     ) -> StoreResult<Page<(Delivery, Endpoint)>> {
         let listing = Listing::message_deliveries(app_id, msg_id);
         sql::page(&self.pool, &listing, page, |r| {
-            Ok((rows::delivery(r, 0)?, rows::endpoint(r, DELIVERY_NCOLS)?))
+            Ok((rows::delivery(r, 0)?, rows::endpoint_redacted(r, DELIVERY_NCOLS)?))
         })
         .await
     }
@@ -131,8 +132,13 @@ enum Round {
 
 /// One round: the same checks, in the same order, as SQLite's ingest
 /// (idempotency key, then eventId), the latter by the unique index.
-async fn try_create(pool: &PgPool, req: &CreateMessage, last_round: bool) -> StoreResult<Round> {
-    let (app, enabled) = app_with_endpoints(pool, &req.app_ref).await?;
+async fn try_create(
+    pool: &PgPool,
+    keys: &Keyring,
+    req: &CreateMessage,
+    last_round: bool,
+) -> StoreResult<Round> {
+    let (app, enabled) = app_with_endpoints(pool, keys, &req.app_ref).await?;
     let (app, create_app) = match app {
         Some(app) => (app, None),
         None => {
@@ -164,7 +170,7 @@ async fn try_create(pool: &PgPool, req: &CreateMessage, last_round: bool) -> Sto
     }
 
     let endpoints: Vec<(Arc<Endpoint>, bool)> = match &req.only_endpoint {
-        Some(id) => tenants::get_endpoint(pool, &message.app_id, id)
+        Some(id) => tenants::get_endpoint(pool, &message.app_id, id, keys)
             .await?
             .filter(|e| !e.disabled)
             .map(|e| (Arc::new(e), true))
@@ -244,6 +250,7 @@ impl From<StoreError> for Failed {
 /// one with NULL endpoint columns.
 async fn app_with_endpoints(
     pool: &PgPool,
+    keys: &Keyring,
     app_ref: &str,
 ) -> StoreResult<(Option<App>, Vec<(Endpoint, bool)>)> {
     let sql = format!(
@@ -259,7 +266,7 @@ async fn app_with_endpoints(
     let mut endpoints = Vec::with_capacity(found.len());
     for r in &found {
         if col::<Option<String>>(r, APP_NCOLS)?.is_some() {
-            endpoints.push((rows::endpoint(r, APP_NCOLS)?, col(r, APP_NCOLS + ENDPOINT_NCOLS)?));
+            endpoints.push((rows::endpoint(r, APP_NCOLS, keys)?, col(r, APP_NCOLS + ENDPOINT_NCOLS)?));
         }
     }
     Ok((Some(app), endpoints))

@@ -28,11 +28,14 @@ mod sql;
 mod tasks;
 mod tenants;
 
+use std::sync::Arc;
+
 use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
+use super::sealing::Keyring;
 use super::{StoreEvent, StoreResult};
 
 /// Connections per node unless told otherwise: enough for the dispatcher,
@@ -47,6 +50,8 @@ pub struct PgStore {
     listener: AbortHandle,
     /// Records attempts in batches; its task ends with the store.
     recorder: recorder::Recorder,
+    /// Seals and opens endpoint secrets (`store::sealing`).
+    keys: Arc<Keyring>,
 }
 
 impl PgStore {
@@ -63,8 +68,18 @@ impl PgStore {
         schema::migrate(&mut *pool.acquire().await?).await?;
         let (events, _) = broadcast::channel(notify::CAPACITY);
         let listener = notify::start(url, events.clone()).await?;
-        let recorder = recorder::Recorder::start(pool.clone());
-        Ok(PgStore { pool, events, listener, recorder })
+        let keys = Arc::new(Keyring::none());
+        let recorder = recorder::Recorder::start(pool.clone(), Arc::clone(&keys));
+        Ok(PgStore { pool, events, listener, recorder, keys })
+    }
+
+    /// Seal endpoint secrets with `keys` from now on (and open them).
+    pub fn with_keys(mut self, keys: Arc<Keyring>) -> PgStore {
+        // The recorder opens them too (a new head goes out from it): a new
+        // one takes over before anything was recorded.
+        self.recorder = recorder::Recorder::start(self.pool.clone(), Arc::clone(&keys));
+        self.keys = keys;
+        self
     }
 }
 

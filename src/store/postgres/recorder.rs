@@ -46,6 +46,7 @@ use crate::domain::model::{DeliveryStatus, Endpoint, Trigger};
 use crate::domain::ordering::{self, OnFailure};
 use crate::domain::time::Timestamp;
 use crate::store::listing::{ENDPOINT_COLS, MESSAGE_COLS};
+use crate::store::sealing::Keyring;
 use crate::store::{AttemptEffects, AttemptRecord, DeliveryTask, EndpointDisabled, StoreError, StoreResult};
 
 /// Records per transaction at most.
@@ -61,9 +62,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn start(pool: PgPool) -> Recorder {
+    /// `keys` open the secrets of the endpoints whose next message the
+    /// recording node is handed (a key's new head).
+    pub fn start(pool: PgPool, keys: Arc<Keyring>) -> Recorder {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, queue));
+        tokio::spawn(run(pool, queue, keys));
         Recorder { jobs }
     }
 
@@ -75,11 +78,11 @@ impl Recorder {
     }
 }
 
-async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<RecordRequest>) {
+async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<RecordRequest>, keys: Arc<Keyring>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (recs, replies): (Vec<_>, Vec<_>) = jobs.drain(..).unzip();
-        match record_batch(&pool, &recs).await {
+        match record_batch(&pool, &recs, &keys).await {
             Ok(effects) => {
                 for (reply, fx) in replies.into_iter().zip(effects) {
                     // A caller that stopped waiting has nobody to tell.
@@ -94,7 +97,7 @@ async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<RecordRequest>) {
             Err(e) => {
                 tracing::debug!(error = %e, records = recs.len(), "attempt batch failed, recording one by one");
                 for (rec, reply) in recs.iter().zip(replies) {
-                    let one = record_batch(&pool, std::slice::from_ref(rec)).await;
+                    let one = record_batch(&pool, std::slice::from_ref(rec), &keys).await;
                     let _ = reply.send(one.map(|mut fx| fx.remove(0)));
                 }
             }
@@ -104,7 +107,11 @@ async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<RecordRequest>) {
 
 /// Record `recs`, in this order, in one transaction; their effects in the
 /// same order. A batch of one is the plain per-record path.
-pub async fn record_batch(pool: &PgPool, recs: &[AttemptRecord]) -> StoreResult<Vec<AttemptEffects>> {
+pub async fn record_batch(
+    pool: &PgPool,
+    recs: &[AttemptRecord],
+    sealing: &Keyring,
+) -> StoreResult<Vec<AttemptEffects>> {
     let mut tx = pool.begin().await?;
 
     // 1. Endpoint health: read, plan, and when the plan changes rows, lock
@@ -211,7 +218,7 @@ pub async fn record_batch(pool: &PgPool, recs: &[AttemptRecord]) -> StoreResult<
         .map(|(i, _)| i)
         .collect();
     if !settled.is_empty() || !flowing.is_empty() {
-        gates(&mut tx, recs, &settled, &flowing, &mut effects).await?;
+        gates(&mut tx, recs, &settled, &flowing, &mut effects, sealing).await?;
     }
     // 7. The charts' minutes.
     charts::count_attempts(&mut tx, recs).await?;
@@ -379,7 +386,8 @@ async fn write_health(
         sqlx::query(&sql).bind(&ids).bind(&since).bind(&disable).bind(&at).fetch_all(&mut *c).await?;
     let mut disabled = HashMap::new();
     for r in &updated {
-        let ep: Endpoint = rows::endpoint(r, 0)?;
+        // For the operational event: no secrets needed (nor opened).
+        let ep: Endpoint = rows::endpoint_redacted(r, 0)?;
         if writes.get(&ep.id).is_some_and(|w| w.disabled_at.is_some()) {
             disabled.insert(ep.id.clone(), ep);
         }
@@ -637,6 +645,7 @@ async fn gates(
     settled: &[Settled],
     flowing: &[usize],
     effects: &mut [AttemptEffects],
+    keys: &Keyring,
 ) -> StoreResult<()> {
     let mut promoted = Vec::new();
     for s in settled {
@@ -693,7 +702,7 @@ async fn gates(
         }
         let lease = rec.lease.as_ref().filter(|_| due <= now);
         let task = match lease {
-            Some(_) => next_task(c, &p).await?,
+            Some(_) => next_task(c, &p, keys).await?,
             None => None,
         };
         let (due_at, owner) = match (&task, lease) {
@@ -733,6 +742,7 @@ async fn gates(
 async fn next_task(
     c: &mut PgConnection,
     p: &super::ordering::Promoted,
+    keys: &Keyring,
 ) -> StoreResult<Option<(Arc<crate::domain::model::Message>, Arc<Endpoint>)>> {
     let messages =
         super::dispatch::load(&mut *c, MESSAGE_COLS, "messages m", "m", [&p.key.msg_id].into_iter(), |r| {
@@ -745,7 +755,7 @@ async fn next_task(
         "endpoints e",
         "e",
         [&p.key.endpoint_id].into_iter(),
-        |r| rows::endpoint(r, 0),
+        |r| rows::endpoint(r, 0, keys),
     )
     .await?;
     Ok(match (messages.get(&p.key.msg_id), endpoints.get(&p.key.endpoint_id)) {

@@ -18,6 +18,7 @@ use crate::domain::model::{
 use crate::domain::ordering::OnFailure;
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
 use crate::domain::time::Timestamp;
+use crate::store::sealing::{self, Keyring};
 use crate::store::{StoreError, StoreResult};
 
 /// SQLSTATE of a unique violation.
@@ -145,7 +146,18 @@ pub fn app(row: &PgRow, o: usize) -> StoreResult<App> {
     })
 }
 
-pub fn endpoint(row: &PgRow, o: usize) -> StoreResult<Endpoint> {
+/// An endpoint with its secrets and credential headers opened with `keys`.
+pub fn endpoint(row: &PgRow, o: usize, keys: &Keyring) -> StoreResult<Endpoint> {
+    keys.open_endpoint(stored_endpoint(row, o)?)
+}
+
+/// An endpoint for listings and events: no secrets, no credential header
+/// values.
+pub fn endpoint_redacted(row: &PgRow, o: usize) -> StoreResult<Endpoint> {
+    Ok(sealing::redacted(stored_endpoint(row, o)?))
+}
+
+fn stored_endpoint(row: &PgRow, o: usize) -> StoreResult<Endpoint> {
     Ok(Endpoint {
         id: col(row, o)?,
         app_id: col(row, o + 1)?,
@@ -174,7 +186,8 @@ pub fn endpoint(row: &PgRow, o: usize) -> StoreResult<Endpoint> {
     })
 }
 
-/// The endpoint's columns in `ENDPOINT_COLS` order, bound to `$1`…`$20`.
+/// The endpoint's columns in `ENDPOINT_COLS` order, bound to `$1`…`$20`;
+/// made from the endpoint as stored (`Keyring::seal_endpoint`).
 pub struct EndpointValues {
     pub event_types: Option<String>,
     pub channels: Option<String>,

@@ -15,6 +15,7 @@ use super::{PgStore, notify, sql};
 use crate::domain::model::{App, AppPatch, AppSummary, DeliveryStatus, Endpoint, EndpointPatch, Scope};
 use crate::domain::time::Timestamp;
 use crate::store::listing::{APP_COLS, ENDPOINT_COLS, Listing};
+use crate::store::sealing::Keyring;
 use crate::store::{AppFilter, Page, PageRequest, StoreError, StoreResult, TenantStore};
 
 #[async_trait]
@@ -182,10 +183,11 @@ impl TenantStore for PgStore {
              $15, $16, $17, $18, $19, $20)",
             ENDPOINT_COLS.replace("e.", "")
         );
-        let values = EndpointValues::of(ep)?;
+        let sealed = self.keys.seal_endpoint(ep);
+        let values = EndpointValues::of(&sealed)?;
         let mut tx = self.pool.begin().await?;
         values
-            .bind(ep, sqlx::query(&sql))
+            .bind(&sealed, sqlx::query(&sql))
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_on(e, ENDPOINT_UID, endpoint_uid_taken(&ep.uid)))?;
@@ -194,11 +196,11 @@ impl TenantStore for PgStore {
     }
 
     async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
-        get_endpoint(&self.pool, app_id, id_or_uid).await
+        get_endpoint(&self.pool, app_id, id_or_uid, &self.keys).await
     }
 
     async fn list_endpoints(&self, app_id: &str, page: &PageRequest) -> StoreResult<Page<Endpoint>> {
-        sql::page(&self.pool, &Listing::endpoints(app_id), page, |r| rows::endpoint(r, 0)).await
+        sql::page(&self.pool, &Listing::endpoints(app_id), page, |r| rows::endpoint(r, 0, &self.keys)).await
     }
 
     async fn update_endpoint(
@@ -217,7 +219,7 @@ impl TenantStore for PgStore {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let mut ep = rows::endpoint(&row, 0)?;
+        let mut ep = rows::endpoint(&row, 0, &self.keys)?;
         let was_disabled = ep.disabled;
         patch.apply(&mut ep, now);
         let sql = "UPDATE endpoints SET id = $1, app_id = $2, uid = $3, url = $4, description = $5,
@@ -226,8 +228,9 @@ impl TenantStore for PgStore {
                 created_at = $16, updated_at = $17, max_in_flight = $18, fifo = $19,
                 ordering_on_failure = $20
              WHERE id = $1";
-        EndpointValues::of(&ep)?
-            .bind(&ep, sqlx::query(sql))
+        let sealed = self.keys.seal_endpoint(&ep);
+        EndpointValues::of(&sealed)?
+            .bind(&sealed, sqlx::query(sql))
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_on(e, ENDPOINT_UID, endpoint_uid_taken(&ep.uid)))?;
@@ -328,13 +331,14 @@ pub(super) async fn get_endpoint(
     pool: &PgPool,
     app_id: &str,
     id_or_uid: &str,
+    keys: &Keyring,
 ) -> StoreResult<Option<Endpoint>> {
     let sql = format!(
         "SELECT {ENDPOINT_COLS} FROM endpoints e WHERE e.app_id = $1 AND (e.id = $2 OR e.uid = $2)
          ORDER BY e.id = $2 DESC LIMIT 1"
     );
     let row = sqlx::query(&sql).bind(app_id).bind(id_or_uid).fetch_optional(pool).await?;
-    row.map(|r| rows::endpoint(&r, 0)).transpose()
+    row.map(|r| rows::endpoint(&r, 0, keys)).transpose()
 }
 
 /// Deleted endpoints' ordering keys and flows (last: keys and flows are

@@ -20,6 +20,7 @@ use crate::domain::model::{DeliveryStatus, Endpoint, Message};
 use crate::domain::ordering::{self, OnFailure};
 use crate::domain::time::Timestamp;
 use crate::store::listing::{Cond, ENDPOINT_COLS, MESSAGE_COLS, Param};
+use crate::store::sealing::Keyring;
 use crate::store::{
     AttemptEffects, AttemptRecord, DeliveryKey, DeliveryTask, DispatchStore, EndpointDisabled, Lease,
     StoreResult,
@@ -34,8 +35,8 @@ impl DispatchStore for SqliteStore {
         limit: usize,
         skip_endpoints: &[String],
     ) -> StoreResult<Vec<DeliveryTask>> {
-        let (lease, skip) = (lease.clone(), skip_endpoints.to_vec());
-        self.write(move |c| claim_due(c, now, &lease, limit, &skip)).await
+        let (lease, skip, keys) = (lease.clone(), skip_endpoints.to_vec(), Arc::clone(&self.keys));
+        self.write(move |c| claim_due(c, now, &lease, limit, &skip, &keys)).await
     }
 
     async fn next_due(&self, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>> {
@@ -113,9 +114,9 @@ impl DispatchStore for SqliteStore {
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<AttemptEffects> {
-        let cache = Arc::clone(&self.cache);
+        let (cache, keys) = (Arc::clone(&self.cache), Arc::clone(&self.keys));
         self.write_checked_first(move |c| {
-            let effects = record_attempt(c, record)?;
+            let effects = record_attempt(c, record, &keys)?;
             if effects.endpoint_disabled.is_some() {
                 cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
             }
@@ -149,8 +150,9 @@ fn claim_due(
     lease: &Lease,
     limit: usize,
     skip_endpoints: &[String],
+    keys: &Keyring,
 ) -> StoreResult<Vec<DeliveryTask>> {
-    let mut batch = Batch::new(c, now, lease);
+    let mut batch = Batch::new(c, now, lease, keys);
     let mut q = Sql::new("SELECT f.endpoint_id FROM endpoint_flow f");
     q.where_all(&[
         Cond::Sql("f.wake_at IS NOT NULL"),
@@ -193,6 +195,8 @@ struct Batch<'c> {
     c: &'c Connection,
     now: Timestamp,
     lease: &'c Lease,
+    /// Opens the endpoints' sealed secrets.
+    keys: &'c Keyring,
     messages: HashMap<String, Option<Arc<Message>>>,
     endpoints: HashMap<String, Option<LimitedEndpoint>>,
     /// Flows as read and as changed since.
@@ -201,11 +205,12 @@ struct Batch<'c> {
 }
 
 impl<'c> Batch<'c> {
-    fn new(c: &'c Connection, now: Timestamp, lease: &'c Lease) -> Self {
+    fn new(c: &'c Connection, now: Timestamp, lease: &'c Lease, keys: &'c Keyring) -> Self {
         Batch {
             c,
             now,
             lease,
+            keys,
             messages: HashMap::new(),
             endpoints: HashMap::new(),
             flows: HashMap::new(),
@@ -226,7 +231,7 @@ impl<'c> Batch<'c> {
         if let Some(e) = self.endpoints.get(id) {
             return Ok(e.clone());
         }
-        let e = match load_endpoint(self.c, id)? {
+        let e = match load_endpoint(self.c, id, self.keys)? {
             Some(ep) => Some((Arc::new(ep), flow::limit(self.c, id)?)),
             None => None,
         };
@@ -321,9 +326,15 @@ fn load_message(c: &Connection, app_id: &str, id: &str) -> StoreResult<Option<Me
     Ok(c.prepare_cached(&sql)?.query_row([app_id, id], |r| rows::message(r, 0)).optional()?)
 }
 
-fn load_endpoint(c: &Connection, id: &str) -> StoreResult<Option<Endpoint>> {
+fn load_endpoint(c: &Connection, id: &str, keys: &Keyring) -> StoreResult<Option<Endpoint>> {
     let sql = format!("SELECT {ENDPOINT_COLS} FROM endpoints e WHERE e.id = ?");
-    Ok(c.prepare_cached(&sql)?.query_row([id], |r| rows::endpoint(r, 0)).optional()?)
+    Ok(c.prepare_cached(&sql)?.query_row([id], |r| rows::endpoint(r, 0, keys)).optional()?)
+}
+
+/// For the operational event of a disabled endpoint: no secrets needed.
+fn load_endpoint_redacted(c: &Connection, id: &str) -> StoreResult<Option<Endpoint>> {
+    let sql = format!("SELECT {ENDPOINT_COLS} FROM endpoints e WHERE e.id = ?");
+    Ok(c.prepare_cached(&sql)?.query_row([id], |r| rows::endpoint_redacted(r, 0)).optional()?)
 }
 
 fn settle_failed(c: &Connection, key: &DeliveryKey, now: Timestamp) -> StoreResult<()> {
@@ -338,7 +349,7 @@ fn settle_failed(c: &Connection, key: &DeliveryKey, now: Timestamp) -> StoreResu
 
 /// Runs without a savepoint: every error after the first write must come
 /// from SQLite (see `writer::Guard::ChecksFirst`).
-fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffects> {
+fn record_attempt(c: &Connection, rec: AttemptRecord, keys: &Keyring) -> StoreResult<AttemptEffects> {
     let a = &rec.attempt;
     // Just what the state machine needs; the whole endpoint only if it is
     // about to be disabled (for the operational event).
@@ -436,7 +447,7 @@ fn record_attempt(c: &Connection, rec: AttemptRecord) -> StoreResult<AttemptEffe
         if let Some(promoted) =
             super::ordering::settled(c, &a.endpoint_id, &okey, &a.msg_id, moves_on, rec.finished_at)?
         {
-            promote(c, promoted, rec.lease.as_ref(), rec.finished_at, &mut effects)?;
+            promote(c, promoted, rec.lease.as_ref(), rec.finished_at, &mut effects, keys)?;
         }
     }
     Ok(effects)
@@ -450,10 +461,11 @@ fn promote(
     lease: Option<&Lease>,
     now: Timestamp,
     effects: &mut AttemptEffects,
+    keys: &Keyring,
 ) -> StoreResult<()> {
     let key = promoted.key;
     let due = promoted.next_attempt.map_or(now, |t| t.max(now));
-    let found = (load_message(c, &promoted.app_id, &key.msg_id)?, load_endpoint(c, &key.endpoint_id)?);
+    let found = (load_message(c, &promoted.app_id, &key.msg_id)?, load_endpoint(c, &key.endpoint_id, keys)?);
     let (Some(message), Some(endpoint)) = found else {
         return settle_failed(c, &key, now);
     };
@@ -526,7 +538,7 @@ fn update_health(
         tenants::settle_pending(c, endpoint_id, at)?;
         // Read a moment ago in this job, so its absence is a store failure
         // (and must be a `Backend` error: this job runs without a savepoint).
-        let endpoint = load_endpoint(c, endpoint_id)?
+        let endpoint = load_endpoint_redacted(c, endpoint_id)?
             .ok_or_else(|| crate::store::StoreError::Backend("endpoint vanished mid-write".into()))?;
         return Ok(Some(EndpointDisabled { endpoint, failing_since, automatic }));
     }

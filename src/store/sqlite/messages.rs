@@ -12,6 +12,7 @@ use crate::domain::model::{App, Attempt, Delivery, DeliveryStatus, Endpoint, Mes
 use crate::domain::time::Timestamp;
 use crate::domain::{filter, ordering};
 use crate::store::listing::{ATTEMPT_COLS, DELIVERY_COLS, DELIVERY_NCOLS, Listing, MESSAGE_COLS};
+use crate::store::sealing::Keyring;
 use crate::store::{
     AttemptFilter, CreateMessage, CreatedMessage, DeliveryFilter, DeliveryKey, DeliveryTask, Lease,
     MessageFilter, MessageStore, Page, PageRequest, StoreError, StoreResult,
@@ -59,7 +60,9 @@ impl MessageStore for SqliteStore {
     ) -> StoreResult<Page<(Delivery, Endpoint)>> {
         let (listing, page) = (Listing::message_deliveries(app_id, msg_id), page.clone());
         self.read(move |c| {
-            sql::page(c, &listing, &page, |r| Ok((rows::delivery(r, 0)?, rows::endpoint(r, DELIVERY_NCOLS)?)))
+            sql::page(c, &listing, &page, |r| {
+                Ok((rows::delivery(r, 0)?, rows::endpoint_redacted(r, DELIVERY_NCOLS)?))
+            })
         })
         .await
     }
@@ -114,13 +117,18 @@ const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 /// applications by id and uid, and each application's enabled endpoints.
 /// Every change to applications and endpoints is a writer job too and
 /// clears it, so it is never stale (see `SqliteStore::write_config`).
-#[derive(Default)]
 pub struct IngestCache {
     apps: HashMap<String, App>,
     endpoints: HashMap<String, Arc<Vec<Arc<Endpoint>>>>,
+    /// Opens the endpoints' secrets (`store::sealing`).
+    keys: Arc<Keyring>,
 }
 
 impl IngestCache {
+    pub fn new(keys: Arc<Keyring>) -> Self {
+        IngestCache { apps: HashMap::new(), endpoints: HashMap::new(), keys }
+    }
+
     pub fn clear(&mut self) {
         self.apps.clear();
         self.endpoints.clear();
@@ -141,8 +149,9 @@ impl IngestCache {
         if let Some(eps) = self.endpoints.get(app_id) {
             return Ok(Arc::clone(eps));
         }
-        let eps =
-            Arc::new(tenants::enabled_endpoints(c, app_id)?.into_iter().map(Arc::new).collect::<Vec<_>>());
+        let eps = Arc::new(
+            tenants::enabled_endpoints(c, app_id, &self.keys)?.into_iter().map(Arc::new).collect::<Vec<_>>(),
+        );
         self.endpoints.insert(app_id.to_owned(), Arc::clone(&eps));
         Ok(eps)
     }
@@ -224,7 +233,7 @@ fn create_message(
     ])?;
 
     let endpoints: Vec<Arc<Endpoint>> = match &only_endpoint {
-        Some(id) => tenants::get_endpoint(c, &message.app_id, id)?
+        Some(id) => tenants::get_endpoint(c, &message.app_id, id, &cache.keys)?
             .filter(|e| !e.disabled)
             .map(Arc::new)
             .into_iter()

@@ -28,6 +28,7 @@ use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
 use self::writer::{Guard, Writer};
+use super::sealing::Keyring;
 use super::{StoreError, StoreResult};
 
 const DB_FILE: &str = "hookline.db";
@@ -38,23 +39,33 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     /// Only touched by writer jobs, so the lock is never contended.
     cache: Arc<Mutex<messages::IngestCache>>,
+    /// Seals and opens endpoint secrets (`store::sealing`).
+    keys: Arc<Keyring>,
 }
 
 impl SqliteStore {
-    /// Open (creating if needed) the database in `dir` and migrate it.
+    /// Open (creating if needed) the database in `dir` and migrate it, with
+    /// no main key.
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        Self::open_with_keys(dir, Arc::new(Keyring::none()))
+    }
+
+    /// Open the database in `dir`, sealing secrets with `keys`. The
+    /// directory is made private to this user (0700) and the database
+    /// files are created 0600.
+    pub fn open_with_keys(dir: &Path, keys: Arc<Keyring>) -> StoreResult<Self> {
+        private_dir(dir)?;
         let path = dir.join(DB_FILE);
+        private_file(&path)?;
         let mut conn = open_connection(&path)?;
         schema::migrate(&mut conn)?;
-        let cache: Arc<Mutex<messages::IngestCache>> = Arc::default();
+        let cache = Arc::new(Mutex::new(messages::IngestCache::new(Arc::clone(&keys))));
         let dropped = Arc::clone(&cache);
         let on_abort = Box::new(move || dropped.lock().unwrap_or_else(|e| e.into_inner()).clear());
         let writer = Writer::start(conn, open_connection(&path)?, on_abort)?;
         let readers =
             Arc::new(Readers { path, idle: Mutex::new(Vec::new()), permits: Semaphore::new(MAX_READERS) });
-        Ok(SqliteStore { writer, readers, cache })
+        Ok(SqliteStore { writer, readers, cache, keys })
     }
 
     async fn write<T, F>(&self, work: F) -> StoreResult<T>
@@ -98,6 +109,37 @@ impl SqliteStore {
     {
         self.readers.run(work).await
     }
+}
+
+/// Create `dir` if needed, owner-only (0700): it holds the database, which
+/// holds message payloads and, without a main key, endpoint secrets.
+fn private_dir(dir: &Path) -> StoreResult<()> {
+    let failed = |e: std::io::Error| StoreError::Backend(format!("cannot create {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// The database file is owner-only (0600); SQLite gives its WAL and
+/// shared-memory files the database file's permissions.
+fn private_file(path: &Path) -> StoreResult<()> {
+    let failed = |e: std::io::Error| StoreError::Backend(format!("cannot create {}: {e}", path.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        options.open(path).map_err(failed)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
+    }
+    #[cfg(not(unix))]
+    options.open(path).map_err(failed)?;
+    Ok(())
 }
 
 fn open_connection(path: &Path) -> StoreResult<Connection> {

@@ -15,6 +15,7 @@ use crate::domain::ordering::OnFailure;
 use crate::domain::retry::{RetryPolicy, RetryPolicyJson};
 use crate::domain::time::Timestamp;
 use crate::store::StoreError;
+use crate::store::sealing::{self, Keyring};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -77,7 +78,18 @@ pub fn app(row: &Row, o: usize) -> rusqlite::Result<App> {
     })
 }
 
-pub fn endpoint(row: &Row, o: usize) -> rusqlite::Result<Endpoint> {
+/// An endpoint with its secrets and credential headers opened with `keys`.
+pub fn endpoint(row: &Row, o: usize, keys: &Keyring) -> rusqlite::Result<Endpoint> {
+    keys.open_endpoint(stored_endpoint(row, o)?)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(o + 11, Type::Text, Box::new(e)))
+}
+
+/// An endpoint for listings: no secrets, no credential header values.
+pub fn endpoint_redacted(row: &Row, o: usize) -> rusqlite::Result<Endpoint> {
+    Ok(sealing::redacted(stored_endpoint(row, o)?))
+}
+
+fn stored_endpoint(row: &Row, o: usize) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
         id: row.get(o)?,
         app_id: row.get(o + 1)?,

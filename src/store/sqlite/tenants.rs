@@ -1,6 +1,7 @@
 //! Tokens, applications and endpoints: the slowly changing configuration.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::types::Value;
@@ -12,6 +13,7 @@ use super::sql;
 use crate::domain::model::{App, AppPatch, AppSummary, DeliveryStatus, Endpoint, EndpointPatch, Scope};
 use crate::domain::time::Timestamp;
 use crate::store::listing::{APP_COLS, Cond, ENDPOINT_COLS, ENDPOINT_NCOLS, Listing, Param};
+use crate::store::sealing::Keyring;
 use crate::store::{AppFilter, Page, PageRequest, StoreError, StoreResult, TenantStore};
 
 #[async_trait]
@@ -127,7 +129,7 @@ impl TenantStore for SqliteStore {
     }
 
     async fn insert_endpoint(&self, ep: &Endpoint) -> StoreResult<()> {
-        let ep = ep.clone();
+        let (ep, keys) = (ep.clone(), Arc::clone(&self.keys));
         self.write_config(move |c| {
             check_endpoint_uid(c, &ep)?;
             c.prepare_cached(&format!(
@@ -135,20 +137,20 @@ impl TenantStore for SqliteStore {
                 ENDPOINT_COLS.replace("e.", ""),
                 ["?"; ENDPOINT_NCOLS].join(", ")
             ))?
-            .execute(rusqlite::params_from_iter(endpoint_values(&ep)))?;
+            .execute(rusqlite::params_from_iter(endpoint_values(&keys.seal_endpoint(&ep))))?;
             Ok(())
         })
         .await
     }
 
     async fn get_endpoint(&self, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
-        let (app_id, key) = (app_id.to_owned(), id_or_uid.to_owned());
-        self.read(move |c| get_endpoint(c, &app_id, &key)).await
+        let (app_id, key, keys) = (app_id.to_owned(), id_or_uid.to_owned(), Arc::clone(&self.keys));
+        self.read(move |c| get_endpoint(c, &app_id, &key, &keys)).await
     }
 
     async fn list_endpoints(&self, app_id: &str, page: &PageRequest) -> StoreResult<Page<Endpoint>> {
-        let (listing, page) = (Listing::endpoints(app_id), page.clone());
-        self.read(move |c| sql::page(c, &listing, &page, |r| rows::endpoint(r, 0))).await
+        let (listing, page, keys) = (Listing::endpoints(app_id), page.clone(), Arc::clone(&self.keys));
+        self.read(move |c| sql::page(c, &listing, &page, |r| rows::endpoint(r, 0, &keys))).await
     }
 
     async fn update_endpoint(
@@ -159,7 +161,8 @@ impl TenantStore for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<Endpoint> {
         let (app_id, id) = (app_id.to_owned(), id.to_owned());
-        self.write_config(move |c| update_endpoint(c, &app_id, &id, patch, now)).await
+        let keys = Arc::clone(&self.keys);
+        self.write_config(move |c| update_endpoint(c, &app_id, &id, patch, now, &keys)).await
     }
 
     async fn delete_endpoint(&self, app_id: &str, id: &str) -> StoreResult<()> {
@@ -303,11 +306,18 @@ fn endpoint_values(ep: &Endpoint) -> [Value; ENDPOINT_NCOLS] {
     ]
 }
 
-pub(super) fn get_endpoint(c: &Connection, app_id: &str, id_or_uid: &str) -> StoreResult<Option<Endpoint>> {
+pub(super) fn get_endpoint(
+    c: &Connection,
+    app_id: &str,
+    id_or_uid: &str,
+    keys: &Keyring,
+) -> StoreResult<Option<Endpoint>> {
     for col in ["id", "uid"] {
         let sql = format!("SELECT {ENDPOINT_COLS} FROM endpoints e WHERE e.app_id = ? AND e.{col} = ?");
-        let found =
-            c.prepare_cached(&sql)?.query_row([app_id, id_or_uid], |r| rows::endpoint(r, 0)).optional()?;
+        let found = c
+            .prepare_cached(&sql)?
+            .query_row([app_id, id_or_uid], |r| rows::endpoint(r, 0, keys))
+            .optional()?;
         if found.is_some() {
             return Ok(found);
         }
@@ -316,9 +326,9 @@ pub(super) fn get_endpoint(c: &Connection, app_id: &str, id_or_uid: &str) -> Sto
 }
 
 /// All enabled endpoints of an application (fan-out at ingest).
-pub(super) fn enabled_endpoints(c: &Connection, app_id: &str) -> StoreResult<Vec<Endpoint>> {
+pub(super) fn enabled_endpoints(c: &Connection, app_id: &str, keys: &Keyring) -> StoreResult<Vec<Endpoint>> {
     let listing = Listing::endpoints(app_id).and(Cond::eq("e.disabled", Param::Bool(false)));
-    sql::all(c, &listing, |r| rows::endpoint(r, 0))
+    sql::all(c, &listing, |r| rows::endpoint(r, 0, keys))
 }
 
 fn update_endpoint(
@@ -327,8 +337,9 @@ fn update_endpoint(
     id: &str,
     patch: EndpointPatch,
     now: Timestamp,
+    keys: &Keyring,
 ) -> StoreResult<Endpoint> {
-    let mut ep = get_endpoint(c, app_id, id)?.filter(|e| e.id == id).ok_or(StoreError::NotFound)?;
+    let mut ep = get_endpoint(c, app_id, id, keys)?.filter(|e| e.id == id).ok_or(StoreError::NotFound)?;
     let was_disabled = ep.disabled;
     patch.apply(&mut ep, now);
     check_endpoint_uid(c, &ep)?;
@@ -339,7 +350,7 @@ fn update_endpoint(
             created_at = ?16, updated_at = ?17, max_in_flight = ?18, fifo = ?19, ordering_on_failure = ?20
          WHERE id = ?1",
     )?
-    .execute(rusqlite::params_from_iter(endpoint_values(&ep)))?;
+    .execute(rusqlite::params_from_iter(endpoint_values(&keys.seal_endpoint(&ep))))?;
     if ep.disabled && !was_disabled {
         settle_pending(c, &ep.id, now)?;
     }

@@ -27,6 +27,8 @@ use hookline::store::{
 };
 
 mod charts;
+use crate::common::join_all as futures_join_all;
+
 mod dispatch;
 mod event_types;
 mod flow;
@@ -34,6 +36,7 @@ mod messages;
 mod ordering;
 mod redelivery;
 mod retention;
+mod sealing;
 mod tenants;
 
 use self::charts::*;
@@ -174,29 +177,6 @@ fn record_of(attempt: Attempt, outcome: Outcome, policy: RetryPolicy) -> Attempt
         paced: false,
         lease: None,
     }
-}
-
-/// Poll every future to completion, concurrently (no extra dependency).
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(Box::pin(f));
-    }
-    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in set.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
-    })
-    .await;
-    out.into_iter().map(|v| v.unwrap()).collect()
 }
 
 /// One `#[tokio::test]` per check, for a backend given by a factory that
