@@ -30,8 +30,8 @@ use crate::domain::time::Timestamp;
 use crate::domain::{id, ordering};
 use crate::operational::{self, Emitter};
 use crate::store::{
-    AppFilter, CreateMessage, Cursor, DeliveryTask, IdempotencyBegin, MessageFilter, Order, PageRequest,
-    RequeueFilter, SharedStore, Store, StoreError, StoreResult, StoredResponse,
+    AppFilter, BlockedKey, CreateMessage, Cursor, DeliveryTask, FlowView, IdempotencyBegin, MessageFilter,
+    Order, Page, PageRequest, RequeueFilter, SharedStore, Store, StoreError, StoreResult, StoredResponse,
 };
 use crate::telemetry;
 use crate::traces;
@@ -681,6 +681,31 @@ impl Service {
         let task =
             self.record_task("endpoint.bulk-replay", json!({"count": count, "dryRun": req.dry_run})).await?;
         Ok((task, count))
+    }
+
+    // --- flow control and ordering ---
+
+    /// The endpoint's flow as the store has it, and how many attempts to it
+    /// run on this node now (`maxInFlight` bounds those per node).
+    pub async fn endpoint_flow(&self, ep: &Endpoint) -> ServiceResult<(FlowView, usize)> {
+        let view = self.store.endpoint_flow(&ep.id, self.now()).await?;
+        Ok((view, self.dispatcher.in_flight_to(&ep.id)))
+    }
+
+    /// The endpoint's ordering keys blocked behind a head that failed for
+    /// good (`orderingOnFailure: "block"`).
+    pub async fn blocked_keys(&self, ep: &Endpoint, page: &PageRequest) -> ServiceResult<Page<BlockedKey>> {
+        Ok(self.store.blocked_keys(&ep.id, page).await?)
+    }
+
+    /// Let a blocked key move on: its failed head stays failed (it can be
+    /// resent by hand, outside the order), the next message goes now.
+    pub async fn skip_blocked_key(&self, ep: &Endpoint, key: &str) -> ServiceResult<()> {
+        let now = self.now();
+        if self.store.skip_blocked(&ep.id, key, now).await?.is_some() {
+            self.dispatcher.wake_at(now);
+        }
+        Ok(())
     }
 
     // --- content erasure ---

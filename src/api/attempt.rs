@@ -74,6 +74,10 @@ struct DeliveryOut {
     status: i64,
     status_text: &'static str,
     next_attempt: Option<String>,
+    /// Hookline extension: held back behind this earlier message of its
+    /// ordering key (issue 18); absent when not held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_for: Option<String>,
 }
 
 impl From<&Delivery> for DeliveryOut {
@@ -85,6 +89,7 @@ impl From<&Delivery> for DeliveryOut {
                 DeliveryStatus::Success | DeliveryStatus::Fail => None,
                 _ => d.next_attempt.map(Timestamp::to_rfc3339),
             },
+            waiting_for: d.waiting_for.clone(),
         }
     }
 }

@@ -77,7 +77,7 @@ pub(super) struct EndpointIn {
     secret_kind: Option<SecretKind>,
     #[serde(default)]
     retry_policy: Option<RetryPolicyJson>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "patch_whole")]
     max_in_flight: Option<Option<u16>>,
     #[serde(default)]
     fifo: Option<bool>,
@@ -217,7 +217,7 @@ struct EndpointPatchIn {
     uid: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     retry_policy: Option<Option<RetryPolicyJson>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "patch_whole")]
     max_in_flight: Option<Option<u16>>,
     #[serde(default)]
     fifo: Option<bool>,

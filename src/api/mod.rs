@@ -13,6 +13,7 @@ mod environment;
 mod error;
 mod event_type;
 mod extract;
+mod flow;
 mod health;
 mod idempotency;
 mod message;
@@ -67,6 +68,7 @@ pub fn router(service: Arc<Service>, max_payload: usize, public_url: Option<Stri
         .merge(application::routes())
         .merge(endpoint::routes())
         .merge(recovery::routes())
+        .merge(flow::routes())
         .merge(attempt::routes())
         .merge(event_type::routes())
         .merge(auth::routes())

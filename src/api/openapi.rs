@@ -139,6 +139,9 @@ const OPS: &[Op] = &[
     op("patch", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/headers", "v1.endpoint.patch-headers", "Endpoint", "Add, change or delete custom headers").body("EndpointHeadersPatchIn").ok(204, None),
     op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/stats", "v1.endpoint.get-stats", "Endpoint", "Deliveries by status over a time range").ok(200, Some("EndpointStats")).query(&[Q::Range]),
     op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/send-example", "v1.endpoint.send-example", "Endpoint", "Send an example event to this endpoint only").body("EventExampleIn").ok(200, Some("MessageOut")),
+    op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/flow", "v1.endpoint.get-flow", "Endpoint", "Flow control now: rate limit, allowed rate, backoff, pause, deliveries waiting or held, in flight").ok(200, Some("EndpointFlowOut")).ext(),
+    op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/ordering/blocked", "v1.endpoint.list-blocked-keys", "Endpoint", "Ordering keys blocked behind a message that failed for good (orderingOnFailure: block)").ok(200, Some("[BlockedKeyOut]")).query(&[Q::Page]).ext(),
+    op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/ordering/skip", "v1.endpoint.skip-blocked-key", "Endpoint", "Let a blocked key move on past its failed message (which stays failed); 404 unless blocked").body("OrderingSkipIn").ok(204, None).ext(),
     op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/recover", "v1.endpoint.recover", "Endpoint", "Send every failed delivery since a time again").body("RecoverIn").ok(202, Some("BackgroundTaskOut")),
     op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/replay-missing", "v1.endpoint.replay-missing", "Endpoint", "Send what the endpoint never received since a time").body("ReplayIn").ok(202, Some("BackgroundTaskOut")),
     op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/attempt-stats", "v1.endpoint.get-attempt-stats", "Endpoint", "Attempts by outcome over a time range").ok(200, Some("EndpointAttemptStats")).query(&[Q::Range]),
@@ -292,6 +295,7 @@ const REQUEST_SCHEMAS: &[(&str, &[&str])] = &[
     ("EventTypePatch", &[]),
     ("AppPortalAccessIn", &[]),
     ("BulkExpungeIn", &[]),
+    ("OrderingSkipIn", &[]),
 ];
 
 /// Let `null` through for every optional property not in `keep`.
@@ -485,6 +489,13 @@ fn t(ty: &str) -> Value {
     json!({"type": ty})
 }
 
+/// `orderingKey`: 1 to 256 characters, none of them a control character
+/// (`domain::ordering::validate_key`).
+fn ordering_key() -> Value {
+    json!({"type": ["string", "null"], "minLength": 1, "maxLength": 256,
+        "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"})
+}
+
 fn opt(ty: &str) -> Value {
     json!({"type": [ty, "null"]})
 }
@@ -627,6 +638,28 @@ fn schemas() -> Map<String, Value> {
         ("metadata", map()),
         ("throttleRate", rate()),
         ("retryPolicy", retry()),
+        (
+            "maxInFlight",
+            ext(
+                json!({"type": ["integer", "null"], "minimum": 1, "maximum": 1000}),
+                "Requests to this endpoint in flight at once, per node; null = the server's --endpoint-concurrency",
+            ),
+        ),
+        (
+            "fifo",
+            ext(
+                opt("boolean"),
+                "Every message to this endpoint in the order the API accepted it, as if all had one orderingKey",
+            ),
+        ),
+        (
+            "orderingOnFailure",
+            ext(
+                json!({"enum": ["skip", "block", null]}),
+                "When the first message of an ordering key fails for good: skip it (default) or block the key \
+                 until it succeeds or is skipped (POST …/ordering/skip)",
+            ),
+        ),
     ];
     let with = |base: &[(&str, Value)], more: &[(&str, Value)]| -> Vec<(String, Value)> {
         base.iter().chain(more).map(|(k, v)| (k.to_string(), v.clone())).collect()
@@ -646,9 +679,20 @@ fn schemas() -> Map<String, Value> {
         ("tags", strings()),
         ("timestamp", dt()),
         ("deliverAt", opt_dt()),
+        ("orderingKey", ext(t("string"), "Its ordering key, if it has one")),
     ];
-    let delivery_fields: Vec<(&str, Value)> =
-        vec![("status", status()), ("statusText", status_text()), ("nextAttempt", opt_dt())];
+    let delivery_fields: Vec<(&str, Value)> = vec![
+        ("status", status()),
+        ("statusText", status_text()),
+        ("nextAttempt", opt_dt()),
+        (
+            "waitingFor",
+            ext(
+                t("string"),
+                "Held back until this earlier message of its ordering key has succeeded or settled",
+            ),
+        ),
+    ];
     let endpoint_out: Vec<(&str, Value)> = endpoint_fields
         .iter()
         .cloned()
@@ -823,6 +867,44 @@ fn schemas() -> Map<String, Value> {
         ),
     );
     add(
+        "EndpointFlowOut",
+        object(
+            &["allowedRate", "backingOff", "waiting", "held", "inFlight"],
+            &[
+                ("throttleRate", opt("integer")),
+                (
+                    "allowedRate",
+                    json!({"type": ["number", "null"], "description": "Starts per second now; null: unbounded"}),
+                ),
+                ("backingOff", t("boolean")),
+                ("pausedUntil", opt_dt()),
+                ("pauseReason", opt("string")),
+                ("waiting", json!({"type": "integer", "minimum": 0})),
+                ("held", json!({"type": "integer", "minimum": 0})),
+                ("inFlight", json!({"type": "integer", "minimum": 0})),
+                ("maxInFlight", opt("integer")),
+            ],
+        ),
+    );
+    add(
+        "BlockedKeyOut",
+        object(
+            &["key", "msgId", "blockedSince"],
+            &[("key", t("string")), ("msgId", t("string")), ("blockedSince", dt())],
+        ),
+    );
+    add(
+        "OrderingSkipIn",
+        object(
+            &["key"],
+            &[(
+                "key",
+                json!({"type": "string", "maxLength": 256, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+                    "description": "The blocked key; \"\" for a FIFO endpoint"}),
+            )],
+        ),
+    );
+    add(
         "EventExampleIn",
         object(
             &["eventType"],
@@ -849,6 +931,14 @@ fn schemas() -> Map<String, Value> {
                 (
                     "payloadRetentionHours",
                     json!({"type": ["integer", "null"], "minimum": 1, "maximum": 2160}),
+                ),
+                (
+                    "orderingKey",
+                    ext(
+                        ordering_key(),
+                        "Messages with the same key reach each endpoint in the order the API accepted them; \
+                         different keys go in parallel. A manual resend is outside the order.",
+                    ),
                 ),
             ],
         ),

@@ -176,6 +176,11 @@ impl Dispatcher {
     }
 
     /// Which addresses webhooks may go to.
+    /// Attempts to `endpoint_id` running on this node now.
+    pub fn in_flight_to(&self, endpoint_id: &str) -> usize {
+        self.inner.lock_lanes().in_flight_to(endpoint_id)
+    }
+
     pub fn targets(&self) -> &TargetPolicy {
         &self.inner.cfg.targets
     }
