@@ -174,6 +174,41 @@ impl TestServer {
         (app_id, ep["id"].as_str().unwrap().to_owned())
     }
 
+    /// Create an endpoint in `app_id` from this body; returns its id.
+    pub async fn endpoint(&self, app_id: &str, body: Value) -> String {
+        let (status, ep) = self.post(&format!("/api/v1/app/{app_id}/endpoint"), body).await;
+        assert_eq!(status, StatusCode::CREATED, "{ep}");
+        ep["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Send a message with these fields (`eventType` defaults to
+    /// `test.event`); returns its id.
+    pub async fn send_message(&self, app_id: &str, mut body: Value) -> String {
+        if body.get("eventType").is_none() {
+            body["eventType"] = "test.event".into();
+        }
+        let (status, msg) = self.post(&format!("/api/v1/app/{app_id}/msg"), body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{msg}");
+        msg["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Every attempt to an endpoint, oldest first.
+    pub async fn all_attempts_to_endpoint(&self, app_id: &str, ep_id: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut iterator = String::new();
+        loop {
+            let page =
+                self.get(&format!("/api/v1/app/{app_id}/attempt/endpoint/{ep_id}?limit=250{iterator}")).await;
+            all.extend(page["data"].as_array().unwrap().iter().cloned());
+            if page["done"] == true {
+                break;
+            }
+            iterator = format!("&iterator={}", page["iterator"].as_str().unwrap());
+        }
+        all.reverse();
+        all
+    }
+
     pub async fn send(&self, app_id: &str, payload: Value) -> String {
         let (status, msg) = self
             .post(
@@ -298,8 +333,13 @@ struct ReceiverState {
     received: Mutex<Vec<Received>>,
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Option<Reply>>,
+    /// Decides the reply from the request body, before the script.
+    rule: Mutex<Option<Rule>>,
     arrived: Notify,
 }
+
+/// A reply chosen by the request's JSON body (`None`: script or default).
+type Rule = Box<dyn FnMut(&Value) -> Option<Reply> + Send>;
 
 /// A webhook receiver on loopback that records every request and answers
 /// from a script (then with a default reply).
@@ -328,6 +368,12 @@ impl Receiver {
     /// Answer the next requests with these replies, in order.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.state.script.lock().unwrap().extend(replies);
+    }
+
+    /// Answer by the request's body: `rule` sees each request's JSON
+    /// payload and may pick the reply (`None`: the script or the default).
+    pub fn rule(&self, rule: impl FnMut(&Value) -> Option<Reply> + Send + 'static) {
+        *self.state.rule.lock().unwrap() = Some(Box::new(rule));
     }
 
     pub fn set_default(&self, reply: Reply) {
@@ -359,8 +405,10 @@ impl Receiver {
 
 async fn handle(State(state): State<Arc<ReceiverState>>, headers: HeaderMap, body: Bytes) -> Response {
     let reply = {
-        let scripted = state.script.lock().unwrap().pop_front();
-        scripted.or_else(|| state.default.lock().unwrap().clone()).unwrap()
+        let payload: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let ruled = state.rule.lock().unwrap().as_mut().and_then(|rule| rule(&payload));
+        let scripted = || state.script.lock().unwrap().pop_front();
+        ruled.or_else(scripted).or_else(|| state.default.lock().unwrap().clone()).unwrap()
     };
     state.received.lock().unwrap().push(Received { headers, body });
     state.arrived.notify_waiters();

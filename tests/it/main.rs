@@ -16,6 +16,7 @@ mod crash;
 mod dashboard;
 mod delivery;
 mod erasure;
+mod flow;
 mod hostile;
 mod import;
 mod layers;
