@@ -23,6 +23,7 @@ mod layers;
 mod metrics;
 mod openapi;
 mod operator;
+mod ordering;
 mod pg;
 mod sdk;
 mod store_conformance;
