@@ -231,3 +231,143 @@ async fn graceful_shutdown_hands_leases_to_the_other_nodes_at_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Two nodes on one database, with an application and one endpoint
+/// created through the first; returns the nodes, their URLs, the app id.
+async fn two_nodes(db: &str, endpoint: serde_json::Value) -> (Vec<Child>, Vec<String>, String) {
+    let (n0, n1) = tokio::join!(node(db, "node-0", 5, &[]), node(db, "node-1", 5, &[]));
+    let (nodes, urls): (Vec<Child>, Vec<String>) = [n0, n1].into_iter().unzip();
+    let http = reqwest::Client::new();
+    let app = post(&http, format!("{}/api/v1/app", urls[0]), json!({"name": "cluster"})).await;
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    post(&http, format!("{}/api/v1/app/{app_id}/endpoint", urls[0]), endpoint).await;
+    (nodes, urls, app_id)
+}
+
+/// Flow control holds for the cluster (issue 17, acceptance 4): an
+/// endpoint at `throttleRate` 50, 2,000 messages offered through both
+/// nodes: no 5 s window at the receiver holds more than 55/s, and every
+/// message arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_hold_one_endpoints_rate_together() {
+    const MESSAGES: usize = 2000;
+    let db = pg::fresh_database().await;
+    let rx = Receiver::start(Reply::Status(200, "")).await;
+    let (nodes, urls, app_id) = two_nodes(&db, json!({"url": rx.url, "throttleRate": 50})).await;
+    let http = reqwest::Client::new();
+    let mut senders = Vec::new();
+    for s in 0..8 {
+        let (http, urls, app_id) = (http.clone(), urls.clone(), app_id.clone());
+        senders.push(tokio::spawn(async move {
+            for i in (s..MESSAGES).step_by(8) {
+                let url = &urls[i % 2];
+                post(
+                    &http,
+                    format!("{url}/api/v1/app/{app_id}/msg"),
+                    json!({"eventType": "rate", "payload": {"i": i}}),
+                )
+                .await;
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + RUN_PATIENCE;
+    while rx.count() < MESSAGES {
+        assert!(tokio::time::Instant::now() < deadline, "{} of {MESSAGES} arrived", rx.count());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut at: Vec<std::time::Instant> = rx.received().iter().map(|r| r.at).collect();
+    at.sort();
+    let window = Duration::from_secs(5);
+    let busiest =
+        (0..at.len()).map(|i| at[i..].iter().take_while(|t| **t < at[i] + window).count()).max().unwrap();
+    let seconds = at.last().unwrap().duration_since(at[0]).as_secs_f64();
+    eprintln!(
+        "cluster throttle: {MESSAGES} in {seconds:.1} s ({:.1}/s), busiest 5 s window {busiest} ({:.1}/s)",
+        MESSAGES as f64 / seconds,
+        busiest as f64 / 5.0
+    );
+    assert!(busiest <= 275, "{busiest} arrivals in one 5 s window: more than 55/s");
+    assert_eq!(arrivals(&rx).len(), MESSAGES, "every message, once");
+    drop(nodes);
+}
+
+/// Ordered delivery holds for the cluster (issue 18, acceptance 4): 50
+/// keys × 40 messages spread over both nodes' APIs, a receiver failing
+/// 10 % of requests: each key arrives in order, and never two requests
+/// of one key at once (each accepted request takes 30 ms to answer, so
+/// the next of its key cannot arrive sooner).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_keep_each_key_in_order_one_at_a_time() {
+    const KEYS: u64 = 50;
+    const PER_KEY: u64 = 40;
+    const ANSWER: Duration = Duration::from_millis(30);
+    let db = pg::fresh_database().await;
+    let rx = Receiver::start(Reply::Status(200, "")).await;
+    let log = rx.log_ordered(|_, _, _| rand::random::<u8>() < 26, Reply::Slow(ANSWER));
+    let endpoint = json!({"url": rx.url, "retryPolicy": {"schedule": vec![1; 30]}});
+    let (nodes, urls, app_id) = two_nodes(&db, endpoint).await;
+    let http = reqwest::Client::new();
+    // Each key's messages go alternately to the two nodes, one after the
+    // other (the order is the order they were acknowledged in).
+    let mut senders = Vec::new();
+    for key in 0..KEYS {
+        let (http, urls, app_id) = (http.clone(), urls.clone(), app_id.clone());
+        senders.push(tokio::spawn(async move {
+            for n in 1..=PER_KEY {
+                let url = &urls[((key + n) % 2) as usize];
+                let body = json!({"eventType": "order", "payload": {"key": key.to_string(), "n": n}, "orderingKey": key.to_string()});
+                post(&http, format!("{url}/api/v1/app/{app_id}/msg"), body).await;
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + RUN_PATIENCE;
+    loop {
+        let complete = {
+            let log = log.lock().unwrap();
+            (0..KEYS).filter(|k| log.accepted(&k.to_string()).len() >= PER_KEY as usize).count()
+        };
+        if complete == KEYS as usize {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{complete} of {KEYS} keys complete");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = log.lock().unwrap();
+    assert!(log.out_of_order().is_empty(), "out of order: {:?}", &log.out_of_order()[..1]);
+    for key in 0..KEYS {
+        let key = key.to_string();
+        let mut accepted = log.accepted(&key);
+        accepted.dedup(); // sent again after it succeeded: see the note below
+        assert_eq!(accepted, (1..=PER_KEY).collect::<Vec<_>>(), "key {key}");
+        let of_key: Vec<&crate::common::OrderedRequest> =
+            log.requests.iter().filter(|r| r.key == key).collect();
+        for pair in of_key.windows(2) {
+            if pair[0].accepted {
+                let gap = pair[1].at.duration_since(pair[0].at);
+                assert!(
+                    gap >= ANSWER,
+                    "key {key}: {} and {} in flight together ({gap:?} apart)",
+                    pair[0].n,
+                    pair[1].n
+                );
+            }
+        }
+    }
+    // Known issue (issue 18 note): under concurrent ingest on both nodes a
+    // message that succeeded is now and then sent once more (at least once,
+    // never out of order, never two at once); counted here, not hidden.
+    let accepted = log.requests.iter().filter(|r| r.accepted).count();
+    eprintln!(
+        "cluster ordering: {KEYS} keys x {PER_KEY} in order over 2 nodes, {} requests failed by the receiver, \
+         {} accepted more than once",
+        log.requests.iter().filter(|r| !r.accepted).count(),
+        accepted - (KEYS * PER_KEY) as usize
+    );
+    drop(nodes);
+}

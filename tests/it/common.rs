@@ -320,6 +320,8 @@ pub enum Reply {
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived (the wall clock, whatever the server's clock).
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -336,6 +338,49 @@ struct ReceiverState {
     /// Decides the reply from the request body, before the script.
     rule: Mutex<Option<Rule>>,
     arrived: Notify,
+}
+
+/// One request of an ordered sequence as a receiver saw it.
+pub struct OrderedRequest {
+    pub key: String,
+    pub n: u64,
+    pub accepted: bool,
+    pub at: std::time::Instant,
+}
+
+/// The requests of `{"key", "n"}` payloads a receiver saw, in arrival order.
+#[derive(Default)]
+pub struct OrderLog {
+    pub requests: Vec<OrderedRequest>,
+}
+
+impl OrderLog {
+    /// The key's numbers the receiver accepted, in arrival order.
+    pub fn accepted(&self, key: &str) -> Vec<u64> {
+        self.requests.iter().filter(|r| r.key == key && r.accepted).map(|r| r.n).collect()
+    }
+
+    /// The key's numbers it saw at all, in arrival order.
+    pub fn seen(&self, key: &str) -> Vec<u64> {
+        self.requests.iter().filter(|r| r.key == key).map(|r| r.n).collect()
+    }
+
+    /// Requests for an earlier message of a key after a later one of it
+    /// had been accepted: what ordered delivery must never do.
+    pub fn out_of_order(&self) -> Vec<(String, u64, u64)> {
+        let mut latest: std::collections::HashMap<&str, u64> = Default::default();
+        let mut wrong = Vec::new();
+        for r in &self.requests {
+            let top = latest.get(r.key.as_str()).copied();
+            if top.is_some_and(|top| r.n < top) {
+                wrong.push((r.key.clone(), r.n, top.unwrap()));
+            }
+            if r.accepted {
+                latest.insert(&r.key, top.map_or(r.n, |top| top.max(r.n)));
+            }
+        }
+        wrong
+    }
 }
 
 /// A reply chosen by the request's JSON body (`None`: script or default).
@@ -376,6 +421,27 @@ impl Receiver {
         *self.state.rule.lock().unwrap() = Some(Box::new(rule));
     }
 
+    /// Log `{"key", "n"}` payloads for ordering checks: `fail(key, n,
+    /// times seen before)` picks those answered 500; the rest get `accept`.
+    pub fn log_ordered(
+        &self,
+        mut fail: impl FnMut(&str, u64, usize) -> bool + Send + 'static,
+        accept: Reply,
+    ) -> Arc<Mutex<OrderLog>> {
+        let log = Arc::new(Mutex::new(OrderLog::default()));
+        let shared = Arc::clone(&log);
+        self.rule(move |p: &Value| {
+            let key = p["key"].as_str().unwrap_or_default().to_owned();
+            let n = p["n"].as_u64().unwrap_or_default();
+            let mut log = shared.lock().unwrap();
+            let before = log.requests.iter().filter(|r| r.key == key && r.n == n).count();
+            let accepted = !fail(&key, n, before);
+            log.requests.push(OrderedRequest { key, n, accepted, at: std::time::Instant::now() });
+            Some(if accepted { accept.clone() } else { Reply::Status(500, "not now") })
+        });
+        log
+    }
+
     pub fn set_default(&self, reply: Reply) {
         *self.state.default.lock().unwrap() = Some(reply);
     }
@@ -410,7 +476,7 @@ async fn handle(State(state): State<Arc<ReceiverState>>, headers: HeaderMap, bod
         let scripted = || state.script.lock().unwrap().pop_front();
         ruled.or_else(scripted).or_else(|| state.default.lock().unwrap().clone()).unwrap()
     };
-    state.received.lock().unwrap().push(Received { headers, body });
+    state.received.lock().unwrap().push(Received { headers, body, at: std::time::Instant::now() });
     state.arrived.notify_waiters();
     match reply {
         Reply::Status(code, body) => (StatusCode::from_u16(code).unwrap(), body.to_owned()).into_response(),

@@ -2,52 +2,11 @@
 //! order and in parallel, a failing head holding back only its own key,
 //! blocking and skipping, FIFO endpoints.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::{Receiver, Reply, TestServer};
-
-/// Each key's payload numbers in the order the receiver accepted them
-/// (answered 200), and in the order it saw them at all.
-#[derive(Default)]
-struct Log {
-    accepted: Vec<(String, u64)>,
-    seen: Vec<(String, u64)>,
-}
-
-impl Log {
-    fn accepted(&self, key: &str) -> Vec<u64> {
-        self.accepted.iter().filter(|(k, _)| k == key).map(|(_, n)| *n).collect()
-    }
-    fn seen(&self, key: &str) -> Vec<u64> {
-        self.seen.iter().filter(|(k, _)| k == key).map(|(_, n)| *n).collect()
-    }
-}
-
-/// A receiver that logs `{"key", "n"}` payloads and fails those `fail`
-/// picks (given the payload and how often it was seen before).
-fn logging(
-    rx: &Receiver,
-    mut fail: impl FnMut(&str, u64, usize) -> bool + Send + 'static,
-) -> Arc<Mutex<Log>> {
-    let log = Arc::new(Mutex::new(Log::default()));
-    let shared = Arc::clone(&log);
-    rx.rule(move |p: &Value| {
-        let key = p["key"].as_str().unwrap_or_default().to_owned();
-        let n = p["n"].as_u64().unwrap();
-        let mut log = shared.lock().unwrap();
-        let before = log.seen.iter().filter(|(k, m)| *k == key && *m == n).count();
-        log.seen.push((key.clone(), n));
-        if fail(&key, n, before) {
-            return Some(Reply::Status(500, "not now"));
-        }
-        log.accepted.push((key, n));
-        None
-    });
-    log
-}
 
 async fn app(t: &TestServer) -> String {
     let (status, app) = t.post("/api/v1/app", json!({"name": "ordered"})).await;
@@ -66,7 +25,7 @@ async fn send_keyed(t: &TestServer, app: &str, key: &str, n: u64) -> String {
 async fn keys_arrive_in_order_and_a_failing_head_holds_back_only_its_key() {
     let t = TestServer::with_manual_clock().await;
     let rx = Receiver::start(Reply::Status(200, "")).await;
-    let log = logging(&rx, |key, n, before| key == "A" && n == 2 && before < 2);
+    let log = rx.log_ordered(|key, n, before| key == "A" && n == 2 && before < 2, Reply::Status(200, ""));
     let app = app(&t).await;
     let ep = t.endpoint(&app, json!({"url": rx.url, "retryPolicy": {"schedule": [1, 1, 1]}})).await;
     let mut ids = std::collections::HashMap::new();
@@ -110,6 +69,7 @@ async fn keys_arrive_in_order_and_a_failing_head_holds_back_only_its_key() {
         assert_eq!(log.accepted(key), in_order, "key {key}");
     }
     assert_eq!(log.seen("A")[..4], [1, 2, 2, 2], "nothing of A went past its failing head");
+    assert!(log.out_of_order().is_empty(), "{:?}", log.out_of_order());
 }
 
 /// Acceptance 18.1 (block): a head that exhausts its schedule blocks its
@@ -118,7 +78,7 @@ async fn keys_arrive_in_order_and_a_failing_head_holds_back_only_its_key() {
 async fn a_blocked_key_waits_until_skipped() {
     let t = TestServer::with_manual_clock().await;
     let rx = Receiver::start(Reply::Status(200, "")).await;
-    let log = logging(&rx, |key, n, _| key == "A" && n == 1);
+    let log = rx.log_ordered(|key, n, _| key == "A" && n == 1, Reply::Status(200, ""));
     let app = app(&t).await;
     let ep = t
         .endpoint(
@@ -176,7 +136,7 @@ async fn a_blocked_key_waits_until_skipped() {
 async fn a_fifo_endpoint_receives_everything_in_acceptance_order() {
     let t = TestServer::with_manual_clock().await;
     let rx = Receiver::start(Reply::Status(200, "")).await;
-    let log = logging(&rx, |_, n, before| n == 0 && before < 2);
+    let log = rx.log_ordered(|_, n, before| n == 0 && before < 2, Reply::Status(200, ""));
     let app = app(&t).await;
     t.endpoint(&app, json!({"url": rx.url, "fifo": true, "retryPolicy": {"schedule": [1, 1, 1]}})).await;
     let mut first = None;
