@@ -60,15 +60,40 @@ pub struct Load {
     pub in_flight: usize,
     pub queued: usize,
     pub pending: u64,
+    pub paused_endpoints: u64,
+    pub backing_off_endpoints: u64,
+    pub parked_deliveries: u64,
+    pub held_deliveries: u64,
 }
 
 /// Prometheus text exposition of everything recorded so far, and `load`.
 pub fn render(load: &Load) -> String {
     let mut text = HANDLE.get().map(PrometheusHandle::render).unwrap_or_default();
-    let gauges: [(&str, &str, f64); 3] = [
+    let f = load;
+    let gauges: [(&str, &str, f64); 7] = [
         ("hookline_dispatch_in_flight", "Attempts in flight", load.in_flight as f64),
         ("hookline_dispatch_queued", "Attempts queued in memory behind endpoint limits", load.queued as f64),
         ("hookline_pending_deliveries", "Deliveries waiting for an attempt or a retry", load.pending as f64),
+        (
+            "hookline_endpoints_paused",
+            "Endpoints paused by their receiver (Retry-After)",
+            f.paused_endpoints as f64,
+        ),
+        (
+            "hookline_endpoints_backing_off",
+            "Endpoints slowed down after congestion (429/502/503/504, timeouts)",
+            f.backing_off_endpoints as f64,
+        ),
+        (
+            "hookline_deliveries_parked",
+            "Deliveries waiting for their endpoint's rate limit or pause",
+            f.parked_deliveries as f64,
+        ),
+        (
+            "hookline_deliveries_held",
+            "Deliveries held behind an earlier message of their ordering key",
+            f.held_deliveries as f64,
+        ),
     ];
     for (name, help, value) in gauges {
         if !text.is_empty() && !text.ends_with('\n') {

@@ -25,7 +25,16 @@ pub fn routes() -> Router<ApiState> {
 async fn metrics(State(s): State<ApiState>) -> ApiResult<impl IntoResponse> {
     let pending = s.service.store.count_pending().await?;
     let (in_flight, queued) = s.service.dispatcher.load();
-    let load = crate::telemetry::Load { in_flight, queued, pending };
+    let flow = s.service.store.flow_totals(s.service.now()).await?;
+    let load = crate::telemetry::Load {
+        in_flight,
+        queued,
+        pending,
+        paused_endpoints: flow.paused_endpoints,
+        backing_off_endpoints: flow.backing_off_endpoints,
+        parked_deliveries: flow.parked_deliveries,
+        held_deliveries: flow.held_deliveries,
+    };
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::render(&load)))
 }
 

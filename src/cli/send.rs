@@ -25,6 +25,10 @@ pub struct SendArgs {
     /// Channel (repeatable).
     #[arg(long = "channel")]
     pub channels: Vec<String>,
+    /// Messages with the same key reach each endpoint in the order they
+    /// were sent (Hookline extension).
+    #[arg(long)]
+    pub ordering_key: Option<String>,
 }
 
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
@@ -40,6 +44,9 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     }
     if !args.channels.is_empty() {
         body["channels"] = json!(args.channels);
+    }
+    if let Some(key) = &args.ordering_key {
+        body["orderingKey"] = json!(key);
     }
     let url = format!("{}/api/v1/app/{}/msg", args.server.trim_end_matches('/'), args.app);
     let response = reqwest::Client::new()

@@ -314,6 +314,9 @@ pub trait FlowStore: Send + Sync {
     /// Count one attempt that starts whatever the bucket says (a manual
     /// resend) against the endpoint's bucket.
     async fn charge(&self, endpoint_id: &str, now: Timestamp) -> StoreResult<()>;
+    /// Totals over every endpoint (`/metrics`): counted on the flow rows and
+    /// the gates' partial indexes, never a scan of the deliveries.
+    async fn flow_totals(&self, now: Timestamp) -> StoreResult<FlowTotals>;
 }
 
 /// Ordered delivery as operators see and steer it.

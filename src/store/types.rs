@@ -344,6 +344,19 @@ pub struct EndpointDisabled {
     pub automatic: bool,
 }
 
+/// Flow control across all endpoints, for the Prometheus gauges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowTotals {
+    /// Endpoints whose receiver asked for a pause that is not over.
+    pub paused_endpoints: u64,
+    /// Endpoints slowed down after congestion.
+    pub backing_off_endpoints: u64,
+    /// Deliveries parked until their endpoint may send (rate or pause).
+    pub parked_deliveries: u64,
+    /// Deliveries held behind an earlier message of their ordering key.
+    pub held_deliveries: u64,
+}
+
 /// An endpoint's flow as the API and the dashboard show it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlowView {

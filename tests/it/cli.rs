@@ -97,6 +97,13 @@ async fn send_posts_a_message_that_gets_delivered() {
     let got = rx.wait_for(1).await;
     assert_eq!(got[0].header("webhook-id"), id);
 
+    // An ordering key is sent along (and kept with the message).
+    let keyed =
+        send(&url, &app, &["--event-type", "cli.sent", "--ordering-key", "order-7"]).output().await.unwrap();
+    assert!(keyed.status.success(), "{}", String::from_utf8_lossy(&keyed.stderr));
+    let keyed = String::from_utf8(keyed.stdout).unwrap().trim().to_owned();
+    assert_eq!(t.get(&format!("/api/v1/app/{app}/msg/{keyed}")).await["orderingKey"], "order-7");
+
     // Errors come back as a failure with Svix's message.
     let bad = send(&url, "nope", &["--event-type", "x"]).stderr(Stdio::piped()).output().await.unwrap();
     assert!(!bad.status.success());

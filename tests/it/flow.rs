@@ -108,6 +108,8 @@ async fn a_retry_after_pauses_the_whole_endpoint(pause: impl FnOnce(Timestamp) -
     t.wait_attempts_to(&app, &first, Some(&ep), 1).await;
     let view = flow(&t, &app, &ep).await;
     assert!(view["pausedUntil"].is_string() && view["pauseReason"].is_string(), "{view}");
+    let metrics = t.http.get(t.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("\nhookline_endpoints_paused 1\n"), "{metrics}");
     let mut sent = vec![first];
     for s in 1..30 {
         t.clock().advance(Duration::from_secs(1));
@@ -125,6 +127,8 @@ async fn a_retry_after_pauses_the_whole_endpoint(pause: impl FnOnce(Timestamp) -
         assert_eq!(attempts.len(), expected, "message {n} was charged for the pause: {attempts:?}");
     }
     assert!(flow(&t, &app, &ep).await["pausedUntil"].is_null());
+    let metrics = t.http.get(t.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("\nhookline_endpoints_paused 0\n"), "{metrics}");
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use super::PgStore;
 use super::rows::{col, opt_ts};
 use crate::domain::flow::{Flow, FlowState};
 use crate::domain::time::Timestamp;
-use crate::store::{DeliveryKey, FlowStore, FlowView, StoreResult};
+use crate::store::{DeliveryKey, FlowStore, FlowTotals, FlowView, StoreResult};
 
 /// Deliveries waiting for their endpoint's flow.
 pub(super) const PARKED: i32 = 1;
@@ -294,5 +294,23 @@ impl FlowStore for PgStore {
         flow.state.charge(limit.limit, now);
         flows.save(&mut tx, now).await?;
         Ok(tx.commit().await?)
+    }
+
+    async fn flow_totals(&self, now: Timestamp) -> StoreResult<FlowTotals> {
+        let (paused, backing_off, parked, held): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM endpoint_flow WHERE paused_until > $1),
+                    (SELECT count(*) FROM endpoint_flow WHERE backoff_rate IS NOT NULL),
+                    (SELECT count(*) FROM deliveries WHERE gate = 1),
+                    (SELECT count(*) FROM deliveries WHERE gate = 2)",
+        )
+        .bind(now.as_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(FlowTotals {
+            paused_endpoints: paused as u64,
+            backing_off_endpoints: backing_off as u64,
+            parked_deliveries: parked as u64,
+            held_deliveries: held as u64,
+        })
     }
 }

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteStore;
 use crate::domain::flow::{Flow, FlowState, Signal};
 use crate::domain::time::Timestamp;
-use crate::store::{DeliveryKey, FlowStore, FlowView, StoreResult};
+use crate::store::{DeliveryKey, FlowStore, FlowTotals, FlowView, StoreResult};
 
 /// Deliveries waiting for their endpoint's flow.
 pub(super) const PARKED: i64 = 1;
@@ -139,6 +139,30 @@ impl FlowStore for SqliteStore {
             }
             flow.state.charge(limit, now);
             save(c, &endpoint_id, &flow, now)
+        })
+        .await
+    }
+
+    async fn flow_totals(&self, now: Timestamp) -> StoreResult<FlowTotals> {
+        self.read(move |c| {
+            let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> StoreResult<u64> {
+                Ok(c.prepare_cached(sql)?.query_row(p, |r| r.get::<_, i64>(0))? as u64)
+            };
+            Ok(FlowTotals {
+                paused_endpoints: count(
+                    "SELECT COUNT(*) FROM endpoint_flow WHERE paused_until > ?",
+                    &[&now.as_millis()],
+                )?,
+                backing_off_endpoints: count(
+                    "SELECT COUNT(*) FROM endpoint_flow WHERE backoff_rate IS NOT NULL",
+                    &[],
+                )?,
+                parked_deliveries: count("SELECT COUNT(*) FROM deliveries WHERE gate = ?", &[&PARKED])?,
+                held_deliveries: count(
+                    "SELECT COUNT(*) FROM deliveries WHERE gate = ?",
+                    &[&super::ordering::HELD],
+                )?,
+            })
         })
         .await
     }

@@ -117,6 +117,9 @@ pub async fn a_retry_after_pauses_the_endpoint(store: SharedStore) {
     }
     let d = store.get_delivery(&waiting[0].id, &ep.id).await.unwrap().unwrap();
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0), "not charged an attempt");
+    let totals = store.flow_totals(at(30)).await.unwrap();
+    assert_eq!((totals.paused_endpoints, totals.parked_deliveries), (1, 3), "{totals:?}");
+    assert_eq!(store.flow_totals(at(32)).await.unwrap().paused_endpoints, 0, "the pause is over");
     assert!(store.next_due(&[]).await.unwrap().is_some_and(|t| t <= at(31)));
     let after: Vec<_> = store.claim_due(at(31), &lease(at(600)), 100, &[]).await.unwrap();
     let to_ep: BTreeSet<String> =
