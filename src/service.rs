@@ -167,6 +167,17 @@ pub struct ReplayRequest {
     pub dry_run: bool,
 }
 
+/// What an endpoint enabled again missed while it was disabled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Missed {
+    /// When it was disabled.
+    pub since: Timestamp,
+    /// How many messages it would be sent (of those looked at).
+    pub count: u64,
+    /// More messages than the cap allowed to look at: `count` is a floor.
+    pub more: bool,
+}
+
 impl Service {
     pub fn new(
         store: SharedStore,
@@ -381,6 +392,8 @@ impl Service {
             failing_since: None,
             created_at: now,
             updated_at: now,
+            // As the store's trigger records it.
+            disabled_at: spec.disabled.then_some(now),
         };
         self.store.insert_endpoint(&ep).await?;
         self.events.emit(operational::endpoint_event("endpoint.created", &ep));
@@ -654,18 +667,39 @@ impl Service {
 
     /// Send the endpoint what it never received in [since, until): messages
     /// it would have wanted but has no delivery for (created before it
-    /// existed, or while it was disabled).
+    /// existed, or while it was disabled); with `dry_run`, only count them.
+    /// They go through the endpoint's flow like any other delivery.
     pub async fn replay_missing(
         &self,
         ep: &Endpoint,
         since: Timestamp,
         until: Option<Timestamp>,
+        dry_run: bool,
     ) -> ServiceResult<Task> {
         Self::check_enabled(ep)?;
         let now = self.now();
-        let count = self.store.replay_missing(ep, since, until, now).await?;
-        self.dispatcher.wake_at(now);
-        self.record_task("endpoint.replay", json!({"count": count})).await
+        let count = if dry_run {
+            self.store.count_missing(ep, since, until, None).await?.0
+        } else {
+            let n = self.store.replay_missing(ep, since, until, now).await?;
+            self.dispatcher.wake_at(now);
+            n
+        };
+        self.record_task("endpoint.replay", json!({"count": count, "dryRun": dry_run})).await
+    }
+
+    /// An endpoint enabled again after being disabled: what it missed
+    /// meanwhile that replay-missing would send now (nothing once they are
+    /// sent), looking at no more than `cap` messages. `None` while it is
+    /// disabled, if it never was, or if it missed nothing.
+    pub async fn missed_while_disabled(
+        &self,
+        ep: &Endpoint,
+        cap: Option<usize>,
+    ) -> ServiceResult<Option<Missed>> {
+        let Some(since) = ep.disabled_at.filter(|_| !ep.disabled) else { return Ok(None) };
+        let (count, more) = self.store.count_missing(ep, since, None, cap).await?;
+        Ok((count > 0 || more).then_some(Missed { since, count, more }))
     }
 
     /// Send again every settled delivery matching the filter; with

@@ -34,8 +34,7 @@ use crate::domain::signing::{self, SecretKind};
 use crate::domain::validate;
 use crate::store::Order;
 
-/// The most requests in flight at once an endpoint may ask for.
-pub const MAX_IN_FLIGHT: u16 = 1000;
+pub use crate::domain::flow::MAX_IN_FLIGHT;
 
 pub fn routes() -> Router<ApiState> {
     let ep = "/api/v1/app/{app_id}/endpoint/{endpoint_id}";
@@ -416,6 +415,7 @@ async fn patch(
         fifo: body.fifo,
         ordering_on_failure: body.ordering_on_failure.as_deref().and_then(OnFailure::parse),
         rotate: None,
+        forget_disabled: false,
     };
     Ok(Json(s.service.update_endpoint(&app.id, &ep.id, patch).await?.into()))
 }

@@ -143,7 +143,7 @@ const OPS: &[Op] = &[
     op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/ordering/blocked", "v1.endpoint.list-blocked-keys", "Endpoint", "Ordering keys blocked behind a message that failed for good (orderingOnFailure: block)").ok(200, Some("[BlockedKeyOut]")).query(&[Q::Page]).ext(),
     op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/ordering/skip", "v1.endpoint.skip-blocked-key", "Endpoint", "Let a blocked key move on past its failed message (which stays failed); 404 unless blocked").body("OrderingSkipIn").ok(204, None).ext(),
     op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/recover", "v1.endpoint.recover", "Endpoint", "Send every failed delivery since a time again").body("RecoverIn").ok(202, Some("BackgroundTaskOut")),
-    op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/replay-missing", "v1.endpoint.replay-missing", "Endpoint", "Send what the endpoint never received since a time").body("ReplayIn").ok(202, Some("BackgroundTaskOut")),
+    op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/replay-missing", "v1.endpoint.replay-missing", "Endpoint", "Send what the endpoint never received since a time (dryRun: count only)").body("ReplayIn").ok(202, Some("BackgroundTaskOut")),
     op("get", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/attempt-stats", "v1.endpoint.get-attempt-stats", "Endpoint", "Attempts by outcome over a time range").ok(200, Some("EndpointAttemptStats")).query(&[Q::Range]),
     op("post", "/api/v1/app/{app_id}/endpoint/{endpoint_id}/bulk-replay", "v1.endpoint.bulk-replay", "Endpoint", "Send settled deliveries matching a filter again (dryRun: count only)").body("BulkReplayIn").ok(202, Some("BackgroundTaskOut")),
     // Messages
@@ -286,7 +286,7 @@ const REQUEST_SCHEMAS: &[(&str, &[&str])] = &[
     ("EndpointSecretRotateIn", &[]),
     ("EndpointHeadersPatchIn", &[]),
     ("RecoverIn", &[]),
-    ("ReplayIn", &[]),
+    ("ReplayIn", &["dryRun"]),
     ("BulkReplayIn", &["dryRun"]),
     ("EventExampleIn", &[]),
     ("MessageIn", &[]),
@@ -837,7 +837,11 @@ fn schemas() -> Map<String, Value> {
         ),
     );
     add("RecoverIn", range());
-    add("ReplayIn", range());
+    add("ReplayIn", {
+        let mut o = range();
+        o["properties"]["dryRun"] = ext(t("boolean"), "Only count what would be sent (the task's count)");
+        o
+    });
     add("BulkReplayIn", {
         let mut o = range();
         o["properties"]["eventTypes"] = names(256, 1000);

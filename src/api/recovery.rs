@@ -80,15 +80,32 @@ async fn recover(
     Ok((StatusCode::ACCEPTED, Json(task.into())))
 }
 
+/// Svix's `ReplayIn`, plus the extension `dryRun`: count (in the task's
+/// data), send nothing.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplayMissingIn {
+    #[serde(flatten)]
+    range: RangeIn,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+impl Validate for ReplayMissingIn {
+    fn validate(&self) -> ApiResult<()> {
+        self.range.validate()
+    }
+}
+
 async fn replay_missing(
     State(s): State<ApiState>,
     who: Principal,
     SvixPath(path): SvixPath<(String, String)>,
-    SvixJson(body): SvixJson<RangeIn>,
+    SvixJson(body): SvixJson<ReplayMissingIn>,
 ) -> ApiResult<(StatusCode, Json<TaskOut>)> {
     let ep = endpoint(&s, &who, path).await?;
-    let (since, until) = body.bounds();
-    let task = s.service.replay_missing(&ep, since, until).await?;
+    let (since, until) = body.range.bounds();
+    let task = s.service.replay_missing(&ep, since, until, body.dry_run).await?;
     Ok((StatusCode::ACCEPTED, Json(task.into())))
 }
 

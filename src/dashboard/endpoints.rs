@@ -1,5 +1,6 @@
 //! One endpoint: its settings, secret, retry policy, custom headers, the
-//! enable/disable switch, and bulk replay of failed messages.
+//! enable/disable switch, and bulk replay of failed messages; its flow and
+//! ordering parts are in [`super::flow`].
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use maud::{Markup, html};
 use super::Dash;
 use super::apps::{app_crumbs, load};
 use super::charts::{self, ChartQuery};
+use super::flow::{self, FlowPanel};
 use super::layout::{Crumb, Flash, Notice, PageError, done, enabled_badge, page};
 use super::session::{Post, Session};
 use crate::domain::attempt_stats::{Series, Window};
@@ -100,6 +102,7 @@ pub async fn show(
     let now = d.service.now();
     let stats = d.service.store.endpoint_recent(std::slice::from_ref(&ep.id), RECENT).await?;
     let stats = stats.get(&ep.id).cloned().unwrap_or_default();
+    let flow = FlowPanel::load(&d.service, &ep).await?;
     let window = chart.window(Window::Hour);
     let mut series = d.service.store.attempt_series(std::slice::from_ref(&ep.id), window, now).await?;
     let series = series.remove(&ep.id).unwrap_or_else(|| Series::empty(window, now));
@@ -140,9 +143,12 @@ pub async fn show(
                 div { b { (stats.pending + stats.sending) } span.small.muted { "waiting" } }
                 div { span.small.muted { "of the latest " (RECENT) " messages" } }
             }
+            (flow.state(&ep, now))
             (charts::window_picker(&base, window))
             (charts::endpoint_charts(&series, window))
         }
+        (flow.missed_offer(&base, &csrf, now))
+        (flow.blocked(&app.id, &base, &csrf, now))
 
         h2 { "Settings" }
         form.card method="post" action={(base) "/settings"} {
@@ -157,6 +163,9 @@ pub async fn show(
                 div { button type="submit" { "Save" } }
             }
         }
+
+        h2 { "Rate limit and ordering" }
+        (flow::settings_form(&ep, &base, &csrf))
 
         h2 { "Signing secret" }
         div.card {
@@ -310,6 +319,15 @@ pub async fn act(
                 .map(|_| Notice::PolicySaved),
             Err(e) => Err(format!("Retry policy: {e}")),
         },
+        "flow" => match flow::patch_from(&post) {
+            Ok(p) => patch(p).await.map(|_| Notice::SettingsSaved),
+            Err(e) => Err(e),
+        },
+        "skip" => return flow::skip(&d, &ep, &post).await,
+        "dismiss-missed" => patch(EndpointPatch { forget_disabled: true, ..Default::default() })
+            .await
+            .map(|_| Notice::MissedDismissed),
+        "backfill" => return flow::backfill(&d, &app, &ep, &post).await,
         "headers" => match parse_headers(post.get("headers").unwrap_or_default()) {
             Ok(headers) => patch(EndpointPatch { headers: Some(headers), ..Default::default() })
                 .await

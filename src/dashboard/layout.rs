@@ -107,10 +107,16 @@ pub enum Notice {
     Resent,
     /// The content of `n` messages was erased (by tag).
     Erased,
+    /// A blocked ordering key moved on past its failed message.
+    KeySkipped,
+    /// `n` messages missed while the endpoint was disabled are being sent.
+    MissedSent,
+    /// The offer to send what the endpoint missed while disabled is gone.
+    MissedDismissed,
 }
 
 impl Notice {
-    const ALL: [Notice; 11] = [
+    const ALL: [Notice; 14] = [
         Notice::AppCreated,
         Notice::EndpointCreated,
         Notice::EndpointDisabled,
@@ -122,6 +128,9 @@ impl Notice {
         Notice::ReplayStarted,
         Notice::Resent,
         Notice::Erased,
+        Notice::KeySkipped,
+        Notice::MissedSent,
+        Notice::MissedDismissed,
     ];
 
     fn code(self) -> &'static str {
@@ -137,6 +146,9 @@ impl Notice {
             Notice::ReplayStarted => "replay-started",
             Notice::Resent => "resent",
             Notice::Erased => "erased",
+            Notice::KeySkipped => "key-skipped",
+            Notice::MissedSent => "missed-sent",
+            Notice::MissedDismissed => "missed-dismissed",
         }
     }
 
@@ -160,6 +172,16 @@ impl Notice {
                 "Erased the content of {n} {} (payloads and response bodies); Background tasks has the details.",
                 if n == 1 { "message" } else { "messages" }
             ),
+            Notice::KeySkipped => {
+                "Key skipped: its next message goes now; the failed one stays failed.".into()
+            }
+            Notice::MissedSent => format!(
+                "{n} missed {} being sent, at the endpoint's rate limit.",
+                if n == 1 { "message is" } else { "messages are" }
+            ),
+            Notice::MissedDismissed => {
+                "Dismissed: what it missed while disabled will not be offered again.".into()
+            }
         }
     }
 }

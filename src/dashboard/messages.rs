@@ -12,7 +12,7 @@ use super::layout::{
     Crumb, Flash, Notice, PageError, code, done, empty, opt_time, page, pretty_json, status_badge, time,
 };
 use super::session::{Post, Session};
-use crate::domain::model::{App, DeliveryStatus, Endpoint, Trigger};
+use crate::domain::model::{App, Delivery, DeliveryStatus, Endpoint, Trigger};
 use crate::domain::time::Timestamp;
 use crate::store::{AttemptFilter, Cursor, DeliveryFilter, MessageFilter, Order, PageRequest};
 
@@ -128,6 +128,15 @@ fn pager(base: &str, q: &ListQuery, first: Option<&str>, last: Option<&str>, mor
     }
 }
 
+/// A delivery held back by ordering: the message of its key it waits for.
+fn waiting_for(app_id: &str, delivery: &Delivery) -> Markup {
+    html! {
+        @if let Some(head) = &delivery.waiting_for {
+            div.small.muted.waiting { "waiting for " a.mono href={"/apps/" (app_id) "/messages/" (head)} { (head) } }
+        }
+    }
+}
+
 pub async fn for_endpoint(
     State(d): State<Dash>,
     session: Session,
@@ -164,7 +173,7 @@ pub async fn for_endpoint(
                     thead { tr { th { "Status" } th { "Event type" } th { "Attempts" } th { "Last response" } th { "Next retry" } th { "Sent" } th.opt { "Message" } } }
                     tbody { @for (delivery, msg) in &rows.items {
                         tr {
-                            td data-label="Status" { (status_badge(delivery.status)) }
+                            td data-label="Status" { (status_badge(delivery.status)) (waiting_for(&app.id, delivery)) }
                             td data-label="Event type" { a href={(app_base) "/messages/" (msg.id)} { (msg.event_type) } }
                             td data-label="Attempts" { (delivery.total_attempts) }
                             td data-label="Last response" { (code(delivery.last_code)) }
@@ -292,7 +301,7 @@ pub async fn show(
                     tbody { @for (delivery, ep) in &deliveries.items {
                         tr {
                             td data-label="Endpoint" { a href={"/apps/" (app.id) "/endpoints/" (ep.id)} { (ep.url) } }
-                            td data-label="Status" { (status_badge(delivery.status)) }
+                            td data-label="Status" { (status_badge(delivery.status)) (waiting_for(&app.id, delivery)) }
                             td data-label="Attempts" { (delivery.total_attempts) }
                             td data-label="Last response" { (code(delivery.last_code)) }
                             td data-label="Next retry" { @if matches!(delivery.status, DeliveryStatus::Pending | DeliveryStatus::Sending) { (opt_time(delivery.next_attempt, now)) } @else { span.muted { "—" } } }

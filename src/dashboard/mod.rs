@@ -7,8 +7,10 @@
 //! cross-origin posts are refused. An app-scoped token (the customer portal
 //! link) gives the same pages limited to its one application.
 //!
-//! Pages: applications → application (endpoints) → endpoint (settings,
-//! secret, retry policy, headers, bulk replay) → endpoint messages →
+//! Pages: applications → application (endpoints) → endpoint (flow state,
+//! blocked ordering keys, the missed-while-disabled offer, settings, rate
+//! limit and ordering, secret, retry policy, headers, bulk replay) →
+//! endpoint messages →
 //! message (payload, attempts, Retry / Replay); and the application's
 //! message log. Regions marked `#live` refresh themselves (`static/app.js`).
 
@@ -16,6 +18,7 @@ mod apps;
 mod charts;
 mod endpoints;
 mod erasure;
+mod flow;
 mod layout;
 mod messages;
 mod session;

@@ -29,6 +29,7 @@ pub fn endpoint(id: &str) -> Endpoint {
         failing_since: None,
         created_at: t0,
         updated_at: t0,
+        disabled_at: None,
     }
 }
 

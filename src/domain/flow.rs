@@ -24,6 +24,9 @@ use std::time::Duration;
 
 use super::time::Timestamp;
 
+/// The most requests in flight at once an endpoint may ask for
+/// (`maxInFlight`).
+pub const MAX_IN_FLIGHT: u16 = 1000;
 /// The longest pause a `Retry-After` can ask for.
 pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
 /// Backoff never goes below this rate (messages per second).

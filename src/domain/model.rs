@@ -141,6 +141,10 @@ pub struct Endpoint {
     pub failing_since: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// When it was last disabled (by hand or automatically); kept when it
+    /// is enabled again, so what it missed meanwhile can be offered. The
+    /// stores' triggers keep it whatever path disables the endpoint.
+    pub disabled_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -201,6 +205,9 @@ pub struct EndpointPatch {
     pub ordering_on_failure: Option<OnFailure>,
     pub retry_policy: Option<Option<RetryPolicy>>,
     pub rotate: Option<Rotation>,
+    /// Forget when it was last disabled (`disabled_at`): what it missed
+    /// meanwhile is no longer offered.
+    pub forget_disabled: bool,
 }
 
 impl EndpointPatch {
@@ -224,6 +231,7 @@ impl EndpointPatch {
             ordering_on_failure: None,
             retry_policy: Some(spec.retry_policy),
             rotate: None,
+            forget_disabled: false,
         }
     }
 
@@ -231,6 +239,11 @@ impl EndpointPatch {
         set(&mut ep.uid, self.uid);
         set(&mut ep.url, self.url);
         set(&mut ep.description, self.description);
+        if self.disabled == Some(true) && !ep.disabled {
+            ep.disabled_at = Some(now);
+        } else if self.forget_disabled {
+            ep.disabled_at = None;
+        }
         set(&mut ep.disabled, self.disabled);
         set(&mut ep.event_types, self.event_types);
         set(&mut ep.channels, self.channels);

@@ -21,8 +21,8 @@ pub const APP_COLS: &str = "a.id, a.uid, a.name, a.metadata, a.throttle_rate, a.
 pub const APP_NCOLS: usize = 7;
 pub const ENDPOINT_COLS: &str = "e.id, e.app_id, e.uid, e.url, e.description, e.disabled, \
     e.event_types, e.channels, e.metadata, e.headers, e.throttle_rate, e.secret, e.old_secrets, \
-    e.retry_policy, e.failing_since, e.created_at, e.updated_at, e.max_in_flight, e.fifo, e.ordering_on_failure";
-pub const ENDPOINT_NCOLS: usize = 20;
+    e.retry_policy, e.failing_since, e.created_at, e.updated_at, e.max_in_flight, e.fifo, e.ordering_on_failure, e.disabled_at";
+pub const ENDPOINT_NCOLS: usize = 21;
 pub const MESSAGE_COLS: &str = "m.id, m.app_id, m.event_type, m.event_id, m.channels, m.tags, m.payload, \
     m.created_at, m.deliver_at, m.expires_at, m.ordering_key, m.traceparent, m.tracestate";
 pub const DELIVERY_COLS: &str = "d.msg_id, d.endpoint_id, d.app_id, d.status, d.attempts, d.next_attempt, \

@@ -214,6 +214,17 @@ pub trait RedeliveryStore: Send + Sync {
         until: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreResult<u64>;
+    /// `replay_missing`'s dry run: how many deliveries it would create now.
+    /// With a `cap`, only the first `cap` messages without a delivery are
+    /// looked at (bounded work, for a page); the flag says whether more
+    /// exist beyond them.
+    async fn count_missing(
+        &self,
+        endpoint: &Endpoint,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        cap: Option<usize>,
+    ) -> StoreResult<(u64, bool)>;
 
     /// Each endpoint's latest `recent` deliveries (by message time),
     /// counted by status: recent health at the cost of a bounded index scan.

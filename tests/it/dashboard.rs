@@ -561,3 +561,183 @@ async fn flash_messages_are_codes_and_errors_stay_out_of_locations() {
     let body = resp.text().await.unwrap();
     assert!(body.contains("URL") && !body.contains("<script>"), "{body}");
 }
+
+/// Issues 17 and 18 on the endpoint and message pages, in a browser on the
+/// manual clock: a receiver's `429 Retry-After: 30` shows as a pause with
+/// its reason beside the rate limit; a key blocked behind a message that
+/// failed for good is listed with what it waits on, the held message's page
+/// says what it waits for, and Skip lets it go; an endpoint enabled again
+/// offers what it missed while disabled, counted, and sends it only once
+/// confirmed.
+#[tokio::test]
+async fn endpoint_page_shows_flow_blocked_keys_and_the_missed_messages_offer() {
+    let t = TestServer::with_manual_clock().await;
+    let base = t.server.url();
+    let b = Browser::start().await;
+    sign_in(&b, &base).await;
+
+    // A pause with its reason, beside the limit.
+    let rx = Receiver::start(Reply::Status(200, "ok")).await;
+    let (app, ep) = t.app_with_endpoint(&rx.url, json!({"throttleRate": 10})).await;
+    rx.script([Reply::Headers(429, &[("retry-after", "30")])]);
+    t.send(&app, json!({"n": 1})).await;
+    rx.wait_for(1).await;
+    let paused = |wanted: bool| {
+        let (t, path) = (&t, format!("/api/v1/app/{app}/endpoint/{ep}/flow"));
+        crate::common::eventually("the endpoint's pause to start or end", move || {
+            let path = path.clone();
+            async move { (t.get(&path).await["pausedUntil"].is_string() == wanted).then_some(()) }
+        })
+    };
+    paused(true).await;
+    b.goto(&format!("{base}/apps/{app}/endpoints/{ep}")).await;
+    let flow = b.wait_for_in("#flow", "paused until").await;
+    assert!(flow.contains("10 messages/s"), "{flow}");
+    assert!(flow.contains("429 with Retry-After: 30 s"), "{flow}");
+    b.screenshot_of("endpoint-flow-paused", "#live").await;
+    t.clock().advance(Duration::from_secs(31));
+    rx.wait_for(2).await;
+    paused(false).await;
+    b.goto(&format!("{base}/apps/{app}/endpoints/{ep}")).await;
+    let flow = b.find("#flow").await.text().await.unwrap();
+    assert!(!flow.contains("paused until") && flow.contains("10 messages/s"), "{flow}");
+
+    // A blocked key: its head failed for good (no retries), the next
+    // message of the key waits for it until someone skips it.
+    let rx = Receiver::start(Reply::Status(200, "ok")).await;
+    let once = json!({"orderingOnFailure": "block", "retryPolicy": {"schedule": [], "timeout": 5}});
+    let (app, ep) = t.app_with_endpoint(&rx.url, once).await;
+    let keyed = |n: u32| json!({"eventType": "test.event", "payload": {"n": n}, "orderingKey": "order-1"});
+    rx.script([Reply::Status(500, "down")]);
+    let (_, head) = t.post(&format!("/api/v1/app/{app}/msg"), keyed(1)).await;
+    let head = head["id"].as_str().unwrap().to_owned();
+    rx.wait_for(1).await;
+    t.wait_status(&app, &head, &ep, "fail").await;
+    let (_, next) = t.post(&format!("/api/v1/app/{app}/msg"), keyed(2)).await;
+    let next = next["id"].as_str().unwrap().to_owned();
+    crate::common::eventually("the next message to be held", || async {
+        (t.delivery(&app, &next, &ep).await["waitingFor"] == head).then_some(())
+    })
+    .await;
+
+    b.goto(&format!("{base}/apps/{app}/messages/{next}")).await;
+    let row = b.wait_for_in(".waiting", "waiting for").await;
+    assert_eq!(row, format!("waiting for {head}"));
+    b.click(".waiting a").await;
+    b.wait_for_text("Attempts (1)").await;
+    assert_eq!(b.path().await, format!("/apps/{app}/messages/{head}"), "the link leads to the head");
+
+    b.goto(&format!("{base}/apps/{app}/endpoints/{ep}")).await;
+    let blocked = b.wait_for_in("#blocked-keys", "order-1").await;
+    assert!(blocked.contains(&head), "{blocked}");
+    b.screenshot_of("endpoint-blocked-keys", "#blocked-keys").await;
+    assert_eq!(rx.count(), 1, "nothing more goes to a blocked key");
+    b.click("#blocked-keys form[action$='/skip'] button").await;
+    b.client.accept_alert().await.unwrap();
+    b.wait_for_text("Key skipped").await;
+    let got = rx.wait_for(2).await;
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&got[1].body).unwrap()["n"], 2);
+    t.wait_status(&app, &next, &ep, "success").await;
+    assert_eq!(t.delivery(&app, &head, &ep).await["statusText"], "fail", "the head stays failed");
+    assert!(!b.text().await.contains("Blocked ordering keys"));
+
+    // Missed while disabled: counted, offered, sent once confirmed.
+    let rx = Receiver::start(Reply::Status(200, "ok")).await;
+    let (app, ep) = t.app_with_endpoint(&rx.url, json!({})).await;
+    let page = format!("{base}/apps/{app}/endpoints/{ep}");
+    b.goto(&page).await;
+    b.click("form[action$='/toggle'] button").await;
+    b.client.accept_alert().await.unwrap();
+    b.wait_for_text("Endpoint disabled").await;
+    let mut missed = Vec::new();
+    for n in 0..3 {
+        missed.push(t.send(&app, json!({"missed": n})).await);
+    }
+    b.click("form[action$='/toggle'] button").await;
+    b.wait_for_text("Endpoint enabled").await;
+    let offer = b.wait_for_in("#missed", "missed").await;
+    assert!(offer.contains("missed 3 messages while it was disabled"), "{offer}");
+    b.screenshot_of("endpoint-missed-offer", "#missed").await;
+    b.click("#missed button").await;
+    let confirm = b.wait_for_text("Send 3 messages").await;
+    assert!(confirm.contains("3 messages for"), "{confirm}");
+    assert_eq!(rx.count(), 0, "nothing is sent before confirming");
+    for m in &missed {
+        let deliveries = t.get(&format!("/api/v1/app/{app}/msg/{m}/endpoint")).await;
+        assert_eq!(deliveries["data"].as_array().unwrap().len(), 0, "no delivery before confirming");
+    }
+    b.click("form[action$='/backfill'] button[type=submit]").await;
+    b.wait_for_text("3 missed messages are being sent").await;
+    let got = rx.wait_for(3).await;
+    let mut ns: Vec<i64> = got
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["missed"].as_i64().unwrap())
+        .collect();
+    ns.sort();
+    assert_eq!(ns, [0, 1, 2]);
+    b.goto(&page).await;
+    b.wait_for_text("Rate limit").await;
+    assert!(!b.text().await.contains("This endpoint missed"), "the offer goes once they are sent");
+
+    // Or it is dismissed, and nothing is sent.
+    b.click("form[action$='/toggle'] button").await;
+    b.client.accept_alert().await.unwrap();
+    b.wait_for_text("Endpoint disabled").await;
+    let unwanted = t.send(&app, json!({"missed": 3})).await;
+    b.click("form[action$='/toggle'] button").await;
+    b.wait_for_text("Endpoint enabled").await;
+    b.wait_for_in("#missed", "missed 1 message while").await;
+    b.click("form[action$='/dismiss-missed'] button").await;
+    b.wait_for_text("will not be offered again").await;
+    assert!(!b.text().await.contains("This endpoint missed"));
+    let deliveries = t.get(&format!("/api/v1/app/{app}/msg/{unwanted}/endpoint")).await;
+    assert_eq!(deliveries["data"].as_array().unwrap().len(), 0);
+    assert_eq!(rx.count(), 3);
+}
+
+/// The rate limit, in-flight and ordering fields: out-of-range values are
+/// explained in place (422), valid ones saved and shown by the API.
+#[tokio::test]
+async fn flow_settings_form_checks_and_saves_its_fields() {
+    let t = TestServer::start().await;
+    let rx = Receiver::start(Reply::Status(200, "")).await;
+    let (app, ep) = t.app_with_endpoint(&rx.url, json!({})).await;
+    let d = Dashboard::sign_in(&t).await;
+    let page = format!("/apps/{app}/endpoints/{ep}");
+    let action = format!("{page}/flow");
+    for (fields, complaint) in [
+        (
+            vec![("maxInFlight", "1001")],
+            "Max in flight: &#39;1001&#39; is not a whole number from 1 to 1000.",
+        ),
+        (vec![("maxInFlight", "0")], "Max in flight"),
+        (vec![("throttleRate", "65536")], "Rate limit"),
+        (vec![("throttleRate", "fast")], "Rate limit"),
+        (vec![("orderingOnFailure", "retry")], "choose skip or block"),
+    ] {
+        let (status, html) = d.post(&page, &action, &fields).await;
+        assert_eq!(status, 422, "{fields:?}");
+        assert!(html.contains(complaint) || html.contains(&complaint.replace("&#39;", "'")), "{html}");
+    }
+    let unchanged = t.get(&format!("/api/v1/app/{app}/endpoint/{ep}")).await;
+    assert!(unchanged["maxInFlight"].is_null() && unchanged["fifo"] != true, "{unchanged}");
+
+    let fields =
+        [("throttleRate", "25"), ("maxInFlight", "4"), ("fifo", "1"), ("orderingOnFailure", "block")];
+    let (status, html) = d.post(&page, &action, &fields).await;
+    assert_eq!(status, 303);
+    assert!(html.contains("Settings saved.") && html.contains("25 messages/s"), "{html}");
+    let shown = t.get(&format!("/api/v1/app/{app}/endpoint/{ep}")).await;
+    assert_eq!(
+        (&shown["throttleRate"], &shown["maxInFlight"], &shown["fifo"], &shown["orderingOnFailure"]),
+        (&json!(25), &json!(4), &json!(true), &json!("block"))
+    );
+    // Emptied: back to the defaults.
+    let (_, html) = d.post(&page, &action, &[("throttleRate", ""), ("maxInFlight", "")]).await;
+    assert!(html.contains("no limit"), "{html}");
+    let shown = t.get(&format!("/api/v1/app/{app}/endpoint/{ep}")).await;
+    assert_eq!(
+        (&shown["throttleRate"], &shown["maxInFlight"], &shown["fifo"], &shown["orderingOnFailure"]),
+        (&json!(null), &json!(null), &json!(false), &json!("skip"))
+    );
+}

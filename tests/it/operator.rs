@@ -160,6 +160,20 @@ async fn replay_missing_sends_what_the_endpoint_never_got() {
     let ep = ep["id"].as_str().unwrap().to_owned();
     assert_eq!(late.count(), 0);
 
+    // The dry run (a Hookline extension) counts and creates nothing.
+    let path = format!("/api/v1/app/{app}/endpoint/{ep}/replay-missing");
+    let (status, dry) = t.post(&path, json!({"since": long_ago().to_rfc3339(), "dryRun": true})).await;
+    assert_eq!((status.as_u16(), dry["count"].as_u64()), (202, Some(3)), "{dry}");
+    for m in &sent {
+        let destinations = t.get(&format!("/api/v1/app/{app}/msg/{m}/endpoint")).await;
+        assert!(
+            destinations["data"].as_array().unwrap().iter().all(|d| d["id"] != ep.as_str()),
+            "{destinations}"
+        );
+    }
+    let (status, _) = t.post(&path, json!({"since": long_ago().to_rfc3339(), "dryRun": null})).await;
+    assert_eq!(status.as_u16(), 422);
+
     let out = t
         .svix
         .endpoint()

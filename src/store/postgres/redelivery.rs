@@ -89,14 +89,9 @@ impl RedeliveryStore for PgStore {
         until: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreResult<u64> {
-        let mut q = Sql::new("SELECT m.id, m.event_type, m.channels, m.ordering_key FROM messages m");
-        q.where_all(&listing::missing_for(&endpoint.app_id, since, until));
-        q.qb.push(" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.endpoint_id = ")
-            .push_bind(endpoint.id.clone())
-            .push(")");
-        q.qb.push(" ORDER BY m.id");
-        let candidates = q.rows(&self.pool, candidate).await?;
-        let wanted: Vec<(String, Option<String>)> = candidates
+        let wanted: Vec<(String, Option<String>)> = self
+            .missing(endpoint, since, until, None)
+            .await?
             .into_iter()
             .filter(|c| filter::wants(endpoint, &c.event_type, c.channels.as_ref()))
             .map(|c| (c.id, c.ordering_key))
@@ -140,6 +135,21 @@ impl RedeliveryStore for PgStore {
         }
         tx.commit().await?;
         Ok(inserted.len() as u64)
+    }
+
+    async fn count_missing(
+        &self,
+        endpoint: &Endpoint,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        cap: Option<usize>,
+    ) -> StoreResult<(u64, bool)> {
+        let mut candidates = self.missing(endpoint, since, until, cap).await?;
+        let more = cap.is_some_and(|cap| candidates.len() > cap);
+        candidates.truncate(cap.unwrap_or(usize::MAX));
+        let n =
+            candidates.iter().filter(|c| filter::wants(endpoint, &c.event_type, c.channels.as_ref())).count();
+        Ok((n as u64, more))
     }
 
     async fn endpoint_stats(
@@ -207,7 +217,30 @@ impl RedeliveryStore for PgStore {
     }
 }
 
-/// (id, event type, channels) of a message, what fan-out filters on.
+impl PgStore {
+    /// The application's messages in [since, until) with no delivery to
+    /// the endpoint, by id (its filters not yet applied); with a `cap`, the
+    /// first `cap + 1` only.
+    async fn missing(
+        &self,
+        endpoint: &Endpoint,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        cap: Option<usize>,
+    ) -> StoreResult<Vec<Candidate>> {
+        let mut q = Sql::new("SELECT m.id, m.event_type, m.channels, m.ordering_key FROM messages m");
+        q.where_all(&listing::missing_for(&endpoint.app_id, since, until));
+        q.qb.push(" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.endpoint_id = ")
+            .push_bind(endpoint.id.clone())
+            .push(")");
+        q.qb.push(" ORDER BY m.id");
+        if let Some(cap) = cap {
+            q.qb.push(" LIMIT ").push_bind(limit(cap).saturating_add(1));
+        }
+        q.rows(&self.pool, candidate).await
+    }
+}
+
 /// A message replay-missing may send: what fan-out filters on, and its key.
 struct Candidate {
     id: String,

@@ -183,10 +183,11 @@ fn stored_endpoint(row: &PgRow, o: usize) -> StoreResult<Endpoint> {
             OnFailure::parse(&text)
                 .ok_or_else(|| StoreError::Backend(format!("orderingOnFailure {text:?}")))?
         },
+        disabled_at: opt_ts_col(row, o + 20)?,
     })
 }
 
-/// The endpoint's columns in `ENDPOINT_COLS` order, bound to `$1`…`$20`;
+/// The endpoint's columns in `ENDPOINT_COLS` order, bound to `$1`…`$21`;
 /// made from the endpoint as stored (`Keyring::seal_endpoint`).
 pub struct EndpointValues {
     pub event_types: Option<String>,
@@ -234,6 +235,7 @@ impl EndpointValues {
             .bind(ep.max_in_flight.map(i32::from))
             .bind(ep.fifo)
             .bind(ep.ordering_on_failure.as_str())
+            .bind(opt_ts(ep.disabled_at))
     }
 }
 

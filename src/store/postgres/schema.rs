@@ -239,6 +239,25 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX attempt_minutes_age ON attempt_minutes (minute);
     "#,
+    // Issue 17 (the dashboard's re-enable backfill offer): when the endpoint
+    // was last disabled, kept once it is enabled again, so the messages it
+    // missed meanwhile can be counted and offered. Set by a trigger, so every
+    // path that disables an endpoint (a user, auto-disable in the attempt
+    // recorder) records it; the time is the disabling write's `updated_at`,
+    // which comes from the injected clock.
+    r#"
+    ALTER TABLE endpoints ADD COLUMN disabled_at BIGINT;
+    CREATE FUNCTION hookline_endpoint_disabled_at() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.disabled AND (TG_OP = 'INSERT' OR NOT OLD.disabled) THEN
+            NEW.disabled_at := NEW.updated_at;
+        END IF;
+        RETURN NEW;
+    END
+    $$;
+    CREATE TRIGGER endpoints_disabled_at BEFORE INSERT OR UPDATE ON endpoints
+        FOR EACH ROW EXECUTE FUNCTION hookline_endpoint_disabled_at();
+    "#,
 ];
 
 /// Bring the schema up to date; returns how many migrations ran.

@@ -180,7 +180,7 @@ impl TenantStore for PgStore {
     async fn insert_endpoint(&self, ep: &Endpoint) -> StoreResult<()> {
         let sql = format!(
             "INSERT INTO endpoints ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17, $18, $19, $20)",
+             $15, $16, $17, $18, $19, $20, $21)",
             ENDPOINT_COLS.replace("e.", "")
         );
         let sealed = self.keys.seal_endpoint(ep);
@@ -226,7 +226,7 @@ impl TenantStore for PgStore {
                 disabled = $6, event_types = $7, channels = $8, metadata = $9, headers = $10,
                 throttle_rate = $11, secret = $12, old_secrets = $13, retry_policy = $14, failing_since = $15,
                 created_at = $16, updated_at = $17, max_in_flight = $18, fifo = $19,
-                ordering_on_failure = $20
+                ordering_on_failure = $20, disabled_at = $21
              WHERE id = $1";
         let sealed = self.keys.seal_endpoint(&ep);
         EndpointValues::of(&sealed)?

@@ -12,11 +12,11 @@ use super::messages::{Placed, place};
 use super::rows;
 use super::sql::{self, Sql};
 use crate::domain::filter;
-use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint, Message};
+use crate::domain::model::{DeliveryCounts, DeliveryStatus, Endpoint, Message, NameSet};
 use crate::domain::time::Timestamp;
 use crate::store::listing::{self, DELIVERIES_WITH_MESSAGES, Listing, MESSAGE_COLS};
 use crate::store::{
-    AttemptFilter, MessageFilter, Page, PageRequest, RedeliveryStore, RequeueFilter, StoreResult,
+    AttemptFilter, MessageFilter, Page, PageRequest, RedeliveryStore, RequeueFilter, StoreError, StoreResult,
 };
 
 #[async_trait]
@@ -83,15 +83,8 @@ impl RedeliveryStore for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<u64> {
         let endpoint = endpoint.clone();
-        let conds = listing::missing_for(&endpoint.app_id, since, until);
         self.write(move |c| {
-            let mut q = Sql::new(format!("SELECT {MESSAGE_COLS} FROM messages m"));
-            q.where_all(&conds).push(
-                " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.endpoint_id = ?)
-                 ORDER BY m.id",
-                [Value::Text(endpoint.id.clone())],
-            );
-            let missing = q.rows(c, |r| rows::message(r, 0))?;
+            let missing = missing(c, &endpoint, since, until, MESSAGE_COLS, None, |r| rows::message(r, 0))?;
             let app_limit = super::tenants::get_app(c, &endpoint.app_id)?.and_then(|a| a.throttle_rate);
             let mut sent = 0;
             for m in missing.iter().filter(|m| filter::wants(&endpoint, &m.event_type, m.channels.as_ref())) {
@@ -100,6 +93,34 @@ impl RedeliveryStore for SqliteStore {
                 sent += 1;
             }
             Ok(sent)
+        })
+        .await
+    }
+
+    async fn count_missing(
+        &self,
+        endpoint: &Endpoint,
+        since: Timestamp,
+        until: Option<Timestamp>,
+        cap: Option<usize>,
+    ) -> StoreResult<(u64, bool)> {
+        let endpoint = endpoint.clone();
+        self.read(move |c| {
+            // What fan-out filters on, without loading the payloads.
+            let mut routing = missing(c, &endpoint, since, until, "m.event_type, m.channels", cap, |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })?;
+            let more = cap.is_some_and(|cap| routing.len() > cap);
+            routing.truncate(cap.unwrap_or(usize::MAX));
+            let mut n = 0;
+            for (event_type, channels) in routing {
+                let channels: Option<NameSet> = channels
+                    .map(|j| serde_json::from_str(&j))
+                    .transpose()
+                    .map_err(|e| StoreError::Backend(format!("bad channels JSON: {e}")))?;
+                n += u64::from(filter::wants(&endpoint, &event_type, channels.as_ref()));
+            }
+            Ok((n, more))
         })
         .await
     }
@@ -160,6 +181,30 @@ impl RedeliveryStore for SqliteStore {
         })
         .await
     }
+}
+
+/// The application's messages in [since, until) with no delivery to the
+/// endpoint, by id (its filters not yet applied): `cols` of each, read by
+/// `row`; with a `cap`, the first `cap + 1` only.
+fn missing<T>(
+    c: &Connection,
+    endpoint: &Endpoint,
+    since: Timestamp,
+    until: Option<Timestamp>,
+    cols: &str,
+    cap: Option<usize>,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let mut q = Sql::new(format!("SELECT {cols} FROM messages m"));
+    q.where_all(&listing::missing_for(&endpoint.app_id, since, until)).push(
+        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.endpoint_id = ?)
+         ORDER BY m.id",
+        [Value::Text(endpoint.id.clone())],
+    );
+    if let Some(cap) = cap {
+        q.push(" LIMIT ?", [Value::Integer(i64::try_from(cap).unwrap_or(i64::MAX - 1) + 1)]);
+    }
+    q.rows(c, row)
 }
 
 fn endpoint_recent(

@@ -111,6 +111,7 @@ fn stored_endpoint(row: &Row, o: usize) -> rusqlite::Result<Endpoint> {
         max_in_flight: row.get(o + 17)?,
         fifo: row.get(o + 18)?,
         ordering_on_failure: on_failure(row, o + 19)?,
+        disabled_at: opt_ts(row, o + 20)?,
     })
 }
 

@@ -286,6 +286,25 @@ const MIGRATIONS: &[&str] = &[
     -- updates never touch this index.
     CREATE INDEX attempt_minutes_age ON attempt_minutes (minute);
     "#,
+    // Issue 17 (the dashboard's re-enable backfill offer): when the endpoint
+    // was last disabled, kept once it is enabled again, so the messages it
+    // missed meanwhile can be counted and offered. Set by triggers, so every
+    // path that disables an endpoint (a user, auto-disable in the attempt
+    // recorder) records it; the time is the disabling write's `updated_at`,
+    // which comes from the injected clock.
+    r#"
+    ALTER TABLE endpoints ADD COLUMN disabled_at INTEGER;
+    CREATE TRIGGER endpoints_disabled_at_insert AFTER INSERT ON endpoints
+    WHEN NEW.disabled
+    BEGIN
+        UPDATE endpoints SET disabled_at = NEW.updated_at WHERE id = NEW.id;
+    END;
+    CREATE TRIGGER endpoints_disabled_at_update AFTER UPDATE OF disabled ON endpoints
+    WHEN NEW.disabled AND NOT OLD.disabled
+    BEGIN
+        UPDATE endpoints SET disabled_at = NEW.updated_at WHERE id = NEW.id;
+    END;
+    "#,
 ];
 
 /// Bring the schema up to date; returns how many migrations ran.

@@ -303,6 +303,7 @@ fn endpoint_values(ep: &Endpoint) -> [Value; ENDPOINT_NCOLS] {
         ep.max_in_flight.map_or(Value::Null, |n| Value::Integer(n.into())),
         Value::Integer(ep.fifo.into()),
         Value::Text(ep.ordering_on_failure.as_str().into()),
+        opt_ts_value(ep.disabled_at),
     ]
 }
 
@@ -347,7 +348,8 @@ fn update_endpoint(
         "UPDATE endpoints SET id = ?1, app_id = ?2, uid = ?3, url = ?4, description = ?5,
             disabled = ?6, event_types = ?7, channels = ?8, metadata = ?9, headers = ?10,
             throttle_rate = ?11, secret = ?12, old_secrets = ?13, retry_policy = ?14, failing_since = ?15,
-            created_at = ?16, updated_at = ?17, max_in_flight = ?18, fifo = ?19, ordering_on_failure = ?20
+            created_at = ?16, updated_at = ?17, max_in_flight = ?18, fifo = ?19, ordering_on_failure = ?20,
+            disabled_at = ?21
          WHERE id = ?1",
     )?
     .execute(rusqlite::params_from_iter(endpoint_values(&keys.seal_endpoint(&ep))))?;

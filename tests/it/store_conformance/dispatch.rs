@@ -194,7 +194,9 @@ pub async fn endpoint_health(store: SharedStore) {
     assert_eq!(disabled.failing_since, Some(at(30)));
     assert!(disabled.endpoint.disabled);
     assert_eq!(fx.state.next_attempt, None, "no retry for a disabled endpoint");
-    assert!(store.get_endpoint(&a.id, &ep.id).await.unwrap().unwrap().disabled);
+    let stored = store.get_endpoint(&a.id, &ep.id).await.unwrap().unwrap();
+    assert!(stored.disabled);
+    assert_eq!(stored.disabled_at, Some(at(30).plus(day)), "auto-disable records when, as a user's would");
 
     // The receiver may ask to be disabled; the endpoint's other pending
     // deliveries are settled with it.

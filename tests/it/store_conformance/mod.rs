@@ -89,6 +89,7 @@ fn endpoint(app_id: &str) -> Endpoint {
         failing_since: None,
         created_at: T0,
         updated_at: T0,
+        disabled_at: None,
     }
 }
 
@@ -187,7 +188,7 @@ macro_rules! conformance {
             conformance!(@each $factory; tokens, applications, pagination, endpoints, message_fan_out,
                 claiming_and_leases, attempts_advance_deliveries, listings_filter, dashboard_queries,
                 event_types_and_tasks, idempotency_keys, message_idempotency, concurrent_claims,
-                requeue_and_replay, recoverable_deliveries, message_without_deliveries, endpoint_health,
+                requeue_and_replay, missed_while_disabled, recoverable_deliveries, message_without_deliveries, endpoint_health,
                 content_erasure, notifications, lease_renewal,
                 concurrent_attempts, throttles_pace_ingest_and_claims, a_retry_after_pauses_the_endpoint,
                 congestion_backs_the_endpoint_off_and_successes_restore_it, a_manual_send_counts_against_the_bucket,

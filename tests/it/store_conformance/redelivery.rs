@@ -2,6 +2,53 @@
 
 use super::*;
 
+/// Disabling records when (kept once enabled again), and replay-missing's
+/// dry run counts what it would send since then without sending it.
+pub async fn missed_while_disabled(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let ep = Endpoint { event_types: Some(set(&["t"])), ..endpoint(&a.id) };
+    store.insert_endpoint(&ep).await.unwrap();
+    create(&store, &a.id, message("t", at(1)), None).await;
+    let off = |disabled| EndpointPatch { disabled: Some(disabled), ..Default::default() };
+    let disabled = store.update_endpoint(&a.id, &ep.id, off(true), at(10)).await.unwrap();
+    assert_eq!(disabled.disabled_at, Some(at(10)));
+    for (t, secs) in [("t", 11), ("other", 12), ("t", 13)] {
+        create(&store, &a.id, message(t, at(secs)), None).await;
+    }
+    let enabled = store.update_endpoint(&a.id, &ep.id, off(false), at(20)).await.unwrap();
+    let stored = store.get_endpoint(&a.id, &ep.id).await.unwrap().unwrap();
+    assert_eq!((enabled.disabled_at, stored.disabled_at), (Some(at(10)), Some(at(10))), "kept once enabled");
+    create(&store, &a.id, message("t", at(21)), None).await;
+
+    let count = |since, until, cap| {
+        let (store, stored) = (store.clone(), stored.clone());
+        async move { store.count_missing(&stored, since, until, cap).await.unwrap() }
+    };
+    assert_eq!(count(at(10), None, None).await, (2, false), "its filters apply");
+    assert_eq!(count(at(12), None, None).await, (1, false));
+    assert_eq!(count(at(10), Some(at(13)), None).await, (1, false));
+    // A cap bounds what is looked at: the first two (one wanted), more after.
+    assert_eq!(count(at(10), None, Some(2)).await, (1, true));
+    assert_eq!(count(at(10), None, Some(3)).await, (2, false));
+    assert_eq!(count(at(10), None, None).await, (2, false), "a count sends nothing");
+    assert_eq!(store.replay_missing(&stored, at(10), None, at(30)).await.unwrap(), 2);
+    assert_eq!(count(at(10), None, None).await, (0, false));
+    let forget = EndpointPatch { forget_disabled: true, ..Default::default() };
+    let forgotten = store.update_endpoint(&a.id, &ep.id, forget, at(35)).await.unwrap();
+    assert_eq!(forgotten.disabled_at, None);
+    assert_eq!(store.get_endpoint(&a.id, &ep.id).await.unwrap().unwrap().disabled_at, None);
+
+    // Disabled again: the new time replaces the old one; an endpoint
+    // created disabled has one from the start.
+    let again = store.update_endpoint(&a.id, &ep.id, off(true), at(40)).await.unwrap();
+    assert_eq!(again.disabled_at, Some(at(40)));
+    assert_eq!(store.get_endpoint(&a.id, &ep.id).await.unwrap().unwrap().disabled_at, Some(at(40)));
+    let born_off = Endpoint { disabled: true, created_at: at(50), updated_at: at(50), ..endpoint(&a.id) };
+    store.insert_endpoint(&born_off).await.unwrap();
+    assert_eq!(store.get_endpoint(&a.id, &born_off.id).await.unwrap().unwrap().disabled_at, Some(at(50)));
+}
+
 pub async fn requeue_and_replay(store: SharedStore) {
     use hookline::store::RequeueFilter;
     let a = app(None);
