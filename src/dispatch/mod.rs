@@ -278,6 +278,29 @@ impl Inner {
         busy
     }
 
+    /// Whether a delivery leased to this node by an attempt record is still
+    /// this node's, its lease renewed from now. On a shared store the
+    /// record may commit after the lease it was given ran out (its clock
+    /// started when the attempt finished, and commits can queue behind
+    /// other nodes' locks); another node may then have claimed the
+    /// delivery, and sending it here too would put two requests of one
+    /// ordering key in flight. The renewal only succeeds while this node
+    /// is still the owner, and a claim that lost the race sees a lease in
+    /// the future, so exactly one node sends it.
+    async fn still_leased(&self, task: &DeliveryTask) -> bool {
+        if !self.store.shared() {
+            return true; // one process: nobody else claims
+        }
+        let until = self.clock.now().plus(self.cfg.lease);
+        match self.store.renew_leases(&self.cfg.node_id, &[task.key()], until).await {
+            Ok(n) => n == 1,
+            Err(e) => {
+                tracing::error!(error = %e, msg_id = %task.message.id, "could not confirm a lease; leaving it to its expiry");
+                false
+            }
+        }
+    }
+
     /// Return leased-but-unsent deliveries to the store, due now.
     async fn give_back(&self, attempts: Vec<QueuedAttempt>) {
         let keys: Vec<DeliveryKey> =
@@ -413,7 +436,9 @@ impl Inner {
             let queued = self.lock_lanes().drop_queued(&task.endpoint.id);
             self.give_back(queued).await;
         }
-        if let Some(next) = effects.next {
+        if let Some(next) = effects.next
+            && self.still_leased(&next).await
+        {
             // The ordering key's next message, leased to this node.
             let busy =
                 self.admit_all(std::iter::once(QueuedAttempt { task: next, trigger: Trigger::Scheduled }));
