@@ -288,6 +288,7 @@ async fn ordered_keys_survive_kill_9(args: impl Fn(usize) -> Vec<std::ffi::OsStr
         assert!(tokio::time::Instant::now() < deadline, "{complete} of {KEYS} keys complete");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    server.kill().await.unwrap();
     let log = log.lock().unwrap();
     assert!(log.out_of_order().is_empty(), "out of order: {:?}", &log.out_of_order()[..1]);
     for key in 0..KEYS {
@@ -295,15 +296,11 @@ async fn ordered_keys_survive_kill_9(args: impl Fn(usize) -> Vec<std::ffi::OsStr
         accepted.dedup(); // an in-flight message redelivered after a kill
         assert_eq!(accepted, (1..=PER_KEY).collect::<Vec<_>>(), "key {key}");
     }
-    let twice =
-        log.requests.len() - log.requests.iter().filter(|r| !r.accepted).count() - (KEYS * PER_KEY) as usize;
+    let failed = log.requests.iter().filter(|r| !r.accepted).count();
+    let twice = log.requests.len() - failed - (KEYS * PER_KEY) as usize;
     eprintln!(
-        "ordered kill -9 x2: {} keys x {PER_KEY} in order, {} requests failed by the receiver, {twice} accepted twice",
-        KEYS,
-        log.requests.iter().filter(|r| !r.accepted).count()
+        "ordered kill -9 x2: {KEYS} keys x {PER_KEY} in order, {failed} requests failed by the receiver, {twice} accepted twice"
     );
-    drop(log);
-    server.kill().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
