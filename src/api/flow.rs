@@ -18,7 +18,6 @@ use super::error::Checks;
 use super::extract::{Principal, QueryParams, SvixJson, SvixPath, Validate};
 use super::pagination::ListResponse;
 use super::{ApiResult, ApiState};
-use crate::domain::model::Endpoint;
 use crate::domain::ordering;
 use crate::domain::time::Timestamp;
 use crate::store::{BlockedKey, FlowView, Order};
@@ -29,11 +28,6 @@ pub fn routes() -> Router<ApiState> {
         .route(&format!("{ep}/flow"), get(flow))
         .route(&format!("{ep}/ordering/blocked"), get(blocked))
         .route(&format!("{ep}/ordering/skip"), post(skip))
-}
-
-async fn endpoint(s: &ApiState, who: &Principal, (app_ref, ep_ref): (String, String)) -> ApiResult<Endpoint> {
-    let app = s.app(who, &app_ref).await?;
-    s.endpoint(&app, &ep_ref).await
 }
 
 /// `EndpointFlowOut`.
@@ -66,7 +60,7 @@ async fn flow(
     who: Principal,
     SvixPath(path): SvixPath<(String, String)>,
 ) -> ApiResult<Json<FlowOut>> {
-    let ep = endpoint(&s, &who, path).await?;
+    let ep = s.app_endpoint(&who, path).await?;
     let (view, in_flight): (FlowView, usize) = s.service.endpoint_flow(&ep).await?;
     Ok(Json(FlowOut {
         throttle_rate: view.limit,
@@ -99,7 +93,7 @@ async fn blocked(
     SvixPath(path): SvixPath<(String, String)>,
     q: QueryParams,
 ) -> ApiResult<Json<ListResponse<BlockedKeyOut>>> {
-    let ep = endpoint(&s, &who, path).await?;
+    let ep = s.app_endpoint(&who, path).await?;
     let page = s.service.blocked_keys(&ep, &q.page(Order::Ascending)?).await?;
     Ok(Json(ListResponse::from_page(
         page,
@@ -131,7 +125,7 @@ async fn skip(
     SvixPath(path): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<SkipIn>,
 ) -> ApiResult<StatusCode> {
-    let ep = endpoint(&s, &who, path).await?;
+    let ep = s.app_endpoint(&who, path).await?;
     s.service.skip_blocked_key(&ep, &body.key).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -117,6 +117,17 @@ impl ApiState {
         self.service.store.get_endpoint(&app.id, ep_ref).await?.ok_or_else(|| ApiError::not_found("Endpoint"))
     }
 
+    /// The endpoint of an `…/app/{app_id}/endpoint/{endpoint_id}` path, as
+    /// the caller may see it.
+    pub async fn app_endpoint(
+        &self,
+        who: &Principal,
+        (app_ref, ep_ref): (String, String),
+    ) -> ApiResult<Endpoint> {
+        let app = self.app(who, &app_ref).await?;
+        self.endpoint(&app, &ep_ref).await
+    }
+
     pub async fn message(&self, app: &App, msg_ref: &str) -> ApiResult<Message> {
         self.service.store.get_message(&app.id, msg_ref).await?.ok_or_else(|| ApiError::not_found("Message"))
     }

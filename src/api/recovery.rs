@@ -16,7 +16,7 @@ use super::extract::{Principal, QueryParams, SvixJson, SvixPath, Validate};
 use super::message::MessageOut;
 use super::task::TaskOut;
 use super::{ApiError, ApiResult, ApiState};
-use crate::domain::model::{DeliveryStatus, Endpoint, NameSet};
+use crate::domain::model::{DeliveryStatus, NameSet};
 use crate::domain::time::Timestamp;
 use crate::domain::validate;
 use crate::service::ReplayRequest;
@@ -31,11 +31,6 @@ pub fn routes() -> Router<ApiState> {
         .route(&format!("{ep}/send-example"), post(send_example))
         .route(&format!("{ep}/stats"), get(stats))
         .route(&format!("{ep}/attempt-stats"), get(attempt_stats))
-}
-
-async fn endpoint(s: &ApiState, who: &Principal, (app_ref, ep_ref): (String, String)) -> ApiResult<Endpoint> {
-    let app = s.app(who, &app_ref).await?;
-    s.endpoint(&app, &ep_ref).await
 }
 
 /// `{since, until?}`: Svix's `RecoverIn` and `ReplayIn`.
@@ -71,7 +66,7 @@ async fn recover(
     SvixPath(path): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<RangeIn>,
 ) -> ApiResult<(StatusCode, Json<TaskOut>)> {
-    let ep = endpoint(&s, &who, path).await?;
+    let ep = s.app_endpoint(&who, path).await?;
     let (since, until) = body.bounds();
     if since < s.service.now().minus(RECOVER_WINDOW) {
         return Err(ApiError::invalid(&["body", "since"], "Cannot recover messages more than 14 days old."));
@@ -103,7 +98,7 @@ async fn replay_missing(
     SvixPath(path): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<ReplayMissingIn>,
 ) -> ApiResult<(StatusCode, Json<TaskOut>)> {
-    let ep = endpoint(&s, &who, path).await?;
+    let ep = s.app_endpoint(&who, path).await?;
     let (since, until) = body.range.bounds();
     let task = s.service.replay_missing(&ep, since, until, body.dry_run).await?;
     Ok((StatusCode::ACCEPTED, Json(task.into())))
@@ -164,7 +159,7 @@ async fn bulk_replay(
     SvixPath(path): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<BulkReplayIn>,
 ) -> ApiResult<(StatusCode, Json<TaskOut>)> {
-    let ep = endpoint(&s, &who, path).await?;
+    let ep = s.app_endpoint(&who, path).await?;
     let filter = RequeueFilter {
         since: Timestamp::from_datetime(body.since),
         until: body.until.map(Timestamp::from_datetime),
@@ -208,7 +203,7 @@ async fn send_example(
     SvixPath(path): SvixPath<(String, String)>,
     SvixJson(body): SvixJson<ExampleIn>,
 ) -> ApiResult<Json<MessageOut>> {
-    let ep = endpoint(&s, &who, path).await?;
+    let ep = s.app_endpoint(&who, path).await?;
     let index = body.example_index.unwrap_or(0) as usize;
     let msg = s.service.send_example(&ep, &body.event_type, index, body.payload).await?;
     Ok(Json(MessageOut::new((*msg).clone(), true)))
@@ -231,7 +226,7 @@ async fn stats(
     SvixPath(path): SvixPath<(String, String)>,
     q: QueryParams,
 ) -> ApiResult<Json<StatsOut>> {
-    let ep = endpoint(&s, &who, path).await?;
+    let ep = s.app_endpoint(&who, path).await?;
     let since = q.timestamp("since")?.unwrap_or(s.service.now().minus(Duration::from_secs(28 * 86_400)));
     let until = q.timestamp("until")?;
     let c = s.service.store.endpoint_stats(&ep.app_id, &ep.id, Some(since), until).await?;
@@ -260,7 +255,7 @@ async fn attempt_stats(
     SvixPath(path): SvixPath<(String, String)>,
     q: QueryParams,
 ) -> ApiResult<Json<AttemptStatsOut>> {
-    let ep = endpoint(&s, &who, path).await?;
+    let ep = s.app_endpoint(&who, path).await?;
     let since = q.timestamp("since")?.unwrap_or(s.service.now().minus(Duration::from_secs(28 * 86_400)));
     let filter = |status| AttemptFilter {
         endpoint_id: Some(ep.id.clone()),
