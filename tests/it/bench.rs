@@ -121,8 +121,6 @@ async fn throttle_bench_smoke() {
     let got = data["throttled_got"].as_f64().unwrap();
     let window = data["throttled_window_s"].as_f64().unwrap();
     assert!(got >= 1.0 && got <= 5.0 * (window + 1.0), "{data}");
-    // Its 2,000 messages were all accepted, and the most of them still wait.
-    assert!(got < 2000.0, "{data}");
 }
 
 /// `bench ordering` at a small size: keyed messages arrive in order per key
