@@ -11,9 +11,9 @@ use super::receiver::{Behaviour, Receiver, SendTimes};
 use super::report::{Latency, Report};
 use super::{Opts, Subject, message_body, send_closed, send_open};
 
-const PATIENCE: Duration = Duration::from_secs(600);
+pub(super) const PATIENCE: Duration = Duration::from_secs(600);
 
-fn body_fn(event_type: &'static str) -> Arc<dyn Fn(usize) -> String + Send + Sync> {
+pub(super) fn body_fn(event_type: &'static str) -> Arc<dyn Fn(usize) -> String + Send + Sync> {
     Arc::new(move |i| message_body(event_type, i))
 }
 
@@ -27,15 +27,15 @@ fn payload_fn() -> Arc<dyn Fn(usize) -> String + Send + Sync> {
 }
 
 /// What a closed-loop delivery run measured.
-struct Delivered {
+pub(super) struct Delivered {
     /// Messages per second, first send to last receipt.
-    rate: f64,
-    cpu: CpuUse,
+    pub rate: f64,
+    pub cpu: CpuUse,
 }
 
 /// Deliveries per second of `n` messages sent by `c` clients to one
 /// healthy endpoint, first send to last receipt.
-async fn deliver(
+pub(super) async fn deliver(
     subject: &Subject,
     app: &str,
     rx: &Receiver,
@@ -197,22 +197,27 @@ pub async fn latency(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Background load on the misbehaving endpoints while the healthy one is
-/// measured: an open loop at `rate`, until stopped.
-fn bad_traffic(subject: &Subject, app: &str, rate: u64) -> tokio::task::JoinHandle<()> {
+/// Background load (on the misbehaving endpoints while the healthy one is
+/// measured): message `i` is `body(i)`, an open loop at `rate`, until stopped.
+pub(super) fn background(
+    subject: &Subject,
+    app: &str,
+    rate: u64,
+    body: Arc<dyn Fn(usize) -> String + Send + Sync>,
+) -> tokio::task::JoinHandle<()> {
     let (http, url, token) =
         (subject.http.clone(), subject.messages_urls(app).swap_remove(0), subject.token.clone());
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
         for i in 0.. {
             ticker.tick().await;
-            let (http, url, token) = (http.clone(), url.clone(), token.clone());
+            let (http, url, token, body) = (http.clone(), url.clone(), token.clone(), body(i));
             tokio::spawn(async move {
                 let _ = http
                     .post(&url)
                     .bearer_auth(&token)
                     .header("content-type", "application/json")
-                    .body(message_body("bench.bad", i))
+                    .body(body)
                     .send()
                     .await;
             });
@@ -237,7 +242,7 @@ impl BadNeighbours {
         let bad = subject.app("bench-bad").await?;
         subject.endpoint(&bad, &hanging.url(), json!({})).await?;
         subject.endpoint(&bad, &failing.url(), json!({})).await?;
-        let noise = bad_traffic(&subject, &bad, bad_rate);
+        let noise = background(&subject, &bad, bad_rate, body_fn("bench.bad"));
         tokio::time::sleep(Duration::from_secs(2)).await; // let the hanging lane fill up
         Ok(BadNeighbours { subject, hanging, failing, noise })
     }
@@ -331,7 +336,7 @@ pub async fn isolation(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
 }
 
 /// A figure an earlier scenario left in the report (`a.b.c` path).
-fn report_f64(report: &Report, section: &str, path: &str) -> Option<f64> {
+pub(super) fn report_f64(report: &Report, section: &str, path: &str) -> Option<f64> {
     let mut v = report.json()["data"][section].clone();
     for key in path.split('.') {
         v = v[key].clone();

@@ -5,15 +5,17 @@
 //! memory can be read and it can be killed and restarted.
 //!
 //! Scenarios live in their own files (`delivery.rs`, `backlog.rs`,
-//! `dashboard.rs`); this module has the target server, the load generators
-//! and the report.
+//! `throttle.rs`, `ordering.rs`, `dashboard.rs`); this module has the target
+//! server, the load generators and the report.
 
 mod backlog;
 mod cpu;
 mod dashboard;
 mod delivery;
+mod ordering;
 pub mod receiver;
 pub mod report;
+mod throttle;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -39,7 +41,8 @@ pub struct BenchArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Scenario {
-    /// Everything below except the dashboard (the default).
+    /// (a) to (f) and idle (the default); throttle, ordering and the
+    /// dashboard run on their own.
     All,
     /// (a) loopback limit, (b) delivery throughput and its ratio to (a).
     Throughput,
@@ -53,6 +56,12 @@ pub enum Scenario {
     Backlog,
     /// Idle memory and start-up time.
     Idle,
+    /// (a), (b), then (g): a healthy endpoint beside one throttled with a
+    /// large backlog behind it, and the server's memory meanwhile.
+    Throttle,
+    /// (a), (b), then (h): keyed (ordered) traffic, and unkeyed traffic
+    /// beside keyed traffic.
+    Ordering,
     /// Dashboard page times with many messages in the store.
     Dashboard(dashboard::DashboardArgs),
 }
@@ -88,6 +97,18 @@ pub struct Opts {
     /// The backlog becomes due this many seconds after loading starts.
     #[arg(long, global = true, default_value_t = 240)]
     pub due_in: u64,
+    /// Messages waiting behind the throttled endpoint in the throttle run.
+    #[arg(long, global = true, default_value_t = 100_000)]
+    pub throttled: usize,
+    /// The throttled endpoint's `throttleRate`, messages per second.
+    #[arg(long, global = true, default_value_t = 5)]
+    pub throttle_rate: u32,
+    /// Ordering keys in the ordering run.
+    #[arg(long, global = true, default_value_t = 1000)]
+    pub keys: usize,
+    /// Messages per ordering key in the ordering run.
+    #[arg(long, global = true, default_value_t = 100)]
+    pub per_key: usize,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -113,6 +134,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Scenario::Backlog => backlog::backlog(&opts, &mut report).await?,
         Scenario::Idle => backlog::idle(&opts, &mut report).await?,
+        Scenario::Throttle => {
+            delivery::throughput(&opts, &mut report).await?;
+            throttle::throttle(&opts, &mut report).await?;
+        }
+        Scenario::Ordering => {
+            delivery::throughput(&opts, &mut report).await?;
+            ordering::ordering(&opts, &mut report).await?;
+        }
     }
     println!("{}", report.render());
     if let Some(path) = &opts.json {
@@ -239,11 +268,25 @@ impl Subject {
 
     /// Resident memory of the local server, in MiB.
     pub fn rss_mib(&self) -> Option<f64> {
+        rss_mib(self.pid()?)
+    }
+
+    /// The local server's peak resident memory from now until the watch is
+    /// read (sampled every 50 ms: a peak shorter than that can slip by).
+    pub fn watch_rss(&self) -> Option<RssWatch> {
         let pid = self.pid()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kib: f64 =
-            status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
+        let peak = Arc::new(AtomicUsize::new(0));
+        let sampler = Arc::clone(&peak);
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                ticker.tick().await;
+                if let Some(mib) = rss_mib(pid) {
+                    sampler.fetch_max((mib * 1024.0) as usize, Ordering::Relaxed);
+                }
+            }
+        });
+        Some(RssWatch { peak, task })
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
@@ -279,6 +322,33 @@ impl Subject {
     /// The create-message URL on every node.
     pub fn messages_urls(&self, app: &str) -> Vec<String> {
         self.urls.iter().map(|u| format!("{u}/api/v1/app/{app}/msg")).collect()
+    }
+}
+
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 =
+        status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Samples a server's resident memory in the background until dropped.
+pub struct RssWatch {
+    /// KiB.
+    peak: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssWatch {
+    /// The highest resident memory seen so far, in MiB.
+    pub fn peak_mib(&self) -> f64 {
+        self.peak.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+impl Drop for RssWatch {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -1,7 +1,10 @@
 //! Local webhook receivers for benchmarks: keep-alive HTTP/1, answering at
 //! once (or failing, or never answering), counting what they get and, when
-//! the payload carries a `seq`, how long it took since it was sent.
+//! the payload carries a `seq`, how long it took since it was sent; when it
+//! carries a `key` and its `pos` among that key's messages, whether it came
+//! in order.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +62,29 @@ impl SendTimes {
     }
 }
 
+/// Per ordering key, the highest position received so far.
+#[derive(Default)]
+struct KeyOrder {
+    highest: std::sync::Mutex<HashMap<String, u64>>,
+    /// Requests whose message came after a later one of its key.
+    late: AtomicU64,
+}
+
+impl KeyOrder {
+    fn received(&self, key: &str, pos: u64) {
+        let mut highest = self.highest.lock().unwrap_or_else(|e| e.into_inner());
+        match highest.get_mut(key) {
+            Some(h) if pos < *h => {
+                self.late.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(h) => *h = pos,
+            None => {
+                highest.insert(key.to_owned(), pos);
+            }
+        }
+    }
+}
+
 struct Shared {
     behaviour: Behaviour,
     count: AtomicU64,
@@ -67,6 +93,7 @@ struct Shared {
     last: AtomicU64,
     start: Instant,
     times: Option<Arc<SendTimes>>,
+    order: Option<KeyOrder>,
 }
 
 pub struct Receiver {
@@ -75,12 +102,32 @@ pub struct Receiver {
 }
 
 #[derive(Deserialize)]
-struct Probe {
+struct Probe<'a> {
     seq: Option<usize>,
+    #[serde(borrow)]
+    key: Option<std::borrow::Cow<'a, str>>,
+    pos: Option<u64>,
 }
 
 impl Receiver {
     pub async fn start(behaviour: Behaviour, times: Option<Arc<SendTimes>>) -> anyhow::Result<Receiver> {
+        Self::launch(behaviour, times, None).await
+    }
+
+    /// A receiver that also checks that each key's messages come in order
+    /// (see [`Receiver::out_of_order`]).
+    pub async fn start_ordered(
+        behaviour: Behaviour,
+        times: Option<Arc<SendTimes>>,
+    ) -> anyhow::Result<Receiver> {
+        Self::launch(behaviour, times, Some(KeyOrder::default())).await
+    }
+
+    async fn launch(
+        behaviour: Behaviour,
+        times: Option<Arc<SendTimes>>,
+        order: Option<KeyOrder>,
+    ) -> anyhow::Result<Receiver> {
         let shared = Arc::new(Shared {
             behaviour,
             count: AtomicU64::new(0),
@@ -88,6 +135,7 @@ impl Receiver {
             last: AtomicU64::new(0),
             start: Instant::now(),
             times,
+            order,
         });
         let app = axum::Router::new().fallback(answer).with_state(Arc::clone(&shared));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -102,6 +150,12 @@ impl Receiver {
 
     pub fn count(&self) -> u64 {
         self.shared.count.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose message arrived after a later message of the same key
+    /// (for a receiver from [`Receiver::start_ordered`]).
+    pub fn out_of_order(&self) -> u64 {
+        self.shared.order.as_ref().map_or(0, |o| o.late.load(Ordering::Relaxed))
     }
 
     /// When the first request arrived, if one has.
@@ -133,10 +187,15 @@ async fn answer(State(s): State<Arc<Shared>>, body: Bytes) -> StatusCode {
         s.count.fetch_add(1, Ordering::Relaxed);
         std::future::pending::<()>().await;
     }
-    if let Some(times) = &s.times
-        && let Ok(Probe { seq: Some(seq) }) = serde_json::from_slice::<Probe>(&body)
+    if (s.times.is_some() || s.order.is_some())
+        && let Ok(probe) = serde_json::from_slice::<Probe>(&body)
     {
-        times.received(seq);
+        if let (Some(times), Some(seq)) = (&s.times, probe.seq) {
+            times.received(seq);
+        }
+        if let (Some(order), Some(key), Some(pos)) = (&s.order, &probe.key, probe.pos) {
+            order.received(key, pos);
+        }
     }
     let now = (s.start.elapsed().as_nanos() as u64).max(1);
     let _ = s.first.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
@@ -146,5 +205,23 @@ async fn answer(State(s): State<Arc<Shared>>, body: Bytes) -> StatusCode {
         Behaviour::FailEvery(k) if n.is_multiple_of(k) => StatusCode::INTERNAL_SERVER_ERROR,
         Behaviour::Fail => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::OK,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_earlier_message_after_a_later_one_of_its_key_is_late() {
+        let order = KeyOrder::default();
+        for (key, pos) in [("a", 0), ("b", 0), ("a", 1), ("a", 1), ("b", 2), ("a", 3)] {
+            order.received(key, pos);
+        }
+        assert_eq!(order.late.load(Ordering::Relaxed), 0, "in order, a repeat of the latest allowed");
+        order.received("b", 1);
+        order.received("a", 0);
+        order.received("c", 0);
+        assert_eq!(order.late.load(Ordering::Relaxed), 2);
     }
 }

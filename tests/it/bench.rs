@@ -99,3 +99,55 @@ async fn all_scenarios_smoke() {
     let restart = data["backlog"]["restart_to_first_s"].as_f64().unwrap();
     assert!(restart > 0.0 && restart < 60.0, "{data}");
 }
+
+fn figure<'a>(data: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(data, |v, k| &v[k])
+}
+
+/// `bench throttle` at a small size: (b) for the baseline, then a healthy
+/// endpoint beside one throttled to 5/s with messages waiting behind it.
+#[tokio::test]
+async fn throttle_bench_smoke() {
+    let args = ["throttle", "--messages", "300", "--concurrency", "8", "--throttled", "2000"];
+    let (table, report) = bench(&args).await;
+    assert!(table.contains("(b) delivery") && table.contains("(g) throttle"), "{table}");
+    assert!(table.contains("healthy messages/s") && table.contains("peak resident memory"), "{table}");
+    let data = &report["data"]["throttle"];
+    for path in ["healthy_per_s", "baseline_per_s", "rss_peak_mb", "rss_loaded_mb", "throttled_window_s"] {
+        assert!(figure(data, path).as_f64().is_some_and(|x| x > 0.0), "{path} in {data}");
+    }
+    // The throttled endpoint was served, and at its rate: over the whole
+    // window at most 5/s plus a second's burst, whatever the machine's speed.
+    let got = data["throttled_got"].as_f64().unwrap();
+    let window = data["throttled_window_s"].as_f64().unwrap();
+    assert!(got >= 1.0 && got <= 5.0 * (window + 1.0), "{data}");
+}
+
+/// `bench ordering` at a small size: keyed messages arrive in order per key
+/// (checked by the receiver), and unkeyed traffic beside keyed traffic is
+/// measured.
+#[tokio::test]
+async fn ordering_bench_smoke() {
+    let args = [
+        "ordering",
+        "--messages",
+        "300",
+        "--concurrency",
+        "8",
+        "--keys",
+        "20",
+        "--per-key",
+        "15",
+        "--rate",
+        "200",
+    ];
+    let (table, report) = bench(&args).await;
+    assert!(table.contains("(b) delivery") && table.contains("(h) ordering"), "{table}");
+    let data = &report["data"]["ordering"];
+    for path in ["keyed_per_s", "keyed_ratio", "unkeyed_per_s", "unkeyed_ratio", "keyed_beside_got"] {
+        assert!(figure(data, path).as_f64().is_some_and(|x| x > 0.0), "{path} in {data}");
+    }
+    assert_eq!(data["out_of_order"], 0, "{data}");
+    // Every keyed message arrived and was timed.
+    assert_eq!(data["keyed_e2e"]["samples"], 300, "{data}");
+}
