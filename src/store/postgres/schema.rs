@@ -239,7 +239,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX attempt_minutes_age ON attempt_minutes (minute);
     "#,
-    // Issue 17 (the dashboard's re-enable backfill offer): when the endpoint
+    // 4, issue 17 (the dashboard's re-enable backfill offer): when the endpoint
     // was last disabled, kept once it is enabled again, so the messages it
     // missed meanwhile can be counted and offered. Set by a trigger, so every
     // path that disables an endpoint (a user, auto-disable in the attempt
