@@ -178,6 +178,13 @@ impl Listing {
             .and(Cond::eq("e.app_id", app_id))
     }
 
+    /// An endpoint's ordering keys blocked behind a failed head, by key.
+    pub fn blocked_keys(endpoint_id: &str) -> Listing {
+        Listing::new("SELECT okey, head_msg_id, blocked_at FROM ordering_keys".into(), "okey")
+            .and(Cond::eq("endpoint_id", endpoint_id))
+            .and(Cond::Sql("blocked_at IS NOT NULL"))
+    }
+
     pub fn event_types(include_archived: bool) -> Listing {
         let l = Listing::new(format!("SELECT {EVENT_TYPE_COLS} FROM event_types"), "name");
         if include_archived { l } else { l.and(Cond::eq("archived", Param::Bool(false))) }

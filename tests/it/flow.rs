@@ -201,7 +201,10 @@ async fn congestion_slows_the_endpoint_and_successes_restore_it() {
         }
     }
     let steps = recovered_after.expect("back to unlimited within 60 s of healthy answers");
-    assert!(steps <= 600);
+    eprintln!(
+        "congestion: allowed rate fell to {lowest}/s; unlimited again {:.1} s after answers turned healthy",
+        steps as f64 / 10.0
+    );
 
     // Nothing was lost on the way: every message succeeds in the end.
     for _ in 0..20 {

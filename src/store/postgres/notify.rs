@@ -53,6 +53,12 @@ pub async fn changed(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Tell the other nodes, when `tx` commits, that deliveries fall due at `at`.
+pub async fn due(tx: &mut PgConnection, at: Timestamp) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(due_payload(at)).execute(tx).await?;
+    Ok(())
+}
+
 /// `stmt`, an UPDATE or INSERT ending in `RETURNING due_at`, as one
 /// statement that also sends `due:<earliest due_at>` if it touched any row.
 /// The result is the number of rows touched (a BIGINT). Done in SQL so the

@@ -16,7 +16,7 @@ use super::PgStore;
 use super::rows::col;
 use super::sql;
 use crate::domain::time::Timestamp;
-use crate::store::listing::{Cond, Listing};
+use crate::store::listing::Listing;
 use crate::store::{BlockedKey, DeliveryKey, OrderingStore, Page, PageRequest, StoreError, StoreResult};
 
 /// Deliveries held behind an earlier message of their key.
@@ -195,11 +195,7 @@ pub(super) async fn reenter(
 #[async_trait]
 impl OrderingStore for PgStore {
     async fn blocked_keys(&self, endpoint_id: &str, page: &PageRequest) -> StoreResult<Page<BlockedKey>> {
-        let listing = Listing {
-            head: "SELECT okey, head_msg_id, blocked_at FROM ordering_keys".into(),
-            conds: vec![Cond::eq("endpoint_id", endpoint_id), Cond::Sql("blocked_at IS NOT NULL")],
-            id_col: "okey",
-        };
+        let listing = Listing::blocked_keys(endpoint_id);
         sql::page(&self.pool, &listing, page, |r| {
             Ok(BlockedKey {
                 key: col(r, 0)?,

@@ -728,11 +728,7 @@ async fn gates(
     let now = recs.last().map_or(Timestamp::from_millis(0), |r| r.finished_at);
     flows.save(&mut *c, now).await?;
     if let Some(first) = wakes.into_iter().min() {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(notify::CHANNEL)
-            .bind(notify::due_payload(first))
-            .execute(c)
-            .await?;
+        notify::due(c, first).await?;
     }
     Ok(())
 }

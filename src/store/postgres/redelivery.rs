@@ -58,11 +58,7 @@ impl RedeliveryStore for PgStore {
                 requeued.iter().filter_map(|(m, k)| Some((m.clone(), k.clone()?))).collect();
             super::ordering::reenter(&mut tx, endpoint_id, &keyed).await?;
             if !requeued.is_empty() {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(notify::CHANNEL)
-                    .bind(notify::due_payload(now))
-                    .execute(&mut *tx)
-                    .await?;
+                notify::due(&mut tx, now).await?;
             }
             tx.commit().await?;
             requeued.len() as i64
@@ -127,11 +123,7 @@ impl RedeliveryStore for PgStore {
             .collect();
         super::ordering::reenter(&mut tx, &endpoint.id, &keyed).await?;
         if !inserted.is_empty() {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(notify::CHANNEL)
-                .bind(notify::due_payload(now))
-                .execute(&mut *tx)
-                .await?;
+            notify::due(&mut tx, now).await?;
         }
         tx.commit().await?;
         Ok(inserted.len() as u64)

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
 use crate::domain::time::Timestamp;
-use crate::store::listing::{Cond, Listing};
+use crate::store::listing::Listing;
 use crate::store::{BlockedKey, DeliveryKey, OrderingStore, Page, PageRequest, StoreError, StoreResult};
 
 /// Deliveries held behind an earlier message of their key.
@@ -146,11 +146,7 @@ pub(super) fn reenter(c: &Connection, endpoint_id: &str, rows: &[(String, String
 #[async_trait]
 impl OrderingStore for SqliteStore {
     async fn blocked_keys(&self, endpoint_id: &str, page: &PageRequest) -> StoreResult<Page<BlockedKey>> {
-        let listing = Listing {
-            head: "SELECT okey, head_msg_id, blocked_at FROM ordering_keys".into(),
-            conds: vec![Cond::eq("endpoint_id", endpoint_id), Cond::Sql("blocked_at IS NOT NULL")],
-            id_col: "okey",
-        };
+        let listing = Listing::blocked_keys(endpoint_id);
         let page = page.clone();
         self.read(move |c| {
             super::sql::page(c, &listing, &page, |r| {
