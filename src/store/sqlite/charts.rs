@@ -1,6 +1,7 @@
 //! Attempt counts per endpoint and minute, for the dashboard's charts.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
@@ -37,15 +38,45 @@ static SERIES: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+thread_local! {
+    /// Counts of the writer's current batch, by (endpoint, minute), with
+    /// the endpoint's application. Only the writer thread fills it.
+    static BATCH: RefCell<BTreeMap<(String, i64), (String, AttemptStats)>> =
+        const { RefCell::new(BTreeMap::new()) };
+}
+
 /// Called by `record_attempt`, in its transaction (it runs without a
-/// savepoint: only SQLite itself may fail here).
-pub(super) fn count_attempt(c: &Connection, a: &Attempt) -> StoreResult<()> {
-    let minute = attempt_stats::minute_of(a.created_at);
-    let mut values: Vec<Value> = Vec::with_capacity(3 + COUNTERS);
-    values.extend([a.endpoint_id.clone().into(), minute.into(), a.app_id.clone().into()]);
-    values.extend(AttemptStats::of(a).counters().map(|n| Value::Integer(n as i64)));
-    c.prepare_cached(&COUNT)?.execute(params_from_iter(values))?;
+/// savepoint: only SQLite itself may fail after it). Adds the attempt to
+/// the batch's counts; [`flush_counts`] writes them once per batch, so a
+/// group commit of many attempts to one endpoint costs one upsert, not one
+/// per attempt.
+pub(super) fn count_attempt(a: &Attempt) {
+    let key = (a.endpoint_id.clone(), attempt_stats::minute_of(a.created_at));
+    BATCH.with_borrow_mut(|batch| {
+        batch.entry(key).or_insert_with(|| (a.app_id.clone(), AttemptStats::default())).1.add(a)
+    });
+}
+
+/// Write the batch's counts (the writer calls it before COMMIT), in key
+/// order.
+pub(super) fn flush_counts(c: &Connection) -> rusqlite::Result<()> {
+    let batch = BATCH.take();
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut count = c.prepare_cached(&COUNT)?;
+    for ((endpoint_id, minute), (app_id, stats)) in batch {
+        let mut values: Vec<Value> = Vec::with_capacity(3 + COUNTERS);
+        values.extend([endpoint_id.into(), minute.into(), app_id.into()]);
+        values.extend(stats.counters().map(|n| Value::Integer(n as i64)));
+        count.execute(params_from_iter(values))?;
+    }
     Ok(())
+}
+
+/// The batch was rolled back: its counts go with it.
+pub(super) fn forget_counts() {
+    BATCH.take();
 }
 
 #[async_trait]

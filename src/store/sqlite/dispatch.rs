@@ -422,7 +422,7 @@ fn record_attempt(c: &Connection, rec: AttemptRecord, keys: &Keyring) -> StoreRe
         ])?;
     }
     insert_attempt(c, &rec)?;
-    charts::count_attempt(c, &rec.attempt)?;
+    charts::count_attempt(&rec.attempt);
 
     let mut effects = AttemptEffects {
         state: next.clone(),

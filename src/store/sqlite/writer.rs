@@ -24,6 +24,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::charts;
 use crate::store::{StoreError, StoreResult};
 
 /// Most jobs committed together; bounds latency of a batch.
@@ -183,17 +184,29 @@ fn writer_loop(
     }
 }
 
+/// One transaction for the whole batch. Jobs may leave summary writes to
+/// its end (the chart counts, see `charts::count_attempt`): they are
+/// written just before COMMIT, or forgotten with the batch.
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn PendingWrite>]) -> Result<(), String> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    let rollback = |why: String| {
+        let _ = conn.execute_batch("ROLLBACK");
+        charts::forget_counts();
+        Err(why)
+    };
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        charts::forget_counts();
+        return Err(e.to_string());
+    }
     for job in batch.iter_mut() {
         if !job.run(conn) {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err("a write failed part-way; the batch was rolled back".into());
+            return rollback("a write failed part-way; the batch was rolled back".into());
         }
     }
+    if let Err(e) = charts::flush_counts(conn) {
+        return rollback(format!("writing the chart counts failed: {e}"));
+    }
     if let Err(e) = conn.execute_batch("COMMIT") {
-        let _ = conn.execute_batch("ROLLBACK");
-        return Err(e.to_string());
+        return rollback(e.to_string());
     }
     Ok(())
 }
