@@ -27,15 +27,11 @@ impl MessageStore for PgStore {
     /// transaction when an application is created or an old message gives up
     /// its idempotency key. The eventId and idempotency checks are the unique
     /// indexes themselves, so they hold between nodes too.
+    ///
+    /// Plain messages are stored in batches (see [`super::ingest`]); the
+    /// others, one by one, by [`create_one`].
     async fn create_message(&self, req: CreateMessage) -> StoreResult<CreatedMessage> {
-        let mut last = StoreError::Backend("ingest did not run".into());
-        for round in 1..=ROUNDS {
-            match try_create(&self.pool, &self.keys, &req, round == ROUNDS).await? {
-                Round::Done(created) => return Ok(created),
-                Round::Raced(e) => last = e,
-            }
-        }
-        Err(last)
+        self.ingest.create(req).await
     }
 
     async fn get_message(&self, app_id: &str, id_or_event_id: &str) -> StoreResult<Option<Message>> {
@@ -114,6 +110,22 @@ impl MessageStore for PgStore {
     }
 }
 
+/// Store one message and its deliveries (the per-message path).
+pub(super) async fn create_one(
+    pool: &PgPool,
+    keys: &Keyring,
+    req: &CreateMessage,
+) -> StoreResult<CreatedMessage> {
+    let mut last = StoreError::Backend("ingest did not run".into());
+    for round in 1..=ROUNDS {
+        match try_create(pool, keys, req, round == ROUNDS).await? {
+            Round::Done(created) => return Ok(created),
+            Round::Raced(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// How long an idempotency key holds on to the message it created.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 /// Unique indexes a racing node can make the insert trip over.
@@ -138,7 +150,7 @@ async fn try_create(
     req: &CreateMessage,
     last_round: bool,
 ) -> StoreResult<Round> {
-    let (app, enabled) = app_with_endpoints(pool, keys, &req.app_ref).await?;
+    let (_, app, enabled) = app_with_endpoints(pool, keys, &req.app_ref).await?;
     let (app, create_app) = match app {
         Some(app) => (app, None),
         None => {
@@ -247,29 +259,32 @@ impl From<StoreError> for Failed {
 
 /// The application (by id, else uid) and its enabled endpoints, each with
 /// whether it has a flow row, in one round trip: one row per endpoint, or
-/// one with NULL endpoint columns.
-async fn app_with_endpoints(
+/// one with NULL endpoint columns; with the `config_version` they were
+/// read at (0 when the application does not exist).
+pub(super) async fn app_with_endpoints(
     pool: &PgPool,
     keys: &Keyring,
     app_ref: &str,
-) -> StoreResult<(Option<App>, Vec<(Endpoint, bool)>)> {
+) -> StoreResult<(i64, Option<App>, Vec<(Endpoint, bool)>)> {
     let sql = format!(
-        "SELECT {APP_COLS}, {ENDPOINT_COLS}, f.endpoint_id IS NOT NULL FROM apps a
+        "SELECT {APP_COLS}, {ENDPOINT_COLS}, f.endpoint_id IS NOT NULL,
+            (SELECT v FROM config_version) FROM apps a
          LEFT JOIN endpoints e ON e.app_id = a.id AND NOT e.disabled
          LEFT JOIN endpoint_flow f ON f.endpoint_id = e.id
          WHERE a.id = (SELECT x.id FROM apps x WHERE x.id = $1 OR x.uid = $1 ORDER BY x.id = $1 DESC LIMIT 1)
          ORDER BY e.id"
     );
     let found = sqlx::query(&sql).bind(app_ref).fetch_all(pool).await?;
-    let Some(first) = found.first() else { return Ok((None, vec![])) };
+    let Some(first) = found.first() else { return Ok((0, None, vec![])) };
     let app = rows::app(first, 0)?;
+    let version: i64 = col(first, APP_NCOLS + ENDPOINT_NCOLS + 1)?;
     let mut endpoints = Vec::with_capacity(found.len());
     for r in &found {
         if col::<Option<String>>(r, APP_NCOLS)?.is_some() {
             endpoints.push((rows::endpoint(r, APP_NCOLS, keys)?, col(r, APP_NCOLS + ENDPOINT_NCOLS)?));
         }
     }
-    Ok((Some(app), endpoints))
+    Ok((version, Some(app), endpoints))
 }
 
 /// What the transaction does before the insert.

@@ -16,6 +16,7 @@ mod charts;
 mod dispatch;
 mod event_types;
 mod flow;
+mod ingest;
 mod messages;
 mod notify;
 mod ordering;
@@ -50,6 +51,8 @@ pub struct PgStore {
     listener: AbortHandle,
     /// Records attempts in batches; its task ends with the store.
     recorder: recorder::Recorder,
+    /// Stores plain messages in batches; its task ends with the store.
+    ingest: ingest::Ingest,
     /// Seals and opens endpoint secrets (`store::sealing`).
     keys: Arc<Keyring>,
 }
@@ -70,7 +73,8 @@ impl PgStore {
         let listener = notify::start(url, events.clone()).await?;
         let keys = Arc::new(Keyring::none());
         let recorder = recorder::Recorder::start(pool.clone(), Arc::clone(&keys));
-        Ok(PgStore { pool, events, listener, recorder, keys })
+        let ingest = ingest::Ingest::start(pool.clone(), Arc::clone(&keys));
+        Ok(PgStore { pool, events, listener, recorder, ingest, keys })
     }
 
     /// Seal endpoint secrets with `keys` from now on (and open them).
@@ -78,6 +82,7 @@ impl PgStore {
         // The recorder opens them too (a new head goes out from it): a new
         // one takes over before anything was recorded.
         self.recorder = recorder::Recorder::start(self.pool.clone(), Arc::clone(&keys));
+        self.ingest = ingest::Ingest::start(self.pool.clone(), Arc::clone(&keys));
         self.keys = keys;
         self
     }

@@ -258,6 +258,33 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER endpoints_disabled_at BEFORE INSERT OR UPDATE ON endpoints
         FOR EACH ROW EXECUTE FUNCTION hookline_endpoint_disabled_at();
     "#,
+    // 5, issue 21 (ingest with group commit): a counter that every change to
+    // an application, or to an endpoint's settings, bumps, on any node. The
+    // ingest cache of applications and endpoints is as new as the counter it
+    // was read with, and a batch inserts nothing if the counter moved. Health
+    // columns (failing_since, and the disabled_at/updated_at that go with
+    // them) change with attempts and do not count; `disabled` does.
+    r#"
+    CREATE TABLE config_version (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        v  BIGINT NOT NULL
+    );
+    INSERT INTO config_version (id, v) VALUES (1, 0);
+    CREATE FUNCTION hookline_config_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE config_version SET v = v + 1 WHERE id = 1;
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER apps_config AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON apps
+        FOR EACH STATEMENT EXECUTE FUNCTION hookline_config_changed();
+    CREATE TRIGGER endpoints_config_rows AFTER INSERT OR DELETE OR TRUNCATE ON endpoints
+        FOR EACH STATEMENT EXECUTE FUNCTION hookline_config_changed();
+    CREATE TRIGGER endpoints_config_settings AFTER UPDATE ON endpoints FOR EACH ROW
+        WHEN ((to_jsonb(OLD) - 'failing_since' - 'disabled_at' - 'updated_at')
+            IS DISTINCT FROM (to_jsonb(NEW) - 'failing_since' - 'disabled_at' - 'updated_at'))
+        EXECUTE FUNCTION hookline_config_changed();
+    "#,
 ];
 
 /// Bring the schema up to date; returns how many migrations ran.

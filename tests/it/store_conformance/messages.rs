@@ -192,3 +192,86 @@ pub async fn message_without_deliveries(store: SharedStore) {
     assert_eq!(store.next_due(&[]).await.unwrap(), None, "nothing to send");
     assert!(store.get_message(&a.id, &created.message.id).await.unwrap().unwrap().payload.is_some());
 }
+
+/// Ingest sees the configuration as it is now: an endpoint just added gets
+/// the next message, one just disabled, filtered away or deleted does not,
+/// and a throttle set a moment ago applies (a store may keep applications
+/// and endpoints in memory for ingest; it must never answer from an old
+/// copy). Many messages at once (which a store may store in batches) are
+/// all stored with their deliveries, and one idempotency key sent many
+/// times at once creates one message.
+pub async fn ingest_follows_configuration_changes(store: SharedStore) {
+    ingest_follows_changes_made_by(store.clone(), store).await;
+}
+
+/// PostgreSQL: the changes are made on one node, the messages sent to another.
+#[tokio::test]
+async fn ingest_on_one_node_follows_changes_made_on_another() {
+    let url = crate::pg::fresh_database().await;
+    let ingest: SharedStore = Arc::new(PgStore::connect(&url).await.unwrap());
+    let admin: SharedStore = Arc::new(PgStore::connect(&url).await.unwrap());
+    ingest_follows_changes_made_by(ingest, admin).await;
+}
+
+/// Messages go to `store`, the configuration changes to `admin`.
+async fn ingest_follows_changes_made_by(store: SharedStore, admin: SharedStore) {
+    let a = app(None);
+    admin.insert_app(&a).await.unwrap();
+    let first = endpoint(&a.id);
+    admin.insert_endpoint(&first).await.unwrap();
+    let send = |m: Message| store.create_message(request(&a.id, m, Some(lease(at(60)))));
+    let targets = |m: &hookline::store::CreatedMessage| {
+        m.endpoints.iter().map(|e| e.id.clone()).collect::<BTreeSet<_>>()
+    };
+    assert_eq!(targets(&send(message("t", T0)).await.unwrap()), [first.id.clone()].into());
+
+    let second = endpoint(&a.id);
+    admin.insert_endpoint(&second).await.unwrap();
+    assert_eq!(targets(&send(message("t", T0)).await.unwrap()), [first.id.clone(), second.id.clone()].into());
+
+    let disable = EndpointPatch { disabled: Some(true), ..Default::default() };
+    admin.update_endpoint(&a.id, &first.id, disable, at(1)).await.unwrap();
+    assert_eq!(targets(&send(message("t", T0)).await.unwrap()), [second.id.clone()].into());
+
+    let only_other = EndpointPatch { event_types: Some(Some(set(&["other"]))), ..Default::default() };
+    admin.update_endpoint(&a.id, &second.id, only_other, at(2)).await.unwrap();
+    assert!(targets(&send(message("t", T0)).await.unwrap()).is_empty());
+
+    let throttled =
+        EndpointPatch { event_types: Some(None), throttle_rate: Some(Some(1)), ..Default::default() };
+    admin.update_endpoint(&a.id, &second.id, throttled, at(3)).await.unwrap();
+    let now = at(4);
+    let one = send(message("t", now)).await.unwrap();
+    let two = send(message("t", now)).await.unwrap();
+    assert_eq!(targets(&two), [second.id.clone()].into());
+    assert_eq!(one.send_now.len() + two.send_now.len(), 1, "1/s: one goes now, the other waits its turn");
+
+    admin.delete_endpoint(&a.id, &second.id).await.unwrap();
+    assert!(targets(&send(message("t", now)).await.unwrap()).is_empty());
+
+    let third = endpoint(&a.id);
+    admin.insert_endpoint(&third).await.unwrap();
+    let many = futures_join_all((0..200).map(|_| send(message("t", now)))).await;
+    for created in many {
+        let created = created.unwrap();
+        assert_eq!(targets(&created), [third.id.clone()].into());
+        assert_eq!(created.send_now.len(), 1);
+        let d = store.get_delivery(&created.message.id, &third.id).await.unwrap().unwrap();
+        assert_eq!(d.status, DeliveryStatus::Sending);
+        let stored = store.get_message(&a.id, &created.message.id).await.unwrap().unwrap();
+        assert_eq!(stored.app_id, a.id);
+    }
+
+    let keyed = |_| {
+        let mut req = request(&a.id, message("t", now), Some(lease(at(60))));
+        req.idempotency_key = Some("same-key".into());
+        store.create_message(req)
+    };
+    let answers: Vec<_> =
+        futures_join_all((0..20).map(keyed)).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(answers.iter().filter(|c| !c.existing).count(), 1, "one message created");
+    let ids: BTreeSet<_> = answers.iter().map(|c| c.message.id.clone()).collect();
+    assert_eq!(ids.len(), 1, "every answer names that message");
+    let sent: usize = answers.iter().map(|c| c.send_now.len()).sum();
+    assert_eq!(sent, 1, "and it is sent once");
+}

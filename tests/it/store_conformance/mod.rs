@@ -193,7 +193,8 @@ macro_rules! conformance {
                 concurrent_attempts, throttles_pace_ingest_and_claims, a_retry_after_pauses_the_endpoint,
                 congestion_backs_the_endpoint_off_and_successes_restore_it, a_manual_send_counts_against_the_bucket,
                 one_key_goes_in_order_and_others_pass, fifo_endpoints_order_everything, a_failed_head_skips_or_blocks,
-                replays_reenter_in_order_and_disabling_forgets_keys, chart_minutes, message_trace_context);
+                replays_reenter_in_order_and_disabling_forgets_keys, chart_minutes, message_trace_context,
+                ingest_follows_configuration_changes);
         }
     };
     (@each $factory:path; $($check:ident),*) => {
