@@ -106,6 +106,16 @@ struct Inner {
     interrupt: watch::Sender<bool>,
     workers: TaskTracker,
     events: Emitter,
+    /// Refused deliveries waiting to be handed back to the store.
+    releases: Mutex<Releases>,
+}
+
+/// See [`Inner::release_soon`].
+#[derive(Default)]
+struct Releases {
+    keys: Vec<DeliveryKey>,
+    /// A task is releasing; it takes whatever is added meanwhile.
+    flushing: bool,
 }
 
 impl Dispatcher {
@@ -128,6 +138,7 @@ impl Dispatcher {
             interrupt: watch::Sender::new(false),
             workers: TaskTracker::new(),
             events,
+            releases: Mutex::new(Releases::default()),
         });
         inner.workers.spawn(scheduler::run(Arc::clone(&inner)));
         if inner.store.shared() {
@@ -143,11 +154,16 @@ impl Dispatcher {
 
     /// Send deliveries already leased to this node. Those a full lane cannot
     /// take are handed back to the store, due now, for the scheduler.
+    ///
+    /// Returns before those are released: a saturated node refuses nearly
+    /// every message it ingests, and releasing each on its own would cost
+    /// the store a statement per message; they are released together (see
+    /// [`Inner::release_soon`]).
     pub async fn offer(&self, tasks: Vec<DeliveryTask>) {
         let busy = self
             .inner
             .admit_all(tasks.into_iter().map(|task| QueuedAttempt { task, trigger: Trigger::Scheduled }));
-        self.inner.give_back(busy).await;
+        self.inner.release_soon(busy);
     }
 
     /// A manual attempt (retry / resend): queued behind the endpoint's
@@ -299,6 +315,44 @@ impl Inner {
                 false
             }
         }
+    }
+
+    /// [`Inner::give_back`] without waiting, batched: one task releases
+    /// what has been refused so far in one store call, then what was
+    /// refused meanwhile, until nothing is left (like the store's group
+    /// commits, nothing waits for company). Until then the deliveries stay
+    /// leased to this node, so nobody else sends them either; shutdown
+    /// waits for the task.
+    fn release_soon(self: &Arc<Self>, attempts: Vec<QueuedAttempt>) {
+        let keys = attempts.into_iter().filter(|a| a.trigger == Trigger::Scheduled).map(|a| a.task.key());
+        let start = {
+            let mut pending = self.releases.lock().unwrap_or_else(|e| e.into_inner());
+            pending.keys.extend(keys);
+            let start = !pending.flushing && !pending.keys.is_empty();
+            pending.flushing |= start;
+            start
+        };
+        if !start {
+            return;
+        }
+        let inner = Arc::clone(self);
+        self.workers.spawn(async move {
+            loop {
+                let keys = {
+                    let mut pending = inner.releases.lock().unwrap_or_else(|e| e.into_inner());
+                    if pending.keys.is_empty() {
+                        pending.flushing = false;
+                        return;
+                    }
+                    std::mem::take(&mut pending.keys)
+                };
+                let now = inner.clock.now();
+                match inner.store.release(&keys, now).await {
+                    Ok(()) => inner.wake_at(now),
+                    Err(e) => tracing::error!(error = %e, "could not release leases; they will expire"),
+                }
+            }
+        });
     }
 
     /// Return leased-but-unsent deliveries to the store, due now.
