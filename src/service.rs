@@ -511,7 +511,9 @@ impl Service {
             lease: Some(self.dispatcher.fresh_lease()),
             only_endpoint,
             idempotency_key,
+            busy_endpoints: self.dispatcher.busy_endpoints(),
         };
+        let req_busy = req.busy_endpoints.clone();
         let span = traces::spans::ingest(app_ref, &req.message.event_type);
         let created = self.store.create_message(req).instrument(span.clone()).await?;
         traces::spans::ingested(&span, &created.message.id, created.endpoints.len());
@@ -519,7 +521,15 @@ impl Service {
             return Ok(Accepted { message: created.message, replayed: true });
         }
         telemetry::message_ingested();
-        if let Some(at) = created.wake {
+        // Deliveries left for a claim wake the scheduler, unless they only
+        // wait for full lanes here (a lane that frees up wakes it).
+        let busy = &req_busy;
+        let waiting_here = |e: &Arc<Endpoint>| {
+            !busy.contains(&e.id) && !created.send_now.iter().any(|t| t.endpoint.id == e.id)
+        };
+        if let Some(at) = created.wake
+            && (at > now || created.endpoints.iter().any(waiting_here))
+        {
             self.dispatcher.wake_at(at);
         }
         if !created.send_now.is_empty() {

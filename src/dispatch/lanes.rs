@@ -64,16 +64,27 @@ struct Lane {
     /// Starts in second `.0` and in the second before, for the rate this
     /// node sends at.
     starts: (i64, u32, u32),
+    /// The queue reached its cap and has not yet drained to half of it.
+    /// Until then the lane counts as full: the scheduler's next claim for it
+    /// then has room for half a queue, instead of one delivery and a claim
+    /// batch to hand back.
+    filled: bool,
 }
 
 impl Lane {
     fn is_full(&self, queue_cap: usize) -> bool {
-        self.held || self.queue.len() >= queue_cap || (self.paced && self.in_flight >= self.concurrency)
+        self.held
+            || self.filled
+            || self.queue.len() >= queue_cap
+            || (self.paced && self.in_flight >= self.concurrency)
     }
 }
 
 pub struct Lanes {
     lanes: HashMap<String, Lane>,
+    /// Endpoints whose lane is full (see `Lane::is_full`), kept up to date
+    /// by every change to a lane, so ingest can ask per message.
+    full: HashSet<String>,
     held: HashSet<DeliveryKey>,
     concurrency: usize,
     queue_cap: usize,
@@ -84,6 +95,7 @@ impl Lanes {
     pub fn new(concurrency: usize, queue_cap: usize) -> Self {
         Lanes {
             lanes: HashMap::new(),
+            full: HashSet::new(),
             held: HashSet::new(),
             concurrency: concurrency.max(1),
             queue_cap,
@@ -93,6 +105,32 @@ impl Lanes {
 
     /// `force` queues past the cap (manual retries are never refused).
     pub fn admit(&mut self, attempt: QueuedAttempt, force: bool) -> Admission {
+        let endpoint_id = attempt.task.endpoint.id.clone();
+        let admission = self.admit_to_lane(attempt, force);
+        self.note_fullness(&endpoint_id);
+        admission
+    }
+
+    /// Keep `full` in step with the lane of `endpoint_id`.
+    fn note_fullness(&mut self, endpoint_id: &str) {
+        match self.lanes.get(endpoint_id) {
+            Some(lane) if lane.is_full(self.queue_cap) => {
+                if !self.full.contains(endpoint_id) {
+                    self.full.insert(endpoint_id.to_owned());
+                }
+            }
+            _ => {
+                self.full.remove(endpoint_id);
+            }
+        }
+    }
+
+    /// Endpoints whose lane is full now.
+    pub fn full(&self) -> &HashSet<String> {
+        &self.full
+    }
+
+    fn admit_to_lane(&mut self, attempt: QueuedAttempt, force: bool) -> Admission {
         if self.closed {
             return Admission::Busy(attempt);
         }
@@ -114,6 +152,7 @@ impl Lanes {
             Admission::Run(attempt)
         } else if force || (!attempt.task.paced && lane.queue.len() < self.queue_cap) {
             lane.queue.push_back(attempt);
+            lane.filled |= lane.queue.len() >= self.queue_cap;
             Admission::Queued
         } else {
             return Admission::Busy(attempt);
@@ -137,6 +176,7 @@ impl Lanes {
         let was_full = lane.is_full(self.queue_cap);
         lane.in_flight = lane.in_flight.saturating_sub(1);
         let next = if self.closed || lane.held { None } else { lane.queue.pop_front() };
+        lane.filled &= lane.queue.len() > self.queue_cap / 2;
         if next.is_some() {
             lane.in_flight += 1;
         }
@@ -144,13 +184,14 @@ impl Lanes {
         if lane.in_flight == 0 && lane.queue.is_empty() && !lane.held {
             self.lanes.remove(endpoint_id);
         }
+        self.note_fullness(endpoint_id);
         (next, freed)
     }
 
     /// Endpoints whose queue is full: the scheduler leaves their work in
     /// the store for now.
     pub fn full_endpoints(&self) -> Vec<String> {
-        self.lanes.iter().filter(|(_, l)| l.is_full(self.queue_cap)).map(|(id, _)| id.clone()).collect()
+        self.full.iter().cloned().collect()
     }
 
     /// Start nothing more for this endpoint (its receiver asked for a
@@ -158,6 +199,7 @@ impl Lanes {
     pub fn hold(&mut self, endpoint_id: &str) -> Vec<QueuedAttempt> {
         let dropped = self.drop_queued(endpoint_id);
         self.lanes.entry(endpoint_id.to_owned()).or_default().held = true;
+        self.note_fullness(endpoint_id);
         dropped
     }
 
@@ -169,6 +211,7 @@ impl Lanes {
                 self.lanes.remove(endpoint_id);
             }
         }
+        self.note_fullness(endpoint_id);
     }
 
     /// An attempt to the endpoint started in second `now_secs`.
@@ -206,9 +249,11 @@ impl Lanes {
             return Vec::new();
         };
         let dropped: Vec<QueuedAttempt> = lane.queue.drain(..).collect();
+        lane.filled = false;
         if lane.in_flight == 0 && !lane.held {
             self.lanes.remove(endpoint_id);
         }
+        self.note_fullness(endpoint_id);
         for attempt in &dropped {
             if let Some(k) = attempt.key() {
                 self.held.remove(&k);
@@ -289,6 +334,65 @@ mod tests {
         assert!(lanes.finish(&a).0.is_none());
         lanes.release_hold("e");
         run(lanes.admit(attempt("e", "m3", Trigger::Scheduled), false));
+    }
+
+    /// The kept set of full lanes agrees with the lanes themselves after
+    /// every kind of change.
+    #[test]
+    fn the_full_set_follows_every_change() {
+        let mut lanes = Lanes::new(1, 2);
+        let check = |lanes: &Lanes| {
+            let mut kept = lanes.full_endpoints();
+            kept.sort();
+            let mut actual: Vec<String> = lanes
+                .lanes
+                .iter()
+                .filter(|(_, l)| l.is_full(lanes.queue_cap))
+                .map(|(id, _)| id.clone())
+                .collect();
+            actual.sort();
+            assert_eq!(kept, actual);
+            kept
+        };
+        let first = run(lanes.admit(attempt("e", "m1", Trigger::Scheduled), false));
+        lanes.admit(attempt("e", "m2", Trigger::Scheduled), false);
+        assert!(check(&lanes).is_empty());
+        lanes.admit(attempt("e", "m3", Trigger::Scheduled), false);
+        assert_eq!(check(&lanes), vec!["e".to_string()], "queue at its cap");
+        let (second, freed) = lanes.finish(&first);
+        assert!(freed);
+        assert!(check(&lanes).is_empty());
+        lanes.hold("f");
+        assert_eq!(check(&lanes), vec!["f".to_string()], "a held lane is full");
+        lanes.release_hold("f");
+        lanes.admit(attempt("e", "m4", Trigger::Scheduled), false);
+        assert_eq!(check(&lanes), vec!["e".to_string()]);
+        lanes.drop_queued("e");
+        assert!(check(&lanes).is_empty());
+        lanes.finish(&second.unwrap());
+        assert!(check(&lanes).is_empty());
+        assert!(lanes.lanes.is_empty(), "idle lanes are forgotten");
+    }
+
+    /// A lane whose queue reached its cap stays full until half of it has
+    /// drained, so the claim that follows has room for half a queue.
+    #[test]
+    fn a_filled_queue_counts_as_full_until_half_drained() {
+        let mut lanes = Lanes::new(1, 4);
+        let running = run(lanes.admit(attempt("e", "m0", Trigger::Scheduled), false));
+        for i in 1..=4 {
+            assert!(matches!(
+                lanes.admit(attempt("e", &format!("m{i}"), Trigger::Scheduled), false),
+                Admission::Queued
+            ));
+        }
+        assert_eq!(lanes.full_endpoints(), vec!["e".to_string()]);
+        let (next, freed) = lanes.finish(&running);
+        assert!(!freed, "3 queued of 4: still full");
+        assert_eq!(lanes.full_endpoints(), vec!["e".to_string()]);
+        let (_, freed) = lanes.finish(&next.unwrap());
+        assert!(freed, "2 queued of 4: room for half a queue");
+        assert!(lanes.full_endpoints().is_empty());
     }
 
     #[test]

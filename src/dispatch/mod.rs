@@ -152,6 +152,12 @@ impl Dispatcher {
         self.inner.lease(self.inner.clock.now())
     }
 
+    /// Endpoints whose lane is full now: ingest leaves their deliveries
+    /// to a later claim rather than leasing them to this node.
+    pub fn busy_endpoints(&self) -> Vec<String> {
+        self.inner.lock_lanes().full().iter().cloned().collect()
+    }
+
     /// Send deliveries already leased to this node. Those a full lane cannot
     /// take are handed back to the store, due now, for the scheduler.
     ///

@@ -174,6 +174,10 @@ pub struct CreateMessage {
     /// The client's `idempotency-key`: a message already stored with it in
     /// the last 24 hours is returned instead of creating another.
     pub idempotency_key: Option<String>,
+    /// Endpoints whose lane on the creating node is full: their deliveries
+    /// are not leased but stored due now, for a claim once there is room
+    /// (leasing them would only mean handing them back at once).
+    pub busy_endpoints: Vec<String>,
 }
 
 #[derive(Clone, Debug)]

@@ -273,7 +273,7 @@ async fn insert(ctx: &Context, version: i64, batch: &[Planned]) -> Result<Option
             d_app.push(app_id.as_str());
             d_next.push(p.first_at);
             d_at.push(m.created_at.as_millis());
-            match p.req.lease.as_ref().filter(|_| p.leased) {
+            match p.req.lease.as_ref().filter(|_| p.leased && !p.req.busy_endpoints.contains(&ep.id)) {
                 Some(lease) => {
                     d_due.push(lease.until.as_millis());
                     d_owner.push(Some(lease.owner.as_str()));
@@ -354,14 +354,12 @@ fn created(p: &Planned) -> CreatedMessage {
     message.app_id = app.id.clone();
     let message = Arc::new(message);
     let chosen: Vec<Arc<Endpoint>> = p.endpoints.iter().map(|&i| Arc::clone(&endpoints[i].0)).collect();
-    let send_now = if p.leased {
-        chosen
-            .iter()
-            .map(|ep| DeliveryTask { message: Arc::clone(&message), endpoint: Arc::clone(ep), paced: false })
-            .collect()
-    } else {
-        vec![]
-    };
-    let wake = (!p.leased && !chosen.is_empty()).then(|| Timestamp::from_millis(p.first_at));
+    let (leased, unleased): (Vec<&Arc<Endpoint>>, Vec<&Arc<Endpoint>>) =
+        chosen.iter().partition(|ep| p.leased && !p.req.busy_endpoints.contains(&ep.id));
+    let send_now = leased
+        .into_iter()
+        .map(|ep| DeliveryTask { message: Arc::clone(&message), endpoint: Arc::clone(ep), paced: false })
+        .collect();
+    let wake = (!unleased.is_empty()).then(|| Timestamp::from_millis(p.first_at));
     CreatedMessage { message, endpoints: chosen, send_now, wake, existing: false }
 }

@@ -197,6 +197,7 @@ async fn try_create(
 
     let first_at = message.deliver_at.unwrap_or(message.created_at).max(message.created_at);
     let lease = req.lease.as_ref().filter(|_| first_at <= message.created_at);
+    let busy = &req.busy_endpoints;
     let message = Arc::new(message);
     // Ordering keys and bounded flows need a transaction around the
     // insert; plain traffic is the one statement.
@@ -208,13 +209,14 @@ async fn try_create(
     let mut ins = Insert::new(&message, req.idempotency_key.as_deref(), first_at);
     let written = if !gated && create_app.is_none() && expired_key_holder.is_none() {
         for (ep, _) in &endpoints {
+            let lease = lease.filter(|_| !busy.contains(&ep.id));
             ins.push(&ep.id, lease.map_or(Placed::Later(first_at), |l| Placed::Now(l, false)));
         }
         ins.run(pool).await.map_err(Failed::Sql)
     } else {
         let setup =
             Setup { create_app: create_app.as_ref(), expired_key_holder: expired_key_holder.as_deref() };
-        in_transaction(pool, setup, &mut ins, &endpoints, app.throttle_rate, lease).await
+        in_transaction(pool, setup, &mut ins, &endpoints, app.throttle_rate, lease, busy).await
     };
     let e = match written {
         Ok(()) => {
@@ -304,6 +306,7 @@ async fn in_transaction<'a>(
     endpoints: &'a [(Arc<Endpoint>, bool)],
     app_limit: Option<u16>,
     lease: Option<&'a Lease>,
+    busy: &[String],
 ) -> Result<(), Failed> {
     let mut tx = pool.begin().await?;
     if let Some(app) = setup.create_app {
@@ -357,7 +360,11 @@ async fn in_transaction<'a>(
                     lease.map_or(Placed::Later(now), |l| Placed::Now(l, bounded))
                 }
             }
-            _ => lease.map_or(Placed::Later(now), |l| Placed::Now(l, false)),
+            // Paced work above is charged to the bucket here, so it is
+            // leased even to a full lane; plain work is not.
+            _ => {
+                lease.filter(|_| !busy.contains(&ep.id)).map_or(Placed::Later(now), |l| Placed::Now(l, false))
+            }
         };
         ins.push_ordered(&ep.id, decision, okey, seq);
     }

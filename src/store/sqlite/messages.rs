@@ -163,7 +163,15 @@ fn create_message(
     cache: &Mutex<IngestCache>,
 ) -> StoreResult<CreatedMessage> {
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    let CreateMessage { app_ref, new_app, mut message, lease, only_endpoint, idempotency_key } = req;
+    let CreateMessage {
+        app_ref,
+        new_app,
+        mut message,
+        lease,
+        only_endpoint,
+        idempotency_key,
+        busy_endpoints,
+    } = req;
     let app = match cache.app(c, &app_ref)? {
         Some(app) => app,
         None => {
@@ -256,8 +264,17 @@ fn create_message(
         existing: false,
     };
     for ep in endpoints {
-        let placed =
-            place(c, &message, &ep, app.throttle_rate, first_at, lease.as_ref(), message.created_at)?;
+        let lane_full = busy_endpoints.contains(&ep.id);
+        let placed = place(
+            c,
+            &message,
+            &ep,
+            app.throttle_rate,
+            first_at,
+            lease.as_ref(),
+            lane_full,
+            message.created_at,
+        )?;
         match placed {
             Placed::Now { paced } => created.send_now.push(DeliveryTask {
                 message: Arc::clone(&message),
@@ -286,7 +303,11 @@ pub(super) enum Placed {
 /// Insert a new pending delivery of `message` to `ep`, first attempt at
 /// `first_at`, and decide where it stands: held behind its ordering key,
 /// parked behind its endpoint's flow, or leased to `lease` when it may go
-/// at once. `app_limit` is the application's `throttleRate`.
+/// at once. `app_limit` is the application's `throttleRate`. When
+/// `lane_full` (the creating node's lane for `ep` is full), unpaced work is
+/// left due now instead of leased; paced work, charged to the bucket here,
+/// is leased all the same.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn place(
     c: &Connection,
     message: &Message,
@@ -294,6 +315,7 @@ pub(super) fn place(
     app_limit: Option<u16>,
     first_at: Timestamp,
     lease: Option<&Lease>,
+    lane_full: bool,
     now: Timestamp,
 ) -> StoreResult<Placed> {
     let key = DeliveryKey { msg_id: message.id.clone(), endpoint_id: ep.id.clone() };
@@ -323,7 +345,7 @@ pub(super) fn place(
         if paced {
             flow::save(c, &ep.id, &flow, now)?;
         }
-        match lease {
+        match lease.filter(|_| paced || !lane_full) {
             Some(l) => {
                 (row.due_at, row.lease_owner) = (Some(l.until), Some(l.owner.as_str()));
                 Placed::Now { paced }

@@ -89,7 +89,7 @@ impl RedeliveryStore for SqliteStore {
             let mut sent = 0;
             for m in missing.iter().filter(|m| filter::wants(&endpoint, &m.event_type, m.channels.as_ref())) {
                 // In message order, so keyed ones queue in their original order.
-                let _: Placed = place(c, m, &endpoint, app_limit, now, None, now)?;
+                let _: Placed = place(c, m, &endpoint, app_limit, now, None, false, now)?;
                 sent += 1;
             }
             Ok(sent)

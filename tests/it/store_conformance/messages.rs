@@ -275,3 +275,29 @@ async fn ingest_follows_changes_made_by(store: SharedStore, admin: SharedStore) 
     let sent: usize = answers.iter().map(|c| c.send_now.len()).sum();
     assert_eq!(sent, 1, "and it is sent once");
 }
+
+/// An endpoint whose lane is full on the creating node gets its delivery
+/// due now and unleased, for a claim once there is room; the others are
+/// leased as usual, and so is paced work (the bucket was charged for it).
+pub async fn full_lanes_are_not_leased_at_ingest(store: SharedStore) {
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    let (full, free) = (endpoint(&a.id), endpoint(&a.id));
+    let paced = Endpoint { throttle_rate: Some(100), ..endpoint(&a.id) };
+    for ep in [&full, &free, &paced] {
+        store.insert_endpoint(ep).await.unwrap();
+    }
+    let req = CreateMessage {
+        busy_endpoints: vec![full.id.clone(), paced.id.clone()],
+        ..request(&a.id, message("t", T0), Some(lease(at(60))))
+    };
+    let created = store.create_message(req).await.unwrap();
+    let sent: BTreeSet<_> = created.send_now.iter().map(|t| t.endpoint.id.clone()).collect();
+    assert_eq!(sent, [free.id.clone(), paced.id.clone()].into());
+    assert_eq!(created.wake, Some(T0), "the unleased one is due now");
+    let d = store.get_delivery(&created.message.id, &full.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.next_attempt), (DeliveryStatus::Pending, Some(T0)));
+    let claimed = store.claim_due(T0, &lease(at(60)), 10, &[]).await.unwrap();
+    let claimed: Vec<_> = claimed.iter().map(|t| t.endpoint.id.clone()).collect();
+    assert_eq!(claimed, vec![full.id.clone()], "only the unleased delivery is claimable");
+}

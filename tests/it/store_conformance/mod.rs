@@ -130,6 +130,7 @@ fn request(app_ref: &str, message: Message, lease: Option<Lease>) -> CreateMessa
         lease,
         only_endpoint: None,
         idempotency_key: None,
+        busy_endpoints: vec![],
     }
 }
 
@@ -194,7 +195,7 @@ macro_rules! conformance {
                 congestion_backs_the_endpoint_off_and_successes_restore_it, a_manual_send_counts_against_the_bucket,
                 one_key_goes_in_order_and_others_pass, fifo_endpoints_order_everything, a_failed_head_skips_or_blocks,
                 replays_reenter_in_order_and_disabling_forgets_keys, chart_minutes, message_trace_context,
-                ingest_follows_configuration_changes);
+                ingest_follows_configuration_changes, full_lanes_are_not_leased_at_ingest);
         }
     };
     (@each $factory:path; $($check:ident),*) => {
