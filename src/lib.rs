@@ -15,6 +15,7 @@ pub mod maintenance;
 pub mod operational;
 pub mod server;
 pub mod service;
+pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod traces;

@@ -72,6 +72,9 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Measure: `hookline bench <scenario> --help`.
     Bench(crate::bench::BenchArgs),
+    /// Deterministic simulation of delivery under faults, by seed:
+    /// `hookline sim --seed N` replays a run exactly.
+    Sim(crate::sim::SimArgs),
     /// Rewrite every endpoint so its secrets are encrypted with the current
     /// --main-key (after a key rotation, before dropping --old-main-keys).
     /// Run it with the server stopped, or on PostgreSQL from any node.
@@ -303,6 +306,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => send::run(args).await,
         Command::Import(args) => import::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Sim(args) => crate::sim::command(args).await,
         Command::Rekey(data) => rekey(&data).await,
         Command::Token(TokenCommand::Create { data, app, expires_in_days }) => {
             let store = data.open().await?;

@@ -14,6 +14,7 @@
 
 mod interrupt;
 pub mod lanes;
+pub mod record;
 mod scheduler;
 pub mod sender;
 pub mod ssrf;
@@ -35,10 +36,9 @@ use crate::domain::flow::Signal;
 use crate::domain::id;
 use crate::domain::model::{Attempt, DeliveryStatus, Trigger};
 use crate::domain::retry::RetryPolicy;
-use crate::domain::steering::Steering;
 use crate::domain::time::Timestamp;
 use crate::operational::{self, Emitter};
-use crate::store::{AttemptEffects, AttemptRecord, DeliveryKey, DeliveryTask, DispatchStore, Lease};
+use crate::store::{AttemptEffects, DeliveryKey, DeliveryTask, DispatchStore, Lease};
 use crate::telemetry;
 use crate::traces;
 
@@ -271,7 +271,7 @@ impl Inner {
     }
 
     fn lease(&self, now: Timestamp) -> Lease {
-        Lease { owner: self.cfg.node_id.clone(), until: now.plus(self.cfg.lease) }
+        record::lease(&self.cfg, now)
     }
 
     fn wake_at(&self, at: Timestamp) {
@@ -398,7 +398,7 @@ impl Inner {
 
     async fn attempt(self: &Arc<Self>, queued: &QueuedAttempt) {
         let task = &queued.task;
-        let policy = task.endpoint.retry_policy.clone().unwrap_or_else(|| self.cfg.default_policy.clone());
+        let policy = record::policy(task, &self.cfg);
         let span = traces::spans::attempt(&task.message, &task.endpoint, queued.trigger);
         let trace = traces::context::outgoing(&span, task.message.trace.as_ref());
         let started = self.clock.now();
@@ -407,30 +407,14 @@ impl Inner {
             self.sender.send(&*self.clock, task, &policy, started, trace.as_ref()).instrument(span.clone());
         let sent = interrupt::unless_interrupted(sending, &self.interrupt).await;
         let finished_at = self.clock.now();
-        let outcome = Outcome::classify(&policy, sent.status);
-        let steering = Steering::from_response(
-            sent.status,
-            sent.retry_after.as_deref(),
-            sent.directive.as_deref(),
-            finished_at,
-        );
-        let attempt = Attempt {
-            id: id::new_id(id::ATTEMPT, started),
-            msg_id: task.message.id.clone(),
-            endpoint_id: task.endpoint.id.clone(),
-            app_id: task.message.app_id.clone(),
-            url: task.endpoint.url.clone(),
-            status: outcome.attempt_status(),
-            status_code: sent.status.unwrap_or(0),
-            response: sent.body,
-            duration_ms: sent.duration_ms,
-            trigger: queued.trigger,
-            error: sent.error,
-            created_at: started,
-        };
-        let delivered = outcome == Outcome::Delivered;
-        let signal = Signal::classify(delivered, sent.status, steering.retry_after, finished_at);
-        let pausing = matches!(signal, Signal::PauseUntil { .. });
+        let done = record::Finished { task, trigger: queued.trigger, policy, sent, started, finished_at };
+        let draws =
+            record::Draws { attempt_id: id::new_id(id::ATTEMPT, started), jitter: rand::random::<f64>() };
+        let sending_rate = self.lock_lanes().sending_rate(&task.endpoint.id, finished_at.as_secs());
+        let record = record::record_for(done, &self.cfg, draws, sending_rate);
+        let attempt = record.attempt.clone();
+        let delivered = record.outcome == Outcome::Delivered;
+        let pausing = matches!(record.signal, Signal::PauseUntil { .. });
         if pausing {
             // Nothing more starts here until the store knows of the pause.
             let queued_behind = self.lock_lanes().hold(&task.endpoint.id);
@@ -455,19 +439,6 @@ impl Inner {
                 "attempt"
             );
         });
-        let record = AttemptRecord {
-            attempt: attempt.clone(),
-            outcome,
-            policy,
-            finished_at,
-            steering,
-            jitter: self.cfg.jitter * (rand::random::<f64>() * 2.0 - 1.0),
-            auto_disable_after: self.cfg.auto_disable_after,
-            signal,
-            sending_rate: self.lock_lanes().sending_rate(&task.endpoint.id, finished_at.as_secs()),
-            paced: task.paced,
-            lease: Some(self.lease(finished_at)),
-        };
         let recorded = self.store.record_attempt(record).instrument(span.clone()).await;
         if pausing {
             self.lock_lanes().release_hold(&task.endpoint.id);

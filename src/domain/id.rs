@@ -27,10 +27,36 @@ static LAST: Mutex<(u32, u128)> = Mutex::new((0, 0));
 
 /// A new id `"{prefix}_{ksuid}"` for an object created at `now`.
 pub fn new_id(prefix: &str, now: Timestamp) -> String {
+    let (secs, payload) = ksuid(now, rand::random::<u128>());
+    let (secs, payload) = next_after_last(&mut LAST.lock().unwrap_or_else(|e| e.into_inner()), secs, payload);
+    format_id(prefix, secs, payload)
+}
+
+/// Ids from a caller's own random bits and monotonic sequence, apart from
+/// the process-wide one: the deterministic simulation (`crate::sim`) makes
+/// the same ids for the same seed, however many runs came before.
+#[derive(Debug, Default)]
+pub struct Sequence {
+    last: (u32, u128),
+}
+
+impl Sequence {
+    /// Like [`new_id`], with `random` in place of fresh random bits.
+    pub fn next_id(&mut self, prefix: &str, now: Timestamp, random: u128) -> String {
+        let (secs, payload) = ksuid(now, random);
+        let (secs, payload) = next_after_last(&mut self.last, secs, payload);
+        format_id(prefix, secs, payload)
+    }
+}
+
+/// KSUID seconds and payload for `now`: the millisecond, then random bits.
+fn ksuid(now: Timestamp, random: u128) -> (u32, u128) {
     let secs = (now.as_secs() - KSUID_EPOCH_SECS).clamp(0, u32::MAX as i64) as u32;
     let millis = now.as_millis().rem_euclid(1000) as u128;
-    let payload = (millis << 118) | (rand::random::<u128>() >> 10);
-    let (secs, payload) = next_after_last(secs, payload);
+    (secs, (millis << 118) | (random >> 10))
+}
+
+fn format_id(prefix: &str, secs: u32, payload: u128) -> String {
     let mut out = String::with_capacity(prefix.len() + 1 + ENCODED_LEN);
     out.push_str(prefix);
     out.push('_');
@@ -38,8 +64,7 @@ pub fn new_id(prefix: &str, now: Timestamp) -> String {
     out
 }
 
-fn next_after_last(secs: u32, payload: u128) -> (u32, u128) {
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+fn next_after_last(last: &mut (u32, u128), secs: u32, payload: u128) -> (u32, u128) {
     let next = if (secs, payload) > *last {
         (secs, payload)
     } else if last.1 == u128::MAX {
@@ -97,6 +122,21 @@ mod tests {
         }
         let later = new_id(MESSAGE, frozen.plus(std::time::Duration::from_secs(1)));
         assert!(ids.last().unwrap() < &later);
+    }
+
+    #[test]
+    fn a_sequence_makes_the_same_ids_from_the_same_draws_whatever_came_before() {
+        let t = Timestamp::from_millis(1_700_000_000_123);
+        let make = || {
+            let mut seq = Sequence::default();
+            [seq.next_id(ATTEMPT, t, 42), seq.next_id(ATTEMPT, t, 7), seq.next_id(ATTEMPT, t, 42)]
+        };
+        let first = make();
+        let _ = new_id(ATTEMPT, t.plus(std::time::Duration::from_secs(3600)));
+        assert_eq!(first, make(), "independent of the process-wide sequence");
+        assert!(first[0] < first[1] && first[1] < first[2], "strictly increasing: {first:?}");
+        assert!(has_prefix(&first[0], ATTEMPT));
+        assert_ne!(Sequence::default().next_id(ATTEMPT, t, 43 << 10), first[0]);
     }
 
     #[test]

@@ -24,7 +24,8 @@ use std::path::Path;
 /// `operational` (the events and the emitter) sits under `dispatch` and
 /// `service`, which emit events; sending them as messages is `server`'s
 /// wiring. `bench` drives a server over HTTP (a child process) and uses
-/// only `service::generate_token`; `cli` runs everything.
+/// only `service::generate_token`; `sim` (the deterministic simulation)
+/// drives `dispatch`'s parts and the `store` itself; `cli` runs everything.
 const LAYERS: &[&[&str]] = &[
     &["domain"],
     &["clock", "telemetry", "traces"],
@@ -35,7 +36,7 @@ const LAYERS: &[&[&str]] = &[
     &["api", "dashboard", "maintenance"],
     &["config"],
     &["server"],
-    &["bench"],
+    &["bench", "sim"],
     &["cli"],
 ];
 

@@ -26,5 +26,6 @@ mod operator;
 mod ordering;
 mod pg;
 mod sdk;
+mod sim;
 mod store_conformance;
 mod traces;
