@@ -897,6 +897,7 @@ impl Sim {
                 lease: Some(record::lease(&self.dispatch, now)),
                 only_endpoint: None,
                 idempotency_key: None,
+                busy_endpoints: self.node.lanes.full_endpoints(),
             });
         }
         self.submitted += n;
