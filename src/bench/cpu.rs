@@ -137,18 +137,18 @@ fn per_message(from: &ProcTicks, to: &ProcTicks, messages: usize) -> Option<PerM
 
 /// Started before a run, read after it: CPU time of one process
 /// (`/proc/<pid>`, `self` for this one) per message.
-struct ProcessMeter {
+pub struct ProcessMeter {
     pid: String,
     start: Option<ProcTicks>,
 }
 
 impl ProcessMeter {
-    fn start(pid: String) -> ProcessMeter {
+    pub fn start(pid: String) -> ProcessMeter {
         let start = proc_ticks(&pid);
         ProcessMeter { pid, start }
     }
 
-    fn per_message(&self, messages: usize) -> Option<PerMessage> {
+    pub fn per_message(&self, messages: usize) -> Option<PerMessage> {
         per_message(self.start.as_ref()?, &proc_ticks(&self.pid)?, messages)
     }
 }
@@ -160,6 +160,10 @@ impl ProcessMeter {
 pub struct CpuUse {
     pub server: Option<PerMessage>,
     pub bench: Option<PerMessage>,
+    /// The PostgreSQL cluster's processes, µs per message (when the server
+    /// is on a PostgreSQL running on this machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<f64>,
 }
 
 impl CpuUse {
@@ -169,7 +173,10 @@ impl CpuUse {
             .as_ref()
             .map_or_else(|| "not known (not started by the benchmark)".into(), PerMessage::brief);
         let bench = self.bench.as_ref().map_or_else(|| "not known".into(), |b| format!("{:.0} µs", b.us));
-        format!("server {server}; benchmark {bench}")
+        match self.database {
+            Some(db) => format!("server {server}; database {db:.0} µs; benchmark {bench}"),
+            None => format!("server {server}; benchmark {bench}"),
+        }
     }
 }
 
@@ -177,20 +184,77 @@ impl CpuUse {
 pub struct CpuUseMeter {
     server: Option<ProcessMeter>,
     bench: ProcessMeter,
+    database: Option<DatabaseMeter>,
 }
 
 impl CpuUseMeter {
     pub fn start(server_pid: Option<u32>) -> CpuUseMeter {
         let server = server_pid.map(|pid| ProcessMeter::start(pid.to_string()));
-        CpuUseMeter { server, bench: ProcessMeter::start("self".into()) }
+        CpuUseMeter { server, bench: ProcessMeter::start("self".into()), database: None }
+    }
+
+    /// Also the PostgreSQL cluster under this postmaster.
+    pub fn with_database(mut self, postmaster: Option<u32>) -> CpuUseMeter {
+        self.database = postmaster.map(DatabaseMeter::start);
+        self
     }
 
     pub fn per_message(&self, messages: usize) -> CpuUse {
         CpuUse {
             server: self.server.as_ref().and_then(|m| m.per_message(messages)),
             bench: self.bench.per_message(messages),
+            database: self.database.as_ref().and_then(|m| m.per_message(messages)),
         }
     }
+}
+
+/// CPU ticks of a PostgreSQL cluster: its postmaster and every process it
+/// started (backends, WAL writer, checkpointer, autovacuum), with what
+/// children that already exited spent (their parent's cutime + cstime).
+fn cluster_ticks(postmaster: u32) -> Option<u64> {
+    let mut total = 0;
+    let mut seen_postmaster = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        // A process may end between listing and reading: skip it.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((_, ppid)) = super::database::comm_and_ppid(&stat) else { continue };
+        if pid != postmaster && ppid != postmaster {
+            continue;
+        }
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        total += ticks(11) + ticks(12);
+        if pid == postmaster {
+            seen_postmaster = true;
+            total += ticks(13) + ticks(14);
+        }
+    }
+    seen_postmaster.then_some(total)
+}
+
+/// The database's CPU time, started before a run and read after it.
+pub struct DatabaseMeter {
+    postmaster: u32,
+    start: Option<u64>,
+}
+
+impl DatabaseMeter {
+    pub fn start(postmaster: u32) -> DatabaseMeter {
+        DatabaseMeter { postmaster, start: cluster_ticks(postmaster) }
+    }
+
+    /// µs of the database's CPU per message since the start.
+    pub fn per_message(&self, messages: usize) -> Option<f64> {
+        let ticks = cluster_ticks(self.postmaster)?.checked_sub(self.start?)?;
+        (messages > 0).then(|| ticks as f64 / USER_HZ * 1e6 / messages as f64)
+    }
+}
+
+/// The figures that cap a cluster: messages per second one database core
+/// sustains, from its CPU per message.
+pub fn per_core(us_per_message: f64) -> Option<f64> {
+    (us_per_message > 0.0).then(|| 1e6 / us_per_message)
 }
 
 #[cfg(test)]
@@ -243,6 +307,20 @@ mod tests {
         assert_eq!(got.threads, want);
         assert_eq!(got.brief(), "600 µs (worker 400, writer 100, (exited) 50, new 50)");
         assert_eq!(per_message(&from, &to, 0), None);
+    }
+
+    #[test]
+    fn a_cluster_is_its_postmaster_and_the_processes_it_started() {
+        // This test process stands in for a postmaster: its own ticks and
+        // its exited children's at least, and a process that does not
+        // exist is no cluster.
+        let me = std::process::id();
+        let own = proc_ticks("self").unwrap().total;
+        assert!(cluster_ticks(me).is_some_and(|t| t >= own));
+        assert_eq!(cluster_ticks(u32::MAX), None);
+        assert_eq!(DatabaseMeter::start(u32::MAX).per_message(10), None);
+        assert_eq!(per_core(250.0), Some(4000.0));
+        assert_eq!(per_core(0.0), None);
     }
 
     #[test]

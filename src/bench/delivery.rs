@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::cpu::{CpuUse, CpuUseMeter, MachineMeter};
+use super::cpu::{CpuUse, MachineMeter};
 use super::receiver::{Behaviour, Receiver, SendTimes};
 use super::report::{Latency, Report};
 use super::{Opts, Subject, message_body, send_closed, send_open};
@@ -28,8 +28,11 @@ fn payload_fn() -> Arc<dyn Fn(usize) -> String + Send + Sync> {
 
 /// What a closed-loop delivery run measured.
 pub(super) struct Delivered {
-    /// Messages per second, first send to last receipt.
+    /// Deliveries per second, first send to last receipt.
     pub rate: f64,
+    /// Acknowledgement times of the messages sent.
+    pub ack: Latency,
+    /// Per delivery.
     pub cpu: CpuUse,
 }
 
@@ -43,22 +46,43 @@ pub(super) async fn deliver(
     n: usize,
     c: usize,
 ) -> anyhow::Result<Delivered> {
+    let load = Load { urls: subject.messages_urls(app), messages: n, deliveries: n, clients: c };
+    deliver_to(subject, &load, rx, Some(times)).await
+}
+
+/// A closed-loop run: `messages` sent by `clients` to `urls` in turn, each
+/// message making `deliveries / messages` requests to the receiver.
+pub(super) struct Load {
+    pub urls: Vec<String>,
+    pub messages: usize,
+    pub deliveries: usize,
+    pub clients: usize,
+}
+
+/// Runs `load`, first send to last receipt, with the CPU of the subject's
+/// server and database per delivery.
+pub(super) async fn deliver_to(
+    subject: &Subject,
+    load: &Load,
+    rx: &Receiver,
+    times: Option<Arc<SendTimes>>,
+) -> anyhow::Result<Delivered> {
     let start = Instant::now();
     let before = rx.count();
-    let cpu = CpuUseMeter::start(subject.pid());
-    send_closed(
+    let cpu = subject.cpu_meter();
+    let acks = send_closed(
         &subject.http,
-        &subject.messages_urls(app),
+        &load.urls,
         &subject.token,
-        n,
-        c,
+        load.messages,
+        load.clients,
         body_fn("bench.good"),
-        Some(times),
+        times,
     )
     .await?;
-    rx.wait_for(before + n as u64, PATIENCE).await?;
-    let rate = n as f64 / rx.last_at().duration_since(start).as_secs_f64();
-    Ok(Delivered { rate, cpu: cpu.per_message(n) })
+    rx.wait_for(before + load.deliveries as u64, PATIENCE).await?;
+    let rate = load.deliveries as f64 / rx.last_at().duration_since(start).as_secs_f64();
+    Ok(Delivered { rate, ack: Latency::of(acks), cpu: cpu.per_message(load.deliveries) })
 }
 
 pub async fn throughput(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
@@ -71,12 +95,7 @@ pub async fn throughput(opts: &Opts, report: &mut Report) -> anyhow::Result<()> 
     report.add("(a) loopback", "requests/s", format!("{loopback:.0}"), "(reference)", None);
 
     eprintln!("(b) delivery throughput: {n} messages by {c} clients, first send to last receipt");
-    let subject = Subject::new(opts).await?;
-    let times = SendTimes::new(n);
-    let rx = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
-    let app = subject.app("bench-throughput").await?;
-    subject.endpoint(&app, &rx.url(), json!({})).await?;
-    let Delivered { rate, cpu } = deliver(&subject, &app, &rx, Arc::clone(&times), n, c).await?;
+    let (Delivered { rate, ack, cpu }, e2e) = one_endpoint(opts).await?;
     let ratio = rate / loopback;
     report.add("(b) delivery", "messages/s", format!("{rate:.0}"), "", None);
     report.add(
@@ -86,16 +105,28 @@ pub async fn throughput(opts: &Opts, report: &mut Report) -> anyhow::Result<()> 
         ">= 40 %",
         Some(ratio >= 0.4),
     );
-    let e2e = Latency::of(times.latencies());
     report.add("(b) delivery", "end-to-end at saturation", e2e.brief(), "(info)", None);
     // What the ratio is made of: the server's HTTP workers and its store
     // writer, against the benchmark's own client and receiver.
     report.add("(b) delivery", "CPU per message", cpu.brief(), "(info)", None);
     report.data(
         "throughput",
-        json!({"loopback_rps": loopback, "delivered_per_s": rate, "ratio": ratio, "e2e": e2e, "cpu": cpu}),
+        json!({"loopback_rps": loopback, "delivered_per_s": rate, "ratio": ratio, "e2e": e2e, "ack": ack, "cpu": cpu}),
     );
     Ok(())
+}
+
+/// (b)'s run on a fresh server: `--messages` by `--concurrency` clients
+/// to one application's one healthy endpoint; with the end-to-end times.
+pub(super) async fn one_endpoint(opts: &Opts) -> anyhow::Result<(Delivered, Latency)> {
+    let (n, c) = (opts.messages, opts.concurrency);
+    let subject = Subject::new(opts).await?;
+    let times = SendTimes::new(n);
+    let rx = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
+    let app = subject.app("bench-throughput").await?;
+    subject.endpoint(&app, &rx.url(), json!({})).await?;
+    let delivered = deliver(&subject, &app, &rx, Arc::clone(&times), n, c).await?;
+    Ok((delivered, Latency::of(times.latencies())))
 }
 
 pub async fn ingest(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
@@ -129,23 +160,23 @@ pub async fn ingest(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
 }
 
 /// What a fixed-rate run measured.
-struct AtRate {
-    ack: Latency,
-    e2e: Latency,
+pub(super) struct AtRate {
+    pub ack: Latency,
+    pub e2e: Latency,
     /// Share of the machine's CPUs busy meanwhile (see [`MachineMeter`]).
-    cpu_busy: Option<f64>,
+    pub cpu_busy: Option<f64>,
     /// Per message sent at the rate (the neighbours' work in (e) included).
-    cpu: CpuUse,
+    pub cpu: CpuUse,
 }
 
 impl AtRate {
-    fn cpu_brief(&self) -> String {
+    pub(super) fn cpu_brief(&self) -> String {
         self.cpu_busy.map(|b| format!("{:.0} % of all CPUs", b * 100.0)).unwrap_or_else(|| "unknown".into())
     }
 }
 
 /// Send at a fixed rate to `app`.
-async fn at_rate(
+pub(super) async fn at_rate(
     subject: &Subject,
     app: &str,
     rx: &Receiver,
@@ -154,7 +185,7 @@ async fn at_rate(
     duration: Duration,
 ) -> anyhow::Result<AtRate> {
     let before = rx.count();
-    let (machine, cpu) = (MachineMeter::start(), CpuUseMeter::start(subject.pid()));
+    let (machine, cpu) = (MachineMeter::start(), subject.cpu_meter());
     let acks = send_open(
         &subject.http,
         &subject.messages_urls(app),

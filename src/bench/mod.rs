@@ -4,17 +4,23 @@
 //! embedded-store `hookline serve` as a child process (this binary), so its
 //! memory can be read and it can be killed and restarted.
 //!
+//! With `--database-url` those servers run on PostgreSQL instead, on a
+//! fresh database per scenario.
+//!
 //! Scenarios live in their own files (`delivery.rs`, `backlog.rs`,
-//! `throttle.rs`, `ordering.rs`, `dashboard.rs`); this module has the target
-//! server, the load generators and the report.
+//! `throttle.rs`, `ordering.rs`, `dashboard.rs`, `scale.rs`, `cluster.rs`);
+//! this module has the target server, the load generators and the report.
 
 mod backlog;
+mod cluster;
 mod cpu;
 mod dashboard;
+mod database;
 mod delivery;
 mod ordering;
 pub mod receiver;
 pub mod report;
+mod scale;
 mod throttle;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +70,20 @@ pub enum Scenario {
     Ordering,
     /// Dashboard page times with many messages in the store.
     Dashboard(dashboard::DashboardArgs),
+    /// (a), (b), then one message to many endpoints of one application.
+    Fanout(scale::ScaleArgs),
+    /// (a), (b), then messages spread at random over many applications.
+    Tenants(scale::ScaleArgs),
+    /// (a), (b), then (b) again with a million endpoints stored.
+    Endpoints(scale::ScaleArgs),
+    /// (a), (b), fanout, tenants and endpoints.
+    Scale(scale::ScaleArgs),
+    /// 1, 2, 3… nodes on one PostgreSQL (`--database-url`): throughput and
+    /// each process's CPU per message.
+    Cluster(cluster::ClusterArgs),
+    /// (b) on the embedded store, then on PostgreSQL (`--database-url`),
+    /// and latency at a fixed rate on PostgreSQL.
+    Pg,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -73,6 +93,11 @@ pub struct Opts {
     /// are spread over them in turn.
     #[arg(long, global = true, value_delimiter = ',')]
     pub url: Vec<String>,
+    /// Start the scenarios' servers on the PostgreSQL server at this URL
+    /// instead of the embedded store, each on a fresh database (the user
+    /// needs CREATEDB).
+    #[arg(long, global = true, env = "HOOKLINE_BENCH_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Admin token for `--url`.
     #[arg(long, global = true, env = "HOOKLINE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -142,6 +167,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             delivery::throughput(&opts, &mut report).await?;
             ordering::ordering(&opts, &mut report).await?;
         }
+        Scenario::Fanout(a) => scale::run(&opts, &a, &[scale::Kind::Fanout], &mut report).await?,
+        Scenario::Tenants(a) => scale::run(&opts, &a, &[scale::Kind::Tenants], &mut report).await?,
+        Scenario::Endpoints(a) => scale::run(&opts, &a, &[scale::Kind::Endpoints], &mut report).await?,
+        Scenario::Scale(a) => scale::run(&opts, &a, &scale::Kind::ALL, &mut report).await?,
+        Scenario::Cluster(a) => cluster::cluster(&opts, &a, &mut report).await?,
+        Scenario::Pg => cluster::compare_stores(&opts, &mut report).await?,
     }
     println!("{}", report.render());
     if let Some(path) = &opts.json {
@@ -154,6 +185,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 struct LocalServer {
     child: Child,
     data_dir: PathBuf,
+    /// PostgreSQL instead of the data directory's embedded store.
+    database_url: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -168,6 +201,8 @@ pub struct Subject {
     local: Option<LocalServer>,
     /// Spawn to first answered request, for a local server.
     pub startup: Option<Duration>,
+    /// The local PostgreSQL cluster the server runs on, if any (for its CPU).
+    pub postmaster: Option<u32>,
 }
 
 pub fn client() -> reqwest::Client {
@@ -178,12 +213,19 @@ pub fn client() -> reqwest::Client {
         .expect("static client configuration")
 }
 
-async fn spawn_server(data_dir: &Path, token: &str) -> anyhow::Result<(Child, String, Duration)> {
+async fn spawn_server(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    token: &str,
+) -> anyhow::Result<(Child, String, Duration)> {
     let started = Instant::now();
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets", "--log", "warn"])
-        .arg("--data-dir")
-        .arg(data_dir)
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets", "--log", "warn"]);
+    command.arg("--data-dir").arg(data_dir);
+    if let Some(url) = database_url {
+        command.args(["--database-url", url]);
+    }
+    let mut child = command
         .env("HOOKLINE_ADMIN_TOKEN", token)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -222,6 +264,7 @@ impl Subject {
                 http,
                 local: None,
                 startup: None,
+                postmaster: None,
             });
         }
         // The previous scenario's server wrote hundreds of megabytes that the
@@ -231,11 +274,32 @@ impl Subject {
         if !flushed.is_ok_and(|s| s.success()) {
             eprintln!("  (could not run `sync`; latencies may include earlier disk writes)");
         }
+        let (database_url, postmaster) = match &opts.database_url {
+            Some(server) => {
+                let (url, postmaster) = database::fresh(server).await?;
+                (Some(url), postmaster)
+            }
+            None => (None, None),
+        };
         let dir = tempfile::tempdir()?;
         let token = crate::service::generate_token();
-        let (child, url, startup) = spawn_server(dir.path(), &token).await?;
-        let local = LocalServer { child, data_dir: dir.path().to_owned(), _dir: dir };
-        Ok(Subject { urls: vec![url.clone()], url, token, http, local: Some(local), startup: Some(startup) })
+        let (child, url, startup) = spawn_server(dir.path(), database_url.as_deref(), &token).await?;
+        let local = LocalServer { child, data_dir: dir.path().to_owned(), database_url, _dir: dir };
+        Ok(Subject {
+            urls: vec![url.clone()],
+            url,
+            token,
+            http,
+            local: Some(local),
+            startup: Some(startup),
+            postmaster,
+        })
+    }
+
+    /// Measures the CPU of the local server, of its database and of the
+    /// benchmark from now on.
+    pub fn cpu_meter(&self) -> cpu::CpuUseMeter {
+        cpu::CpuUseMeter::start(self.pid()).with_database(self.postmaster)
     }
 
     pub fn is_local(&self) -> bool {
@@ -254,7 +318,8 @@ impl Subject {
     pub async fn restart(&mut self) -> anyhow::Result<Duration> {
         let local =
             self.local.as_mut().ok_or_else(|| anyhow::anyhow!("only a local server can be restarted"))?;
-        let (child, url, startup) = spawn_server(&local.data_dir, &self.token).await?;
+        let (child, url, startup) =
+            spawn_server(&local.data_dir, local.database_url.as_deref(), &self.token).await?;
         local.child = child;
         self.urls = vec![url.clone()];
         self.url = url;

@@ -102,7 +102,7 @@ pub async fn ordering(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         noise.abort();
         (delivered?, keyed_rx.count())
     };
-    let Delivered { rate: unkeyed_rate, cpu } = unkeyed;
+    let Delivered { rate: unkeyed_rate, cpu, .. } = unkeyed;
 
     let vs_b = |share: &str| {
         baseline.map(|b| format!("{share} of {b:.0}")).unwrap_or_else(|| "(run (b) too)".into())

@@ -54,7 +54,7 @@ pub async fn throttle(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let healthy_rx = Receiver::start(Behaviour::Ok, Some(Arc::clone(&times))).await?;
     let healthy = subject.app("bench-healthy").await?;
     subject.endpoint(&healthy, &healthy_rx.url(), json!({})).await?;
-    let Delivered { rate, cpu } = deliver(&subject, &healthy, &healthy_rx, times, n, c).await?;
+    let Delivered { rate, cpu, .. } = deliver(&subject, &healthy, &healthy_rx, times, n, c).await?;
     let throttled_got = throttled_rx.count();
     let window = throttle_start.elapsed().as_secs_f64();
     let peak = rss.as_ref().map(|w| mb(w.peak_mib()));

@@ -151,3 +151,118 @@ async fn ordering_bench_smoke() {
     // Every keyed message arrived and was timed.
     assert_eq!(data["keyed_e2e"]["samples"], 300, "{data}");
 }
+
+/// A figure as a number, and that it was measured (above zero).
+fn positive(data: &Value, path: &str) -> f64 {
+    let v = figure(data, path).as_f64();
+    assert!(v.is_some_and(|x| x > 0.0), "{path} in {data}");
+    v.unwrap()
+}
+
+/// `a` is `b` up to rounding in the JSON.
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+/// `bench scale` at a small size on the embedded store: fanout, tenants
+/// and endpoints each measured, with their cost per delivery set against
+/// (b)'s from the same run.
+#[tokio::test]
+async fn scale_bench_smoke() {
+    let args = [
+        "scale",
+        "--messages",
+        "2000",
+        "--concurrency",
+        "8",
+        "--fanout",
+        "10",
+        "--tenants",
+        "50",
+        "--endpoint-apps",
+        "20",
+        "--endpoints-per-app",
+        "3",
+    ];
+    let (table, report) = bench(&args).await;
+    let data = &report["data"];
+    let base_rate = positive(data, "throughput.delivered_per_s");
+    let base_cost = positive(data, "throughput.cpu.server.us");
+    for scenario in ["fanout", "tenants", "endpoints"] {
+        assert!(table.contains(&format!("{scenario} ")), "{scenario} missing from\n{table}");
+        let d = &data[scenario];
+        let rate = positive(d, "deliveries_per_s");
+        let cost = positive(d, "cost_us");
+        assert!(close(positive(d, "rate_ratio"), rate / base_rate), "{d}");
+        assert!(close(positive(d, "baseline_cost_us"), base_cost), "{d}");
+        assert!(close(positive(d, "cost_ratio"), cost / base_cost), "{d}");
+        assert!(positive(d, "ack.p99_ms") >= figure(d, "ack.p50_ms").as_f64().unwrap(), "{d}");
+    }
+    assert_eq!(data["fanout"]["deliveries"], 2000, "{data}");
+    assert_eq!(data["fanout"]["endpoints"], 10, "{data}");
+    assert_eq!(data["tenants"]["applications"], 50, "{data}");
+    assert_eq!(data["endpoints"]["endpoints_stored"], 60, "{data}");
+    positive(data, "tenants.setup_s");
+    positive(data, "endpoints.setup_s");
+    let ack = positive(data, "endpoints.ack.p99_ms") / positive(data, "throughput.ack.p99_ms");
+    assert!(close(positive(data, "endpoints.ack_p99_ratio"), ack), "{data}");
+}
+
+/// `bench cluster` on PostgreSQL with 1 and 2 nodes: each node's CPU and
+/// the database's, per message, read from /proc.
+#[tokio::test]
+async fn cluster_bench_smoke() {
+    let server = crate::pg::server_url();
+    let args =
+        ["cluster", "--nodes", "2", "--messages", "600", "--concurrency", "8", "--database-url", &server];
+    let (table, report) = bench(&args).await;
+    assert!(table.contains("messages/s per database core"), "{table}");
+    assert!(table.contains("2 nodes' messages/s, share of 1 node's"), "{table}");
+    let runs = report["data"]["cluster"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for (i, run) in runs.iter().enumerate() {
+        assert_eq!(run["nodes"], i + 1, "{run}");
+        positive(run, "delivered_per_s");
+        let db = positive(run, "database_us");
+        assert!(close(positive(run, "per_database_core"), 1e6 / db), "{run}");
+        let nodes = run["node_us"].as_array().unwrap();
+        assert_eq!(nodes.len(), i + 1, "{run}");
+        // Every node served messages (they were sent to each in turn).
+        for node in nodes {
+            assert!(node.as_f64().is_some_and(|us| us > 0.0), "{run}");
+        }
+    }
+}
+
+/// `bench pg`: (b) on the embedded store and on PostgreSQL in one run, and
+/// a fixed rate on PostgreSQL.
+#[tokio::test]
+async fn pg_bench_smoke() {
+    let server = crate::pg::server_url();
+    let args = [
+        "pg",
+        "--messages",
+        "600",
+        "--concurrency",
+        "8",
+        "--rate",
+        "100",
+        "--duration",
+        "1",
+        "--database-url",
+        &server,
+    ];
+    let (table, report) = bench(&args).await;
+    assert!(table.contains("PostgreSQL throughput, share of embedded"), "{table}");
+    let d = &report["data"]["pg"];
+    let share = positive(d, "postgres_per_s") / positive(d, "embedded_per_s");
+    assert!(close(positive(d, "share"), share), "{d}");
+    let db = positive(d, "database_us");
+    assert!(close(positive(d, "per_database_core"), 1e6 / db), "{d}");
+    let node = positive(d, "node_us") / positive(d, "embedded_node_us");
+    assert!(close(positive(d, "node_ratio"), node), "{d}");
+    // The embedded run has no database to measure.
+    assert!(d["embedded_cpu"].get("database").is_none(), "{d}");
+    assert_eq!(d["at_rate_e2e"]["samples"], 100, "{d}");
+    positive(d, "at_rate_e2e.p99_ms");
+}

@@ -6,7 +6,7 @@ use sqlx::Connection;
 
 pub const ENV: &str = "HOOKLINE_TEST_DATABASE_URL";
 
-fn server_url() -> String {
+pub fn server_url() -> String {
     let url = std::env::var(ENV).unwrap_or_else(|_| {
         panic!(
             "{ENV} is not set. The PostgreSQL tests need a server: run `scripts/test`, which starts \
