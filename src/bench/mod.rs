@@ -15,6 +15,7 @@ mod delivery;
 mod ordering;
 pub mod receiver;
 pub mod report;
+mod soak;
 mod throttle;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,9 @@ pub enum Scenario {
     Ordering,
     /// Dashboard page times with many messages in the store.
     Dashboard(dashboard::DashboardArgs),
+    /// A long run at half of (b)'s rate under short retentions: disk,
+    /// memory and latencies must level off (issue 21).
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -109,6 +113,10 @@ pub struct Opts {
     /// Messages per ordering key in the ordering run.
     #[arg(long, global = true, default_value_t = 100)]
     pub per_key: usize,
+    /// The servers the bench starts use this PostgreSQL database instead of
+    /// the embedded store (give each run an empty database).
+    #[arg(long, global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -116,6 +124,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut report = Report::new();
     match args.scenario.unwrap_or(Scenario::All) {
         Scenario::Dashboard(a) => return dashboard::run(&opts, a).await,
+        Scenario::Soak(a) => soak::soak(&opts, a, &mut report).await?,
         Scenario::All => {
             delivery::throughput(&opts, &mut report).await?;
             delivery::ingest(&opts, &mut report).await?;
@@ -150,11 +159,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `hookline serve` child process on its own data directory.
+/// A `hookline serve` child process on its own data directory (or the
+/// `--database-url` database).
 struct LocalServer {
     child: Child,
     data_dir: PathBuf,
     _dir: tempfile::TempDir,
+    /// What it was started with, to restart it alike.
+    database_url: Option<String>,
+    extra_args: Vec<String>,
 }
 
 /// The server under test and an API client for it.
@@ -178,12 +191,23 @@ pub fn client() -> reqwest::Client {
         .expect("static client configuration")
 }
 
-async fn spawn_server(data_dir: &Path, token: &str) -> anyhow::Result<(Child, String, Duration)> {
+async fn spawn_server(
+    data_dir: &Path,
+    token: &str,
+    database_url: Option<&str>,
+    extra_args: &[String],
+) -> anyhow::Result<(Child, String, Duration)> {
     let started = Instant::now();
-    let mut child = Command::new(std::env::current_exe()?)
+    let mut command = Command::new(std::env::current_exe()?);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets", "--log", "warn"])
         .arg("--data-dir")
         .arg(data_dir)
+        .args(extra_args);
+    if let Some(url) = database_url {
+        command.arg("--database-url").arg(url);
+    }
+    let mut child = command
         .env("HOOKLINE_ADMIN_TOKEN", token)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -212,6 +236,12 @@ async fn spawn_server(data_dir: &Path, token: &str) -> anyhow::Result<(Child, St
 impl Subject {
     /// The `--url` server, or a fresh local one.
     pub async fn new(opts: &Opts) -> anyhow::Result<Subject> {
+        Self::with_args(opts, &[]).await
+    }
+
+    /// The `--url` server, or a fresh local one started with these extra
+    /// `hookline serve` flags.
+    pub async fn with_args(opts: &Opts, extra_args: &[String]) -> anyhow::Result<Subject> {
         let http = client();
         if let Some(url) = opts.url.first() {
             let token = opts.token.clone().ok_or_else(|| anyhow::anyhow!("--url needs --token"))?;
@@ -233,8 +263,12 @@ impl Subject {
         }
         let dir = tempfile::tempdir()?;
         let token = crate::service::generate_token();
-        let (child, url, startup) = spawn_server(dir.path(), &token).await?;
-        let local = LocalServer { child, data_dir: dir.path().to_owned(), _dir: dir };
+        let database_url = opts.database_url.clone();
+        let (child, url, startup) =
+            spawn_server(dir.path(), &token, database_url.as_deref(), extra_args).await?;
+        let extra_args = extra_args.to_vec();
+        let local =
+            LocalServer { child, data_dir: dir.path().to_owned(), _dir: dir, database_url, extra_args };
         Ok(Subject { urls: vec![url.clone()], url, token, http, local: Some(local), startup: Some(startup) })
     }
 
@@ -254,11 +288,18 @@ impl Subject {
     pub async fn restart(&mut self) -> anyhow::Result<Duration> {
         let local =
             self.local.as_mut().ok_or_else(|| anyhow::anyhow!("only a local server can be restarted"))?;
-        let (child, url, startup) = spawn_server(&local.data_dir, &self.token).await?;
+        let (child, url, startup) =
+            spawn_server(&local.data_dir, &self.token, local.database_url.as_deref(), &local.extra_args)
+                .await?;
         local.child = child;
         self.urls = vec![url.clone()];
         self.url = url;
         Ok(startup)
+    }
+
+    /// The local server's data directory (empty when it uses PostgreSQL).
+    pub fn data_dir(&self) -> Option<&Path> {
+        Some(self.local.as_ref()?.data_dir.as_path())
     }
 
     /// Process id of the local server.
