@@ -221,34 +221,35 @@ pub async fn soak(opts: &Opts, args: SoakArgs, report: &mut Report) -> anyhow::R
         "(info)",
         None,
     );
-    report.add(
-        &scenario,
-        "disk growth over the last third",
-        format!("{:.1} %", v.disk_growth_last_third * 100.0),
-        "< 10 %",
-        Some(v.disk_growth_last_third < 0.10),
-    );
-    report.add(
-        &scenario,
-        "RSS spread after warm-up",
-        format!("{:.1} %", v.rss_spread_after_warmup * 100.0),
-        "<= 20 %",
-        Some(v.rss_spread_after_warmup <= 0.20),
-    );
-    report.add(
-        &scenario,
-        "ack p99, last / first interval",
-        format!("{:.2}", v.ack_p99_ratio),
-        "<= 1.5",
-        Some(v.ack_p99_ratio <= 1.5),
-    );
-    report.add(
-        &scenario,
-        "e2e p99, last / first interval",
-        format!("{:.2}", v.e2e_p99_ratio),
-        "<= 1.5",
-        Some(v.e2e_p99_ratio <= 1.5),
-    );
+    let pct = |x: f64| format!("{:.1} %", x * 100.0);
+    for (metric, value, target, met) in [
+        (
+            "disk growth over the last third",
+            pct(v.disk_growth_last_third),
+            "< 10 %",
+            v.disk_growth_last_third < 0.10,
+        ),
+        (
+            "RSS spread after warm-up",
+            pct(v.rss_spread_after_warmup),
+            "<= 20 %",
+            v.rss_spread_after_warmup <= 0.20,
+        ),
+        (
+            "ack p99, last / first interval",
+            format!("{:.2}", v.ack_p99_ratio),
+            "<= 1.5",
+            v.ack_p99_ratio <= 1.5,
+        ),
+        (
+            "e2e p99, last / first interval",
+            format!("{:.2}", v.e2e_p99_ratio),
+            "<= 1.5",
+            v.e2e_p99_ratio <= 1.5,
+        ),
+    ] {
+        report.add(&scenario, metric, value, target, Some(met));
+    }
     report.data(
         "soak",
         json!({
