@@ -35,6 +35,10 @@ pub struct ServerConfig {
     /// How long in-flight attempts get to finish on shutdown; those still
     /// running then are recorded as interrupted (`--shutdown-grace-secs`).
     pub shutdown_grace: Duration,
+    /// Settled messages, their deliveries and attempts older than this are
+    /// deleted (`--record-retention`); payloads go earlier, after
+    /// `service.retention`.
+    pub record_retention: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -47,10 +51,13 @@ pub struct DatabaseConfig {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8071";
 pub const DEFAULT_DATA_DIR: &str = "./hookline-data";
+/// How much longer than their payloads records are kept by default.
+pub const RECORDS_OUTLIVE_PAYLOADS: Duration = Duration::from_secs(90 * 24 * 3600);
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 
 impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let service = ServiceConfig::default();
         ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             data_dir: data_dir.into(),
@@ -58,7 +65,8 @@ impl ServerConfig {
             admin_token: None,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD,
             dispatch: DispatchConfig::default(),
-            service: ServiceConfig::default(),
+            record_retention: service.retention + RECORDS_OUTLIVE_PAYLOADS,
+            service,
             public_url: None,
             operational_webhook_url: None,
             keys: Arc::new(Keyring::none()),

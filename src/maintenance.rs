@@ -2,7 +2,13 @@
 //! (The load gauges `/metrics` shows are read at scrape time, in the API.)
 //!
 //! Retention runs on the injected clock, so tests can move a manual clock
-//! past the retention age and watch payloads disappear.
+//! past the retention age and watch payloads, then records, disappear. It
+//! has two ages: payloads and response bodies are erased after
+//! `retention`; settled messages with their deliveries and attempts are
+//! deleted after `record_retention`, so the database stops growing once
+//! retention deletes as much as comes in. Both work in small batches, each
+//! its own store transaction (on SQLite its own writer job, so ingest is
+//! served between them).
 
 use std::time::Duration;
 
@@ -13,11 +19,18 @@ use crate::clock::SharedClock;
 use crate::dispatch::Dispatcher;
 use crate::domain::attempt_stats;
 use crate::domain::time::Timestamp;
-use crate::store::SharedStore;
+use crate::store::{SharedStore, Sweep};
 use crate::telemetry;
 
-/// How often retention runs (on the injected clock).
-const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// Longest pause between retention runs (on the injected clock); shorter
+/// retentions run more often (a tenth of the shorter one, at least a second).
+const RETENTION_EVERY_MAX: Duration = Duration::from_secs(60);
+/// Rows one retention batch erases, or messages it looks at, at most: one
+/// transaction of a few milliseconds.
+pub const RETENTION_BATCH: usize = 500;
+/// Batches of each kind one run makes at most (what is left waits for the
+/// next run): at one run a minute, up to 16,000 messages a second.
+const RETENTION_BATCHES: usize = 2_000;
 /// How often the exporter's housekeeping runs (wall clock).
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -29,6 +42,19 @@ pub struct Maintenance {
     /// Response bodies older than this are erased (payloads carry their own
     /// expiry, set when the message is accepted).
     pub retention: Duration,
+    /// Settled messages older than this go, with their deliveries and
+    /// attempts (at least `retention`).
+    pub record_retention: Duration,
+}
+
+/// What one retention run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionRun {
+    pub payloads: u64,
+    pub bodies: u64,
+    pub messages: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
 }
 
 impl Maintenance {
@@ -37,37 +63,78 @@ impl Maintenance {
         tasks.spawn(Self::upkeep_loop(shutdown));
     }
 
-    /// Erase what is past retention at `now`; returns (payloads, bodies).
-    /// The charts' minutes older than their longest window go too.
-    pub async fn run_retention(&self, now: Timestamp) -> (u64, u64) {
-        if let Err(e) = self.store.prune_attempt_stats(now.minus(attempt_stats::KEPT)).await {
+    /// How long between retention runs.
+    pub fn retention_every(&self) -> Duration {
+        (self.retention.min(self.record_retention) / 10).clamp(Duration::from_secs(1), RETENTION_EVERY_MAX)
+    }
+
+    /// Erase and delete what is past retention at `now`. Record retention
+    /// continues from `sweep_from` (where the last run stopped, if it
+    /// stopped early) and leaves there where the next should continue.
+    /// The charts' minutes older than their longest window, or than the
+    /// record retention if that is shorter, go too.
+    pub async fn run_retention(&self, now: Timestamp, sweep_from: &mut Option<String>) -> RetentionRun {
+        let mut run = RetentionRun::default();
+        let charts_before = now.minus(attempt_stats::KEPT.min(self.record_retention));
+        if let Err(e) = self.store.prune_attempt_stats(charts_before).await {
             tracing::error!(error = %e, "pruning chart minutes failed");
         }
-        match self.store.expunge_expired(now, now.minus(self.retention)).await {
-            Ok(counts) => {
-                if counts != (0, 0) {
-                    tracing::info!(
-                        payloads = counts.0,
-                        response_bodies = counts.1,
-                        "retention expunged content"
-                    );
+        for _ in 0..RETENTION_BATCHES {
+            match self.store.expunge_expired(now, now.minus(self.retention), RETENTION_BATCH).await {
+                Ok((payloads, bodies)) => {
+                    (run.payloads, run.bodies) = (run.payloads + payloads, run.bodies + bodies);
+                    if payloads < RETENTION_BATCH as u64 && bodies < RETENTION_BATCH as u64 {
+                        break;
+                    }
                 }
-                counts
+                Err(e) => {
+                    tracing::error!(error = %e, "retention failed");
+                    break;
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "retention failed");
-                (0, 0)
-            }
+            tokio::task::yield_now().await;
         }
+        let before = now.minus(self.record_retention);
+        for _ in 0..RETENTION_BATCHES {
+            match self.store.delete_settled(before, sweep_from.take(), RETENTION_BATCH).await {
+                Ok(Sweep { messages, deliveries, attempts, next, .. }) => {
+                    run.messages += messages;
+                    run.deliveries += deliveries;
+                    run.attempts += attempts;
+                    *sweep_from = next;
+                    if sweep_from.is_none() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "record retention failed");
+                    break;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        telemetry::retention(run.payloads, run.bodies, run.messages, run.deliveries, run.attempts);
+        if run != RetentionRun::default() {
+            tracing::info!(
+                payloads = run.payloads,
+                response_bodies = run.bodies,
+                messages = run.messages,
+                deliveries = run.deliveries,
+                attempts = run.attempts,
+                "retention erased content and deleted records"
+            );
+        }
+        run
     }
 
     async fn retention_loop(self, mut shutdown: watch::Receiver<bool>) {
+        let mut sweep_from = None;
         loop {
             // The next run is due an interval after *this* run's time: if
             // the clock jumped meanwhile, it is due at once, not skipped.
             let now = self.clock.now();
-            self.run_retention(now).await;
-            let next = now.plus(RETENTION_EVERY);
+            self.run_retention(now, &mut sweep_from).await;
+            let next = now.plus(self.retention_every());
             tokio::select! {
                 _ = self.clock.sleep_until(next) => {}
                 _ = shutdown.changed() => return,

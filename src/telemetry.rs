@@ -47,6 +47,14 @@ fn describe() {
         "hookline_endpoints_disabled_total",
         "Endpoints disabled by Hookline, by reason"
     );
+    metrics::describe_counter!(
+        "hookline_retention_erased_total",
+        "Payloads and response bodies erased by retention, by kind"
+    );
+    metrics::describe_counter!(
+        "hookline_retention_deleted_total",
+        "Records deleted by record retention, by table (messages, deliveries, attempts)"
+    );
     metrics::describe_histogram!("hookline_attempt_duration_seconds", "Duration of one HTTP attempt");
     metrics::describe_histogram!(
         "hookline_delivery_latency_seconds",
@@ -142,4 +150,13 @@ pub fn delivered(latency: Duration) {
 pub fn endpoint_disabled(automatic: bool) {
     let reason = if automatic { "failing" } else { "receiver" };
     counter!("hookline_endpoints_disabled_total", "reason" => reason).increment(1);
+}
+
+/// What a retention run erased and deleted.
+pub fn retention(payloads: u64, bodies: u64, messages: u64, deliveries: u64, attempts: u64) {
+    counter!("hookline_retention_erased_total", "kind" => "payload").increment(payloads);
+    counter!("hookline_retention_erased_total", "kind" => "response_body").increment(bodies);
+    counter!("hookline_retention_deleted_total", "table" => "messages").increment(messages);
+    counter!("hookline_retention_deleted_total", "table" => "deliveries").increment(deliveries);
+    counter!("hookline_retention_deleted_total", "table" => "attempts").increment(attempts);
 }

@@ -51,7 +51,7 @@ impl Nodes {
         let (mut children, mut dirs, mut urls) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..nodes {
             let dir = tempfile::tempdir()?;
-            let (child, url, _) = spawn_server(dir.path(), Some(&db), &token).await?;
+            let (child, url, _) = spawn_server(dir.path(), &token, Some(&db), &[]).await?;
             children.push(child);
             dirs.push(dir);
             urls.push(url);

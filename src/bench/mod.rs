@@ -21,6 +21,7 @@ mod ordering;
 pub mod receiver;
 pub mod report;
 mod scale;
+mod soak;
 mod throttle;
 
 use std::path::{Path, PathBuf};
@@ -84,6 +85,9 @@ pub enum Scenario {
     /// (b) on the embedded store, then on PostgreSQL (`--database-url`),
     /// and latency at a fixed rate on PostgreSQL.
     Pg,
+    /// A long run at half of (b)'s rate under short retentions: disk,
+    /// memory and latencies must level off (issue 21).
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -141,6 +145,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut report = Report::new();
     match args.scenario.unwrap_or(Scenario::All) {
         Scenario::Dashboard(a) => return dashboard::run(&opts, a).await,
+        Scenario::Soak(a) => soak::soak(&opts, a, &mut report).await?,
         Scenario::All => {
             delivery::throughput(&opts, &mut report).await?;
             delivery::ingest(&opts, &mut report).await?;
@@ -181,13 +186,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `hookline serve` child process on its own data directory.
+/// A `hookline serve` child process on its own data directory (or the
+/// `--database-url` database).
 struct LocalServer {
     child: Child,
     data_dir: PathBuf,
-    /// PostgreSQL instead of the data directory's embedded store.
-    database_url: Option<String>,
     _dir: tempfile::TempDir,
+    /// What it was started with, to restart it alike: PostgreSQL instead
+    /// of the data directory's embedded store, and extra flags.
+    database_url: Option<String>,
+    extra_args: Vec<String>,
 }
 
 /// The server under test and an API client for it.
@@ -215,15 +223,19 @@ pub fn client() -> reqwest::Client {
 
 async fn spawn_server(
     data_dir: &Path,
-    database_url: Option<&str>,
     token: &str,
+    database_url: Option<&str>,
+    extra_args: &[String],
 ) -> anyhow::Result<(Child, String, Duration)> {
     let started = Instant::now();
     let mut command = Command::new(std::env::current_exe()?);
-    command.args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets", "--log", "warn"]);
-    command.arg("--data-dir").arg(data_dir);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets", "--log", "warn"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra_args);
     if let Some(url) = database_url {
-        command.args(["--database-url", url]);
+        command.arg("--database-url").arg(url);
     }
     let mut child = command
         .env("HOOKLINE_ADMIN_TOKEN", token)
@@ -254,6 +266,12 @@ async fn spawn_server(
 impl Subject {
     /// The `--url` server, or a fresh local one.
     pub async fn new(opts: &Opts) -> anyhow::Result<Subject> {
+        Self::with_args(opts, &[]).await
+    }
+
+    /// The `--url` server, or a fresh local one started with these extra
+    /// `hookline serve` flags.
+    pub async fn with_args(opts: &Opts, extra_args: &[String]) -> anyhow::Result<Subject> {
         let http = client();
         if let Some(url) = opts.url.first() {
             let token = opts.token.clone().ok_or_else(|| anyhow::anyhow!("--url needs --token"))?;
@@ -283,8 +301,11 @@ impl Subject {
         };
         let dir = tempfile::tempdir()?;
         let token = crate::service::generate_token();
-        let (child, url, startup) = spawn_server(dir.path(), database_url.as_deref(), &token).await?;
-        let local = LocalServer { child, data_dir: dir.path().to_owned(), database_url, _dir: dir };
+        let (child, url, startup) =
+            spawn_server(dir.path(), &token, database_url.as_deref(), extra_args).await?;
+        let extra_args = extra_args.to_vec();
+        let local =
+            LocalServer { child, data_dir: dir.path().to_owned(), _dir: dir, database_url, extra_args };
         Ok(Subject {
             urls: vec![url.clone()],
             url,
@@ -319,11 +340,17 @@ impl Subject {
         let local =
             self.local.as_mut().ok_or_else(|| anyhow::anyhow!("only a local server can be restarted"))?;
         let (child, url, startup) =
-            spawn_server(&local.data_dir, local.database_url.as_deref(), &self.token).await?;
+            spawn_server(&local.data_dir, &self.token, local.database_url.as_deref(), &local.extra_args)
+                .await?;
         local.child = child;
         self.urls = vec![url.clone()];
         self.url = url;
         Ok(startup)
+    }
+
+    /// The local server's data directory (empty when it uses PostgreSQL).
+    pub fn data_dir(&self) -> Option<&Path> {
+        Some(self.local.as_ref()?.data_dir.as_path())
     }
 
     /// Process id of the local server.

@@ -60,6 +60,11 @@ impl SendTimes {
     pub fn latencies(&self) -> Vec<Duration> {
         self.latencies.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// The latencies received since the last call (all of them at first).
+    pub fn take_latencies(&self) -> Vec<Duration> {
+        std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// Per ordering key, the highest position received so far.

@@ -15,9 +15,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_MAX_PAYLOAD, DatabaseConfig, ServerConfig};
+use crate::config::{
+    DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_MAX_PAYLOAD, DatabaseConfig, RECORDS_OUTLIVE_PAYLOADS,
+    ServerConfig,
+};
 use crate::dispatch::DispatchConfig;
 use crate::dispatch::ssrf::TargetPolicy;
+use crate::domain::duration;
 use crate::domain::model::EndpointPatch;
 use crate::domain::model::Scope;
 use crate::server::Server;
@@ -180,9 +184,18 @@ pub struct ServeArgs {
     /// Attempts in flight at once per endpoint.
     #[arg(long, env = "HOOKLINE_ENDPOINT_CONCURRENCY", default_value_t = 64)]
     pub endpoint_concurrency: usize,
-    /// Keep message payloads and response bodies this many days.
-    #[arg(long, env = "HOOKLINE_RETENTION_DAYS", default_value_t = 90)]
-    pub retention_days: u64,
+    /// Keep message payloads and response bodies this long (`90d`, `12h`,
+    /// `10m`, `30s`; default 90 days).
+    #[arg(long, env = "HOOKLINE_RETENTION", value_parser = duration::parse)]
+    pub retention: Option<Duration>,
+    /// The same in days (the older form; give one of the two).
+    #[arg(long, env = "HOOKLINE_RETENTION_DAYS")]
+    pub retention_days: Option<u64>,
+    /// Keep messages, deliveries and attempts themselves this long, then
+    /// delete those whose deliveries are all settled (default: the payload
+    /// retention plus 90 days; at least the payload retention).
+    #[arg(long, env = "HOOKLINE_RECORD_RETENTION", value_parser = duration::parse)]
+    pub record_retention: Option<Duration>,
     /// Spread retry delays randomly by up to this fraction (0 to 0.5).
     #[arg(long, env = "HOOKLINE_RETRY_JITTER", default_value_t = 0.2)]
     pub retry_jitter: f64,
@@ -246,7 +259,23 @@ impl ServeArgs {
             },
             ..DispatchConfig::default()
         };
-        cfg.service.retention = Duration::from_secs(self.retention_days.max(1) * DAY);
+        cfg.service.retention = match (self.retention, self.retention_days) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "--retention and --retention-days (HOOKLINE_RETENTION_DAYS) are both set: give one of them"
+            ),
+            (Some(d), None) => d,
+            (None, Some(days)) => Duration::from_secs(days.max(1) * DAY),
+            (None, None) => cfg.service.retention,
+        };
+        cfg.record_retention =
+            self.record_retention.unwrap_or(cfg.service.retention + RECORDS_OUTLIVE_PAYLOADS);
+        if cfg.record_retention < cfg.service.retention {
+            anyhow::bail!(
+                "--record-retention ({}) is shorter than the payload retention ({}): records must outlive their content",
+                duration::format(cfg.record_retention),
+                duration::format(cfg.service.retention)
+            );
+        }
         cfg.operational_webhook_url = self.operational_webhook_url.clone();
         cfg.public_url = self.public_url.clone();
         cfg.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
@@ -410,4 +439,44 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> anyhow::Result<ServerConfig> {
+        let cli = Cli::try_parse_from(["hookline", "serve"].iter().chain(args))?;
+        match cli.command {
+            Command::Serve(serve) => serve.config(),
+            _ => unreachable!("parsed a serve command"),
+        }
+    }
+
+    fn retentions(args: &[&str]) -> (Duration, Duration) {
+        let cfg = config(args).unwrap();
+        (cfg.service.retention, cfg.record_retention)
+    }
+
+    const MIN: Duration = Duration::from_secs(60);
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    #[test]
+    fn retentions_as_durations_or_days() {
+        assert_eq!(retentions(&[]), (90 * DAY, 180 * DAY));
+        assert_eq!(retentions(&["--retention", "5m", "--record-retention", "10m"]), (5 * MIN, 10 * MIN));
+        assert_eq!(retentions(&["--retention", "12h"]), (DAY / 2, DAY / 2 + 90 * DAY));
+        assert_eq!(retentions(&["--retention-days", "3"]), (3 * DAY, 93 * DAY));
+        assert_eq!(retentions(&["--record-retention", "365d"]), (90 * DAY, 365 * DAY));
+    }
+
+    #[test]
+    fn retentions_that_cannot_be_meant_are_refused() {
+        let both = config(&["--retention", "5m", "--retention-days", "3"]).unwrap_err().to_string();
+        assert!(both.contains("both set"), "{both}");
+        let short = config(&["--retention", "1h", "--record-retention", "30m"]).unwrap_err().to_string();
+        assert!(short.contains("shorter than the payload retention (1h)"), "{short}");
+        let bad = config(&["--retention", "10x"]).unwrap_err().to_string();
+        assert!(bad.contains("end with a unit"), "{bad}");
+    }
 }

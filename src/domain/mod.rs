@@ -7,6 +7,7 @@
 
 pub mod attempt_stats;
 pub mod delivery;
+pub mod duration;
 pub mod filter;
 #[cfg(test)]
 pub(crate) mod fixtures;

@@ -151,3 +151,18 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Duration flags: any input gives a value or an error, never a panic;
+    /// every duration in range reads back from its written form.
+    #[test]
+    fn durations_parse_or_refuse(s in "\\PC{0,24}") {
+        let _ = super::duration::parse(&s);
+    }
+
+    #[test]
+    fn durations_read_back(secs in 1u64..=100 * 365 * 86_400) {
+        let d = Duration::from_secs(secs);
+        prop_assert_eq!(super::duration::parse(&super::duration::format(d)), Ok(d));
+    }
+}

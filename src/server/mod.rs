@@ -74,8 +74,13 @@ impl Server {
         if let Some(events) = store.subscribe() {
             background.spawn(store::follow_store(events, Arc::downgrade(&service), drained_rx));
         }
-        let maintenance =
-            Maintenance { store: Arc::clone(&store), clock, dispatcher, retention: cfg.service.retention };
+        let maintenance = Maintenance {
+            store: Arc::clone(&store),
+            clock,
+            dispatcher,
+            retention: cfg.service.retention,
+            record_retention: cfg.record_retention,
+        };
         maintenance.clone().spawn(&background, stopped.clone());
 
         let new_admin_token = match &cfg.admin_token {

@@ -56,6 +56,23 @@ const LATEST_ATTEMPT_STATUS: &str = "(SELECT t.status FROM attempts t WHERE t.ms
 const LATEST_STATUS_CODE: &str = "(SELECT t.status_code FROM attempts t WHERE t.msg_id = d.msg_id \
     AND t.endpoint_id = d.endpoint_id ORDER BY t.id DESC LIMIT 1)";
 
+/// Record retention: message `m` may be deleted, as no delivery of it is
+/// still to be attempted (pending, leased or due, parked or held: anything
+/// but succeeded or failed for good, or with a `due_at` or a gate) and no
+/// ordering key has it as its head (a blocked key waits on its failed
+/// head). Both lookups go through the deliveries' `(msg_id, …)` key and
+/// the ordering keys' `(endpoint_id, okey)` key.
+pub fn message_settled() -> String {
+    let (success, fail) = (DeliveryStatus::Success as i64, DeliveryStatus::Fail as i64);
+    format!(
+        "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id \
+            AND (d.status NOT IN ({success}, {fail}) OR d.due_at IS NOT NULL OR d.gate IS NOT NULL)) \
+         AND NOT EXISTS (SELECT 1 FROM deliveries d JOIN ordering_keys k \
+            ON k.endpoint_id = d.endpoint_id AND k.okey = d.okey \
+            WHERE d.msg_id = m.id AND k.head_msg_id = m.id)"
+    )
+}
+
 /// A bound value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Param {

@@ -13,7 +13,7 @@
 //! | [`TaskStore`] | background task records, idempotency keys |
 //! | [`MessageStore`] | ingest, messages, deliveries and attempts as read by the API |
 //! | [`RedeliveryStore`] | sending again (recover, replays) and the counts that decide it |
-//! | [`RetentionStore`] | erasing payloads and response bodies |
+//! | [`RetentionStore`] | erasing payloads and response bodies; deleting old settled records |
 //! | [`DispatchStore`] | claims, leases and attempt records: the dispatcher's side |
 //! | [`FlowStore`] | an endpoint's flow (throttle, pause, backoff) as shown, manual charges |
 //! | [`OrderingStore`] | ordering keys that are blocked, and skipping their head |
@@ -266,9 +266,27 @@ pub trait RetentionStore: Send + Sync {
     /// ignored.
     async fn expunge_messages(&self, app_id: &str, msg_ids: &[String]) -> StoreResult<(u64, u64)>;
     /// Retention: payloads whose `expires_at` has passed, response bodies of
-    /// attempts made before `attempts_before`, idempotency records past their
-    /// expiry. Returns (payloads, response bodies) erased.
-    async fn expunge_expired(&self, now: Timestamp, attempts_before: Timestamp) -> StoreResult<(u64, u64)>;
+    /// attempts made before `attempts_before` (at most `limit` of each per
+    /// call, so one call never holds the writer long), idempotency records
+    /// past their expiry. Returns (payloads, response bodies) erased.
+    async fn expunge_expired(
+        &self,
+        now: Timestamp,
+        attempts_before: Timestamp,
+        limit: usize,
+    ) -> StoreResult<(u64, u64)>;
+    /// Record retention: of the next `limit` messages created before
+    /// `before` (oldest first, continuing after `after`, a [`Sweep::next`]),
+    /// delete those whose every delivery is settled (succeeded, or failed
+    /// with no retry left; none pending, leased, parked or held) and that
+    /// no ordering key waits on, with their deliveries and attempts. One
+    /// transaction per call, using the stores' key order, never a scan.
+    async fn delete_settled(
+        &self,
+        before: Timestamp,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Sweep>;
 }
 
 /// The dispatcher's side: claiming due deliveries under a lease, giving

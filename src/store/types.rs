@@ -413,3 +413,19 @@ pub enum StoreEvent {
     /// Applications, endpoints or tokens changed: drop what is cached.
     Changed,
 }
+
+/// What one call of record retention ([`super::RetentionStore::delete_settled`])
+/// deleted, and where the next call continues.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Messages looked at (deleted or kept because something is unsettled).
+    pub examined: u64,
+    pub messages: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+    /// Where the next call continues (the store's own cursor). `None` once
+    /// the pass reached messages young enough to keep: the next pass starts
+    /// again from the oldest, so messages kept because they were unsettled
+    /// are looked at again.
+    pub next: Option<String>,
+}

@@ -266,3 +266,31 @@ async fn pg_bench_smoke() {
     assert_eq!(d["at_rate_e2e"]["samples"], 100, "{d}");
     positive(d, "at_rate_e2e.p99_ms");
 }
+/// The soak (issue 21) at half a minute, retentions of 5 and 10 seconds:
+/// every interval has its figures, and the verdicts are computed from them.
+#[tokio::test]
+async fn soak_bench_smoke() {
+    let (table, report) = bench(&["soak", "--soak-minutes", "0.5", "--soak-rate", "100"]).await;
+    assert!(table.contains("disk growth over the last third"), "{table}");
+    let soak = &report["data"]["soak"];
+    assert_eq!(
+        (soak["payload_retention_s"].as_f64(), soak["record_retention_s"].as_f64()),
+        (Some(5.0), Some(10.0))
+    );
+    let intervals = soak["intervals"].as_array().unwrap();
+    assert_eq!(intervals.len(), 10, "{soak}");
+    for i in intervals {
+        assert!(i["acked"].as_u64().unwrap() >= 250, "{i}");
+        assert!(i["delivered"].as_u64().unwrap() > 0, "{i}");
+        assert!(i["ack"]["p99_ms"].as_f64().unwrap() > 0.0, "{i}");
+        assert!(i["e2e"]["samples"].as_u64().unwrap() > 0, "{i}");
+        assert!(i["rss_mib"].as_f64().unwrap() > 1.0, "{i}");
+        assert!(i["disk_bytes"].as_u64().unwrap() > 4096, "{i}");
+    }
+    for field in ["bytes_per_message_with_payloads", "bytes_per_message_held"] {
+        assert!(soak[field].as_f64().unwrap() > 10.0, "{field}: {soak}");
+    }
+    for field in ["disk_growth_last_third", "rss_spread_after_warmup", "ack_p99_ratio", "e2e_p99_ratio"] {
+        assert!(soak["verdicts"][field].as_f64().is_some_and(f64::is_finite), "{field}: {soak}");
+    }
+}

@@ -583,6 +583,51 @@ async fn retention_expunges_payloads_and_response_bodies_when_they_age_out() {
     assert_eq!(t.attempts(&app, &default).await[0]["responseStatusCode"], 200);
 }
 
+/// Record retention: a delivered message's payload goes after the payload
+/// retention, the message itself (and its attempts) after the record
+/// retention; one still retrying stays, with everything it has.
+#[tokio::test]
+async fn record_retention_deletes_settled_messages_and_keeps_those_still_retrying() {
+    let t = TestServer::configured(Some(hookline::clock::ManualClock::starting_now()), |cfg| {
+        cfg.service.retention = Duration::from_secs(5 * 60);
+        cfg.record_retention = Duration::from_secs(10 * 60);
+    })
+    .await;
+    let ok = Receiver::start(Reply::Status(200, "fine")).await;
+    let failing = Receiver::start(Reply::Status(500, "not yet")).await;
+    let (app, ep) = t.app_with_endpoint(&ok.url, json!({})).await;
+    let (other, bad_ep) = t.app_with_endpoint(&failing.url, json!({})).await;
+    let delivered = t.send(&app, json!({"n": 1})).await;
+    let retrying = t.send(&other, json!({"n": 2})).await;
+    t.wait_status(&app, &delivered, &ep, "success").await;
+    t.wait_attempts(&other, &retrying, 1).await;
+
+    // Past the payload retention: content goes, the records stay.
+    t.clock().advance(Duration::from_secs(6 * 60));
+    eventually("the payload to go", || async {
+        (t.payload(&app, &delivered).await == json!({})).then_some(())
+    })
+    .await;
+    assert_eq!(t.attempts(&app, &delivered).await.len(), 1);
+
+    // Past the record retention: the delivered message is gone from every
+    // listing; the one still retrying (next attempt after 35 minutes) stays.
+    t.clock().advance(Duration::from_secs(5 * 60));
+    eventually("the delivered message to go", || async {
+        let (status, _) = t.call(Method::GET, &format!("/api/v1/app/{app}/msg/{delivered}"), None).await;
+        (status.as_u16() == 404).then_some(())
+    })
+    .await;
+    assert_eq!(t.get(&format!("/api/v1/app/{app}/msg")).await["data"], json!([]));
+    assert_eq!(t.get(&format!("/api/v1/app/{app}/attempt/endpoint/{ep}")).await["data"], json!([]));
+    let listed = t.get(&format!("/api/v1/app/{other}/msg")).await;
+    assert_eq!(listed["data"][0]["id"], json!(retrying), "{listed}");
+    let delivery = t.delivery(&other, &retrying, &bad_ep).await;
+    // Waiting for its next attempt, or making it (the clock jump made one due).
+    assert!(["pending", "sending"].contains(&delivery["statusText"].as_str().unwrap()), "{delivery}");
+    assert!(!t.attempts(&other, &retrying).await.is_empty());
+}
+
 #[tokio::test]
 async fn event_types_catalogue_and_send_example() {
     let t = TestServer::start().await;
@@ -670,5 +715,6 @@ crate::common::on_postgres!(
     exhausted_schedule_sends_message_attempt_exhausted,
     content_can_be_expunged_by_message_attempt_and_application,
     retention_expunges_payloads_and_response_bodies_when_they_age_out,
+    record_retention_deletes_settled_messages_and_keeps_those_still_retrying,
     event_types_catalogue_and_send_example
 );

@@ -1,13 +1,17 @@
 //! Erasing content: on request (a message, an attempt, a whole
 //! application) and by retention age. Metadata stays; payloads and
-//! response bodies go.
+//! response bodies go. Then, past the record retention, the records
+//! themselves: settled messages with their deliveries and attempts, in
+//! batches small enough for autovacuum to reclaim the dead rows as it
+//! goes, so freed space is reused by later inserts.
 
 use async_trait::async_trait;
 
 use super::PgStore;
 use super::rows::col;
 use crate::domain::time::Timestamp;
-use crate::store::{RetentionStore, StoreError, StoreResult};
+use crate::store::listing;
+use crate::store::{RetentionStore, StoreError, StoreResult, Sweep};
 
 #[async_trait]
 impl RetentionStore for PgStore {
@@ -70,12 +74,21 @@ impl RetentionStore for PgStore {
     /// `attempts_before`; drop lapsed idempotency records. Both erasures use
     /// partial indexes that hold only rows with content left, so each run
     /// touches what is due and nothing else.
-    async fn expunge_expired(&self, now: Timestamp, attempts_before: Timestamp) -> StoreResult<(u64, u64)> {
+    async fn expunge_expired(
+        &self,
+        now: Timestamp,
+        attempts_before: Timestamp,
+        limit: usize,
+    ) -> StoreResult<(u64, u64)> {
         let row = sqlx::query(
             "WITH m AS (
-                UPDATE messages SET payload = NULL WHERE payload IS NOT NULL AND expires_at <= $1 RETURNING 1
+                UPDATE messages SET payload = NULL WHERE id IN (
+                    SELECT id FROM messages WHERE payload IS NOT NULL AND expires_at <= $1 LIMIT $3)
+                RETURNING 1
              ), t AS (
-                UPDATE attempts SET response = '' WHERE response <> '' AND created_at < $2 RETURNING 1
+                UPDATE attempts SET response = '' WHERE id IN (
+                    SELECT id FROM attempts WHERE response <> '' AND created_at < $2 LIMIT $3)
+                RETURNING 1
              ), i AS (
                 DELETE FROM idempotency WHERE expires_at <= $1
              )
@@ -83,8 +96,70 @@ impl RetentionStore for PgStore {
         )
         .bind(now.as_millis())
         .bind(attempts_before.as_millis())
+        .bind(limit as i64)
         .fetch_one(&self.pool)
         .await?;
         Ok((col::<i64>(&row, 0)?.max(0) as u64, col::<i64>(&row, 1)?.max(0) as u64))
+    }
+
+    /// Message ids grow with creation time and are the primary key, so the
+    /// oldest come first in that index: the pass reads the next `limit`
+    /// from the cursor (an id), keeps those young enough, and deletes the
+    /// settled ones in one transaction. Their deliveries are locked first,
+    /// so a delivery resent meanwhile is seen as pending, not deleted.
+    async fn delete_settled(
+        &self,
+        before: Timestamp,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Sweep> {
+        let oldest: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, created_at FROM messages WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(after.unwrap_or_default())
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+        let reached_end = oldest.len() < limit;
+        let old: Vec<String> = oldest
+            .iter()
+            .take_while(|(_, created)| *created < before.as_millis())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut sweep = Sweep {
+            examined: old.len() as u64,
+            next: (!reached_end && old.len() == oldest.len()).then(|| old.last().cloned()).flatten(),
+            ..Sweep::default()
+        };
+        if old.is_empty() {
+            return Ok(sweep);
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "SELECT 1 FROM deliveries WHERE msg_id = ANY($1) ORDER BY msg_id, endpoint_id FOR UPDATE",
+        )
+        .bind(&old)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(&format!(
+            "WITH doomed AS (
+                SELECT m.id FROM messages m WHERE m.id = ANY($1) AND {}
+             ), gone_attempts AS (
+                DELETE FROM attempts WHERE msg_id IN (SELECT id FROM doomed) RETURNING 1
+             ), gone_deliveries AS (
+                DELETE FROM deliveries WHERE msg_id IN (SELECT id FROM doomed) RETURNING 1
+             ), gone_messages AS (
+                DELETE FROM messages WHERE id IN (SELECT id FROM doomed) RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM gone_messages), (SELECT count(*) FROM gone_deliveries),
+                 (SELECT count(*) FROM gone_attempts)",
+            listing::message_settled()
+        ))
+        .bind(&old)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let count = |i| col::<i64>(&row, i).map(|n| n.max(0) as u64);
+        (sweep.messages, sweep.deliveries, sweep.attempts) = (count(0)?, count(1)?, count(2)?);
+        Ok(sweep)
     }
 }

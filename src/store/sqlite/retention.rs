@@ -1,12 +1,20 @@
 //! Erasing content: on request (a message, an attempt, a whole
 //! application) and by retention age. Metadata stays; payloads and
-//! response bodies go.
+//! response bodies go. Then, past the record retention, the records
+//! themselves: settled messages with their deliveries and attempts.
+//!
+//! Deleted rows' pages go to SQLite's free list and later inserts reuse
+//! them, so under a steady load the file stops growing once retention
+//! deletes as much as comes in (no `auto_vacuum`: it can only be turned on
+//! by rebuilding the whole database, and giving pages back to the file
+//! system only for the next inserts to ask for them again buys nothing).
 
 use async_trait::async_trait;
 
 use super::SqliteStore;
 use crate::domain::time::Timestamp;
-use crate::store::{RetentionStore, StoreError, StoreResult};
+use crate::store::listing;
+use crate::store::{RetentionStore, StoreError, StoreResult, Sweep};
 
 #[async_trait]
 impl RetentionStore for SqliteStore {
@@ -76,19 +84,101 @@ impl RetentionStore for SqliteStore {
 
     /// Both statements use partial indexes that hold only rows with content
     /// left, so each run touches what is due and nothing else.
-    async fn expunge_expired(&self, now: Timestamp, attempts_before: Timestamp) -> StoreResult<(u64, u64)> {
+    async fn expunge_expired(
+        &self,
+        now: Timestamp,
+        attempts_before: Timestamp,
+        limit: usize,
+    ) -> StoreResult<(u64, u64)> {
+        let limit = limit as i64;
         self.write(move |c| {
-            let payloads = c
-                .prepare_cached(
-                    "UPDATE messages SET payload = NULL WHERE payload IS NOT NULL AND expires_at <= ?",
-                )?
-                .execute([now.as_millis()])?;
-            let bodies = c
-                .prepare_cached("UPDATE attempts SET response = '' WHERE response != '' AND created_at < ?")?
-                .execute([attempts_before.as_millis()])?;
+            let payloads = c.prepare_cached(ERASE_PAYLOADS)?.execute([now.as_millis(), limit])?;
+            let bodies = c.prepare_cached(ERASE_BODIES)?.execute([attempts_before.as_millis(), limit])?;
             c.prepare_cached("DELETE FROM idempotency WHERE expires_at <= ?")?.execute([now.as_millis()])?;
             Ok((payloads as u64, bodies as u64))
         })
         .await
+    }
+
+    /// Messages are a rowid table whose rowids grow with insertion, so the
+    /// oldest come first in the table's own B-tree: the pass walks it from
+    /// the cursor (a rowid) and stops at the first message young enough to
+    /// keep. Deliveries and attempts go through their `msg_id` keys.
+    async fn delete_settled(
+        &self,
+        before: Timestamp,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Sweep> {
+        let after: i64 = after.and_then(|a| a.parse().ok()).unwrap_or(0);
+        self.write(move |c| {
+            let mut sweep = Sweep::default();
+            let oldest: Vec<(i64, String, i64)> = c
+                .prepare_cached(OLDEST)?
+                .query_map([after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut settled = c.prepare_cached(&settled())?;
+            let mut attempts = c.prepare_cached(DELETE_ATTEMPTS)?;
+            let mut deliveries = c.prepare_cached(DELETE_DELIVERIES)?;
+            let mut message = c.prepare_cached(DELETE_MESSAGE)?;
+            let mut reached_young = oldest.len() < limit;
+            for (rowid, id, created_at) in &oldest {
+                if *created_at >= before.as_millis() {
+                    reached_young = true;
+                    break;
+                }
+                sweep.examined += 1;
+                sweep.next = Some(rowid.to_string());
+                if !settled.query_row([rowid], |r| r.get::<_, bool>(0))? {
+                    continue;
+                }
+                sweep.attempts += attempts.execute([id])? as u64;
+                sweep.deliveries += deliveries.execute([id])? as u64;
+                sweep.messages += message.execute([rowid])? as u64;
+            }
+            if reached_young {
+                sweep.next = None;
+            }
+            Ok(sweep)
+        })
+        .await
+    }
+}
+
+// Each of these is an index search (the test below checks): retention
+// touches what is due and nothing else, however large the tables.
+const ERASE_PAYLOADS: &str = "UPDATE messages SET payload = NULL WHERE rowid IN (
+    SELECT rowid FROM messages WHERE payload IS NOT NULL AND expires_at <= ? LIMIT ?)";
+const ERASE_BODIES: &str = "UPDATE attempts SET response = '' WHERE rowid IN (
+    SELECT rowid FROM attempts WHERE response != '' AND created_at < ? LIMIT ?)";
+const OLDEST: &str = "SELECT rowid, id, created_at FROM messages WHERE rowid > ? ORDER BY rowid LIMIT ?";
+const DELETE_ATTEMPTS: &str = "DELETE FROM attempts WHERE msg_id = ?";
+const DELETE_DELIVERIES: &str = "DELETE FROM deliveries WHERE msg_id = ?";
+const DELETE_MESSAGE: &str = "DELETE FROM messages WHERE rowid = ?";
+
+fn settled() -> String {
+    format!("SELECT {} FROM messages m WHERE m.rowid = ?", listing::message_settled())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_searches_indexes_only() {
+        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        for sql in [ERASE_PAYLOADS, ERASE_BODIES, OLDEST, DELETE_ATTEMPTS, DELETE_DELIVERIES, DELETE_MESSAGE]
+            .map(str::to_owned)
+            .into_iter()
+            .chain([settled()])
+        {
+            let explain = format!("EXPLAIN QUERY PLAN {}", sql.replace('?', "1"));
+            let mut stmt = c.prepare(&explain).unwrap();
+            let plan: Vec<String> =
+                stmt.query_map([], |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect();
+            assert!(!plan.is_empty(), "{sql}");
+            assert!(plan.iter().all(|step| !step.starts_with("SCAN")), "{sql}: {plan:?}");
+        }
     }
 }

@@ -70,6 +70,6 @@ pub async fn idempotency_keys(store: SharedStore) {
     store.idempotency_abort("j").await.unwrap();
     assert_eq!(store.idempotency_begin("j", at(1), at(31)).await.unwrap(), IdempotencyBegin::Started);
     // Retention drops lapsed records.
-    store.expunge_expired(at(7200), T0).await.unwrap();
+    store.expunge_expired(at(7200), T0, 100).await.unwrap();
     assert_eq!(store.idempotency_begin("k", at(7200), at(7230)).await.unwrap(), IdempotencyBegin::Started);
 }

@@ -23,7 +23,7 @@ use hookline::store::sqlite::SqliteStore;
 use hookline::store::{
     AppFilter, AttemptEffects, AttemptFilter, AttemptRecord, CreateMessage, Cursor, DeliveryFilter,
     DeliveryKey, EndpointDisabled, Lease, MessageFilter, Order, PageRequest, RequeueFilter, SharedStore,
-    StoreError, StoreEvent,
+    StoreError, StoreEvent, Sweep,
 };
 
 mod charts;
@@ -190,7 +190,7 @@ macro_rules! conformance {
                 claiming_and_leases, attempts_advance_deliveries, listings_filter, dashboard_queries,
                 event_types_and_tasks, idempotency_keys, message_idempotency, concurrent_claims,
                 requeue_and_replay, missed_while_disabled, recoverable_deliveries, message_without_deliveries, endpoint_health,
-                content_erasure, notifications, lease_renewal,
+                content_erasure, settled_records_go_after_record_retention, record_retention_works_in_batches, notifications, lease_renewal,
                 concurrent_attempts, throttles_pace_ingest_and_claims, a_retry_after_pauses_the_endpoint,
                 congestion_backs_the_endpoint_off_and_successes_restore_it, a_manual_send_counts_against_the_bucket,
                 one_key_goes_in_order_and_others_pass, fifo_endpoints_order_everything, a_failed_head_skips_or_blocks,
