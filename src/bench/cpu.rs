@@ -211,26 +211,30 @@ impl CpuUseMeter {
 /// CPU ticks of a PostgreSQL cluster: its postmaster and every process it
 /// started (backends, WAL writer, checkpointer, autovacuum), with what
 /// children that already exited spent (their parent's cutime + cstime).
+///
+/// The postmaster is read last: a child that ends while the others are read
+/// is missing from the list, and its time must then already be in its
+/// parent's cutime (the postmaster reaps its children at once), or a busy
+/// cluster (other clients' backends coming and going) reads as having
+/// spent less than before.
 fn cluster_ticks(postmaster: u32) -> Option<u64> {
+    let own_and_reaped = |stat: &str, with_children: bool| -> Option<u64> {
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        Some(ticks(11) + ticks(12) + if with_children { ticks(13) + ticks(14) } else { 0 })
+    };
     let mut total = 0;
-    let mut seen_postmaster = false;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
         // A process may end between listing and reading: skip it.
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
         let Some((_, ppid)) = super::database::comm_and_ppid(&stat) else { continue };
-        if pid != postmaster && ppid != postmaster {
-            continue;
-        }
-        let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-        total += ticks(11) + ticks(12);
-        if pid == postmaster {
-            seen_postmaster = true;
-            total += ticks(13) + ticks(14);
+        if pid != postmaster && ppid == postmaster {
+            total += own_and_reaped(&stat, false)?;
         }
     }
-    seen_postmaster.then_some(total)
+    let stat = std::fs::read_to_string(format!("/proc/{postmaster}/stat")).ok()?;
+    Some(total + own_and_reaped(&stat, true)?)
 }
 
 /// The database's CPU time, started before a run and read after it.
