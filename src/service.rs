@@ -504,6 +504,7 @@ impl Service {
             ordering_key: new.ordering_key,
             trace: new.trace,
         };
+        let busy = self.dispatcher.busy_endpoints();
         let req = CreateMessage {
             app_ref: app_ref.to_owned(),
             new_app,
@@ -511,9 +512,8 @@ impl Service {
             lease: Some(self.dispatcher.fresh_lease()),
             only_endpoint,
             idempotency_key,
-            busy_endpoints: self.dispatcher.busy_endpoints(),
+            busy_endpoints: busy.clone(),
         };
-        let req_busy = req.busy_endpoints.clone();
         let span = traces::spans::ingest(app_ref, &req.message.event_type);
         let created = self.store.create_message(req).instrument(span.clone()).await?;
         traces::spans::ingested(&span, &created.message.id, created.endpoints.len());
@@ -522,13 +522,13 @@ impl Service {
         }
         telemetry::message_ingested();
         // Deliveries left for a claim wake the scheduler, unless they only
-        // wait for full lanes here (a lane that frees up wakes it).
-        let busy = &req_busy;
+        // wait for full lanes here (a lane that frees up wakes it). Usually
+        // no lane is full and nothing more is looked at.
         let waiting_here = |e: &Arc<Endpoint>| {
             !busy.contains(&e.id) && !created.send_now.iter().any(|t| t.endpoint.id == e.id)
         };
         if let Some(at) = created.wake
-            && (at > now || created.endpoints.iter().any(waiting_here))
+            && (busy.is_empty() || at > now || created.endpoints.iter().any(waiting_here))
         {
             self.dispatcher.wake_at(at);
         }

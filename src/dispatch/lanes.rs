@@ -125,11 +125,6 @@ impl Lanes {
         }
     }
 
-    /// Endpoints whose lane is full now.
-    pub fn full(&self) -> &HashSet<String> {
-        &self.full
-    }
-
     fn admit_to_lane(&mut self, attempt: QueuedAttempt, force: bool) -> Admission {
         if self.closed {
             return Admission::Busy(attempt);

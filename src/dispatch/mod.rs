@@ -155,7 +155,7 @@ impl Dispatcher {
     /// Endpoints whose lane is full now: ingest leaves their deliveries
     /// to a later claim rather than leasing them to this node.
     pub fn busy_endpoints(&self) -> Vec<String> {
-        self.inner.lock_lanes().full().iter().cloned().collect()
+        self.inner.lock_lanes().full_endpoints()
     }
 
     /// Send deliveries already leased to this node. Those a full lane cannot

@@ -220,7 +220,7 @@ async fn plan(ctx: &Context, req: &CreateMessage) -> StoreResult<Option<(i64, Te
         }
         chosen.push(i);
     }
-    Ok(Some((version, Arc::clone(&tenant), chosen)))
+    Ok(Some((version, tenant, chosen)))
 }
 
 /// The batch as one statement: nothing unless `config_version` is still
