@@ -183,8 +183,8 @@ impl Lanes {
         (next, freed)
     }
 
-    /// Endpoints whose queue is full: the scheduler leaves their work in
-    /// the store for now.
+    /// Endpoints whose lane is full: the scheduler leaves their work in
+    /// the store for now, and ingest does not lease theirs to this node.
     pub fn full_endpoints(&self) -> Vec<String> {
         self.full.iter().cloned().collect()
     }

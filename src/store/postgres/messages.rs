@@ -22,14 +22,8 @@ use crate::store::{
 
 #[async_trait]
 impl MessageStore for PgStore {
-    /// Stores the message and its deliveries. Reads (application, endpoints,
-    /// idempotency key) go first; then every write is one statement, or one
-    /// transaction when an application is created or an old message gives up
-    /// its idempotency key. The eventId and idempotency checks are the unique
-    /// indexes themselves, so they hold between nodes too.
-    ///
-    /// Plain messages are stored in batches (see [`super::ingest`]); the
-    /// others, one by one, by [`create_one`].
+    /// Stores the message and its deliveries: plain messages in batches
+    /// (see [`super::ingest`]), the others one by one ([`create_one`]).
     async fn create_message(&self, req: CreateMessage) -> StoreResult<CreatedMessage> {
         self.ingest.create(req).await
     }
@@ -110,7 +104,12 @@ impl MessageStore for PgStore {
     }
 }
 
-/// Store one message and its deliveries (the per-message path).
+/// Store one message and its deliveries (the per-message path). Reads
+/// (application, endpoints, idempotency key) go first; then every write is
+/// one statement, or one transaction when an application is created, an old
+/// message gives up its idempotency key, or a delivery waits for an
+/// ordering key or a flow. The eventId and idempotency checks are the
+/// unique indexes themselves, so they hold between nodes too.
 pub(super) async fn create_one(
     pool: &PgPool,
     keys: &Keyring,
