@@ -290,6 +290,13 @@ pub struct Message {
     pub trace: Option<TraceContext>,
 }
 
+impl Message {
+    /// When its first attempt is due: its delay, never before it was created.
+    pub fn first_attempt_at(&self) -> Timestamp {
+        self.deliver_at.unwrap_or(self.created_at).max(self.created_at)
+    }
+}
+
 /// A W3C trace context as carried by the `traceparent` and `tracestate`
 /// headers, already checked (see `crate::traces`).
 #[derive(Clone, Debug, PartialEq, Eq)]

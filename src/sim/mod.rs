@@ -945,7 +945,7 @@ impl Sim {
         let endpoints: Vec<u16> = endpoint_ids.iter().map(|id| self.endpoint_index[id]).collect();
         let fifo: Vec<bool> = self.endpoints.iter().map(|e| e.endpoint.fifo).collect();
         let key = message.ordering_key.as_deref().and_then(|k| k.strip_prefix('k')?.parse().ok());
-        let first_at = message.deliver_at.unwrap_or(message.created_at).max(message.created_at);
+        let first_at = message.first_attempt_at();
         self.model.add_message(index, key, &fifo, &endpoints, first_at);
         self.message_index.insert(message.id.clone(), index);
         self.messages.push(message);

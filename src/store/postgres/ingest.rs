@@ -26,7 +26,7 @@
 //! that was disabled, or a missed one that was created, before the
 //! statement began.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
@@ -158,8 +158,7 @@ async fn ingest_batch(ctx: &Context, batch: Vec<IngestRequest>) -> Vec<IngestReq
         match plan(ctx, &req).await {
             Ok(Some((v, tenant, endpoints))) if version.is_none_or(|b| b == v) => {
                 version = Some(v);
-                let first_at =
-                    req.message.deliver_at.unwrap_or(req.message.created_at).max(req.message.created_at);
+                let first_at = req.message.first_attempt_at();
                 let leased = req.lease.is_some() && first_at <= req.message.created_at;
                 planned.push(Planned {
                     req,
@@ -177,6 +176,7 @@ async fn ingest_batch(ctx: &Context, batch: Vec<IngestRequest>) -> Vec<IngestReq
     let Some(version) = version else { return others };
     match insert(ctx, version, &planned).await {
         Ok(Some(inserted)) => {
+            let inserted: HashSet<String> = inserted.into_iter().collect();
             for p in planned {
                 if inserted.contains(&p.req.message.id) {
                     let created = created(&p);

@@ -194,7 +194,7 @@ async fn try_create(
             .collect(),
     };
 
-    let first_at = message.deliver_at.unwrap_or(message.created_at).max(message.created_at);
+    let first_at = message.first_attempt_at();
     let lease = req.lease.as_ref().filter(|_| first_at <= message.created_at);
     let busy = &req.busy_endpoints;
     let message = Arc::new(message);

@@ -254,7 +254,7 @@ fn create_message(
             .collect(),
     };
 
-    let first_at = message.deliver_at.unwrap_or(message.created_at).max(message.created_at);
+    let first_at = message.first_attempt_at();
     let message = Arc::new(message);
     let mut created = CreatedMessage {
         message: Arc::clone(&message),
