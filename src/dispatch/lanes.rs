@@ -189,6 +189,15 @@ impl Lanes {
         self.full.iter().cloned().collect()
     }
 
+    /// Whether every one of these endpoints' lanes is full (false for none).
+    pub fn all_full<'a>(&self, mut endpoint_ids: impl Iterator<Item = &'a str>) -> bool {
+        let mut any = false;
+        endpoint_ids.all(|id| {
+            any = true;
+            self.full.contains(id)
+        }) && any
+    }
+
     /// Start nothing more for this endpoint (its receiver asked for a
     /// pause, not yet recorded); returns what was queued, to hand back.
     pub fn hold(&mut self, endpoint_id: &str) -> Vec<QueuedAttempt> {

@@ -188,6 +188,13 @@ impl Dispatcher {
         self.inner.wake_at(at);
     }
 
+    /// Deliveries of these endpoints (`None`: of any) became due at `at`,
+    /// by another node's hand: look then, unless this node's lanes for all
+    /// of them are full (a lane that frees up wakes the scheduler itself).
+    pub fn wake_for(&self, at: Timestamp, endpoints: Option<&[String]>) {
+        self.inner.wake_for(at, endpoints.map(|eps| eps.iter().map(String::as_str)));
+    }
+
     /// The endpoint was disabled or deleted: forget what is queued for it.
     /// (The store has already settled its pending deliveries.)
     pub fn endpoint_stopped(&self, endpoint_id: &str) {
@@ -280,6 +287,16 @@ impl Inner {
         }
     }
 
+    /// [`Dispatcher::wake_for`].
+    fn wake_for<'a>(&self, at: Timestamp, endpoints: Option<impl Iterator<Item = &'a str>>) {
+        if let Some(endpoints) = endpoints
+            && self.lock_lanes().all_full(endpoints)
+        {
+            return;
+        }
+        self.wake_at(at);
+    }
+
     /// Admit attempts; start those that may run, return those refused.
     fn admit_all(self: &Arc<Self>, attempts: impl Iterator<Item = QueuedAttempt>) -> Vec<QueuedAttempt> {
         let mut busy = Vec::new();
@@ -354,7 +371,7 @@ impl Inner {
                 };
                 let now = inner.clock.now();
                 match inner.store.release(&keys, now).await {
-                    Ok(()) => inner.wake_at(now),
+                    Ok(()) => inner.wake_for(now, Some(keys.iter().map(|k| k.endpoint_id.as_str()))),
                     Err(e) => tracing::error!(error = %e, "could not release leases; they will expire"),
                 }
             }
@@ -370,7 +387,7 @@ impl Inner {
         }
         let now = self.clock.now();
         match self.store.release(&keys, now).await {
-            Ok(()) => self.wake_at(now),
+            Ok(()) => self.wake_for(now, Some(keys.iter().map(|k| k.endpoint_id.as_str()))),
             Err(e) => tracing::error!(error = %e, "could not release leases; they will expire"),
         }
     }

@@ -57,7 +57,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
             continue;
         }
 
-        let next = match inner.store.next_due(&skip).await {
+        let next = match inner.store.next_due(now, &skip).await {
             Ok(next) => next,
             Err(e) => {
                 tracing::error!(error = %e, "reading the next due time failed");

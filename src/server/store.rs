@@ -53,7 +53,7 @@ pub(super) async fn follow_store(
         };
         let Some(service) = service.upgrade() else { break };
         match event {
-            StoreEvent::Due(at) => service.dispatcher.wake_at(at),
+            StoreEvent::Due { at, endpoints } => service.dispatcher.wake_for(at, endpoints.as_deref()),
             StoreEvent::Changed => service.forget_cached(),
         }
     }

@@ -134,8 +134,8 @@ impl DispatchStore for FaultyStore {
         self.faulty("claim_due", self.inner.claim_due(now, lease, limit, skip_endpoints)).await
     }
 
-    async fn next_due(&self, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>> {
-        self.faulty("next_due", self.inner.next_due(skip_endpoints)).await
+    async fn next_due(&self, now: Timestamp, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>> {
+        self.faulty("next_due", self.inner.next_due(now, skip_endpoints)).await
     }
 
     async fn release(&self, keys: &[DeliveryKey], due: Timestamp) -> StoreResult<()> {

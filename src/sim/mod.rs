@@ -852,7 +852,7 @@ impl Sim {
                     return Ok(());
                 }
             }
-            match self.store.next_due(&skip).await {
+            match self.store.next_due(now, &skip).await {
                 Ok(Some(at)) => self.hint(at.max(now.plus(TICK))),
                 Ok(None) => {}
                 Err(_) => self.hint(now.plus(SAFETY_POLL)),

@@ -314,8 +314,14 @@ pub trait DispatchStore: Send + Sync {
         limit: usize,
         skip_endpoints: &[String],
     ) -> StoreResult<Vec<DeliveryTask>>;
-    /// When the earliest delivery becomes claimable, if any.
-    async fn next_due(&self, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>>;
+    /// When the scheduler should claim next, if ever: the earliest time a
+    /// delivery of an endpoint not skipped becomes claimable. Asked right
+    /// after a claim at `now` that took all it could, so when endpoints are
+    /// skipped a store may leave out deliveries already due at `now` (the
+    /// claim just looked; whatever became due since comes with a
+    /// [`StoreEvent::Due`]) rather than walk past the skipped endpoints'
+    /// backlog to find them.
+    async fn next_due(&self, now: Timestamp, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>>;
     /// Give leased deliveries back, claimable from `due`.
     async fn release(&self, keys: &[DeliveryKey], due: Timestamp) -> StoreResult<()>;
     /// Release every lease held by `owner`, or by anyone when `None` (a

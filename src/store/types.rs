@@ -407,9 +407,11 @@ pub struct BlockedKey {
 /// What another process sharing the store changed, for this one to react.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreEvent {
-    /// Deliveries became claimable at this time (released, requeued,
-    /// replayed, scheduled): the dispatcher should look then.
-    Due(Timestamp),
+    /// Deliveries became claimable at `at` (released, requeued, replayed,
+    /// scheduled): the dispatcher should look then. `endpoints` names their
+    /// endpoints when they are few (`None`: any endpoint), so a node whose
+    /// lanes for all of them are full need not look at all.
+    Due { at: Timestamp, endpoints: Option<Vec<String>> },
     /// Applications, endpoints or tokens changed: drop what is cached.
     Changed,
 }

@@ -92,14 +92,21 @@ impl DispatchStore for PgStore {
         Ok(claim.tasks)
     }
 
-    async fn next_due(&self, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>> {
+    async fn next_due(&self, now: Timestamp, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>> {
         // The earliest due delivery, or parked ones whose endpoint may send.
+        // With endpoints skipped, only deliveries due after `now`: those
+        // due already are the skipped ones' backlog (the claim before this
+        // took the rest), and leaving them out of the `due_at` index walk
+        // is what keeps a saturated endpoint from costing every probe its
+        // whole backlog.
         let min: Option<i64> = sqlx::query_scalar(
             "SELECT LEAST(
-                (SELECT MIN(due_at) FROM deliveries WHERE due_at IS NOT NULL AND NOT (endpoint_id = ANY($1))),
+                (SELECT MIN(due_at) FROM deliveries
+                 WHERE due_at IS NOT NULL AND (cardinality($1::text[]) = 0 OR due_at > $2)),
                 (SELECT MIN(wake_at) FROM endpoint_flow WHERE wake_at IS NOT NULL AND NOT (endpoint_id = ANY($1))))",
         )
         .bind(skip_endpoints)
+        .bind(now.as_millis())
         .fetch_one(&self.pool)
         .await?;
         Ok(min.map(Timestamp::from_millis))
@@ -115,7 +122,7 @@ impl DispatchStore for PgStore {
             &(lock_keys(2, "d.status = $4 AND d.lease_owner IS NOT NULL")
                 + "UPDATE deliveries d SET due_at = $1, lease_owner = NULL
                    FROM l WHERE d.msg_id = l.msg_id AND d.endpoint_id = l.endpoint_id
-                   RETURNING d.due_at"),
+                   RETURNING d.due_at, d.endpoint_id"),
         );
         sqlx::query(&sql)
             .bind(due.as_millis())
@@ -138,7 +145,7 @@ impl DispatchStore for PgStore {
              )
              UPDATE deliveries d SET due_at = COALESCE(d.next_attempt, d.due_at), lease_owner = NULL
              FROM l WHERE d.msg_id = l.msg_id AND d.endpoint_id = l.endpoint_id
-             RETURNING d.due_at",
+             RETURNING d.due_at, d.endpoint_id",
         );
         let n: i64 = sqlx::query_scalar(&sql).bind(owner).fetch_one(&self.pool).await?;
         Ok(n.max(0) as u64)

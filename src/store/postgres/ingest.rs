@@ -248,6 +248,7 @@ async fn insert(ctx: &Context, version: i64, batch: &[Planned]) -> Result<Option
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut endpoint_ids: Vec<&str> = Vec::new();
     let mut wake: Option<i64> = None;
+    let mut woken: Vec<&str> = Vec::new();
     for p in batch {
         let m = &p.req.message;
         let app_id = &p.tenant.0.id;
@@ -282,6 +283,7 @@ async fn insert(ctx: &Context, version: i64, batch: &[Planned]) -> Result<Option
                     d_due.push(p.first_at);
                     d_owner.push(None);
                     wake = Some(wake.map_or(p.first_at, |w| w.min(p.first_at)));
+                    woken.push(ep.id.as_str());
                 }
             }
         }
@@ -339,7 +341,7 @@ async fn insert(ctx: &Context, version: i64, batch: &[Planned]) -> Result<Option
     .bind(&d_owner)
     .bind(&d_at)
     .bind(notify::CHANNEL)
-    .bind(wake.map(|w| notify::due_payload(Timestamp::from_millis(w))))
+    .bind(wake.map(|w| notify::due_payload_for(Timestamp::from_millis(w), woken.iter().copied())))
     .fetch_one(&ctx.pool)
     .await
     .map(|(ok, ids, _): (bool, Vec<String>, i64)| (ok, ids))?;

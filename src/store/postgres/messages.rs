@@ -398,6 +398,8 @@ struct Insert<'a> {
     seq: Vec<Option<i64>>,
     /// The earliest time a delivery nobody leased becomes claimable.
     wake: Option<Timestamp>,
+    /// The endpoints of those deliveries.
+    woken: Vec<String>,
     send_now: Vec<(String, bool)>,
 }
 
@@ -414,6 +416,7 @@ impl<'a> Insert<'a> {
             okey: vec![],
             seq: vec![],
             wake: None,
+            woken: vec![],
             send_now: vec![],
         }
     }
@@ -435,11 +438,11 @@ impl<'a> Insert<'a> {
                 (Some(l.until), Some(l.owner.as_str()), None)
             }
             Placed::Later(at) => {
-                self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+                self.wake_for(endpoint_id, at);
                 (Some(at), None, None)
             }
             Placed::Parked(at) => {
-                self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+                self.wake_for(endpoint_id, at);
                 (None, None, Some(flow::PARKED))
             }
             Placed::Held => (None, None, Some(super::ordering::HELD)),
@@ -450,6 +453,11 @@ impl<'a> Insert<'a> {
         self.gate.push(gate);
         self.okey.push(okey);
         self.seq.push(seq);
+    }
+
+    fn wake_for(&mut self, endpoint_id: &str, at: Timestamp) {
+        self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+        self.woken.push(endpoint_id.to_owned());
     }
 
     fn created(&self, endpoints: Vec<Arc<Endpoint>>) -> CreatedMessage {
@@ -513,7 +521,7 @@ impl<'a> Insert<'a> {
         .bind(&self.okey)
         .bind(&self.seq)
         .bind(notify::CHANNEL)
-        .bind(self.wake.map(notify::due_payload))
+        .bind(self.wake.map(|at| notify::due_payload_for(at, self.woken.iter().map(String::as_str))))
         .bind(m.trace.as_ref().map(|t| t.traceparent.as_str()))
         .bind(m.trace.as_ref().and_then(|t| t.tracestate.as_deref()))
         .execute(c)

@@ -26,6 +26,7 @@ mod retention;
 mod rows;
 mod schema;
 mod sql;
+mod statistics;
 mod tasks;
 mod tenants;
 
@@ -49,6 +50,9 @@ pub struct PgStore {
     events: broadcast::Sender<StoreEvent>,
     /// The notification listener, stopped with the store.
     listener: AbortHandle,
+    /// Keeps planner statistics fresh while the tables are young; stopped
+    /// with the store (see [`statistics`]).
+    statistics: AbortHandle,
     /// Records attempts in batches; its task ends with the store.
     recorder: recorder::Recorder,
     /// Stores plain messages in batches; its task ends with the store.
@@ -74,7 +78,8 @@ impl PgStore {
         let keys = Arc::new(Keyring::none());
         let recorder = recorder::Recorder::start(pool.clone(), Arc::clone(&keys));
         let ingest = ingest::Ingest::start(pool.clone(), Arc::clone(&keys));
-        Ok(PgStore { pool, events, listener, recorder, ingest, keys })
+        let statistics = statistics::start(pool.clone());
+        Ok(PgStore { pool, events, listener, statistics, recorder, ingest, keys })
     }
 
     /// Seal endpoint secrets with `keys` from now on (and open them).
@@ -91,6 +96,7 @@ impl PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.statistics.abort();
     }
 }
 

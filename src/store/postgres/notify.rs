@@ -6,9 +6,13 @@
 //! `pg_notify('hookline', …)` in its own transaction (PostgreSQL delivers
 //! it at commit, and not at all on rollback):
 //!
-//! * `due:<millis>`: deliveries became claimable at that time without a
-//!   lease held by the writer (released, requeued, replayed, a retry
-//!   scheduled, a message whose deliveries the writer did not lease);
+//! * `due:<millis>[:<endpoint id>,…]`: deliveries became claimable at that
+//!   time without a lease held by the writer (released, requeued, replayed,
+//!   a retry scheduled, a message whose deliveries the writer did not
+//!   lease), of these endpoints when at most [`MAX_NAMED`] (of any
+//!   otherwise). A node whose lanes for all of them are full does not look:
+//!   a saturated endpoint's backlog would otherwise wake every node's
+//!   scheduler with each ingest batch, to skip it again;
 //! * `changed`: applications, endpoints, event types or tokens changed.
 //!
 //! One background task per store listens and forwards them, parsed, to a
@@ -16,6 +20,7 @@
 //! lost, so after reconnecting it reports both kinds of change, the
 //! conservative answer to "what did I miss?".
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sqlx::PgConnection;
@@ -35,16 +40,34 @@ const DUE: &str = "due:";
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Endpoints a `due:` notification names at most; with more it names none.
+pub const MAX_NAMED: usize = 16;
+
+/// `due:` for deliveries of any endpoint.
 pub fn due_payload(at: Timestamp) -> String {
     format!("{DUE}{}", at.as_millis())
+}
+
+/// `due:` for deliveries of these endpoints (of any, when there are more
+/// than [`MAX_NAMED`] or none is given).
+pub fn due_payload_for<'a>(at: Timestamp, endpoints: impl IntoIterator<Item = &'a str>) -> String {
+    let named: BTreeSet<&str> = endpoints.into_iter().collect();
+    if named.is_empty() || named.len() > MAX_NAMED {
+        return due_payload(at);
+    }
+    format!("{}:{}", due_payload(at), named.into_iter().collect::<Vec<_>>().join(","))
 }
 
 pub fn parse(payload: &str) -> Option<StoreEvent> {
     if payload == CHANGED {
         return Some(StoreEvent::Changed);
     }
-    let millis = payload.strip_prefix(DUE)?.parse().ok()?;
-    Some(StoreEvent::Due(Timestamp::from_millis(millis)))
+    let due = payload.strip_prefix(DUE)?;
+    let (millis, endpoints) = match due.split_once(':') {
+        Some((millis, named)) => (millis, Some(named.split(',').map(str::to_owned).collect())),
+        None => (due, None),
+    };
+    Some(StoreEvent::Due { at: Timestamp::from_millis(millis.parse().ok()?), endpoints })
 }
 
 /// Tell the other nodes, when `tx` commits, that configuration changed.
@@ -59,24 +82,21 @@ pub async fn due(tx: &mut PgConnection, at: Timestamp) -> Result<(), sqlx::Error
     Ok(())
 }
 
-/// `stmt`, an UPDATE or INSERT ending in `RETURNING due_at`, as one
-/// statement that also sends `due:<earliest due_at>` if it touched any row.
-/// The result is the number of rows touched (a BIGINT). Done in SQL so the
+/// `stmt`, an UPDATE or INSERT ending in `RETURNING due_at, endpoint_id`,
+/// as one statement that also sends `due:<earliest due_at>` (naming the
+/// endpoints, as [`due_payload_for`] does) if it touched any row. The
+/// result is the number of rows touched (a BIGINT). Done in SQL so the
 /// common writes stay one round trip; the sub-select keeps `pg_notify`
 /// from being optimised away (volatile outputs are never pruned).
 pub fn with_due(stmt: &str) -> String {
-    format!("{WITH_DUE_OPEN}{stmt}{}", with_due_close())
-}
-
-/// [`with_due`] in two halves, for a statement built piecemeal.
-pub const WITH_DUE_OPEN: &str = "WITH changed AS (";
-
-pub fn with_due_close() -> String {
     format!(
-        ")
+        "WITH changed AS ({stmt})
          SELECT c.n, (SELECT count(*) FROM (
-             SELECT pg_notify('{CHANNEL}', '{DUE}' || c.first) WHERE c.n > 0) s)
-         FROM (SELECT count(*) AS n, min(due_at) AS first FROM changed) c"
+             SELECT pg_notify('{CHANNEL}', '{DUE}' || c.first || c.named) WHERE c.n > 0) s)
+         FROM (SELECT count(*) AS n, min(due_at) AS first,
+                CASE WHEN count(DISTINCT endpoint_id) <= {MAX_NAMED}
+                    THEN ':' || string_agg(DISTINCT endpoint_id, ',' ORDER BY endpoint_id) ELSE '' END AS named
+               FROM changed) c"
     )
 }
 
@@ -104,7 +124,7 @@ async fn run(url: String, mut listener: PgListener, events: broadcast::Sender<St
         listener = reconnect(&url).await;
         // Whatever was sent while we were away is lost: assume everything.
         let _ = events.send(StoreEvent::Changed);
-        let _ = events.send(StoreEvent::Due(Timestamp::from_millis(0)));
+        let _ = events.send(StoreEvent::Due { at: Timestamp::from_millis(0), endpoints: None });
     }
 }
 
@@ -153,7 +173,15 @@ mod tests {
     #[test]
     fn payloads_round_trip() {
         let at = Timestamp::from_millis(1_800_000_000_123);
-        assert_eq!(parse(&due_payload(at)), Some(StoreEvent::Due(at)));
+        assert_eq!(parse(&due_payload(at)), Some(StoreEvent::Due { at, endpoints: None }));
+        let named = due_payload_for(at, ["ep_b", "ep_a", "ep_b"]);
+        assert_eq!(named, "due:1800000000123:ep_a,ep_b");
+        let endpoints = Some(vec!["ep_a".to_owned(), "ep_b".to_owned()]);
+        assert_eq!(parse(&named), Some(StoreEvent::Due { at, endpoints }));
+        // Too many to name, or none given: any endpoint.
+        let many: Vec<String> = (0..=MAX_NAMED).map(|i| format!("ep_{i}")).collect();
+        assert_eq!(due_payload_for(at, many.iter().map(String::as_str)), due_payload(at));
+        assert_eq!(due_payload_for(at, []), due_payload(at));
         assert_eq!(parse("changed"), Some(StoreEvent::Changed));
         assert_eq!(parse("due:soon"), None);
         assert_eq!(parse("other"), None);

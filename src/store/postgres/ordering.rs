@@ -230,7 +230,7 @@ impl OrderingStore for PgStore {
         };
         let due = next.next_attempt.map_or(now, |t| t.max(now));
         let sql = super::notify::with_due(
-            "UPDATE deliveries SET due_at = $3 WHERE msg_id = $1 AND endpoint_id = $2 RETURNING due_at",
+            "UPDATE deliveries SET due_at = $3 WHERE msg_id = $1 AND endpoint_id = $2 RETURNING due_at, endpoint_id",
         );
         sqlx::query(&sql)
             .bind(&next.key.msg_id)

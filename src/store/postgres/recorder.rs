@@ -148,6 +148,7 @@ pub async fn record_batch(
     let mut effects = Vec::with_capacity(recs.len());
     let mut settled = Vec::new();
     let mut first_retry: Option<Timestamp> = None;
+    let mut retried: Vec<&str> = Vec::new();
     for (rec, step) in recs.iter().zip(&plan.steps) {
         let a = &rec.attempt;
         let key = (a.msg_id.as_str(), a.endpoint_id.as_str());
@@ -178,6 +179,7 @@ pub async fn record_batch(
         }
         if let Some(at) = done.retry {
             first_retry = Some(first_retry.map_or(at, |f| f.min(at)));
+            retried.push(&a.endpoint_id);
         }
         let endpoint_disabled = match &step.disabled {
             Some(d) => {
@@ -201,7 +203,8 @@ pub async fn record_batch(
     }
 
     // 5. Everything written at once.
-    write_rows(&mut tx, &keys, &slots, recs, first_retry).await?;
+    let wake = first_retry.map(|at| notify::due_payload_for(at, retried));
+    write_rows(&mut tx, &keys, &slots, recs, wake.as_deref()).await?;
     // 6. Ordering keys and flows.
     let flowing: Vec<usize> = recs
         .iter()
@@ -521,7 +524,7 @@ async fn write_rows(
     keys: &[(&str, &str)],
     slots: &Slots<'_>,
     recs: &[AttemptRecord],
-    first_retry: Option<Timestamp>,
+    wake: Option<&str>,
 ) -> StoreResult<()> {
     let mut d = DeliveryColumns::default();
     for key in keys {
@@ -603,7 +606,7 @@ async fn write_rows(
     .bind(&errors)
     .bind(&created)
     .bind(notify::CHANNEL)
-    .bind(first_retry.map(notify::due_payload))
+    .bind(wake)
     .bind(&d.gate)
     .execute(c)
     .await?;

@@ -39,7 +39,9 @@ impl DispatchStore for SqliteStore {
         self.write(move |c| claim_due(c, now, &lease, limit, &skip, &keys)).await
     }
 
-    async fn next_due(&self, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>> {
+    async fn next_due(&self, _now: Timestamp, skip_endpoints: &[String]) -> StoreResult<Option<Timestamp>> {
+        // Exact, skipped endpoints' backlog walked past: in process, and
+        // the simulation's clock advances to what this answers.
         let skip = skip_endpoints.to_vec();
         self.read(move |c| {
             // The earliest due delivery, or parked ones whose endpoint may send.
