@@ -136,11 +136,13 @@ impl DispatchStore for PgStore {
 
     async fn release_all(&self, owner: Option<&str>) -> StoreResult<u64> {
         // The attempt a lease was taken for is still owed: due at its original time.
-        // Locked in key order, like the keyed updates (see `lock_keys`).
+        // Locked in key order, like the keyed updates (see `lock_keys`). A
+        // lease's expiry is its row's `due_at`: the due index finds them.
         let sql = notify::with_due(
             "WITH l AS (
                 SELECT msg_id, endpoint_id FROM deliveries
-                WHERE lease_owner IS NOT NULL AND ($1::text IS NULL OR lease_owner = $1)
+                WHERE due_at IS NOT NULL AND lease_owner IS NOT NULL
+                    AND ($1::text IS NULL OR lease_owner = $1)
                 ORDER BY msg_id, endpoint_id FOR UPDATE
              )
              UPDATE deliveries d SET due_at = COALESCE(d.next_attempt, d.due_at), lease_owner = NULL

@@ -285,6 +285,14 @@ const MIGRATIONS: &[&str] = &[
             IS DISTINCT FROM (to_jsonb(NEW) - 'failing_since' - 'disabled_at' - 'updated_at'))
         EXECUTE FUNCTION hookline_config_changed();
     "#,
+    // 6, issue 21: every lease (claim, ingest) and every settling wrote an
+    // entry of this index, for the one statement that used it (a node's
+    // release of all its leases, at start and stop). A leased row's
+    // `due_at` is its lease's expiry, so that statement walks the due index
+    // instead. Measured: a claim of 512 deliveries 19.8 → 14.4 ms.
+    r#"
+    DROP INDEX deliveries_leased;
+    "#,
 ];
 
 /// Bring the schema up to date; returns how many migrations ran.
