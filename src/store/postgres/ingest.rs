@@ -100,17 +100,36 @@ impl Context {
         if let Some(hit) = self.cached(app_ref) {
             return Ok(Some(hit));
         }
-        let (version, app, endpoints) = messages::app_with_endpoints(&self.pool, &self.keys, app_ref).await?;
-        let Some(app) = app else { return Ok(None) };
-        let tenant: Tenant =
-            Arc::new((app, endpoints.into_iter().map(|(ep, flow)| (Arc::new(ep), flow)).collect()));
+        self.read_into_cache(&[app_ref]).await?;
+        Ok(self.cached(app_ref))
+    }
+
+    /// Read the applications of `batch` the cache lacks, in one round trip.
+    async fn warm(&self, batch: &[IngestRequest]) -> StoreResult<()> {
+        let missing: HashSet<&str> = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let known = |r: &str| cache.version.is_some() && cache.apps.contains_key(r);
+            batch.iter().map(|(req, _)| req.app_ref.as_str()).filter(|r| !known(r)).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.read_into_cache(&missing.into_iter().collect::<Vec<_>>()).await
+    }
+
+    async fn read_into_cache(&self, refs: &[&str]) -> StoreResult<()> {
+        let (version, found) = messages::apps_with_endpoints(&self.pool, &self.keys, refs).await?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.version != Some(version) || cache.apps.len() >= MAX_CACHED_APPS {
+        if cache.version != Some(version) || cache.apps.len() + found.len() > MAX_CACHED_APPS {
             cache.apps.clear();
             cache.version = Some(version);
         }
-        cache.apps.insert(app_ref.to_owned(), Arc::clone(&tenant));
-        Ok(Some((version, tenant)))
+        for (app_ref, (app, endpoints)) in found {
+            let tenant: Tenant =
+                Arc::new((app, endpoints.into_iter().map(|(ep, f)| (Arc::new(ep), f)).collect()));
+            cache.apps.insert(app_ref, tenant);
+        }
+        Ok(())
     }
 
     fn forget(&self, version: i64) {
@@ -154,6 +173,10 @@ async fn ingest_batch(ctx: &Context, batch: Vec<IngestRequest>) -> Vec<IngestReq
     let mut others = Vec::new();
     let mut planned = Vec::with_capacity(batch.len());
     let mut version = None;
+    if let Err(e) = ctx.warm(&batch).await {
+        // Each request then reads its own, and reports what fails.
+        tracing::debug!(error = %e, "reading a batch's applications failed");
+    }
     for (req, reply) in batch {
         match plan(ctx, &req).await {
             Ok(Some((v, tenant, endpoints))) if version.is_none_or(|b| b == v) => {

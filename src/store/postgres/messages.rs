@@ -1,5 +1,6 @@
 //! Messages, their deliveries and attempts: ingest and the read side.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -149,12 +150,12 @@ async fn try_create(
     req: &CreateMessage,
     last_round: bool,
 ) -> StoreResult<Round> {
-    let (_, app, enabled) = app_with_endpoints(pool, keys, &req.app_ref).await?;
-    let (app, create_app) = match app {
-        Some(app) => (app, None),
+    let (_, mut found) = apps_with_endpoints(pool, keys, &[req.app_ref.as_str()]).await?;
+    let (app, enabled, create_app) = match found.remove(&req.app_ref) {
+        Some((app, enabled)) => (app, enabled, None),
         None => {
             let app = req.new_app.clone().ok_or(StoreError::NotFound)?;
-            (app.clone(), Some(app))
+            (app.clone(), vec![], Some(app))
         }
     };
     let mut message = req.message.clone();
@@ -258,34 +259,47 @@ impl From<StoreError> for Failed {
     }
 }
 
-/// The application (by id, else uid) and its enabled endpoints, each with
-/// whether it has a flow row, in one round trip: one row per endpoint, or
-/// one with NULL endpoint columns; with the `config_version` they were
-/// read at (0 when the application does not exist).
-pub(super) async fn app_with_endpoints(
+/// An application and its enabled endpoints, each with whether it has a flow row.
+pub(super) type AppWithEndpoints = (App, Vec<(Endpoint, bool)>);
+
+/// The applications `refs` name (by id, else uid) with their enabled
+/// endpoints, in one round trip (one row per endpoint, or one with NULL
+/// endpoint columns), by reference; with the `config_version` they were
+/// read at (0 when none exists). Ingest reads a batch's uncached
+/// applications at once: with many tenants most messages name one it has
+/// not seen yet.
+pub(super) async fn apps_with_endpoints(
     pool: &PgPool,
     keys: &Keyring,
-    app_ref: &str,
-) -> StoreResult<(i64, Option<App>, Vec<(Endpoint, bool)>)> {
+    refs: &[&str],
+) -> StoreResult<(i64, HashMap<String, AppWithEndpoints>)> {
     let sql = format!(
         "SELECT {APP_COLS}, {ENDPOINT_COLS}, f.endpoint_id IS NOT NULL,
             (SELECT v FROM config_version) FROM apps a
          LEFT JOIN endpoints e ON e.app_id = a.id AND NOT e.disabled
          LEFT JOIN endpoint_flow f ON f.endpoint_id = e.id
-         WHERE a.id = (SELECT x.id FROM apps x WHERE x.id = $1 OR x.uid = $1 ORDER BY x.id = $1 DESC LIMIT 1)
-         ORDER BY e.id"
+         WHERE a.id = ANY($1) OR a.uid = ANY($1)
+         ORDER BY a.id, e.id"
     );
-    let found = sqlx::query(&sql).bind(app_ref).fetch_all(pool).await?;
-    let Some(first) = found.first() else { return Ok((0, None, vec![])) };
-    let app = rows::app(first, 0)?;
-    let version: i64 = col(first, APP_NCOLS + ENDPOINT_NCOLS + 1)?;
-    let mut endpoints = Vec::with_capacity(found.len());
+    let found = sqlx::query(&sql).bind(refs).fetch_all(pool).await?;
+    let mut version = 0;
+    let mut by_id: HashMap<String, AppWithEndpoints> = HashMap::new();
     for r in &found {
+        version = col(r, APP_NCOLS + ENDPOINT_NCOLS + 1)?;
+        let app = rows::app(r, 0)?;
+        let (_, endpoints) = by_id.entry(app.id.clone()).or_insert_with(|| (app, Vec::new()));
         if col::<Option<String>>(r, APP_NCOLS)?.is_some() {
             endpoints.push((rows::endpoint(r, APP_NCOLS, keys)?, col(r, APP_NCOLS + ENDPOINT_NCOLS)?));
         }
     }
-    Ok((version, Some(app), endpoints))
+    let mut named = HashMap::new();
+    for &r in refs {
+        let app = by_id.get(r).or_else(|| by_id.values().find(|(a, _)| a.uid.as_deref() == Some(r)));
+        if let Some(app) = app {
+            named.insert(r.to_owned(), app.clone());
+        }
+    }
+    Ok((version, named))
 }
 
 /// What the transaction does before the insert.

@@ -332,6 +332,33 @@ pub async fn full_lanes_are_not_leased_at_ingest(store: SharedStore) {
     assert_eq!(claimed, vec![full.id.clone()], "only the unleased delivery is claimable");
 }
 
+/// Many applications' messages at once, named by id or uid, each go to its
+/// own application's endpoints (ingest reads a batch's applications together).
+pub async fn messages_to_many_applications_at_once(store: SharedStore) {
+    let mut tenants = Vec::new();
+    for i in 0..30 {
+        let a = app((i % 2 == 0).then(|| format!("tenant-{i}")).as_deref());
+        store.insert_app(&a).await.unwrap();
+        let ep = endpoint(&a.id);
+        store.insert_endpoint(&ep).await.unwrap();
+        let app_ref = a.uid.clone().unwrap_or_else(|| a.id.clone());
+        tenants.push((a.id, app_ref, ep.id));
+    }
+    let sends =
+        tenants.iter().cycle().take(90).map(|(_, app_ref, _)| {
+            store.create_message(request(app_ref, message("t", T0), Some(lease(at(60)))))
+        });
+    let created = futures_join_all(sends).await;
+    for ((app_id, _, ep_id), created) in tenants.iter().cycle().zip(created) {
+        let created = created.unwrap();
+        assert_eq!(&created.message.app_id, app_id);
+        let targets: Vec<&str> = created.endpoints.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(targets, vec![ep_id.as_str()]);
+    }
+    let missing = store.create_message(request("no-such-app", message("t", T0), None)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+}
+
 /// While a lane is full, the probe for the scheduler's next look answers
 /// what becomes due later, not the full lane's backlog already due (its
 /// claim skips that; a store need not walk past it either).

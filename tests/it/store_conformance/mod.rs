@@ -196,7 +196,7 @@ macro_rules! conformance {
                 one_key_goes_in_order_and_others_pass, fifo_endpoints_order_everything, a_failed_head_skips_or_blocks,
                 replays_reenter_in_order_and_disabling_forgets_keys, chart_minutes, message_trace_context,
                 ingest_follows_configuration_changes, full_lanes_are_not_leased_at_ingest,
-                the_next_look_passes_over_full_lanes);
+                the_next_look_passes_over_full_lanes, messages_to_many_applications_at_once);
         }
     };
     (@each $factory:path; $($check:ident),*) => {
