@@ -25,6 +25,11 @@ use crate::telemetry;
 /// Longest pause between retention runs (on the injected clock); shorter
 /// retentions run more often (a tenth of the shorter one, at least a second).
 const RETENTION_EVERY_MAX: Duration = Duration::from_secs(60);
+/// The pause after a run that found work: what became old meanwhile goes a
+/// little at a time. (Measured in the 30-minute soak at 2,339 messages/s:
+/// a run every 30 s deleted 70,000 messages in one burst of writer jobs,
+/// and ingest's p99 tripled while it ran.)
+const RETENTION_CATCH_UP: Duration = Duration::from_secs(1);
 /// Rows one retention batch erases, or messages it looks at, at most: one
 /// transaction of a few milliseconds.
 pub const RETENTION_BATCH: usize = 500;
@@ -133,8 +138,10 @@ impl Maintenance {
             // The next run is due an interval after *this* run's time: if
             // the clock jumped meanwhile, it is due at once, not skipped.
             let now = self.clock.now();
-            self.run_retention(now, &mut sweep_from).await;
-            let next = now.plus(self.retention_every());
+            let run = self.run_retention(now, &mut sweep_from).await;
+            let busy = run != RetentionRun::default() || sweep_from.is_some();
+            let every = self.retention_every();
+            let next = now.plus(if busy { RETENTION_CATCH_UP.min(every) } else { every });
             tokio::select! {
                 _ = self.clock.sleep_until(next) => {}
                 _ = shutdown.changed() => return,

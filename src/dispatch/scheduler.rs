@@ -45,6 +45,9 @@ pub(super) async fn run(inner: Arc<Inner>) {
             }
         };
         let full_batch = claimed.len() >= inner.cfg.claim_batch;
+        let mut claimed_for: Vec<String> = claimed.iter().map(|t| t.endpoint.id.clone()).collect();
+        claimed_for.sort_unstable();
+        claimed_for.dedup();
         if !claimed.is_empty() {
             tracing::debug!(count = claimed.len(), "claimed due deliveries");
             let busy = inner.admit_all(
@@ -52,11 +55,18 @@ pub(super) async fn run(inner: Arc<Inner>) {
             );
             inner.give_back(busy).await;
         }
-        if full_batch {
+        // A full batch may have left more: claim again at once, unless the
+        // batch only filled lanes. Then the next claim would skip them by
+        // walking their whole backlog, to find work that has woken the
+        // scheduler already when it became due (ingest, releases and
+        // retries wake it for lanes with room; a lane that frees up does).
+        if full_batch && !inner.lock_lanes().all_full(claimed_for.iter().map(String::as_str)) {
             tokio::task::yield_now().await;
             continue;
         }
 
+        // The lanes this claim filled are skipped too.
+        let skip = inner.lock_lanes().full_endpoints();
         let next = match inner.store.next_due(now, &skip).await {
             Ok(next) => next,
             Err(e) => {

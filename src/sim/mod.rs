@@ -842,8 +842,12 @@ impl Sim {
             match self.store.claim_due(now, &lease, batch, &skip).await {
                 Ok(tasks) => {
                     let full = tasks.len() >= batch;
+                    let mut claimed_for: Vec<String> = tasks.iter().map(|t| t.endpoint.id.clone()).collect();
+                    claimed_for.sort();
+                    claimed_for.dedup();
                     self.offer(tasks).await?;
-                    if full {
+                    // As the scheduler: again at once unless the batch only filled lanes.
+                    if full && !self.node.lanes.all_full(claimed_for.iter().map(String::as_str)) {
                         continue;
                     }
                 }
@@ -852,6 +856,8 @@ impl Sim {
                     return Ok(());
                 }
             }
+            let mut skip = self.node.lanes.full_endpoints();
+            skip.sort();
             match self.store.next_due(now, &skip).await {
                 Ok(Some(at)) => self.hint(at.max(now.plus(TICK))),
                 Ok(None) => {}

@@ -17,8 +17,22 @@ use crate::common::PATIENCE;
 
 pub struct Browser {
     pub client: Client,
-    _driver: Child,
+    /// chromedriver, leader of a process group of its own: Chromium runs in
+    /// that group, and dropping the browser kills the group (killing the
+    /// driver alone left a headless Chromium behind after every test run).
+    driver: Child,
     _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -33,6 +47,7 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("chromedriver must be installed (Debian: apt-get install chromium chromium-driver)");
         let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -59,7 +74,7 @@ impl Browser {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("a Chromium session");
-        Browser { client, _driver: driver, _profile: profile }
+        Browser { client, driver, _profile: profile }
     }
 
     pub async fn goto(&self, url: &str) {

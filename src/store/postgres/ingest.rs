@@ -104,21 +104,36 @@ impl Context {
         Ok(self.cached(app_ref))
     }
 
-    /// Read the applications of `batch` the cache lacks, in one round trip.
+    /// Read the applications of `batch` the cache lacks, in one round trip
+    /// (two when that read finds the configuration changed: it empties the
+    /// cache of what the batch had found there).
     async fn warm(&self, batch: &[IngestRequest]) -> StoreResult<()> {
-        let missing: HashSet<&str> = {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            let known = |r: &str| cache.version.is_some() && cache.apps.contains_key(r);
-            batch.iter().map(|(req, _)| req.app_ref.as_str()).filter(|r| !known(r)).collect()
-        };
-        if missing.is_empty() {
-            return Ok(());
+        let mut asked: HashSet<&str> = HashSet::new();
+        for _ in 0..2 {
+            let missing: HashSet<&str> = {
+                let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                let known = |r: &str| cache.version.is_some() && cache.apps.contains_key(r);
+                batch
+                    .iter()
+                    .map(|(req, _)| req.app_ref.as_str())
+                    .filter(|r| !known(r) && !asked.contains(r))
+                    .collect()
+            };
+            if missing.is_empty() {
+                break;
+            }
+            let missing: Vec<&str> = missing.into_iter().collect();
+            self.read_into_cache(&missing).await?;
+            asked.extend(missing);
         }
-        self.read_into_cache(&missing.into_iter().collect::<Vec<_>>()).await
+        Ok(())
     }
 
     async fn read_into_cache(&self, refs: &[&str]) -> StoreResult<()> {
         let (version, found) = messages::apps_with_endpoints(&self.pool, &self.keys, refs).await?;
+        if found.is_empty() {
+            return Ok(()); // nothing to keep, and no version read with it
+        }
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.version != Some(version) || cache.apps.len() + found.len() > MAX_CACHED_APPS {
             cache.apps.clear();
@@ -173,12 +188,17 @@ async fn ingest_batch(ctx: &Context, batch: Vec<IngestRequest>) -> Vec<IngestReq
     let mut others = Vec::new();
     let mut planned = Vec::with_capacity(batch.len());
     let mut version = None;
-    if let Err(e) = ctx.warm(&batch).await {
-        // Each request then reads its own, and reports what fails.
-        tracing::debug!(error = %e, "reading a batch's applications failed");
-    }
+    // What the cache lacks after this does not exist (or goes the
+    // per-message way); if the read failed, each request reads its own.
+    let warmed = match ctx.warm(&batch).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading a batch's applications failed");
+            false
+        }
+    };
     for (req, reply) in batch {
-        match plan(ctx, &req).await {
+        match plan(ctx, &req, warmed).await {
             Ok(Some((v, tenant, endpoints))) if version.is_none_or(|b| b == v) => {
                 version = Some(v);
                 let first_at = req.message.first_attempt_at();
@@ -223,11 +243,16 @@ async fn ingest_batch(ctx: &Context, batch: Vec<IngestRequest>) -> Vec<IngestReq
 }
 
 /// Where a plain request's deliveries go; `None` if it is not plain.
-async fn plan(ctx: &Context, req: &CreateMessage) -> StoreResult<Option<(i64, Tenant, Vec<usize>)>> {
+async fn plan(
+    ctx: &Context,
+    req: &CreateMessage,
+    warmed: bool,
+) -> StoreResult<Option<(i64, Tenant, Vec<usize>)>> {
     if req.only_endpoint.is_some() {
         return Ok(None);
     }
-    let Some((version, tenant)) = ctx.tenant(&req.app_ref).await? else { return Ok(None) };
+    let tenant = if warmed { ctx.cached(&req.app_ref) } else { ctx.tenant(&req.app_ref).await? };
+    let Some((version, tenant)) = tenant else { return Ok(None) };
     let (app, endpoints) = &*tenant;
     let m = &req.message;
     let mut chosen = Vec::new();

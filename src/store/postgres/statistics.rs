@@ -12,9 +12,10 @@
 //!
 //! So while `messages`, `deliveries` or `attempts` is small, this task
 //! looks once a second and analyzes a table whenever it has doubled since
-//! its last analysis; once all three passed [`GROWN`] rows, autovacuum's
-//! pace is right and the task ends. An established database never needs
-//! it: its first look finds them grown.
+//! its last analysis; once all three passed [`GROWN`] rows, or after
+//! [`LIFETIME`] (autovacuum has analyzed whatever grew by then, and keeps
+//! doing so each time a tenth of a table changed), the task ends. An
+//! established database never needs it: its first look finds them grown.
 
 use std::time::Duration;
 
@@ -28,10 +29,13 @@ const GROWN: f64 = 100_000.0;
 /// Rows a table needs before it is worth analyzing at all.
 const SMALL: f64 = 1_000.0;
 const EVERY: Duration = Duration::from_secs(1);
+/// How long a store looks after it started, at most.
+const LIFETIME: Duration = Duration::from_secs(600);
 
 pub fn start(pool: PgPool) -> AbortHandle {
     tokio::spawn(async move {
-        loop {
+        let until = tokio::time::Instant::now() + LIFETIME;
+        while tokio::time::Instant::now() < until {
             match look(&pool).await {
                 Ok(true) => return,
                 Ok(false) => {}
