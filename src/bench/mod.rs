@@ -353,6 +353,12 @@ impl Subject {
         Some(self.local.as_ref()?.data_dir.as_path())
     }
 
+    /// The database a local server on PostgreSQL was started on (a fresh
+    /// one per scenario, not `--database-url` itself).
+    pub fn database_url(&self) -> Option<&str> {
+        self.local.as_ref()?.database_url.as_deref()
+    }
+
     /// Process id of the local server.
     pub fn pid(&self) -> Option<u32> {
         self.local.as_ref()?.child.id()

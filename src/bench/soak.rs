@@ -139,7 +139,9 @@ pub async fn soak(opts: &Opts, args: SoakArgs, report: &mut Report) -> anyhow::R
 
     let flags = ["--retention", &secs(payload_retention), "--record-retention", &secs(record_retention)];
     let subject = Subject::with_args(opts, &flags.map(str::to_owned)).await?;
-    let pg = match &opts.database_url {
+    // The server's own database: `--database-url` names only the server
+    // on which each scenario gets a fresh one.
+    let pg = match subject.database_url() {
         Some(url) => Some(sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?),
         None => None,
     };

@@ -294,3 +294,16 @@ async fn soak_bench_smoke() {
         assert!(soak["verdicts"][field].as_f64().is_some_and(f64::is_finite), "{field}: {soak}");
     }
 }
+
+/// On PostgreSQL the soak measures the database its server writes to (a
+/// fresh one the bench creates), which grows before retention starts.
+#[tokio::test]
+async fn soak_bench_measures_the_servers_database() {
+    let server = crate::pg::server_url();
+    let args = ["soak", "--soak-minutes", "0.5", "--soak-rate", "100", "--database-url", &server];
+    let (_, report) = bench(&args).await;
+    let intervals = report["data"]["soak"]["intervals"].as_array().unwrap().clone();
+    let disk = |i: usize| intervals[i]["disk_bytes"].as_u64().unwrap();
+    // Records go after 10 s: until then every message adds to the database.
+    assert!(disk(2) > disk(0), "{:?}", (0..intervals.len()).map(disk).collect::<Vec<_>>());
+}
