@@ -663,6 +663,8 @@ impl Sim {
         }
         let now = self.clock.now();
         match self.store.release(&keys, now).await {
+            // As the dispatcher: a look only for lanes with room (one that frees up hints).
+            Ok(()) if self.node.lanes.all_full(keys.iter().map(|k| k.endpoint_id.as_str())) => {}
             Ok(()) => self.hint(now),
             Err(_) => self.hint(now.plus(SAFETY_POLL)),
         }
