@@ -255,6 +255,13 @@ pub trait RedeliveryStore: Send + Sync {
 /// Erasing content: payloads and response bodies, on demand and by age.
 #[async_trait]
 pub trait RetentionStore: Send + Sync {
+    /// The `limit` retention passes to [`Self::expunge_expired`] and
+    /// [`Self::delete_settled`]: how much one call may do, so that a
+    /// catch-up of many calls never keeps the store's other writers waiting
+    /// long.
+    fn retention_batch(&self) -> usize {
+        500
+    }
     async fn expunge_message(&self, app_id: &str, msg_id: &str) -> StoreResult<()>;
     async fn expunge_attempt(&self, app_id: &str, msg_id: &str, attempt_id: &str) -> StoreResult<()>;
     /// Every payload and response body of the application; returns how many

@@ -31,6 +31,13 @@ use crate::store::{StoreError, StoreResult};
 const MAX_BATCH: usize = 1024;
 /// Queue depth before async callers wait (backpressure).
 const QUEUE: usize = 8192;
+/// The writer's page cache, in KiB (SQLite's default is 2 MiB). Writes
+/// spread over many endpoints touch a different page of each per-endpoint
+/// index every time, and retention deletes at the old end of every B-tree
+/// while ingest inserts at the new one: with 2 MiB most of those pages were
+/// read again from the file. Measured (`hookline bench tenants --messages
+/// 20000`): the writer's CPU per delivery 194 → 148 µs.
+const CACHE_KIB: i64 = 64 * 1024;
 
 /// How a job is kept from leaving half its writes behind when it fails.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -118,6 +125,7 @@ impl Writer {
         on_abort: Box<dyn Fn() + Send>,
     ) -> StoreResult<Writer> {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         // At most this much WAL is kept on disk once it has started over.
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
