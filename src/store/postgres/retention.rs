@@ -73,7 +73,12 @@ impl RetentionStore for PgStore {
     /// Erase expired payloads, and response bodies of attempts made before
     /// `attempts_before`; drop lapsed idempotency records. Both erasures use
     /// partial indexes that hold only rows with content left, so each run
-    /// touches what is due and nothing else.
+    /// touches what is due and nothing else. The `ORDER BY` keeps it so:
+    /// without it, once most rows matched (the statistics' view while the
+    /// oldest payloads wait), the planner chose a sequential scan to find
+    /// `limit` of them, and the table's oldest rows, erased long ago, come
+    /// first: 64 ms per call, a fifth of a core, in the 10-minute soak at
+    /// 1,200 messages/s; 3.6 ms with the order (`EXPLAIN ANALYZE`).
     async fn expunge_expired(
         &self,
         now: Timestamp,
@@ -83,11 +88,13 @@ impl RetentionStore for PgStore {
         let row = sqlx::query(
             "WITH m AS (
                 UPDATE messages SET payload = NULL WHERE id IN (
-                    SELECT id FROM messages WHERE payload IS NOT NULL AND expires_at <= $1 LIMIT $3)
+                    SELECT id FROM messages WHERE payload IS NOT NULL AND expires_at <= $1
+                    ORDER BY expires_at LIMIT $3)
                 RETURNING 1
              ), t AS (
                 UPDATE attempts SET response = '' WHERE id IN (
-                    SELECT id FROM attempts WHERE response <> '' AND created_at < $2 LIMIT $3)
+                    SELECT id FROM attempts WHERE response <> '' AND created_at < $2
+                    ORDER BY created_at LIMIT $3)
                 RETURNING 1
              ), i AS (
                 DELETE FROM idempotency WHERE expires_at <= $1
