@@ -30,6 +30,8 @@ mod statistics;
 mod tasks;
 mod tenants;
 
+pub use retention::ERASE_EXPIRED;
+
 use std::sync::Arc;
 
 use sqlx::Connection;

@@ -13,6 +13,24 @@ use crate::domain::time::Timestamp;
 use crate::store::listing;
 use crate::store::{RetentionStore, StoreError, StoreResult, Sweep};
 
+/// Retention's erasure ([`RetentionStore::expunge_expired`]): `$1` now,
+/// `$2` the age of response bodies to erase, `$3` the most of each. Public
+/// so that a test can read its plan.
+pub const ERASE_EXPIRED: &str = "WITH m AS (
+        UPDATE messages SET payload = NULL WHERE id IN (
+            SELECT id FROM messages WHERE payload IS NOT NULL AND expires_at <= $1
+            ORDER BY expires_at LIMIT $3)
+        RETURNING 1
+    ), t AS (
+        UPDATE attempts SET response = '' WHERE id IN (
+            SELECT id FROM attempts WHERE response <> '' AND created_at < $2
+            ORDER BY created_at LIMIT $3)
+        RETURNING 1
+    ), i AS (
+        DELETE FROM idempotency WHERE expires_at <= $1
+    )
+    SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM t)";
+
 #[async_trait]
 impl RetentionStore for PgStore {
     async fn expunge_message(&self, app_id: &str, msg_id: &str) -> StoreResult<()> {
@@ -85,27 +103,12 @@ impl RetentionStore for PgStore {
         attempts_before: Timestamp,
         limit: usize,
     ) -> StoreResult<(u64, u64)> {
-        let row = sqlx::query(
-            "WITH m AS (
-                UPDATE messages SET payload = NULL WHERE id IN (
-                    SELECT id FROM messages WHERE payload IS NOT NULL AND expires_at <= $1
-                    ORDER BY expires_at LIMIT $3)
-                RETURNING 1
-             ), t AS (
-                UPDATE attempts SET response = '' WHERE id IN (
-                    SELECT id FROM attempts WHERE response <> '' AND created_at < $2
-                    ORDER BY created_at LIMIT $3)
-                RETURNING 1
-             ), i AS (
-                DELETE FROM idempotency WHERE expires_at <= $1
-             )
-             SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM t)",
-        )
-        .bind(now.as_millis())
-        .bind(attempts_before.as_millis())
-        .bind(limit as i64)
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(ERASE_EXPIRED)
+            .bind(now.as_millis())
+            .bind(attempts_before.as_millis())
+            .bind(limit as i64)
+            .fetch_one(&self.pool)
+            .await?;
         Ok((col::<i64>(&row, 0)?.max(0) as u64, col::<i64>(&row, 1)?.max(0) as u64))
     }
 
