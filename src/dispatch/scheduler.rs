@@ -45,9 +45,9 @@ pub(super) async fn run(inner: Arc<Inner>) {
             }
         };
         let full_batch = claimed.len() >= inner.cfg.claim_batch;
-        let mut claimed_for: Vec<String> = claimed.iter().map(|t| t.endpoint.id.clone()).collect();
-        claimed_for.sort_unstable();
-        claimed_for.dedup();
+        // Only a full batch's endpoints are looked at below.
+        let filled: Vec<String> =
+            if full_batch { claimed.iter().map(|t| t.endpoint.id.clone()).collect() } else { Vec::new() };
         if !claimed.is_empty() {
             tracing::debug!(count = claimed.len(), "claimed due deliveries");
             let busy = inner.admit_all(
@@ -60,7 +60,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
         // walking their whole backlog, to find work that has woken the
         // scheduler already when it became due (ingest, releases and
         // retries wake it for lanes with room; a lane that frees up does).
-        if full_batch && !inner.lock_lanes().all_full(claimed_for.iter().map(String::as_str)) {
+        if full_batch && !inner.lock_lanes().all_full(filled.iter().map(String::as_str)) {
             tokio::task::yield_now().await;
             continue;
         }

@@ -844,12 +844,11 @@ impl Sim {
             match self.store.claim_due(now, &lease, batch, &skip).await {
                 Ok(tasks) => {
                     let full = tasks.len() >= batch;
-                    let mut claimed_for: Vec<String> = tasks.iter().map(|t| t.endpoint.id.clone()).collect();
-                    claimed_for.sort();
-                    claimed_for.dedup();
+                    let filled: Vec<String> =
+                        if full { tasks.iter().map(|t| t.endpoint.id.clone()).collect() } else { Vec::new() };
                     self.offer(tasks).await?;
                     // As the scheduler: again at once unless the batch only filled lanes.
-                    if full && !self.node.lanes.all_full(claimed_for.iter().map(String::as_str)) {
+                    if full && !self.node.lanes.all_full(filled.iter().map(String::as_str)) {
                         continue;
                     }
                 }
