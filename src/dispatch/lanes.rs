@@ -247,6 +247,11 @@ impl Lanes {
         self.lanes.get(endpoint_id).map_or(0, |l| l.in_flight)
     }
 
+    /// Attempts queued for one endpoint, waiting for a slot.
+    pub fn queued_to(&self, endpoint_id: &str) -> usize {
+        self.lanes.get(endpoint_id).map_or(0, |l| l.queue.len())
+    }
+
     /// Drop what is queued for an endpoint (it was disabled or deleted).
     pub fn drop_queued(&mut self, endpoint_id: &str) -> Vec<QueuedAttempt> {
         let Some(lane) = self.lanes.get_mut(endpoint_id) else {

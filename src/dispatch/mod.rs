@@ -427,8 +427,14 @@ impl Inner {
         let done = record::Finished { task, trigger: queued.trigger, policy, sent, started, finished_at };
         let draws =
             record::Draws { attempt_id: id::new_id(id::ATTEMPT, started), jitter: rand::random::<f64>() };
-        let sending_rate = self.lock_lanes().sending_rate(&task.endpoint.id, finished_at.as_secs());
-        let record = record::record_for(done, &self.cfg, draws, sending_rate);
+        let (sending_rate, queued_behind) = {
+            let lanes = self.lock_lanes();
+            (
+                lanes.sending_rate(&task.endpoint.id, finished_at.as_secs()),
+                lanes.queued_to(&task.endpoint.id) > 0,
+            )
+        };
+        let record = record::record_for(done, &self.cfg, draws, sending_rate, queued_behind);
         let attempt = record.attempt.clone();
         let delivered = record.outcome == Outcome::Delivered;
         let pausing = matches!(record.signal, Signal::PauseUntil { .. });

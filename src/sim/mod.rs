@@ -725,6 +725,7 @@ impl Sim {
             self.model.answered(f, flight.accepted);
             let task = &flight.queued.task;
             let sending_rate = self.node.lanes.sending_rate(&task.endpoint.id, now.as_secs());
+            let queued_behind = self.node.lanes.queued_to(&task.endpoint.id) > 0;
             let draws = Draws { attempt_id: self.next_id(id::ATTEMPT), jitter: self.rng.random() };
             let done = Finished {
                 task,
@@ -734,7 +735,7 @@ impl Sim {
                 started: flight.started,
                 finished_at: now,
             };
-            let record = record::record_for(done, &self.dispatch, draws, sending_rate);
+            let record = record::record_for(done, &self.dispatch, draws, sending_rate, queued_behind);
             let pausing = matches!(record.signal, Signal::PauseUntil { .. });
             if pausing {
                 // Nothing more starts there until the store knows of the pause.

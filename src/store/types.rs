@@ -289,6 +289,11 @@ pub struct AttemptRecord {
     /// Lease the next delivery of an ordering key to this node when this
     /// attempt lets the key move on, so it goes out without a claim.
     pub lease: Option<Lease>,
+    /// Something waits for this record to commit: the next message of its
+    /// ordering key, or attempts queued behind it in its endpoint's lane
+    /// (its slot is held until then). A store that gathers records into
+    /// group commits never holds an awaited one back for company.
+    pub awaited: bool,
 }
 
 impl AttemptRecord {

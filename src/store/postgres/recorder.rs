@@ -2,9 +2,13 @@
 //!
 //! Each `record_attempt` call hands its record to one background task per
 //! store and waits for its own answer. The task takes whatever records are
-//! waiting (at most [`MAX_BATCH`]; none is held back for company: batches
-//! form while the previous transaction runs) and records them all in one
-//! transaction with a fixed number of statements, in the order they came:
+//! waiting (at most [`MAX_BATCH`]; batches form while the previous
+//! transaction runs) and records them all in one transaction with a fixed
+//! number of statements, in the order they came. When only a few are
+//! waiting and none is awaited (see [`gather`]), it first waits up to
+//! [`LINGER`] for company: at moderate rates each transaction would
+//! otherwise carry two or three records, and its commit, not its
+//! statements, is most of what PostgreSQL spends on it. The steps:
 //!
 //! 1. the endpoints' health, read without a lock; the ones whose row the
 //!    batch will change (failure streak, disabling) are then locked
@@ -33,6 +37,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
@@ -51,6 +56,14 @@ use crate::store::{AttemptEffects, AttemptRecord, DeliveryTask, EndpointDisabled
 
 /// Records per transaction at most.
 pub const MAX_BATCH: usize = 256;
+/// How long a small batch of records nobody awaits waits for company.
+/// Measured at 1,000 messages/s on one node (BENCHMARKS.md, issue 21):
+/// PostgreSQL's CPU per message 812 → 503–611 µs, the node's 397–413 →
+/// 323–353 µs, end-to-end latency unchanged or lower.
+pub const LINGER: Duration = Duration::from_millis(5);
+/// A batch this large commits at once: waiting would not make it cheaper
+/// per record by much.
+const LINGER_BELOW: usize = 32;
 
 /// An attempt record waiting for the recording task, with where to send its effects.
 type RecordRequest = (AttemptRecord, oneshot::Sender<StoreResult<AttemptEffects>>);
@@ -80,7 +93,7 @@ impl Recorder {
 
 async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<RecordRequest>, keys: Arc<Keyring>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+    while gather(&mut queue, &mut jobs, LINGER).await > 0 {
         let (recs, replies): (Vec<_>, Vec<_>) = jobs.drain(..).unzip();
         match record_batch(&pool, &recs, &keys).await {
             Ok(effects) => {
@@ -103,6 +116,35 @@ async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<RecordRequest>, ke
             }
         }
     }
+}
+
+/// Take the next batch from `queue` into `jobs` (empty before); 0 once the
+/// queue is closed and drained. Waits for the first record; then, while
+/// fewer than [`LINGER_BELOW`] are taken and none of them is awaited
+/// (`AttemptRecord::awaited`: an ordering key's next message or a lane's
+/// queue waits for its commit), up to `linger` for more.
+async fn gather(
+    queue: &mut mpsc::UnboundedReceiver<RecordRequest>,
+    jobs: &mut Vec<RecordRequest>,
+    linger: Duration,
+) -> usize {
+    if queue.recv_many(jobs, MAX_BATCH).await == 0 {
+        return 0;
+    }
+    let waits = |jobs: &[RecordRequest]| jobs.len() < LINGER_BELOW && !jobs.iter().any(|(r, _)| r.awaited);
+    if waits(jobs) {
+        let more = async {
+            while waits(jobs) {
+                let room = MAX_BATCH - jobs.len();
+                if queue.recv_many(jobs, room).await == 0 {
+                    break;
+                }
+            }
+        };
+        // Out of time: commit what came.
+        let _ = tokio::time::timeout(linger, more).await;
+    }
+    jobs.len()
 }
 
 /// Record `recs`, in this order, in one transaction; their effects in the
@@ -761,4 +803,125 @@ async fn next_task(
         (Some(m), Some(e)) if !e.disabled && m.app_id == p.app_id => Some((Arc::clone(m), Arc::clone(e))),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::delivery::Outcome;
+    use crate::domain::model::Attempt;
+    use crate::domain::retry::RetryPolicy;
+    use crate::domain::steering::Steering;
+
+    fn record(n: usize, awaited: bool) -> AttemptRecord {
+        let at = Timestamp::from_millis(0);
+        AttemptRecord {
+            attempt: Attempt {
+                id: format!("atmpt_{n}"),
+                msg_id: format!("msg_{n}"),
+                endpoint_id: "ep_1".into(),
+                app_id: "app_1".into(),
+                url: "https://example.com/hook".into(),
+                status: DeliveryStatus::Success,
+                status_code: 200,
+                response: String::new(),
+                duration_ms: 1,
+                trigger: Trigger::Scheduled,
+                error: None,
+                created_at: at,
+            },
+            outcome: Outcome::Delivered,
+            policy: RetryPolicy::default(),
+            finished_at: at,
+            steering: Steering::default(),
+            jitter: 0.0,
+            auto_disable_after: None,
+            signal: Signal::Ok,
+            sending_rate: 0.0,
+            paced: false,
+            lease: None,
+            awaited,
+        }
+    }
+
+    type Queue = (mpsc::UnboundedSender<RecordRequest>, mpsc::UnboundedReceiver<RecordRequest>);
+
+    fn send(q: &Queue, n: usize, awaited: bool) {
+        q.0.send((record(n, awaited), oneshot::channel().0)).unwrap();
+    }
+
+    fn taken(jobs: &[RecordRequest]) -> Vec<String> {
+        jobs.iter().map(|(r, _)| r.attempt.msg_id.clone()).collect()
+    }
+
+    /// On tokio's paused clock: a lone record waits for company, and what
+    /// arrives within the linger commits with it.
+    #[tokio::test(start_paused = true)]
+    async fn a_small_batch_waits_for_company_until_the_linger_ends() {
+        let mut q: Queue = mpsc::unbounded_channel();
+        send(&q, 1, false);
+        let tx = q.0.clone();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            tx.send((record(2, false), oneshot::channel().0)).unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            tx.send((record(3, false), oneshot::channel().0)).unwrap();
+        });
+        let (start, mut jobs) = (tokio::time::Instant::now(), Vec::new());
+        assert_eq!(gather(&mut q.1, &mut jobs, LINGER).await, 2);
+        assert_eq!(
+            taken(&jobs),
+            ["msg_1", "msg_2"],
+            "the one that came after the linger waits for the next batch"
+        );
+        assert_eq!(start.elapsed(), LINGER);
+        late.await.unwrap();
+        jobs.clear();
+        assert_eq!(gather(&mut q.1, &mut jobs, LINGER).await, 1);
+        assert_eq!(taken(&jobs), ["msg_3"]);
+    }
+
+    /// An awaited record (an ordering key's next message, a lane's queue
+    /// waits for it) commits at once, whether it came first or joined a
+    /// lingering batch; so does a batch already large.
+    #[tokio::test(start_paused = true)]
+    async fn awaited_records_and_large_batches_do_not_wait() {
+        let mut q: Queue = mpsc::unbounded_channel();
+        let mut jobs = Vec::new();
+        send(&q, 1, true);
+        let start = tokio::time::Instant::now();
+        assert_eq!(gather(&mut q.1, &mut jobs, LINGER).await, 1);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+
+        jobs.clear();
+        send(&q, 2, false);
+        let tx = q.0.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            tx.send((record(3, true), oneshot::channel().0)).unwrap();
+        });
+        let start = tokio::time::Instant::now();
+        assert_eq!(gather(&mut q.1, &mut jobs, LINGER).await, 2);
+        assert_eq!(start.elapsed(), Duration::from_millis(1), "committed when the awaited one joined");
+
+        jobs.clear();
+        for n in 0..LINGER_BELOW {
+            send(&q, 10 + n, false);
+        }
+        let start = tokio::time::Instant::now();
+        assert_eq!(gather(&mut q.1, &mut jobs, LINGER).await, LINGER_BELOW);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    /// Once every sender is gone and the queue drained, the task ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_queue_ends_the_task() {
+        let mut q: Queue = mpsc::unbounded_channel();
+        send(&q, 1, false);
+        drop(q.0);
+        let mut jobs = Vec::new();
+        assert_eq!(gather(&mut q.1, &mut jobs, LINGER).await, 1);
+        jobs.clear();
+        assert_eq!(gather(&mut q.1, &mut jobs, LINGER).await, 0);
+    }
 }

@@ -178,6 +178,7 @@ fn record_of(attempt: Attempt, outcome: Outcome, policy: RetryPolicy) -> Attempt
         sending_rate: 0.0,
         paced: false,
         lease: None,
+        awaited: false,
     }
 }
 
