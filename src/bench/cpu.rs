@@ -212,29 +212,44 @@ impl CpuUseMeter {
 /// started (backends, WAL writer, checkpointer, autovacuum), with what
 /// children that already exited spent (their parent's cutime + cstime).
 ///
-/// The postmaster is read last: a child that ends while the others are read
-/// is missing from the list, and its time must then already be in its
-/// parent's cutime (the postmaster reaps its children at once), or a busy
-/// cluster (other clients' backends coming and going) reads as having
-/// spent less than before.
-fn cluster_ticks(postmaster: u32) -> Option<u64> {
-    let own_and_reaped = |stat: &str, with_children: bool| -> Option<u64> {
+/// The reads are not one instant, and on a busy cluster (other clients'
+/// backends coming and going) a child may end between them: read before
+/// the children, the postmaster may miss what a child read as gone spent;
+/// read after, it may count again what a child read alive spent. So it is
+/// read both times: `low` (children + the postmaster before) can only
+/// miss, `high` (children + the postmaster after) can only count twice. A
+/// meter starts from `low` and ends at `high`, so churn can overstate a
+/// run's CPU but never make it negative. On a cluster nothing else uses
+/// the two agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ClusterTicks {
+    low: u64,
+    high: u64,
+}
+
+fn cluster_ticks(postmaster: u32) -> Option<ClusterTicks> {
+    let own_and_reaped = |stat: &str| -> Option<(u64, u64)> {
         let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
         let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-        Some(ticks(11) + ticks(12) + if with_children { ticks(13) + ticks(14) } else { 0 })
+        Some((ticks(11) + ticks(12), ticks(13) + ticks(14)))
     };
-    let mut total = 0;
+    let postmaster_stat = || std::fs::read_to_string(format!("/proc/{postmaster}/stat")).ok();
+    let (own_before, reaped_before) = own_and_reaped(&postmaster_stat()?)?;
+    let mut children = 0;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
         // A process may end between listing and reading: skip it.
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
         let Some((_, ppid)) = super::database::comm_and_ppid(&stat) else { continue };
         if pid != postmaster && ppid == postmaster {
-            total += own_and_reaped(&stat, false)?;
+            children += own_and_reaped(&stat)?.0;
         }
     }
-    let stat = std::fs::read_to_string(format!("/proc/{postmaster}/stat")).ok()?;
-    Some(total + own_and_reaped(&stat, true)?)
+    let (own_after, reaped_after) = own_and_reaped(&postmaster_stat()?)?;
+    Some(ClusterTicks {
+        low: children + own_before + reaped_before,
+        high: children + own_after + reaped_after,
+    })
 }
 
 /// The database's CPU time, started before a run and read after it.
@@ -245,12 +260,12 @@ pub struct DatabaseMeter {
 
 impl DatabaseMeter {
     pub fn start(postmaster: u32) -> DatabaseMeter {
-        DatabaseMeter { postmaster, start: cluster_ticks(postmaster) }
+        DatabaseMeter { postmaster, start: cluster_ticks(postmaster).map(|t| t.low) }
     }
 
     /// µs of the database's CPU per message since the start.
     pub fn per_message(&self, messages: usize) -> Option<f64> {
-        let ticks = cluster_ticks(self.postmaster)?.checked_sub(self.start?)?;
+        let ticks = cluster_ticks(self.postmaster)?.high.checked_sub(self.start?)?;
         (messages > 0).then(|| ticks as f64 / USER_HZ * 1e6 / messages as f64)
     }
 }
@@ -320,7 +335,7 @@ mod tests {
         // exist is no cluster.
         let me = std::process::id();
         let own = proc_ticks("self").unwrap().total;
-        assert!(cluster_ticks(me).is_some_and(|t| t >= own));
+        assert!(cluster_ticks(me).is_some_and(|t| t.low >= own && t.high >= t.low));
         assert_eq!(cluster_ticks(u32::MAX), None);
         assert_eq!(DatabaseMeter::start(u32::MAX).per_message(10), None);
         assert_eq!(per_core(250.0), Some(4000.0));
