@@ -1,6 +1,7 @@
 //! Per-endpoint lanes: at most `concurrency` attempts in flight per
 //! endpoint (its `maxInFlight`, else the server's default), and a bounded
-//! queue behind them.
+//! queue behind them: the server's `endpoint_queue`, or what the lane sent
+//! in its last whole second times [`QUEUE_SECONDS`] if that is more.
 //!
 //! This is what keeps one slow or dead endpoint from delaying the others:
 //! its attempts wait in its own lane, never in a shared queue. When a lane's
@@ -20,6 +21,17 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::domain::model::Trigger;
 use crate::store::{DeliveryKey, DeliveryTask};
+
+/// A lane may queue this many seconds of its own pace when that is more
+/// than the server's `endpoint_queue`. A burst to a fast receiver then
+/// waits here, leased to this node as it is ingested, rather than in the
+/// store for a claim: on PostgreSQL a claim writes a new version of every
+/// row it takes (measured: a third of the database's CPU per message at
+/// saturation). Memory stays bounded by seconds of sending, not by the
+/// burst: a slow lane keeps the fixed cap, and a lane's pace is what it
+/// sent in a whole second, so the cap shrinks as soon as the receiver
+/// slows down.
+pub const QUEUE_SECONDS: usize = 5;
 
 /// A delivery to attempt, with its trigger: `Scheduled` (offered on the
 /// fast path or claimed by the scheduler) or `Manual` (a resend, outside
@@ -64,6 +76,9 @@ struct Lane {
     /// Starts in second `.0` and in the second before, for the rate this
     /// node sends at.
     starts: (i64, u32, u32),
+    /// Attempts started in the last whole second × [`QUEUE_SECONDS`]: the
+    /// queue's cap when more than the server's (see `cap`).
+    rate_cap: usize,
     /// The queue reached its cap and has not yet drained to half of it.
     /// Until then the lane counts as full: the scheduler's next claim for it
     /// then has room for half a queue, instead of one delivery and a claim
@@ -72,10 +87,15 @@ struct Lane {
 }
 
 impl Lane {
+    /// How many attempts may wait in this lane's queue.
+    fn cap(&self, queue_cap: usize) -> usize {
+        queue_cap.max(self.rate_cap)
+    }
+
     fn is_full(&self, queue_cap: usize) -> bool {
         self.held
             || self.filled
-            || self.queue.len() >= queue_cap
+            || self.queue.len() >= self.cap(queue_cap)
             || (self.paced && self.in_flight >= self.concurrency)
     }
 }
@@ -145,9 +165,9 @@ impl Lanes {
         let admission = if lane.in_flight < lane.concurrency && !lane.held {
             lane.in_flight += 1;
             Admission::Run(attempt)
-        } else if force || (!attempt.task.paced && lane.queue.len() < self.queue_cap) {
+        } else if force || (!attempt.task.paced && lane.queue.len() < lane.cap(self.queue_cap)) {
             lane.queue.push_back(attempt);
-            lane.filled |= lane.queue.len() >= self.queue_cap;
+            lane.filled |= lane.queue.len() >= lane.cap(self.queue_cap);
             Admission::Queued
         } else {
             return Admission::Busy(attempt);
@@ -171,7 +191,7 @@ impl Lanes {
         let was_full = lane.is_full(self.queue_cap);
         lane.in_flight = lane.in_flight.saturating_sub(1);
         let next = if self.closed || lane.held { None } else { lane.queue.pop_front() };
-        lane.filled &= lane.queue.len() > self.queue_cap / 2;
+        lane.filled &= lane.queue.len() > lane.cap(self.queue_cap) / 2;
         if next.is_some() {
             lane.in_flight += 1;
         }
@@ -218,16 +238,22 @@ impl Lanes {
         self.note_fullness(endpoint_id);
     }
 
-    /// An attempt to the endpoint started in second `now_secs`.
+    /// An attempt to the endpoint started in second `now_secs`. The first
+    /// start of a second sets the lane's cap from the second before.
     pub fn started(&mut self, endpoint_id: &str, now_secs: i64) {
-        if let Some(lane) = self.lanes.get_mut(endpoint_id) {
-            let (sec, this, _) = lane.starts;
-            lane.starts = match now_secs - sec {
-                0 => (sec, this + 1, lane.starts.2),
-                1 => (now_secs, 1, this),
-                _ => (now_secs, 1, 0),
-            };
-        }
+        let Some(lane) = self.lanes.get_mut(endpoint_id) else { return };
+        let (sec, this, prev) = lane.starts;
+        let last_second = match now_secs - sec {
+            0 => {
+                lane.starts = (sec, this + 1, prev);
+                return;
+            }
+            1 => this,
+            _ => 0,
+        };
+        lane.starts = (now_secs, 1, last_second);
+        lane.rate_cap = last_second as usize * QUEUE_SECONDS;
+        self.note_fullness(endpoint_id);
     }
 
     /// How fast this node has been starting attempts to the endpoint, per
@@ -415,6 +441,46 @@ mod tests {
         assert_eq!(lanes.sending_rate("e", 9), 10.0);
         assert_eq!(lanes.sending_rate("e", 11), 0.0);
         assert_eq!(lanes.sending_rate("other", 8), 0.0);
+    }
+
+    #[test]
+    fn a_lane_queues_seconds_of_its_own_pace_beyond_the_server_cap() {
+        let mut lanes = Lanes::new(1, 4);
+        let queue = |lanes: &mut Lanes, from: usize, n: usize| {
+            (from..from + n)
+                .filter(|i| {
+                    !matches!(
+                        lanes.admit(attempt("e", &format!("m{i}"), Trigger::Scheduled), false),
+                        Admission::Busy(_)
+                    )
+                })
+                .count()
+        };
+        let first = run(lanes.admit(attempt("e", "m0", Trigger::Scheduled), false));
+        assert_eq!(queue(&mut lanes, 1, 10), 4, "no pace yet: the server's cap");
+        assert_eq!(lanes.full_endpoints(), vec!["e".to_string()]);
+
+        // 3 starts in second 7: from second 8 on, 3 × QUEUE_SECONDS may wait.
+        for _ in 0..3 {
+            lanes.started("e", 7);
+        }
+        lanes.started("e", 8);
+        let cap = 3 * QUEUE_SECONDS;
+        assert_eq!(lanes.full_endpoints(), vec!["e".to_string()], "full until an attempt finishes");
+        let (next, freed) = lanes.finish(&first);
+        assert!(next.is_some());
+        assert!(freed, "3 queued of {cap}: the scheduler is woken");
+        assert!(lanes.full_endpoints().is_empty());
+        assert_eq!(queue(&mut lanes, 100, 100), cap - 3);
+        assert_eq!(lanes.queued_to("e"), cap);
+        assert_eq!(lanes.full_endpoints(), vec!["e".to_string()]);
+
+        // The receiver slowed down: nothing started in second 9, so from
+        // second 10 the server's cap holds again and the lane stays full
+        // until its queue is below it.
+        lanes.started("e", 10);
+        assert_eq!(queue(&mut lanes, 300, 1), 0);
+        assert_eq!(lanes.full_endpoints(), vec!["e".to_string()]);
     }
 
     fn run(a: Admission) -> QueuedAttempt {

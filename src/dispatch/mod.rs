@@ -48,7 +48,9 @@ pub struct DispatchConfig {
     pub node_id: String,
     /// Attempts in flight at once per endpoint.
     pub endpoint_concurrency: usize,
-    /// Attempts queued in memory per endpoint beyond those in flight.
+    /// Attempts queued in memory per endpoint beyond those in flight, at
+    /// least (a lane sending faster queues seconds of its pace, see
+    /// `lanes::QUEUE_SECONDS`).
     pub endpoint_queue: usize,
     /// How long a claim keeps other nodes off a delivery. Longer than the
     /// largest attempt timeout plus queueing.
