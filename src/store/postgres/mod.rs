@@ -30,6 +30,7 @@ mod statistics;
 mod tasks;
 mod tenants;
 
+pub use messages::APPS_WITH_ENDPOINTS;
 pub use retention::ERASE_EXPIRED;
 
 use std::sync::Arc;

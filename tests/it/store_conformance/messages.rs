@@ -357,6 +357,27 @@ pub async fn messages_to_many_applications_at_once(store: SharedStore) {
     }
     let missing = store.create_message(request("no-such-app", message("t", T0), None)).await;
     assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+
+    // One application named both ways at once (a batch may read it by
+    // its id and by its uid together): each message reaches each of its
+    // endpoints once.
+    let a = app(Some("both-ways"));
+    store.insert_app(&a).await.unwrap();
+    let mut want = Vec::new();
+    for _ in 0..2 {
+        let ep = endpoint(&a.id);
+        store.insert_endpoint(&ep).await.unwrap();
+        want.push(ep.id);
+    }
+    want.sort();
+    let refs = ["both-ways", a.id.as_str()];
+    let sends =
+        (0..16).map(|i| store.create_message(request(refs[i % 2], message("t", T0), Some(lease(at(60))))));
+    for created in futures_join_all(sends).await {
+        let mut targets: Vec<String> = created.unwrap().endpoints.iter().map(|e| e.id.clone()).collect();
+        targets.sort();
+        assert_eq!(targets, want);
+    }
 }
 
 /// While a lane is full, the probe for the scheduler's next look answers
@@ -385,4 +406,52 @@ pub async fn the_next_look_passes_over_full_lanes(store: SharedStore) {
     assert_eq!(store.next_due(at(1), &[]).await.unwrap(), Some(T0), "the backlog is due");
     assert!(store.claim_due(at(1), &lease(at(60)), 10, skip).await.unwrap().is_empty());
     assert_eq!(store.next_due(at(1), skip).await.unwrap(), Some(at(30)));
+}
+
+/// PostgreSQL: ingest reads a batch's applications through indexes even
+/// before their statistics exist (many tenants created, then sent to at
+/// once, before autovacuum has analyzed the tables; a plain join was then
+/// planned as scans of both tables per batch), and an application named
+/// both by id and by uid comes once.
+#[tokio::test]
+async fn the_application_read_uses_indexes_before_any_analyze() {
+    use sqlx::{Connection, Row};
+    let url = crate::pg::fresh_database().await;
+    let store: SharedStore = Arc::new(hookline::store::postgres::PgStore::connect(&url).await.unwrap());
+    let a = app(Some("named-twice"));
+    store.insert_app(&a).await.unwrap();
+    for _ in 0..2 {
+        store.insert_endpoint(&endpoint(&a.id)).await.unwrap();
+    }
+    // 5,000 more applications with one endpoint each, copied from these.
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO apps SELECT (jsonb_populate_record(NULL::apps,
+            to_jsonb(a) || jsonb_build_object('id', a.id || '_' || i, 'uid', NULL))).*
+         FROM apps a, generate_series(1, 5000) i",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO endpoints SELECT (jsonb_populate_record(NULL::endpoints, to_jsonb(e)
+            || jsonb_build_object('id', e.id || '_' || i, 'app_id', e.app_id || '_' || i, 'uid', NULL))).*
+         FROM (SELECT * FROM endpoints LIMIT 1) e, generate_series(1, 5000) i",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    let refs: Vec<String> =
+        (1..=30).map(|i| format!("{}_{i}", a.id)).chain(["named-twice".into(), a.id.clone()]).collect();
+    let sql = hookline::store::postgres::APPS_WITH_ENDPOINTS.as_str();
+    let explain = format!("EXPLAIN {sql}").replace("$1", &format!("'{{{}}}'", refs.join(",")));
+    let plan: Vec<String> = sqlx::query_scalar(&explain).fetch_all(&mut db).await.unwrap();
+    let plan = plan.join("\n");
+    assert!(!plan.contains("Seq Scan on apps") && !plan.contains("Seq Scan on endpoints"), "{plan}");
+
+    let rows = sqlx::query(sql).bind(&refs).fetch_all(&mut db).await.unwrap();
+    assert_eq!(rows.len(), 30 + 2, "30 applications with one endpoint, one with two");
+    let twice = rows.iter().filter(|r| r.get::<String, _>(0) == a.id).count();
+    assert_eq!(twice, 2, "named twice, its two endpoints come once each");
 }
