@@ -29,8 +29,9 @@ use crate::store::{DeliveryKey, DeliveryTask};
 /// row it takes (measured: a third of the database's CPU per message at
 /// saturation). Memory stays bounded by seconds of sending, not by the
 /// burst: a slow lane keeps the fixed cap, and a lane's pace is what it
-/// sent in a whole second, so the cap shrinks as soon as the receiver
-/// slows down.
+/// sent in a whole second, so the cap shrinks at the first start after
+/// the receiver slows down or hangs, and what is queued beyond it goes
+/// back to the store (see `started`).
 pub const QUEUE_SECONDS: usize = 5;
 
 /// A delivery to attempt, with its trigger: `Scheduled` (offered on the
@@ -239,21 +240,35 @@ impl Lanes {
     }
 
     /// An attempt to the endpoint started in second `now_secs`. The first
-    /// start of a second sets the lane's cap from the second before.
-    pub fn started(&mut self, endpoint_id: &str, now_secs: i64) {
-        let Some(lane) = self.lanes.get_mut(endpoint_id) else { return };
+    /// start of a second sets the lane's cap from the second before; when
+    /// the cap shrank below what is queued (the receiver slowed down or
+    /// hung), the newest attempts beyond it are returned, for the caller
+    /// to hand back to the store: the lane then holds no more than a slow
+    /// lane may, however fast it was before.
+    #[must_use]
+    pub fn started(&mut self, endpoint_id: &str, now_secs: i64) -> Vec<QueuedAttempt> {
+        let Some(lane) = self.lanes.get_mut(endpoint_id) else { return Vec::new() };
         let (sec, this, prev) = lane.starts;
         let last_second = match now_secs - sec {
             0 => {
                 lane.starts = (sec, this + 1, prev);
-                return;
+                return Vec::new();
             }
             1 => this,
             _ => 0,
         };
         lane.starts = (now_secs, 1, last_second);
         lane.rate_cap = last_second as usize * QUEUE_SECONDS;
+        let cap = lane.cap(self.queue_cap);
+        let shed: Vec<QueuedAttempt> =
+            if lane.queue.len() > cap { lane.queue.split_off(cap).into() } else { Vec::new() };
+        for attempt in &shed {
+            if let Some(k) = attempt.key() {
+                self.held.remove(&k);
+            }
+        }
         self.note_fullness(endpoint_id);
+        shed
     }
 
     /// How fast this node has been starting attempts to the endpoint, per
@@ -435,7 +450,7 @@ mod tests {
         let mut lanes = Lanes::new(100, 10);
         for i in 0..30 {
             run(lanes.admit(attempt("e", &format!("m{i}"), Trigger::Scheduled), false));
-            lanes.started("e", if i < 20 { 7 } else { 8 });
+            assert!(lanes.started("e", if i < 20 { 7 } else { 8 }).is_empty());
         }
         assert_eq!(lanes.sending_rate("e", 8), 20.0);
         assert_eq!(lanes.sending_rate("e", 9), 10.0);
@@ -462,9 +477,9 @@ mod tests {
 
         // 3 starts in second 7: from second 8 on, 3 × QUEUE_SECONDS may wait.
         for _ in 0..3 {
-            lanes.started("e", 7);
+            assert!(lanes.started("e", 7).is_empty());
         }
-        lanes.started("e", 8);
+        assert!(lanes.started("e", 8).is_empty());
         let cap = 3 * QUEUE_SECONDS;
         assert_eq!(lanes.full_endpoints(), vec!["e".to_string()], "full until an attempt finishes");
         let (next, freed) = lanes.finish(&first);
@@ -475,10 +490,15 @@ mod tests {
         assert_eq!(lanes.queued_to("e"), cap);
         assert_eq!(lanes.full_endpoints(), vec!["e".to_string()]);
 
-        // The receiver slowed down: nothing started in second 9, so from
-        // second 10 the server's cap holds again and the lane stays full
-        // until its queue is below it.
-        lanes.started("e", 10);
+        // The receiver hung: nothing started in second 9, so from second
+        // 10 the server's cap holds again; the newest attempts beyond it
+        // go back (to the store), and the lane is full.
+        let shed = lanes.started("e", 10);
+        let shed: Vec<&str> = shed.iter().map(|a| a.task.message.id.as_str()).collect();
+        let newest: Vec<String> = (100 + 4 - 3..100 + cap - 3).map(|i| format!("m{i}")).collect();
+        assert_eq!(shed, newest.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(lanes.queued_to("e"), 4);
+        assert_eq!(lanes.held().len(), 1 + 4, "one in flight, four queued");
         assert_eq!(queue(&mut lanes, 300, 1), 0);
         assert_eq!(lanes.full_endpoints(), vec!["e".to_string()]);
     }

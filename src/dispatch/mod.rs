@@ -421,7 +421,10 @@ impl Inner {
         let span = traces::spans::attempt(&task.message, &task.endpoint, queued.trigger);
         let trace = traces::context::outgoing(&span, task.message.trace.as_ref());
         let started = self.clock.now();
-        self.lock_lanes().started(&task.endpoint.id, started.as_secs());
+        let shed = self.lock_lanes().started(&task.endpoint.id, started.as_secs());
+        if !shed.is_empty() {
+            self.release_soon(shed);
+        }
         let sending =
             self.sender.send(&*self.clock, task, &policy, started, trace.as_ref()).instrument(span.clone());
         let sent = interrupt::unless_interrupted(sending, &self.interrupt).await;

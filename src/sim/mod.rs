@@ -387,6 +387,9 @@ struct Node {
     lanes: Lanes,
     flights: BTreeMap<u64, Flight>,
     epoch: u64,
+    /// What lanes let go as their cap shrank (`Lanes::started`), handed
+    /// back after the step, as the dispatcher's `release_soon` does.
+    shed: Vec<QueuedAttempt>,
 }
 
 struct Flight {
@@ -625,6 +628,10 @@ impl Sim {
             if operator {
                 self.operator().await?;
             }
+            let shed = std::mem::take(&mut self.node.shed);
+            if !shed.is_empty() {
+                self.give_back(shed).await;
+            }
             if crash {
                 self.crash().await?;
             }
@@ -678,7 +685,8 @@ impl Sim {
                 "message #{msg} to endpoint #{ep} sent, but it was never a delivery"
             ))
         })?;
-        self.node.lanes.started(&queued.task.endpoint.id, now.as_secs());
+        let shed = self.node.lanes.started(&queued.task.endpoint.id, now.as_secs());
+        self.node.shed.extend(shed);
         let policy = record::policy(&queued.task, &self.dispatch);
         let answer = self.endpoints[usize::from(ep)].profile.answer(&mut self.rng, policy.timeout);
         let accepted = answer.sent.status.is_some_and(|s| policy.success.accepts(s));
@@ -1168,6 +1176,7 @@ impl Node {
             lanes: Lanes::new(cfg.endpoint_concurrency, cfg.endpoint_queue),
             flights: BTreeMap::new(),
             epoch,
+            shed: Vec::new(),
         }
     }
 }
