@@ -260,11 +260,18 @@ impl Lanes {
         lane.starts = (now_secs, 1, last_second);
         lane.rate_cap = last_second as usize * QUEUE_SECONDS;
         let cap = lane.cap(self.queue_cap);
-        let shed: Vec<QueuedAttempt> =
-            if lane.queue.len() > cap { lane.queue.split_off(cap).into() } else { Vec::new() };
-        for attempt in &shed {
-            if let Some(k) = attempt.key() {
-                self.held.remove(&k);
+        let mut shed = Vec::new();
+        if lane.queue.len() > cap {
+            // Manual attempts stay: they were never refused, and the store
+            // has nothing to hand them back to.
+            for attempt in lane.queue.split_off(cap) {
+                match attempt.key() {
+                    Some(k) => {
+                        self.held.remove(&k);
+                        shed.push(attempt);
+                    }
+                    None => lane.queue.push_back(attempt),
+                }
             }
         }
         self.note_fullness(endpoint_id);
@@ -490,15 +497,19 @@ mod tests {
         assert_eq!(lanes.queued_to("e"), cap);
         assert_eq!(lanes.full_endpoints(), vec!["e".to_string()]);
 
+        // A manual resend queues past any cap.
+        assert!(matches!(lanes.admit(attempt("e", "resend", Trigger::Manual), true), Admission::Queued));
+
         // The receiver hung: nothing started in second 9, so from second
-        // 10 the server's cap holds again; the newest attempts beyond it
-        // go back (to the store), and the lane is full.
+        // 10 the server's cap holds again; the newest scheduled attempts
+        // beyond it go back (to the store), the resend stays, and the lane
+        // is full.
         let shed = lanes.started("e", 10);
         let shed: Vec<&str> = shed.iter().map(|a| a.task.message.id.as_str()).collect();
         let newest: Vec<String> = (100 + 4 - 3..100 + cap - 3).map(|i| format!("m{i}")).collect();
         assert_eq!(shed, newest.iter().map(String::as_str).collect::<Vec<_>>());
-        assert_eq!(lanes.queued_to("e"), 4);
-        assert_eq!(lanes.held().len(), 1 + 4, "one in flight, four queued");
+        assert_eq!(lanes.queued_to("e"), 4 + 1);
+        assert_eq!(lanes.held().len(), 1 + 4, "one in flight, four scheduled queued");
         assert_eq!(queue(&mut lanes, 300, 1), 0);
         assert_eq!(lanes.full_endpoints(), vec!["e".to_string()]);
     }
