@@ -75,11 +75,9 @@ struct Lane {
     /// Refuses everything but manual attempts until lifted (see `hold`).
     held: bool,
     /// Starts in second `.0` and in the second before, for the rate this
-    /// node sends at.
+    /// node sends at and the queue's cap (`cap`), both as of the latest
+    /// start.
     starts: (i64, u32, u32),
-    /// Attempts started in the last whole second × [`QUEUE_SECONDS`]: the
-    /// queue's cap when more than the server's (see `cap`).
-    rate_cap: usize,
     /// The queue reached its cap and has not yet drained to half of it.
     /// Until then the lane counts as full: the scheduler's next claim for it
     /// then has room for half a queue, instead of one delivery and a claim
@@ -88,9 +86,11 @@ struct Lane {
 }
 
 impl Lane {
-    /// How many attempts may wait in this lane's queue.
+    /// How many attempts may wait in this lane's queue: the server's cap,
+    /// or the starts of the second before the latest start ×
+    /// [`QUEUE_SECONDS`] if more.
     fn cap(&self, queue_cap: usize) -> usize {
-        queue_cap.max(self.rate_cap)
+        queue_cap.max(self.starts.2 as usize * QUEUE_SECONDS)
     }
 
     fn is_full(&self, queue_cap: usize) -> bool {
@@ -258,7 +258,6 @@ impl Lanes {
             _ => 0,
         };
         lane.starts = (now_secs, 1, last_second);
-        lane.rate_cap = last_second as usize * QUEUE_SECONDS;
         let cap = lane.cap(self.queue_cap);
         let mut shed = Vec::new();
         if lane.queue.len() > cap {

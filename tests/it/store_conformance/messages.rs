@@ -358,9 +358,10 @@ pub async fn messages_to_many_applications_at_once(store: SharedStore) {
     let missing = store.create_message(request("no-such-app", message("t", T0), None)).await;
     assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
 
-    // One application named both ways at once (a batch may read it by
-    // its id and by its uid together): each message reaches each of its
-    // endpoints once.
+    // One application named both ways in one burst: each message reaches
+    // each of its endpoints once. (Whether a batch then reads both names
+    // together is up to the store; the PostgreSQL read that can is tested
+    // on its own, `the_application_read_uses_indexes_before_any_analyze`.)
     let a = app(Some("both-ways"));
     store.insert_app(&a).await.unwrap();
     let mut want = Vec::new();
