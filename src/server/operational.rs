@@ -18,6 +18,12 @@ use crate::operational::{APP_UID, Event};
 use crate::service::{Service, ServiceError, ServiceResult};
 use crate::store::StoreError;
 
+/// At most this many queued events share one look-up of the operational
+/// application: creating 10,000 endpoints at once queues 10,000 events,
+/// and with no operational endpoint configured each of them would
+/// otherwise cost a store read for nothing.
+const BATCH: usize = 256;
+
 /// Turn events into messages of the operational application, until
 /// `drained` says nothing emits any more (or the service is gone); then
 /// what is already queued is sent and the task ends.
@@ -34,34 +40,50 @@ pub(super) async fn forward(
             _ = drained.wait_for(|d| *d) => rx.try_recv().ok(),
         };
         let Some(event) = event else { break };
+        let mut events = vec![event];
+        while events.len() < BATCH
+            && let Ok(event) = rx.try_recv()
+        {
+            events.push(event);
+        }
         let Some(service) = service.upgrade() else { break };
-        if let Err(e) = send(&service, event).await {
+        if let Err(e) = send(&service, events).await {
             tracing::warn!(error = %e, "could not queue an operational webhook");
         }
     }
 }
 
-async fn send(service: &Service, event: Event) -> ServiceResult<()> {
+/// One message of the operational application per event, in order; none
+/// when no operational endpoint was ever configured. Fails only when the
+/// application cannot be read; an event that cannot be queued is logged
+/// and the others still go.
+async fn send(service: &Service, events: Vec<Event>) -> ServiceResult<()> {
     let Some(app) = service.store.get_app(APP_UID).await? else {
         return Ok(()); // no operational endpoints configured
     };
-    if app.id == event.app_id {
-        return Ok(());
+    for event in events {
+        if app.id == event.app_id {
+            continue;
+        }
+        let payload =
+            json!({"type": event.kind, "timestamp": service.now().to_rfc3339(), "data": event.data});
+        let new = NewMessage {
+            event_type: event.kind.to_owned(),
+            event_id: None,
+            channels: None,
+            tags: None,
+            payload: Bytes::from(payload.to_string()),
+            deliver_at: None,
+            create_app: None,
+            retention: None,
+            ordering_key: None,
+            trace: None,
+        };
+        if let Err(e) = service.create_message(&app.id, new, None).await {
+            tracing::warn!(error = %e, kind = event.kind, "could not queue an operational webhook");
+        }
     }
-    let payload = json!({"type": event.kind, "timestamp": service.now().to_rfc3339(), "data": event.data});
-    let new = NewMessage {
-        event_type: event.kind.to_owned(),
-        event_id: None,
-        channels: None,
-        tags: None,
-        payload: Bytes::from(payload.to_string()),
-        deliver_at: None,
-        create_app: None,
-        retention: None,
-        ordering_key: None,
-        trace: None,
-    };
-    service.create_message(&app.id, new, None).await.map(|_| ())
+    Ok(())
 }
 
 /// The operational-webhook application, with an endpoint for `url`.

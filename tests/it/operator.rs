@@ -507,6 +507,47 @@ async fn exhausted_schedule_sends_message_attempt_exhausted() {
     assert_eq!(event["data"]["lastAttempt"]["responseStatusCode"], 500);
 }
 
+/// Events queued faster than they are forwarded go out in batches that
+/// share one read of the operational application; none may be dropped at a
+/// batch's edge (more endpoints than one batch holds, created at once).
+#[tokio::test]
+async fn every_endpoint_created_at_once_gets_its_operational_webhook() {
+    let t = TestServer::start().await;
+    let ops = Receiver::start(Reply::Status(200, "")).await;
+    let (status, _) = t.post("/api/v1/operational-webhook/endpoint", json!({"url": ops.url})).await;
+    assert_eq!(status, 201);
+    let (status, app) = t.post("/api/v1/app", json!({"name": "many endpoints"})).await;
+    assert_eq!(status, 201);
+    let app = app["id"].as_str().unwrap().to_owned();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let call = t
+            .http
+            .post(t.url(&format!("/api/v1/app/{app}/endpoint")))
+            .bearer_auth(TOKEN)
+            .json(&json!({"url": format!("https://example.com/hook/{i}")}));
+        calls.spawn(async move { call.send().await.unwrap().json::<Value>().await.unwrap() });
+    }
+    let mut created = Vec::new();
+    while let Some(ep) = calls.join_next().await {
+        created.push(ep.unwrap()["id"].as_str().expect("endpoint created").to_owned());
+    }
+    let mut told: Vec<String> = eventually("an endpoint.created event per endpoint", || async {
+        let ids: Vec<String> = ops
+            .received()
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+            .filter(|v| v["type"] == "endpoint.created" && v["data"]["appId"] == app.as_str())
+            .map(|v| v["data"]["endpointId"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (ids.len() >= created.len()).then_some(ids)
+    })
+    .await;
+    created.sort();
+    told.sort();
+    assert_eq!(told, created, "one event for each endpoint, none twice");
+}
+
 #[tokio::test]
 async fn content_can_be_expunged_by_message_attempt_and_application() {
     let t = TestServer::start().await;
@@ -713,6 +754,7 @@ crate::common::on_postgres!(
     retry_after_is_honoured_up_to_an_hour_and_never_sooner_than_the_schedule,
     endpoint_failing_for_five_days_is_disabled_with_an_operational_webhook,
     exhausted_schedule_sends_message_attempt_exhausted,
+    every_endpoint_created_at_once_gets_its_operational_webhook,
     content_can_be_expunged_by_message_attempt_and_application,
     retention_expunges_payloads_and_response_bodies_when_they_age_out,
     record_retention_deletes_settled_messages_and_keeps_those_still_retrying,
