@@ -32,6 +32,7 @@ mod tenants;
 
 pub use messages::APPS_WITH_ENDPOINTS;
 pub use retention::ERASE_EXPIRED;
+pub use statistics::LOOK_LOCK as STATISTICS_LOCK;
 
 use std::sync::Arc;
 

@@ -16,6 +16,13 @@
 //! [`LIFETIME`] (autovacuum has analyzed whatever grew by then, and keeps
 //! doing so each time a tenth of a table changed), the task ends. An
 //! established database never needs it: its first look finds them grown.
+//!
+//! Nodes started together look in step, and each would analyze the same
+//! doubled table in the same second (measured with two nodes on a fresh
+//! database: six `ANALYZE` runs instead of three, ~35 µs of database time
+//! per message over 10,000 messages). A look therefore holds an advisory
+//! lock for its transaction; a node that cannot take it skips that second,
+//! and its next look sees the statistics the other node wrote.
 
 use std::time::Duration;
 
@@ -29,6 +36,8 @@ const GROWN: f64 = 100_000.0;
 /// Rows a table needs before it is worth analyzing at all.
 const SMALL: f64 = 1_000.0;
 const EVERY: Duration = Duration::from_secs(1);
+/// Held (per transaction) by the node that is looking: "hl-stats" in ASCII.
+pub const LOOK_LOCK: i64 = 0x686c_2d73_7461_7473;
 /// How long a store looks after it started, at most.
 const LIFETIME: Duration = Duration::from_secs(600);
 
@@ -47,8 +56,17 @@ pub fn start(pool: PgPool) -> AbortHandle {
     .abort_handle()
 }
 
-/// Analyze the tables that doubled; whether all of them have grown.
+/// Analyze the tables that doubled; whether all of them have grown. Does
+/// nothing while another node is looking.
 async fn look(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(LOOK_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !mine {
+        return Ok(false);
+    }
     // `reltuples` is what the planner knows (−1: never analyzed),
     // `n_live_tup` what the table holds now.
     let sizes: Vec<(String, f32, i64)> = sqlx::query_as(
@@ -57,7 +75,7 @@ async fn look(pool: &PgPool) -> Result<bool, sqlx::Error> {
          WHERE s.schemaname = current_schema() AND c.relname = ANY($1)",
     )
     .bind(&TABLES[..])
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let mut grown = sizes.len() == TABLES.len();
     for (table, known, live) in sizes {
@@ -67,9 +85,10 @@ async fn look(pool: &PgPool) -> Result<bool, sqlx::Error> {
             tracing::debug!(table, rows = live, "refreshing planner statistics of a young table");
             // The name comes from `TABLES`, not from the database.
             if let Some(name) = TABLES.iter().find(|t| **t == table) {
-                sqlx::query(&format!("ANALYZE {name}")).execute(pool).await?;
+                sqlx::query(&format!("ANALYZE {name}")).execute(&mut *tx).await?;
             }
         }
     }
+    tx.commit().await?;
     Ok(grown)
 }

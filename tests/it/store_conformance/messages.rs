@@ -243,6 +243,62 @@ async fn young_tables_get_planner_statistics_as_they_grow() {
     assert!(rows >= 1_000.0, "deliveries analyzed at {rows} rows (−1: never)");
 }
 
+/// PostgreSQL: nodes started together do not all analyze the same table.
+/// A node looks only while it holds the statistics lock; held elsewhere (as
+/// another node's look holds it), a grown table waits, and is analyzed once
+/// the lock is free.
+#[tokio::test]
+async fn a_node_analyzes_only_while_no_other_node_is_looking() {
+    use sqlx::Connection;
+    let url = crate::pg::fresh_database().await;
+    let mut other_node = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut look = other_node.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(hookline::store::postgres::STATISTICS_LOCK)
+        .execute(&mut *look)
+        .await
+        .unwrap();
+
+    let store: SharedStore = Arc::new(PgStore::connect(&url).await.unwrap());
+    let a = app(None);
+    store.insert_app(&a).await.unwrap();
+    store.insert_endpoint(&endpoint(&a.id)).await.unwrap();
+    for _ in 0..15 {
+        let batch = (0..100).map(|_| store.create_message(request(&a.id, message("t", T0), None)));
+        for created in futures_join_all(batch).await {
+            created.unwrap();
+        }
+    }
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let sizes = || {
+        sqlx::query_as::<_, (f32, i64)>(
+            "SELECT c.reltuples, s.n_live_tup FROM pg_class c
+             JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.relname = 'deliveries'",
+        )
+    };
+    // Wait until the server publishes the table's size (within 10 s), so
+    // that the store's looks would find it doubled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let (_, mut live) = sizes().fetch_one(&mut db).await.unwrap();
+    while live < 1_000 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        (_, live) = sizes().fetch_one(&mut db).await.unwrap();
+    }
+    assert!(live >= 1_000, "the server published {live} live deliveries");
+    // Two more looks (one a second) find the lock taken.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (known, _) = sizes().fetch_one(&mut db).await.unwrap();
+    assert!(known < 1_000.0, "analyzed at {known} rows while another node was looking");
+
+    look.commit().await.unwrap();
+    let mut known = known;
+    while known < 1_000.0 && std::time::Instant::now() < deadline + Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        (known, _) = sizes().fetch_one(&mut db).await.unwrap();
+    }
+    assert!(known >= 1_000.0, "deliveries analyzed at {known} rows (−1: never) once the lock was free");
+}
+
 /// Messages go to `store`, the configuration changes to `admin`.
 async fn ingest_follows_changes_made_by(store: SharedStore, admin: SharedStore) {
     let a = app(None);
