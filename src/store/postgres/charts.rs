@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
 use super::PgStore;
 use super::rows::col;
@@ -13,24 +13,25 @@ use crate::domain::time::Timestamp;
 use crate::store::listing::ATTEMPT_STAT_COLS;
 use crate::store::{AttemptRecord, ChartStore, StoreResult};
 
-/// Adds a batch's counts to their minutes' rows: one statement, rows in key
-/// order (two nodes' batches touching the same minutes queue, never
-/// deadlock).
+/// Adds a batch's counts to their minutes' rows of the recorder's shard: one
+/// statement, rows in key order (batches touching the same rows queue,
+/// never deadlock; another node's recorder has rows of its own).
 static COUNT: LazyLock<String> = LazyLock::new(|| {
     let cols = ATTEMPT_STAT_COLS.join(", ");
-    let arrays: Vec<String> = (0..COUNTERS).map(|i| format!("${}::int8[]", i + 4)).collect();
+    let arrays: Vec<String> = (0..COUNTERS).map(|i| format!("${}::int8[]", i + 5)).collect();
     let add: Vec<String> =
         ATTEMPT_STAT_COLS.iter().map(|c| format!("{c} = attempt_minutes.{c} + EXCLUDED.{c}")).collect();
     format!(
-        "INSERT INTO attempt_minutes (endpoint_id, minute, app_id, {cols})
-         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], {})
-         ON CONFLICT (endpoint_id, minute) DO UPDATE SET {}",
+        "INSERT INTO attempt_minutes (shard, endpoint_id, minute, app_id, {cols})
+         SELECT $4, * FROM UNNEST($1::text[], $2::int8[], $3::text[], {})
+         ON CONFLICT (endpoint_id, minute, shard) DO UPDATE SET {}",
         arrays.join(", "),
         add.join(", ")
     )
 });
 
-/// One endpoint's minutes in [first, end), summed by interval.
+/// One endpoint's minutes in [first, end), summed by interval (and so over
+/// the shards).
 static SERIES: LazyLock<String> = LazyLock::new(|| {
     let sums: Vec<String> = ATTEMPT_STAT_COLS.iter().map(|c| format!("SUM({c})::int8")).collect();
     format!(
@@ -40,8 +41,26 @@ static SERIES: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Called by the recorder, in the batch's transaction.
-pub(super) async fn count_attempts(c: &mut PgConnection, recs: &[AttemptRecord]) -> StoreResult<()> {
+/// A recorder's rows of the chart counts: the next of `chart_shards`, so
+/// that nodes' recorders do not share rows (until 32,767 recorders have
+/// started and the numbers cycle). Without the database at hand, any
+/// number does: sharing a row costs waiting, never a wrong count.
+pub(super) async fn new_shard(pool: &PgPool) -> i16 {
+    match sqlx::query_scalar::<_, i16>("SELECT nextval('chart_shards')::int2").fetch_one(pool).await {
+        Ok(shard) => shard,
+        Err(e) => {
+            tracing::debug!(error = %e, "no chart shard from the database; taking a random one");
+            rand::random()
+        }
+    }
+}
+
+/// Called by the recorder, in the batch's transaction, with its shard.
+pub(super) async fn count_attempts(
+    c: &mut PgConnection,
+    recs: &[AttemptRecord],
+    shard: i16,
+) -> StoreResult<()> {
     let mut minutes: BTreeMap<(&str, i64), (&str, AttemptStats)> = BTreeMap::new();
     for a in recs.iter().map(|r| &r.attempt) {
         let key = (a.endpoint_id.as_str(), attempt_stats::minute_of(a.created_at));
@@ -59,7 +78,7 @@ pub(super) async fn count_attempts(c: &mut PgConnection, recs: &[AttemptRecord])
             column.push(n as i64);
         }
     }
-    let mut q = sqlx::query(&COUNT).bind(endpoints).bind(at).bind(apps);
+    let mut q = sqlx::query(&COUNT).bind(endpoints).bind(at).bind(apps).bind(shard);
     for column in counters {
         q = q.bind(column);
     }

