@@ -32,7 +32,7 @@ mod tenants;
 
 pub use messages::APPS_WITH_ENDPOINTS;
 pub use retention::ERASE_EXPIRED;
-pub use statistics::LOOK_LOCK as STATISTICS_LOCK;
+pub use statistics::{LOOK_LOCK as STATISTICS_LOCK, look as look_at_young_tables};
 
 use std::sync::Arc;
 
