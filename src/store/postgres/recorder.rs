@@ -504,7 +504,8 @@ type Slots<'a> = HashMap<(&'a str, &'a str), Slot<'a>>;
 
 async fn lock_deliveries<'a>(c: &mut PgConnection, keys: &[(&'a str, &'a str)]) -> StoreResult<Slots<'a>> {
     let (msgs, eps): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
-    // One index probe per delivery, locked in key order.
+    // One index probe per delivery, locked in the order given (the caller
+    // sorts the keys, so that nodes lock alike).
     // Not `(msg_id, endpoint_id) IN (SELECT * FROM UNNEST(…))`: while the
     // table is small or its statistics old (a fresh database, a burst to
     // many endpoints), that was planned as a scan of every delivery per
